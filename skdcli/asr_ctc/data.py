@@ -1,0 +1,631 @@
+"""Data layer of the asr-ctc recipe: audio in, prepared splits on disk, padded batches out.
+
+Reading order: audio I/O and features -> readers of real formats (LibriSpeech tree, TSV/CSV/JSONL
+manifests) -> synthetic espeak-ng corpus -> ``prepare_dataset`` (the ``prep`` stage) ->
+``load_prepared`` -> ``AsrDataset`` / ``collate_asr``.
+
+Audio is read with soundfile: ``torchaudio.load`` needs torchcodec, which the project machines
+lack. torchaudio is used only for resampling and Kaldi filterbanks.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import math
+import os
+import random
+import shutil
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio
+from torch.nn.utils.rnn import pad_sequence
+
+from .. import __version__
+from ..engine.errors import SkdError
+from ..engine.io import atomic_write_json, atomic_write_jsonl, atomic_write_text, claim_output_dir, read_json, read_jsonl
+from .tokenizer import TOKENIZER_KINDS, Tokenizer, load_tokenizer, normalize_transcript, train_tokenizer
+
+SAMPLE_RATE = 16000
+FRAME_LENGTH_MS = 25.0
+FRAME_SHIFT_MS = 10.0
+AUDIO_SUFFIXES = (".flac", ".wav")
+SPLITS = ("train", "dev", "test")
+SOURCES = ("librispeech", "manifest", "synthetic")
+PREP_FILE = "prep.json"
+
+# progress(advance, total, description): lets the CLI drive a progress bar without this module knowing about it.
+Progress = Callable[[int, int, str], None]
+
+
+# --------------------------------------------------------------------------------------------
+# Audio I/O and features
+# --------------------------------------------------------------------------------------------
+
+def _decode_audio(path: str | Path) -> tuple[np.ndarray, int]:
+    """Decode to mono float32 at the file's own sample rate; every failure names the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise SkdError("audio file not found", path)
+    if path.stat().st_size == 0:
+        raise SkdError("audio file is empty (0 bytes)", path)
+    try:
+        data, sample_rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except sf.LibsndfileError as exc:
+        raise SkdError(f"cannot decode audio ({exc.error_string})", path) from exc
+    except (RuntimeError, ValueError) as exc:
+        raise SkdError(f"cannot decode audio ({exc})", path) from exc
+    if data.shape[0] == 0:
+        raise SkdError("audio file is empty (0 samples)", path)
+    return data.mean(axis=1), sample_rate
+
+
+def read_audio(path: str | Path, target_sr: int = SAMPLE_RATE) -> torch.Tensor:
+    """Mono 1-D float waveform at ``target_sr``; channels are averaged, other rates resampled."""
+    samples, sample_rate = _decode_audio(path)
+    wave = torch.from_numpy(np.ascontiguousarray(samples))
+    if sample_rate != target_sr:
+        wave = torchaudio.functional.resample(wave, sample_rate, target_sr)
+    return wave
+
+
+def fbank_features(wave: torch.Tensor, sample_rate: int = SAMPLE_RATE, num_mel_bins: int = 80) -> torch.Tensor:
+    """Kaldi log-mel filterbank (frames, num_mel_bins): 25 ms windows every 10 ms, no dither."""
+    window = int(sample_rate * FRAME_LENGTH_MS / 1000)
+    if wave.numel() < window:  # kaldi.fbank raises on audio shorter than one window
+        return torch.zeros(0, num_mel_bins)
+    return torchaudio.compliance.kaldi.fbank(
+        wave.unsqueeze(0), sample_frequency=sample_rate, num_mel_bins=num_mel_bins,
+        frame_length=FRAME_LENGTH_MS, frame_shift=FRAME_SHIFT_MS, dither=0.0)
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """What the model consumes; written into export manifests so inference rebuilds the same input.
+
+    kind "fbank": (frames, num_mel_bins) log-mels. kind "waveform": the raw (samples,) signal, for
+    HuBERT/WavLM-style encoders. normalize "utterance" gives each utterance zero mean and unit
+    variance (per mel bin for fbank), as Wav2Vec2FeatureExtractor(do_normalize=True) does.
+    """
+
+    kind: str = "fbank"
+    sample_rate: int = SAMPLE_RATE
+    num_mel_bins: int = 80
+    normalize: str = "utterance"
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("fbank", "waveform"):
+            raise SkdError(f"features: unknown kind {self.kind!r} (expected 'fbank' or 'waveform')")
+        if self.normalize not in ("utterance", "none"):
+            raise SkdError(f"features: unknown normalize {self.normalize!r} (expected 'utterance' or 'none')")
+        if self.sample_rate <= 0 or self.num_mel_bins <= 0:
+            raise SkdError("features: sample_rate and num_mel_bins must be positive")
+
+    @property
+    def feature_dim(self) -> int:
+        """Size of the last axis of a padded batch: mel bins, or 1 for a waveform (B, T)."""
+        return self.num_mel_bins if self.kind == "fbank" else 1
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> FeatureConfig:
+        unknown = set(values) - {f.name for f in fields(cls)}
+        if unknown:
+            raise SkdError(f"features: unknown keys {', '.join(sorted(unknown))}")
+        return cls(**values)
+
+
+def compute_features(wave: torch.Tensor, cfg: FeatureConfig) -> torch.Tensor:
+    """fbank (T, num_mel_bins) or waveform (T,), normalised per utterance if ``cfg`` asks."""
+    feats = fbank_features(wave, cfg.sample_rate, cfg.num_mel_bins) if cfg.kind == "fbank" else wave
+    if cfg.normalize == "utterance":
+        # population variance and eps 1e-7 as in Wav2Vec2FeatureExtractor.zero_mean_unit_var_norm
+        feats = (feats - feats.mean(0)) / torch.sqrt(feats.var(0, unbiased=False) + 1e-7)
+    return feats
+
+
+# --------------------------------------------------------------------------------------------
+# Readers of real formats
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Utterance:
+    id: str
+    audio_path: Path
+    text: str
+
+
+def _skip(path: str | Path, reason: str) -> dict:
+    return {"path": str(path), "reason": reason}
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise SkdError(f"not UTF-8 text (byte {exc.start})", path) from exc
+
+
+def read_librispeech(raw_dir: str | Path) -> tuple[list[Utterance], list[dict]]:
+    """Utterances of a LibriSpeech-layout tree: ``<spk>/<chapter>/<id>.flac|.wav`` + ``<spk>-<chapter>.trans.txt``.
+
+    Works on one split directory or on a directory of splits (everything below is read). Audio
+    and transcript lines are paired within a chapter directory; either one without the other is
+    skipped. The root ``*.TXT`` files of the official archives are not needed.
+    """
+    raw_dir = Path(raw_dir).resolve()
+    if not raw_dir.is_dir():
+        raise SkdError("not a directory", raw_dir)
+    audio_files = sorted(p for p in raw_dir.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+    if not audio_files:
+        raise SkdError("no .flac/.wav audio files found", raw_dir)
+
+    transcripts: dict[tuple[Path, str], tuple[str, Path, int]] = {}
+    for trans in sorted(raw_dir.rglob("*.trans.txt")):
+        for lineno, line in enumerate(_read_text(trans).splitlines(), 1):
+            utt_id, _, text = line.strip().partition(" ")
+            if utt_id:
+                transcripts[(trans.parent, utt_id)] = (text, trans, lineno)
+
+    utterances: list[Utterance] = []
+    skipped: list[dict] = []
+    used: set[tuple[Path, str]] = set()
+    for path in audio_files:  # sorted, so x.flac comes before x.wav and wins
+        key = (path.parent, path.stem)
+        if key in used:
+            skipped.append(_skip(path, f"utterance {path.stem} already has another audio file"))
+        elif key not in transcripts:
+            skipped.append(_skip(path, f"no transcript line for {path.stem} in a *.trans.txt of its directory"))
+        else:
+            used.add(key)
+            utterances.append(Utterance(path.stem, path, transcripts[key][0]))
+    for key, (_, trans, lineno) in transcripts.items():
+        if key not in used:
+            skipped.append(_skip(trans, f"line {lineno}: transcript for {key[1]} has no .flac/.wav audio file"))
+    return utterances, skipped
+
+
+def _manifest_records(path: Path) -> Iterator[tuple[int, dict[str, object]]]:
+    """(line number, record with lower-cased keys) for each row of a JSONL, TSV or CSV manifest."""
+    text = _read_text(path)
+    if path.suffix.lower() == ".jsonl":
+        for lineno, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise SkdError(f"line {lineno}: not valid JSON ({exc.msg})", path) from exc
+            if not isinstance(record, dict):
+                raise SkdError(f"line {lineno}: expected a JSON object", path)
+            yield lineno, {str(k).lower(): v for k, v in record.items()}
+        return
+    first_line = text.split("\n", 1)[0]
+    delimiter = {".tsv": "\t", ".csv": ","}.get(path.suffix.lower(), "\t" if "\t" in first_line else ",")
+    reader = csv.reader(io.StringIO(text), delimiter=delimiter)
+    header = [h.strip().lower() for h in next(reader, [])]
+    for row in reader:
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) != len(header):
+            raise SkdError(f"line {reader.line_num}: expected {len(header)} fields like the header, "
+                           f"found {len(row)}", path)
+        yield reader.line_num, dict(zip(header, row))
+
+
+def read_manifest(path: str | Path) -> tuple[list[Utterance], list[dict]]:
+    """Utterances listed in a manifest file.
+
+    Accepted: JSONL (``.jsonl``) with keys audio|path and text|transcript; TSV or CSV with a
+    header naming those columns in any case (this covers huutuongtu/skd-ctc's
+    ``,Unnamed: 0,Path,Transcript`` CSVs). An optional id key/column names the utterance,
+    otherwise the audio file name does. Relative audio paths resolve against the manifest's
+    folder. Malformed rows raise; rows whose audio file does not exist are skipped.
+    """
+    path = Path(path).resolve()
+    if not path.is_file():
+        raise SkdError("manifest file not found", path)
+    utterances: list[Utterance] = []
+    skipped: list[dict] = []
+    for lineno, record in _manifest_records(path):
+        audio_key = next((k for k in ("audio", "path") if k in record), None)
+        text_key = next((k for k in ("text", "transcript") if k in record), None)
+        if audio_key is None or text_key is None:
+            raise SkdError(f"line {lineno}: needs an audio (or path) and a text (or transcript) field; "
+                           f"found {', '.join(record) or 'none'}", path)
+        audio, text = record[audio_key], record[text_key]
+        if not isinstance(audio, str) or not audio.strip():
+            raise SkdError(f"line {lineno}: {audio_key} must be a non-empty string", path)
+        if not isinstance(text, str):
+            raise SkdError(f"line {lineno}: {text_key} must be a string", path)
+        audio_path = (path.parent / audio.strip()).resolve()
+        utt_id = str(record.get("id") or audio_path.stem)
+        if not audio_path.is_file():
+            skipped.append(_skip(audio_path, f"audio file not found (manifest line {lineno})"))
+            continue
+        utterances.append(Utterance(utt_id, audio_path, text))
+    if not utterances and not skipped:
+        raise SkdError("manifest has no rows", path)
+    return utterances, skipped
+
+
+# --------------------------------------------------------------------------------------------
+# Synthetic spoken corpus (espeak-ng)
+# --------------------------------------------------------------------------------------------
+
+# Closed vocabulary of 30 words: digits, colours, nouns, verbs. Every letter but q and x is covered.
+SYNTH_WORDS = (
+    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
+    "red", "green", "blue", "yellow", "white", "black",
+    "cat", "dog", "bird", "fish", "box", "jug", "key", "van",
+    "runs", "jumps", "stops", "sits", "walks", "flies",
+)
+# Each voice x speed is one "speaker". All four ship with Debian's espeak-ng-data (checked with --voices).
+SYNTH_VOICES = ("en-us", "en-gb", "en-us+f3", "en-gb-scotland+m3")
+SYNTH_SPEEDS = (130, 165, 200)  # words per minute
+SYNTH_CHAPTERS = {"train": 1, "dev": 2, "test": 3}  # distinct per split so utterance ids never collide
+
+
+def _espeak_binary() -> str:
+    """Path of espeak-ng, installing the Debian package when running as root with apt-get."""
+    found = shutil.which("espeak-ng")
+    if found is None and shutil.which("apt-get") and os.geteuid() == 0:
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        for command in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "espeak-ng"]):
+            subprocess.run(command, capture_output=True, env=env, check=False)
+        found = shutil.which("espeak-ng")
+    if found is None:
+        raise SkdError("the synthetic corpus needs the espeak-ng binary, which is missing and could not be "
+                       "installed; install it (apt-get install espeak-ng) and retry")
+    return found
+
+
+def _synthesize(binary: str, text: str, voice: str, speed: int) -> np.ndarray:
+    """Speak ``text`` and return it as 16 kHz float32 samples (espeak-ng writes 22.05 kHz WAV)."""
+    proc = subprocess.run([binary, "-v", voice, "-s", str(speed), "--stdout", text], capture_output=True, check=False)
+    if proc.returncode != 0 or not proc.stdout:
+        raise SkdError(f"espeak-ng failed for voice {voice}: {proc.stderr.decode(errors='replace').strip()}")
+    samples, sample_rate = sf.read(io.BytesIO(proc.stdout), dtype="float32")
+    wave = torchaudio.functional.resample(torch.from_numpy(samples), sample_rate, SAMPLE_RATE)
+    return wave.numpy()
+
+
+def _synthetic_sentences(count: int, rng: random.Random) -> list[str]:
+    """``count`` distinct word sequences of 1-4 words.
+
+    Distinctness makes the dev/test sentences unseen in train. Once the 30 one-word sentences are
+    used up, redraws shift the mix towards longer sentences.
+    """
+    sentences: list[str] = []
+    seen: set[str] = set()
+    while len(sentences) < count:
+        sentence = " ".join(rng.choice(SYNTH_WORDS) for _ in range(rng.randint(1, 4)))
+        if sentence not in seen:
+            seen.add(sentence)
+            sentences.append(sentence)
+    return sentences
+
+
+def generate_synthetic_corpus(out_dir: str | Path, n_train: int = 240, n_dev: int = 30, n_test: int = 30,
+                              seed: int = 0, progress: Progress | None = None) -> Path:
+    """Speak a small closed-vocabulary corpus with espeak-ng into ``out_dir/LibriSpeech``.
+
+    Layout ``LibriSpeech/{train,dev,test}/<speaker>/<chapter>/<speaker>-<chapter>-<n>.flac`` plus
+    ``.trans.txt`` files, so ``read_librispeech`` reads it like the real corpus. Speakers
+    (voice x speed) are shared across splits; sentences are not. The same seed and espeak-ng
+    version give byte-identical files. Returns the ``LibriSpeech`` directory.
+    """
+    if min(n_train, n_dev, n_test) < 0 or n_train == 0:
+        raise SkdError("the synthetic corpus needs n_train > 0 and n_dev, n_test >= 0")
+    root = Path(out_dir).resolve() / "LibriSpeech"
+    if root.exists() and any(root.iterdir()):
+        raise SkdError("already holds a corpus; choose an empty directory", root)
+    binary = _espeak_binary()
+    rng = random.Random(seed)
+    sentences = _synthetic_sentences(n_train + n_dev + n_test, rng)
+    speakers = [(voice, speed) for voice in SYNTH_VOICES for speed in SYNTH_SPEEDS]
+    speaker_ids = [101 + i for i in range(len(speakers))]
+
+    # (path, text, voice, speed) per utterance; speakers take turns so each split is balanced.
+    jobs: list[tuple[Path, str, str, int]] = []
+    transcripts: dict[Path, list[str]] = {}
+    bounds = {"train": (0, n_train), "dev": (n_train, n_train + n_dev), "test": (n_train + n_dev, len(sentences))}
+    for split, (start, stop) in bounds.items():
+        for k, sentence in enumerate(sentences[start:stop]):
+            spk, chapter = speaker_ids[k % len(speakers)], SYNTH_CHAPTERS[split]
+            utt_id = f"{spk}-{chapter}-{k // len(speakers):04d}"
+            chapter_dir = root / split / str(spk) / str(chapter)
+            jobs.append((chapter_dir / f"{utt_id}.flac", sentence, *speakers[k % len(speakers)]))
+            transcripts.setdefault(chapter_dir / f"{spk}-{chapter}.trans.txt", []).append(f"{utt_id} {sentence.upper()}")
+
+    def speak(job: tuple[Path, str, str, int]) -> None:
+        path, text, voice, speed = job
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(str(path), _synthesize(binary, text, voice, speed), SAMPLE_RATE, format="FLAC", subtype="PCM_16")
+
+    # espeak-ng runs as a subprocess and soundfile releases the GIL, so a few threads keep 2+ cores busy.
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        for _ in pool.map(speak, jobs):
+            if progress:
+                progress(1, len(jobs), "synthesising speech")
+    for trans_path, lines in transcripts.items():
+        atomic_write_text(trans_path, "".join(line + "\n" for line in sorted(lines)))
+    speaker_lines = [f"{sid} | {voice} | {speed} wpm" for sid, (voice, speed) in zip(speaker_ids, speakers)]
+    atomic_write_text(root / "SPEAKERS.TXT", "; ID | espeak-ng voice | speed\n" + "\n".join(speaker_lines) + "\n")
+    return root
+
+
+# --------------------------------------------------------------------------------------------
+# prep: raw corpus -> validated split manifests + tokenizer
+# --------------------------------------------------------------------------------------------
+
+def _split_of(name: str) -> str | None:
+    lower = name.lower()
+    return next((split for split in SPLITS if lower.startswith(split)), None)
+
+
+def _librispeech_splits(raw: Path) -> dict[str, list[Path]]:
+    """Map train/dev/test to split directories below ``raw``.
+
+    ``raw`` may be the ``LibriSpeech`` directory (or the folder holding it) with split
+    directories named train*/dev*/test*, or one split directory. A lone split, whatever its
+    name, is the train pool from which dev is held out.
+    """
+    if not raw.is_dir():
+        raise SkdError("not a directory", raw)
+    subdirs = sorted(p for p in raw.iterdir() if p.is_dir())
+    if not any(_split_of(p.name) for p in subdirs) and (raw / "LibriSpeech").is_dir():
+        raw = raw / "LibriSpeech"
+        subdirs = sorted(p for p in raw.iterdir() if p.is_dir())
+    found: dict[str, list[Path]] = {}
+    for p in subdirs:
+        if split := _split_of(p.name):
+            found.setdefault(split, []).append(p)
+    if not found:
+        return {"train": [raw]}
+    if "train" not in found:
+        split_dirs = [p for dirs in found.values() for p in dirs]
+        if len(split_dirs) > 1:
+            raise SkdError(f"no train* split directory (found {', '.join(p.name for p in split_dirs)})", raw)
+        return {"train": split_dirs}
+    return found
+
+
+def _read_librispeech_splits(split_dirs: dict[str, list[Path]]) -> tuple[dict[str, list[Utterance]], list[dict]]:
+    candidates: dict[str, list[Utterance]] = {}
+    skipped: list[dict] = []
+    for split, dirs in split_dirs.items():
+        for split_dir in dirs:
+            utterances, dir_skipped = read_librispeech(split_dir)
+            candidates.setdefault(split, []).extend(utterances)
+            skipped.extend(dir_skipped)
+    return candidates, skipped
+
+
+def _probe_audio(utt: Utterance) -> dict | str:
+    """Audio facts for the manifest row, or why the audio is unusable."""
+    try:
+        samples, sample_rate = _decode_audio(utt.audio_path)
+    except SkdError as exc:
+        return exc.message
+    duration = len(samples) / sample_rate
+    if duration * 1000 < FRAME_LENGTH_MS:
+        return f"audio is shorter than one {FRAME_LENGTH_MS:g} ms frame ({len(samples)} samples)"
+    return {"duration": round(duration, 4), "num_samples": len(samples), "sample_rate": sample_rate}
+
+
+def _text_problem(tokenizer: Tokenizer, text: str) -> str | None:
+    bad = tokenizer.invalid_chars(text)
+    if bad:
+        return f"characters outside the tokenizer vocabulary: {''.join(sorted(bad))!r}"
+    if not tokenizer.is_valid(text):
+        return "transcript encodes to nothing or to <unk>"
+    return None
+
+
+def _hold_out(rows: list[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """Split off ceil(fraction * n) rows as dev, chosen by a seeded hash of the utterance id.
+
+    Hash order does not depend on file order; ceil keeps at least one dev row for tiny corpora
+    (and at least one train row).
+    """
+    if fraction == 0 or len(rows) < 2:
+        return rows, []
+    n_dev = min(math.ceil(fraction * len(rows)), len(rows) - 1)
+    ranked = sorted(rows, key=lambda r: hashlib.sha256(f"{seed}:{r['id']}".encode()).hexdigest())
+    dev_ids = {r["id"] for r in ranked[:n_dev]}
+    return [r for r in rows if r["id"] not in dev_ids], [r for r in rows if r["id"] in dev_ids]
+
+
+def _fingerprint(data_dir: Path) -> str:
+    """sha256 over the split manifests exactly as written, each preceded by its split name."""
+    digest = hashlib.sha256()
+    for split in SPLITS:
+        digest.update(f"{split}\n".encode())
+        digest.update((data_dir / f"{split}.jsonl").read_bytes())
+    return digest.hexdigest()
+
+
+def prepare_dataset(source: str, raw: str | Path | None, out: str | Path, *, tokenizer: str = "char",
+                    vocab_size: int = 64, dev_fraction: float = 0.05, overwrite: bool = False, seed: int = 0,
+                    progress: Progress | None = None) -> dict:
+    """The ``prep`` stage: read a corpus, validate every utterance, write manifests and a tokenizer.
+
+    Writes into ``out``: ``{train,dev,test}.jsonl`` (rows id, audio, text, duration,
+    num_samples, sample_rate, sorted by id; duration/num_samples/sample_rate describe the file
+    as stored, resampling happens at load time), ``skipped.jsonl`` ({"path", "reason"} per
+    unusable file or line), ``tokenizer/`` and, last, ``prep.json``, whose presence marks the
+    dataset complete. Returns the ``prep.json`` content.
+    """
+    if source not in SOURCES:
+        raise SkdError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
+    if tokenizer not in TOKENIZER_KINDS:
+        raise SkdError(f"unknown tokenizer {tokenizer!r}; choose one of {', '.join(TOKENIZER_KINDS)}")
+    if not 0 <= dev_fraction < 1:
+        raise SkdError(f"dev_fraction must be in [0, 1), got {dev_fraction}")
+    out = Path(out).resolve()
+
+    # Read the source before claiming `out`, so a bad --raw never costs an existing dataset.
+    split_dirs: dict[str, list[Path]] = {}
+    if source != "synthetic":
+        if raw is None:
+            raise SkdError(f"source {source!r} needs a raw data path")
+        raw = Path(raw).resolve()
+        if not raw.exists():
+            raise SkdError("raw data path not found", raw)
+        if raw == out or out in raw.parents:
+            raise SkdError(f"lies inside the output directory {out}, which prep replaces; choose another output",
+                           raw)
+        if source == "librispeech":
+            split_dirs = _librispeech_splits(raw)
+            candidates, skipped = _read_librispeech_splits(split_dirs)
+        else:
+            train, skipped = read_manifest(raw)
+            candidates = {"train": train}
+    claim_output_dir(out, overwrite, PREP_FILE, "prepared dataset")
+    if source == "synthetic":
+        raw = generate_synthetic_corpus(out / "raw", seed=seed, progress=progress)
+        split_dirs = _librispeech_splits(raw)
+        candidates, skipped = _read_librispeech_splits(split_dirs)
+
+    # Cheap checks first (ids, transcripts, and the fixed char vocabulary), then decode the audio.
+    tok: Tokenizer | None = train_tokenizer("char", [], out / "tokenizer", vocab_size) if tokenizer == "char" else None
+    pending: list[tuple[str, Utterance]] = []
+    seen_ids: set[str] = set()
+    for split, utterances in candidates.items():
+        for utt in utterances:
+            utt = Utterance(utt.id, utt.audio_path, normalize_transcript(utt.text))
+            problem = (f"duplicate utterance id {utt.id}" if utt.id in seen_ids
+                       else "empty transcript" if not utt.text
+                       else _text_problem(tok, utt.text) if tok else None)
+            seen_ids.add(utt.id)
+            if problem:
+                skipped.append(_skip(utt.audio_path, problem))
+            else:
+                pending.append((split, utt))
+
+    rows: dict[str, list[dict]] = {split: [] for split in SPLITS}
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        for (split, utt), audio in zip(pending, pool.map(lambda p: _probe_audio(p[1]), pending)):
+            if progress:
+                progress(1, len(pending), "checking audio")
+            if isinstance(audio, str):
+                skipped.append(_skip(utt.audio_path, audio))
+            else:
+                rows[split].append({"id": utt.id, "audio": str(utt.audio_path), "text": utt.text, **audio})
+
+    held_out = "dev" not in split_dirs  # manifests have no split dirs, so they always hold out dev
+    if held_out:
+        rows["train"], rows["dev"] = _hold_out(rows["train"], dev_fraction, seed)
+    if not rows["train"]:
+        atomic_write_jsonl(out / "skipped.jsonl", skipped)
+        raise SkdError(f"no usable utterances ({len(skipped)} skipped, see {out / 'skipped.jsonl'})", raw)
+
+    if tok is None:  # sentencepiece learns from train transcripts only, then vets every split
+        tok = train_tokenizer(tokenizer, [r["text"] for r in rows["train"]], out / "tokenizer", vocab_size)
+        for split in SPLITS:
+            kept = []
+            for row in rows[split]:
+                problem = _text_problem(tok, row["text"])
+                if problem:
+                    skipped.append(_skip(row["audio"], problem))
+                else:
+                    kept.append(row)
+            rows[split] = kept
+
+    for split in SPLITS:
+        atomic_write_jsonl(out / f"{split}.jsonl", sorted(rows[split], key=lambda r: r["id"]))
+    atomic_write_jsonl(out / "skipped.jsonl", skipped)
+    info = {
+        "skd_version": __version__,
+        "source": source,
+        "raw": str(raw),
+        "splits": {split: [str(d) for d in split_dirs[split]] for split in SPLITS if split in split_dirs},
+        "dev_held_out": held_out,
+        "dev_fraction": dev_fraction,
+        "seed": seed,
+        "counts": {split: len(rows[split]) for split in SPLITS},
+        "skipped": len(skipped),
+        "tokenizer": {"dir": "tokenizer", "kind": tokenizer, "vocab_size": tok.vocab_size},
+        "fingerprint": _fingerprint(out),
+        "hours": {split: round(sum(r["duration"] for r in rows[split]) / 3600, 4) for split in SPLITS},
+    }
+    atomic_write_json(out / PREP_FILE, info)
+    return info
+
+
+# --------------------------------------------------------------------------------------------
+# Loading a prepared dataset; torch Dataset and collate
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class PreparedData:
+    root: Path
+    info: dict
+    train: list[dict]
+    dev: list[dict]
+    test: list[dict]
+    tokenizer: Tokenizer
+
+
+def load_prepared(data_dir: str | Path) -> PreparedData:
+    """Read what ``prepare_dataset`` wrote, refusing half-written or edited datasets."""
+    root = Path(data_dir).resolve()
+    if not root.is_dir():
+        raise SkdError("dataset directory not found", root)
+    if not (root / PREP_FILE).is_file():
+        raise SkdError(f"not a prepared dataset (no {PREP_FILE}); run `skd asr-ctc prep` first", root)
+    info = read_json(root / PREP_FILE)
+    splits = {split: read_jsonl(root / f"{split}.jsonl") for split in SPLITS}
+    if info.get("fingerprint") != _fingerprint(root):
+        raise SkdError(f"split manifests changed since prep (fingerprint differs from {PREP_FILE}); "
+                       "re-run `skd asr-ctc prep --overwrite`", root)
+    return PreparedData(root, info, splits["train"], splits["dev"], splits["test"],
+                        load_tokenizer(root / "tokenizer"))
+
+
+class AsrDataset(torch.utils.data.Dataset):
+    """Manifest rows -> {index, id, features, targets, text}; audio is read in ``__getitem__``.
+
+    ``features`` is (T, F) fbank or a (T,) waveform, per ``feature_cfg``. SpecAugment is not
+    applied here: the model applies it on the main process, where its RNG state is checkpointed.
+    """
+
+    def __init__(self, rows: Iterable[dict], tokenizer: Tokenizer, feature_cfg: FeatureConfig):
+        self.rows = list(rows)
+        self.feature_cfg = feature_cfg
+        # Encoded once up front: cheap, and a bad transcript fails before training starts.
+        self.targets = [tokenizer.encode(row["text"]) for row in self.rows]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> dict:
+        row = self.rows[index]
+        wave = read_audio(row["audio"], self.feature_cfg.sample_rate)
+        return {"index": index, "id": row["id"], "features": compute_features(wave, self.feature_cfg),
+                "targets": torch.tensor(self.targets[index], dtype=torch.long), "text": row["text"]}
+
+
+def collate_asr(batch: list[dict]) -> dict:
+    """Zero-pad features to (B, Tmax, F) or (B, Tmax) and targets to (B, Umax); 0 is the CTC blank."""
+    return {
+        "features": pad_sequence([b["features"] for b in batch], batch_first=True),
+        "feature_lengths": torch.tensor([b["features"].shape[0] for b in batch], dtype=torch.long),
+        "targets": pad_sequence([b["targets"] for b in batch], batch_first=True, padding_value=0),
+        "target_lengths": torch.tensor([len(b["targets"]) for b in batch], dtype=torch.long),
+        "ids": [b["id"] for b in batch],
+        "texts": [b["text"] for b in batch],
+        "indices": torch.tensor([b["index"] for b in batch], dtype=torch.long),
+    }
