@@ -1,0 +1,107 @@
+"""Typed config of the asr-ctc recipe. Defaults = the tiny embedded setup that `skd asr-ctc run`
+trains on CPU in about two minutes; `recipes/asr_ctc/*.yaml` override them for real data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..engine.config import TrainConfig, check_choice
+from ..engine.errors import SkdError
+from ..engine.schedules import build_weight_schedule
+
+
+@dataclass
+class DataConfig:
+    feature: str = "fbank"  # fbank (from-scratch encoder) | waveform (HuBERT/WavLM-style encoders)
+    num_mel_bins: int = 80
+    max_train_seconds: float = 0.0  # drop longer training utterances (0 = keep all)
+
+
+@dataclass
+class SpecAugmentConfig:
+    enabled: bool = True  # applied in the model's forward, training mode only, fbank front-end only
+    freq_masks: int = 2
+    freq_width: int = 10  # mel bins
+    time_masks: int = 2
+    time_width: int = 8  # frames (10 ms)
+
+
+@dataclass
+class ModelConfig:
+    encoder: str = "transformer"  # transformer (fbank + conv subsampling) | hf (local HuBERT/WavLM dir)
+    pretrained: str = ""  # encoder=hf: local directory in Hugging Face format (config.json [+ weights])
+    d_model: int = 128
+    conv_channels: int = 32  # channels of the 2x Conv2d subsampling (the costliest part on CPU)
+    num_layers: int = 4
+    num_heads: int = 4
+    ff_dim: int = 512
+    dropout: float = 0.1
+    student_layer: int = 2  # the sub-model (student) = the first `student_layer` encoder layers
+    share_ctc_head: bool = False  # one CTC projection for student and teacher (paper: unknown)
+    freeze_feature_encoder: bool = True  # encoder=hf: keep the CNN waveform front-end frozen
+    spec_augment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
+
+
+@dataclass
+class KDConfig:
+    # skd: L = (1-a)·CTC(teacher) + a·(CTC(student) + w·KL(sg(teacher) || student)), frame level
+    # interctc: the same without the KL term (intermediate CTC) ; ctc: plain CTC on the full model
+    method: str = "skd"
+    temperature: float = 1.0
+    t2_scale: bool = True  # multiply the KL by T^2 (ours; the unofficial code has T=1, no factor)
+    reduction: str = "sequence_mean"  # sequence_mean (ours: valid frames only) | element_mean (unofficial code)
+    stop_gradient: bool = True  # detach the teacher posteriors (mandatory per the notes)
+    mask_blank_frames: bool = False  # drop frames whose teacher argmax is blank (paper: not helpful)
+    kd_weight: float = 1.0  # w above
+    alpha: Any = field(default_factory=lambda: {"kind": "clipped_linear_epoch", "t": 0.3})
+
+
+@dataclass
+class EvalConfig:
+    head: str = "auto"  # head reported as `wer` and exported: auto (student unless kd.method=ctc) | student | teacher
+    beam_size: int = 1  # 1 = greedy CTC decoding; >1 = prefix beam search without LM
+    spike_utterances: int = 50  # utterances used for the spike-timing analysis
+
+
+def _train_defaults() -> TrainConfig:
+    return TrainConfig(max_steps=600, batch_size=16, lr=2e-3, warmup_steps=60, eval_every=150,
+                       checkpoint_every=150, best_metric="wer", best_mode="min", log_every=10)
+
+
+@dataclass
+class AsrCtcConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    kd: KDConfig = field(default_factory=KDConfig)
+    train: TrainConfig = field(default_factory=_train_defaults)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def validate(self) -> None:
+        check_choice("data.feature", self.data.feature, ["fbank", "waveform"])
+        check_choice("model.encoder", self.model.encoder, ["transformer", "hf"])
+        check_choice("kd.method", self.kd.method, ["skd", "interctc", "ctc"])
+        check_choice("kd.reduction", self.kd.reduction, ["sequence_mean", "element_mean"])
+        check_choice("eval.head", self.eval.head, ["auto", "student", "teacher"])
+        if self.model.encoder == "hf":
+            if not self.model.pretrained:
+                raise SkdError("model.encoder=hf needs model.pretrained=<local HF model directory>")
+            if self.data.feature != "waveform":
+                raise SkdError("model.encoder=hf reads raw audio: set data.feature=waveform")
+        elif self.data.feature != "fbank":
+            raise SkdError("model.encoder=transformer reads filterbanks: set data.feature=fbank")
+        if self.model.encoder == "transformer" and not 1 <= self.model.student_layer < self.model.num_layers:
+            raise SkdError(f"model.student_layer must be in [1, {self.model.num_layers - 1}] "
+                           f"(got {self.model.student_layer})")
+        if self.kd.temperature <= 0:
+            raise SkdError("kd.temperature must be > 0")
+        try:
+            build_weight_schedule(self.kd.alpha)
+        except ValueError as exc:
+            raise SkdError(f"kd.alpha: {exc}") from exc
+
+    @property
+    def export_head(self) -> str:
+        if self.eval.head != "auto":
+            return self.eval.head
+        return "teacher" if self.kd.method == "ctc" else "student"

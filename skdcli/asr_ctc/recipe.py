@@ -1,0 +1,372 @@
+"""The asr-ctc stages: prep -> train -> eval -> export (-> transcribe), and `run` = all of them
+on the embedded synthetic corpus. Each stage returns a dict: the CLI prints it as a table or JSON.
+
+The engine does the training; this file only wires data, model and loss into a ``Task``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from ..engine.config import build_config, config_from_dict, config_to_yaml, load_yaml, merge_into
+from ..engine.console import console
+from ..engine.distributed import barrier, init_distributed, resolve_device, shutdown_distributed
+from ..engine.errors import SkdError
+from ..engine.export import export_program, load_exported
+from ..engine.io import atomic_write_json, read_json
+from ..engine.plots import plot_training_curves
+from ..engine.rundir import RunDir
+from ..engine.schedules import Progress, build_weight_schedule
+from ..engine.trainer import Task, Trainer, move_to
+from .config import AsrCtcConfig
+from .data import AsrDataset, FeatureConfig, collate_asr, compute_features, load_prepared, prepare_dataset, read_audio
+from .loss import ctc_self_kd_objective
+from .metrics import aggregate_spike_timing, beam_ctc_decode, error_rates, greedy_ctc_decode, spike_timing
+from .model import CTCInference, CTCSelfKDModel, count_parameters
+from .plots import plot_posteriors
+from .tokenizer import load_tokenizer
+
+TASK_NAME = "asr-ctc"
+
+
+def feature_config(cfg: AsrCtcConfig) -> FeatureConfig:
+    return FeatureConfig(kind=cfg.data.feature, sample_rate=16000, num_mel_bins=cfg.data.num_mel_bins)
+
+
+# -- the Task the engine trains ----------------------------------------------------------------------
+class AsrCtcTask(Task):
+    find_unused_parameters = False
+
+    def __init__(self, cfg: AsrCtcConfig, data_dir: str | Path):
+        self.cfg = cfg
+        self.data = load_prepared(data_dir)
+        self.tokenizer = self.data.tokenizer
+        self.features = feature_config(cfg)
+        self.alpha = build_weight_schedule(cfg.kd.alpha)
+        self.best_metric, self.best_mode = "wer", "min"
+
+    def build_model(self) -> CTCSelfKDModel:
+        return CTCSelfKDModel(self.cfg, self.tokenizer.vocab_size)
+
+    def train_dataset(self) -> AsrDataset:
+        rows = self.data.train
+        if self.cfg.data.max_train_seconds > 0:
+            rows = [r for r in rows if r["duration"] <= self.cfg.data.max_train_seconds]
+        return AsrDataset(rows, self.tokenizer, self.features)
+
+    def eval_dataset(self) -> AsrDataset | None:
+        rows = self.data.dev
+        return AsrDataset(rows, self.tokenizer, self.features) if rows else None
+
+    def collate(self, items: list) -> dict:
+        return collate_asr(items)
+
+    def compute_loss(self, model, batch: dict, progress: Progress):
+        out = model(batch["features"], batch["feature_lengths"])
+        return ctc_self_kd_objective(out, batch, float(self.alpha(progress)), self.cfg.kd)
+
+    def evaluate(self, model, loader, device) -> dict[str, float]:
+        return decode_and_score(model, loader, device, self.cfg, self.tokenizer)["metrics"]
+
+
+# -- decoding and scoring (used by periodic eval and the eval stage) -------------------------------------
+def decode_and_score(model: CTCSelfKDModel, loader, device: torch.device, cfg: AsrCtcConfig, tokenizer,
+                     keep_posteriors: int = 0) -> dict:
+    heads = ["teacher", "student"] if model.with_student else ["teacher"]
+    refs: list[str] = []
+    hyps: dict[str, list[str]] = {h: [] for h in heads}
+    spikes: list[dict] = []
+    kept: list[dict] = []
+    for batch in loader:
+        batch = move_to(batch, device)
+        out = model(batch["features"], batch["feature_lengths"])
+        lens = out["out_lengths"].cpu()
+        log_probs = {h: torch.log_softmax(out[f"{h}_logits"].float(), -1).cpu() for h in heads}
+        refs.extend(batch["texts"])
+        for h in heads:
+            if cfg.eval.beam_size > 1:
+                ids = [beam_ctc_decode(lp[: int(n)], cfg.eval.beam_size) for lp, n in zip(log_probs[h], lens)]
+            else:
+                ids = greedy_ctc_decode(log_probs[h], lens)
+            hyps[h].extend(tokenizer.decode(i) for i in ids)
+        if model.with_student:
+            for b, n in enumerate(lens.tolist()):
+                if len(spikes) < cfg.eval.spike_utterances:
+                    spikes.append(spike_timing(log_probs["teacher"][b, :n], log_probs["student"][b, :n]))
+                if len(kept) < keep_posteriors:
+                    kept.append({"id": batch["ids"][b], "teacher": log_probs["teacher"][b, :n],
+                                 "student": log_probs["student"][b, :n]})
+    metrics: dict[str, float] = {}
+    for h in heads:
+        rates = error_rates(refs, hyps[h])
+        metrics[f"wer_{h}"], metrics[f"cer_{h}"] = rates["wer"], rates["cer"]
+    main = cfg.export_head
+    metrics["wer"], metrics["cer"] = metrics[f"wer_{main}"], metrics[f"cer_{main}"]
+    result = {"metrics": metrics, "refs": refs, "hyps": hyps, "posteriors": kept}
+    if spikes:
+        result["spike_timing"] = aggregate_spike_timing(spikes)
+    return result
+
+
+# -- config and run directory --------------------------------------------------------------------------
+RUN_FILES = ("config.yaml", "provenance.json", "metrics.jsonl", "checkpoints", "train_summary.json",
+             "eval.json", "export", "plots")
+
+
+def clear_run(run: RunDir) -> None:
+    """--overwrite: remove what a previous run wrote, and nothing else (e.g. `run`'s data/)."""
+    for name in RUN_FILES:
+        p = run.path / name
+        if p.is_dir():
+            shutil.rmtree(p)
+        elif p.exists():
+            p.unlink()
+
+
+def load_run_config(run: RunDir) -> AsrCtcConfig:
+    if not run.config.is_file():
+        raise SkdError("not a skd run directory (no config.yaml)", run.path)
+    try:
+        cfg = config_from_dict(AsrCtcConfig, load_yaml(run.config))
+        cfg.validate()
+    except SkdError as exc:
+        raise SkdError(exc.message, run.config) from exc
+    return cfg
+
+
+def recorded_data_dir(run: RunDir) -> str:
+    if run.provenance.is_file():
+        data = read_json(run.provenance).get("data_dir")
+        if data:
+            return data
+    raise SkdError("no --data given and the run does not record its data directory", run.path)
+
+
+# -- stages ------------------------------------------------------------------------------------------------
+def prep_stage(source: str, raw: str | None, out: str, tokenizer: str = "char", vocab_size: int = 64,
+               overwrite: bool = False, seed: int = 0) -> dict:
+    if source in ("librispeech", "manifest") and not raw:
+        raise SkdError(f"--source {source} needs --raw PATH")
+    from ..engine.console import progress_bar
+
+    bar = progress_bar(transient=True)
+    task_ids: dict[str, int] = {}
+
+    def progress(advance: int, total: int, description: str) -> None:
+        if description not in task_ids:
+            task_ids[description] = bar.add_task(description, total=total, info="")
+        bar.update(task_ids[description], advance=advance, total=total)
+
+    with bar:
+        return prepare_dataset(source, raw, out, tokenizer=tokenizer, vocab_size=vocab_size,
+                               overwrite=overwrite, seed=seed, progress=progress)
+
+
+def train_stage(data: str | None, run_dir: str, config: str | None = None, sets: list[str] | None = None,
+                baseline: bool = False, seed: int | None = None, max_steps: int | None = None,
+                checkpoint_every: int | None = None, resume: bool = False, device: str = "auto",
+                overwrite: bool = False, show_progress: bool = True) -> dict:
+    dist_info, dev = init_distributed(device)
+    try:
+        run = RunDir(run_dir)
+        if resume:
+            if config or sets or baseline:
+                raise SkdError("--resume continues with the run's own config.yaml; drop --config/--set/--baseline")
+            cfg = load_run_config(run)
+            data = data or recorded_data_dir(run)
+            if max_steps is not None:  # extending a finished run is allowed
+                cfg.train.max_steps = max_steps
+        else:
+            cfg = build_config(AsrCtcConfig, config, sets)
+            if baseline:
+                cfg.kd.method = "ctc"
+            overrides = {"seed": seed, "max_steps": max_steps, "checkpoint_every": checkpoint_every}
+            merge_into(cfg.train, {k: v for k, v in overrides.items() if v is not None}, "train")
+            cfg.validate()
+            if data is None:
+                raise SkdError("train needs --data DIR (a dataset written by `skd asr-ctc prep`)")
+            if dist_info.is_main and run.config.is_file():
+                if not overwrite:
+                    state = "a finished run" if run.is_finished() else "an unfinished run (continue it with --resume)"
+                    raise SkdError(f"already holds {state}; pass --overwrite to start over", run.path)
+                clear_run(run)
+        task = AsrCtcTask(cfg, data)  # validates the data dir on every rank
+        if dist_info.is_main:
+            run.path.mkdir(parents=True, exist_ok=True)
+            run.write_config(config_to_yaml(cfg))
+            if not resume or not run.provenance.is_file():
+                run.write_provenance(cfg.train.seed, task.data.info.get("fingerprint"),
+                                     {"task": TASK_NAME, "data_dir": str(Path(data).resolve()), "device": str(dev)})
+        barrier()
+        trainer = Trainer(task, cfg.train, run, dev, dist_info, show_progress=show_progress)
+        result = trainer.fit(resume=resume).to_dict()
+        model = trainer.model
+        summary = {"task": TASK_NAME, "run_dir": str(run.path), "kd_method": cfg.kd.method, **result,
+                   "parameters": count_parameters(model),
+                   "world_size": dist_info.world_size, "device": str(dev)}
+        if dist_info.is_main:
+            atomic_write_json(run.summary, summary)
+            summary["plots"] = [str(p) for p in plot_training_curves(run.metrics, run.plots)]
+        barrier()
+        return summary
+    finally:
+        shutdown_distributed()
+
+
+def load_model_for_eval(run: RunDir, data_dir: str, device: torch.device) -> tuple[AsrCtcConfig, AsrCtcTask, CTCSelfKDModel]:
+    run.require_trained()
+    cfg = load_run_config(run)
+    task = AsrCtcTask(cfg, data_dir)
+    model = task.build_model()
+    RunDir.load_weights(model, run.weights_for_eval())
+    return cfg, task, model.to(device).eval()
+
+
+def eval_stage(run_dir: str, data: str | None = None, split: str = "auto", beam_size: int | None = None,
+               device: str = "auto") -> dict:
+    run = RunDir(run_dir)
+    run.require_trained()
+    data = data or recorded_data_dir(run)
+    dev = resolve_device(device)
+    cfg, task, model = load_model_for_eval(run, data, dev)
+    if beam_size is not None:
+        cfg.eval.beam_size = beam_size
+    if split == "auto":
+        split = "test" if task.data.test else "dev"
+    rows = getattr(task.data, split, None) if split in ("train", "dev", "test") else None
+    if not rows:
+        raise SkdError(f"the dataset has no '{split}' split", data)
+    loader = DataLoader(AsrDataset(rows, task.tokenizer, task.features), batch_size=cfg.train.batch_size,
+                        shuffle=False, collate_fn=collate_asr)
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        scored = decode_and_score(model, loader, dev, cfg, task.tokenizer, keep_posteriors=1)
+    seconds = time.perf_counter() - t0
+    result = {"task": TASK_NAME, "run_dir": str(run.path), "split": split, "utterances": len(rows),
+              "head": cfg.export_head, "decoder": "greedy" if cfg.eval.beam_size <= 1 else f"beam{cfg.eval.beam_size}",
+              **scored["metrics"], "decode_seconds": round(seconds, 3),
+              "weights": str(run.weights_for_eval())}
+    if "spike_timing" in scored:
+        result["spike_timing"] = scored["spike_timing"]
+    if scored["posteriors"]:
+        post = scored["posteriors"][0]
+        symbols = [task.tokenizer.decode([i]) or "?" for i in range(task.tokenizer.vocab_size)]
+        symbols[0] = "<b>"
+        png = plot_posteriors(post["teacher"], post["student"], run.plots / "posteriors.png", symbols=symbols,
+                              title=f"{post['id']}: teacher (layer {model.teacher_layer}) vs student (layer {model.student_layer})")
+        result["posterior_plot"] = str(png)
+    result["examples"] = [{"ref": r, "hyp": h} for r, h in list(zip(scored["refs"], scored["hyps"][cfg.export_head]))[:5]]
+    atomic_write_json(run.eval_json, result)
+    return result
+
+
+def export_stage(run_dir: str, out: str | None = None, head: str | None = None, overwrite: bool = False) -> dict:
+    run = RunDir(run_dir)
+    run.require_trained()
+    cfg = load_run_config(run)
+    if head:
+        cfg.eval.head = head
+        cfg.validate()
+    data_dir = recorded_data_dir(run)
+    _, task, model = load_model_for_eval(run, data_dir, torch.device("cpu"))
+    inference = CTCInference(model, cfg.export_head).eval()
+    rows = task.data.dev or task.data.train
+    ds = AsrDataset(rows[:2], task.tokenizer, task.features)
+    example = collate_asr([ds[0]])
+    parity = collate_asr([ds[i] for i in range(len(ds))])
+    seq = torch.export.Dim("frames", min=64, max=200_000 if cfg.data.feature == "waveform" else 20_000)
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    feats_spec = {0: batch, 1: seq}
+    out_dir = Path(out) if out else run.export_dir
+
+    def write_extra(folder: Path) -> dict:
+        task.tokenizer.save(folder / "tokenizer")
+        return {"task": TASK_NAME, "head": cfg.export_head, "layers": inference.layer,
+                "features": task.features.to_dict(), "tokenizer": "tokenizer",
+                "inputs": ["features (B, T, F) float32" if cfg.data.feature == "fbank" else "waveform (B, S) float32",
+                           "lengths (B,) int64"],
+                "outputs": ["log_probs (B, T', V)", "out_lengths (B,)"], "blank_id": 0,
+                "parameters": count_parameters(inference)}
+
+    manifest = export_program(inference, (example["features"], example["feature_lengths"]), out_dir,
+                              dynamic_shapes=(feats_spec, {0: batch}), write_extra=write_extra, overwrite=overwrite,
+                              parity_inputs=(parity["features"], parity["feature_lengths"]))
+    return {"task": TASK_NAME, "export_dir": str(out_dir), "head": manifest["head"], "layers": manifest["layers"],
+            "parameters": manifest["parameters"], "parity_max_abs_diff": manifest["parity"]["max_abs_diff"],
+            "files": sorted(manifest["files"])}
+
+
+def transcribe_stage(model_path: str, files: list[str], beam_size: int = 1) -> dict:
+    module, manifest, folder = load_exported(model_path)
+    if manifest.get("task") != TASK_NAME:
+        raise SkdError(f"not an asr-ctc export (task={manifest.get('task')})", folder)
+    tokenizer = load_tokenizer(folder / manifest["tokenizer"])
+    feats_cfg = FeatureConfig.from_dict(manifest["features"])
+    results = []
+    for f in files:
+        wave = read_audio(f, feats_cfg.sample_rate)
+        feats = compute_features(wave, feats_cfg)
+        with torch.no_grad():
+            log_probs, out_lengths = module(feats.unsqueeze(0), torch.tensor([feats.shape[0]]))
+        lp = log_probs[0, : int(out_lengths[0])]
+        ids = beam_ctc_decode(lp, beam_size) if beam_size > 1 else greedy_ctc_decode(lp.unsqueeze(0))[0]
+        results.append({"file": str(f), "text": tokenizer.decode(ids), "seconds": round(wave.shape[0] / feats_cfg.sample_rate, 3)})
+    return {"model": str(folder), "transcripts": results}
+
+
+def run_stage_all(run_dir: str, data: str | None = None, baseline: bool = False, seed: int | None = None,
+                  max_steps: int | None = None, sets: list[str] | None = None, device: str = "auto",
+                  overwrite: bool = False) -> dict:
+    """The whole pipeline on the embedded tiny default (a synthetic espeak-ng corpus)."""
+    t0 = time.perf_counter()
+    run = RunDir(run_dir)
+    if run.config.is_file() and not overwrite:
+        raise SkdError("already holds a run; pass --overwrite to replace it", run.path)
+    if data is None:
+        data = str(run.path / "data")
+        if not (Path(data) / "prep.json").is_file():
+            console.print("[cyan]prep:[/] writing the synthetic espeak-ng corpus")
+            prep_stage("synthetic", None, data, overwrite=True, seed=0)
+    console.print("[cyan]train[/]")
+    trained = train_stage(data, run_dir, sets=sets, baseline=baseline, seed=seed, max_steps=max_steps,
+                          device=device, overwrite=overwrite)
+    console.print("[cyan]eval[/]")
+    evaluated = eval_stage(run_dir, data, device=device)
+    console.print("[cyan]export[/]")
+    exported = export_stage(run_dir, overwrite=True)
+    result = {"task": TASK_NAME, "run_dir": str(run.path), "kd_method": trained["kd_method"],
+              "steps": trained["steps"], "train_seconds": trained["train_seconds"],
+              "split": evaluated["split"], "head": evaluated["head"],
+              "wer": evaluated["wer"], "cer": evaluated["cer"],
+              **{k: evaluated[k] for k in ("wer_teacher", "cer_teacher", "wer_student", "cer_student") if k in evaluated},
+              "export_dir": exported["export_dir"], "parity_max_abs_diff": exported["parity_max_abs_diff"],
+              "total_seconds": round(time.perf_counter() - t0, 1)}
+    if "spike_timing" in evaluated:
+        result["spike_mean_offset_frames"] = evaluated["spike_timing"].get("mean_offset")
+    return result
+
+
+def bench_stage(data: str | None, steps: int, rounds: int, device: str, sets: list[str] | None = None) -> dict:
+    """Engine vs hand-written loop, and SKD vs baseline, on this recipe's training step."""
+    import tempfile
+
+    from ..engine.bench import benchmark
+
+    dev = resolve_device(device)
+    with tempfile.TemporaryDirectory() as tmp:
+        if data is None:
+            data = str(Path(tmp) / "data")
+            prep_stage("synthetic", None, data, overwrite=True)
+
+        def make(baseline: bool):
+            cfg = build_config(AsrCtcConfig, None, sets)
+            if baseline:
+                cfg.kd.method = "ctc"
+            return AsrCtcTask(cfg, data), cfg.train
+
+        return {"task": TASK_NAME, **benchmark(make, dev, steps=steps, rounds=rounds)}
