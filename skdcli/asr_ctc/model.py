@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 import torchaudio
+import torch.nn.functional as F
 from torch import nn
 
 from ..engine.errors import SkdError
@@ -63,8 +64,34 @@ class ConvSubsampling(nn.Module):
 
     def forward(self, feats: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.conv(feats.unsqueeze(1))  # (B, C, T', F')
-        b, c, t, f = x.shape
-        return self.proj(x.transpose(1, 2).reshape(b, t, c * f)), self.output_lengths(lengths)
+        # flatten, not reshape(b, t, c*f): keeps batch and time symbolic under torch.export
+        return self.proj(x.transpose(1, 2).flatten(2)), self.output_lengths(lengths)
+
+
+class EncoderLayer(nn.Module):
+    """Pre-norm Transformer layer on ``F.scaled_dot_product_attention``.
+
+    Not ``nn.TransformerEncoderLayer``: its attention folds batch and heads into one dimension
+    with a view, which makes torch.export guard the batch size (an exported model then refuses a
+    batch of 1). Splitting heads with ``unflatten`` keeps batch and time symbolic.
+    """
+
+    def __init__(self, d_model: int, num_heads: int, ff_dim: int, dropout: float):
+        super().__init__()
+        self.num_heads, self.dropout_p = num_heads, dropout
+        self.norm1, self.norm2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.out = nn.Linear(d_model, d_model)
+        self.ff = nn.Sequential(nn.Linear(d_model, ff_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(ff_dim, d_model))
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, padding_mask: torch.Tensor) -> torch.Tensor:
+        d_head = x.shape[-1] // self.num_heads
+        q, k, v = self.qkv(self.norm1(x)).unflatten(-1, (3, self.num_heads, d_head)).permute(2, 0, 3, 1, 4)
+        keep = ~padding_mask[:, None, None, :]  # (B, 1, 1, T): True = attend to this key
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=keep, dropout_p=self.dropout_p if self.training else 0.0)
+        x = x + self.dropout(self.out(y.transpose(1, 2).flatten(2)))
+        return x + self.dropout(self.ff(self.norm2(x)))
 
 
 class TransformerEncoder(nn.Module):
@@ -75,10 +102,8 @@ class TransformerEncoder(nn.Module):
         self.spec_augment = SpecAugment(sa.freq_masks, sa.freq_width, sa.time_masks, sa.time_width) if sa.enabled else None
         self.subsample = ConvSubsampling(cfg.data.num_mel_bins, m.conv_channels, m.d_model)
         self.dropout = nn.Dropout(m.dropout)
-        self.layers = nn.ModuleList(
-            nn.TransformerEncoderLayer(m.d_model, m.num_heads, m.ff_dim, m.dropout, activation="gelu",
-                                       batch_first=True, norm_first=True)
-            for _ in range(m.num_layers))
+        self.layers = nn.ModuleList(EncoderLayer(m.d_model, m.num_heads, m.ff_dim, m.dropout)
+                                    for _ in range(m.num_layers))
         # Pre-norm layers leave the residual stream unnormalised: each CTC head gets its own norm.
         self.d_model = m.d_model
         self.num_layers = m.num_layers
@@ -111,7 +136,7 @@ class TransformerEncoder(nn.Module):
         pad = lengths_to_padding_mask(out_lengths, x.shape[1])
         hidden = {}
         for i, layer in enumerate(self.layers[: max(taps)], start=1):
-            x = layer(x, src_key_padding_mask=pad)
+            x = layer(x, pad)
             if i in taps:
                 hidden[i] = x
         return hidden, out_lengths
@@ -141,6 +166,9 @@ class HFEncoder(nn.Module):
         if any((path / n).is_file() for n in ("model.safetensors", "pytorch_model.bin")):
             model = AutoModel.from_pretrained(path, local_files_only=True)
         else:  # a config alone: random initialisation (tests, or training from scratch)
+            from ..engine.console import console
+            console.print(f"[yellow]warning:[/] {path} has config.json but no model.safetensors / pytorch_model.bin: "
+                          "the encoder starts from random weights")
             model = AutoModel.from_config(AutoConfig.from_pretrained(path, local_files_only=True))
         if cfg.model.freeze_feature_encoder and hasattr(model, "freeze_feature_encoder"):
             model.freeze_feature_encoder()

@@ -275,11 +275,21 @@ def export_stage(run_dir: str, out: str | None = None, head: str | None = None, 
     data_dir = recorded_data_dir(run)
     _, task, model = load_model_for_eval(run, data_dir, torch.device("cpu"))
     inference = CTCInference(model, cfg.export_head).eval()
-    rows = task.data.dev or task.data.train
-    ds = AsrDataset(rows[:2], task.tokenizer, task.features)
-    example = collate_asr([ds[0]])
+    rows = (task.data.dev or task.data.train)[:5]
+    ds = AsrDataset(rows, task.tokenizer, task.features)
+    # Example batch of 2 (a batch of 1 would be specialised as a constant); parity on a batch of a
+    # different size and length, so the dynamic dimensions are exercised.
+    example = collate_asr([ds[i] for i in range(min(2, len(ds)))])
     parity = collate_asr([ds[i] for i in range(len(ds))])
-    seq = torch.export.Dim("frames", min=64, max=200_000 if cfg.data.feature == "waveform" else 20_000)
+    single = collate_asr([ds[len(ds) - 1]])
+    # Inputs shorter than ~0.1 s are not supported by the exported program (the encoders' strided
+    # convolutions need a few frames); the upper bound is only a sanity limit (~20 minutes).
+    if cfg.data.feature == "waveform":
+        # transformers' HuBERT/WavLM attention-mask code yields guards (e.g. (T'-1)^2 > 1) that the
+        # symbolic solver cannot prove for an explicit range; AUTO lets export derive the range.
+        seq = torch.export.Dim.AUTO
+    else:
+        seq = torch.export.Dim("frames", min=16, max=120_000)
     batch = torch.export.Dim("batch", min=1, max=1024)
     feats_spec = {0: batch, 1: seq}
     out_dir = Path(out) if out else run.export_dir
@@ -295,7 +305,8 @@ def export_stage(run_dir: str, out: str | None = None, head: str | None = None, 
 
     manifest = export_program(inference, (example["features"], example["feature_lengths"]), out_dir,
                               dynamic_shapes=(feats_spec, {0: batch}), write_extra=write_extra, overwrite=overwrite,
-                              parity_inputs=(parity["features"], parity["feature_lengths"]))
+                              parity_inputs=[(parity["features"], parity["feature_lengths"]),
+                                             (single["features"], single["feature_lengths"])])
     return {"task": TASK_NAME, "export_dir": str(out_dir), "head": manifest["head"], "layers": manifest["layers"],
             "parameters": manifest["parameters"], "parity_max_abs_diff": manifest["parity"]["max_abs_diff"],
             "files": sorted(manifest["files"])}
@@ -321,7 +332,7 @@ def transcribe_stage(model_path: str, files: list[str], beam_size: int = 1) -> d
 
 def run_stage_all(run_dir: str, data: str | None = None, baseline: bool = False, seed: int | None = None,
                   max_steps: int | None = None, sets: list[str] | None = None, device: str = "auto",
-                  overwrite: bool = False) -> dict:
+                  overwrite: bool = False, config: str | None = None) -> dict:
     """The whole pipeline on the embedded tiny default (a synthetic espeak-ng corpus)."""
     t0 = time.perf_counter()
     run = RunDir(run_dir)
@@ -333,7 +344,7 @@ def run_stage_all(run_dir: str, data: str | None = None, baseline: bool = False,
             console.print("[cyan]prep:[/] writing the synthetic espeak-ng corpus")
             prep_stage("synthetic", None, data, overwrite=True, seed=0)
     console.print("[cyan]train[/]")
-    trained = train_stage(data, run_dir, sets=sets, baseline=baseline, seed=seed, max_steps=max_steps,
+    trained = train_stage(data, run_dir, config=config, sets=sets, baseline=baseline, seed=seed, max_steps=max_steps,
                           device=device, overwrite=overwrite)
     console.print("[cyan]eval[/]")
     evaluated = eval_stage(run_dir, data, device=device)

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Callable, Optional
 import typer
 from rich.table import Table
 
+from . import rundir
 from .console import console
 from .errors import SkdError
 
@@ -59,8 +60,11 @@ def result_table(title: str, result: dict) -> Table:
     return table
 
 
-def run_stage(title: str, fn: Callable[[], dict], json_out: bool, debug: bool) -> dict:
+def run_stage(title: str, fn: Callable[[], dict], json_out: bool, debug: bool,
+              ctx: typer.Context | None = None) -> dict:
     """Run a stage, print its result, and turn errors into one-line messages + exit codes."""
+    if ctx is not None:  # provenance records the command and its parsed options
+        rundir.INVOCATION.update(command=ctx.command_path, options=dict(ctx.params))
     try:
         result = fn()
     except SkdError as exc:

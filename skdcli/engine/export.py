@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -39,12 +40,12 @@ def _flatten(out: Any) -> list[torch.Tensor]:
 def export_program(module: torch.nn.Module, example_inputs: tuple, out_dir: str | Path, *,
                    dynamic_shapes: Any = None, manifest: dict | None = None,
                    write_extra: Callable[[Path], dict] | None = None, overwrite: bool = False,
-                   parity_inputs: tuple | None = None) -> dict:
+                   parity_inputs: list[tuple] | None = None) -> dict:
     """Export ``module`` and return the manifest.
 
     ``write_extra(tmp_dir)`` lets the recipe add its files (tokenizer, ...) and returns entries
-    merged into the manifest. ``parity_inputs`` (default: ``example_inputs``) should differ in
-    shape from the example so the dynamic dimensions are exercised.
+    merged into the manifest. ``parity_inputs`` (default: ``[example_inputs]``) should differ in
+    shape from the example (batch of 1, other lengths) so the dynamic dimensions are exercised.
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
@@ -63,12 +64,13 @@ def export_program(module: torch.nn.Module, example_inputs: tuple, out_dir: str 
                                f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
             torch.export.save(program, str(tmp / PROGRAM))
             save_model(module, str(tmp / WEIGHTS))
-            reloaded = torch.export.load(str(tmp / PROGRAM)).module()
-            inputs = parity_inputs or example_inputs
-            eager = _flatten(module(*inputs))
-            exported = _flatten(reloaded(*inputs))
-            diff = max(float((a.float() - b.float()).abs().max()) if a.numel() else 0.0
-                       for a, b in zip(eager, exported))
+            reloaded = _load_program(tmp / PROGRAM)
+            checks = parity_inputs or [example_inputs]
+            diff = 0.0
+            for inputs in checks:
+                eager, exported = _flatten(module(*inputs)), _flatten(reloaded(*inputs))
+                diff = max([diff] + [float((a.float() - b.float()).abs().max()) if a.numel() else 0.0
+                                     for a, b in zip(eager, exported)])
         extra = write_extra(tmp) if write_extra else {}
         info = {
             "format": "torch.export",
@@ -79,7 +81,8 @@ def export_program(module: torch.nn.Module, example_inputs: tuple, out_dir: str 
             "weights": WEIGHTS,
             **(manifest or {}),
             **extra,
-            "parity": {"max_abs_diff": diff, "input_shapes": [list(t.shape) for t in inputs if isinstance(t, torch.Tensor)]},
+            "parity": {"max_abs_diff": diff,
+                       "input_shapes": [[list(t.shape) for t in inp if isinstance(t, torch.Tensor)] for inp in checks]},
         }
         info["files"] = {p.name: file_sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()}
         atomic_write_json(tmp / MANIFEST, info)
@@ -91,6 +94,13 @@ def export_program(module: torch.nn.Module, example_inputs: tuple, out_dir: str 
         if tmp.exists():
             shutil.rmtree(tmp)
     return info
+
+
+def _load_program(path: Path) -> torch.nn.Module:
+    with warnings.catch_warnings():
+        # torch.export.load reads weights with torch.frombuffer and warns about read-only buffers
+        warnings.filterwarnings("ignore", message="The given buffer is not writable")
+        return torch.export.load(str(path)).module()
 
 
 def load_exported(path: str | Path) -> tuple[torch.nn.Module, dict, Path]:
@@ -105,7 +115,7 @@ def load_exported(path: str | Path) -> tuple[torch.nn.Module, dict, Path]:
     manifest = read_json(manifest_path)
     program_path = folder / manifest.get("program", PROGRAM)
     try:
-        module = torch.export.load(str(program_path)).module()
+        module = _load_program(program_path)
     except Exception as exc:
         raise SkdError(f"cannot load exported program ({exc.__class__.__name__})", program_path) from exc
     return module, manifest, folder

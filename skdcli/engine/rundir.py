@@ -35,6 +35,10 @@ from .io import atomic_write, atomic_write_json, atomic_write_text, read_json
 
 FINISHED_MARKER = "train_summary.json"
 
+# Set by the CLI (cliutil.run_stage) to the command being run and its parsed options, so the
+# provenance names what was asked for even when sys.argv is not ours (torchrun, test runners).
+INVOCATION: dict[str, Any] = {}
+
 
 class RunDir:
     def __init__(self, path: str | Path):
@@ -179,6 +183,8 @@ def provenance(seed: int, data_fingerprint: str | None, extra: dict | None = Non
         "platform": platform.platform(),
         "seed": seed,
         "command_line": [Path(sys.argv[0]).name, *sys.argv[1:]],
+        "command": INVOCATION.get("command"),
+        "options": INVOCATION.get("options"),
         "data_fingerprint": data_fingerprint,
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "world_size": int(os.environ.get("WORLD_SIZE", "1")),
