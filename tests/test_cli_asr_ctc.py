@@ -186,6 +186,15 @@ def test_resume_refuses_config_changes_and_needs_a_run(trained_run: Path, tmp_pa
     assert_one_line_error(changed, "--resume")
     missing = invoke("asr-ctc", "train", "--run-dir", tmp_path / "none", "--resume")
     assert_one_line_error(missing, str(tmp_path / "none"))
+    run = tmp_path / "copy"
+    shutil.copytree(trained_run, run)
+    finished = invoke("asr-ctc", "train", "--run-dir", run, "--resume")
+    assert_one_line_error(finished, "already finished", "--max-steps")
+    extended = invoke_json("asr-ctc", "train", "--run-dir", run, "--resume", "--max-steps", "8")
+    assert extended["resumed_from"] == 6 and extended["steps"] == 8
+    steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()
+             if json.loads(x)["split"] == "train"]
+    assert steps == list(range(1, 9))
 
 
 def test_bench_reports_ratios(tiny_corpus: Path, tmp_path: Path) -> None:
@@ -195,3 +204,16 @@ def test_bench_reports_ratios(tiny_corpus: Path, tmp_path: Path) -> None:
     assert result["engine_over_hand"] > 0 and result["skd_over_baseline"] > 0
     assert result["timed_steps"] == {"hand": 3, "engine": 3, "engine_baseline": 3}
     assert json.loads(out.read_text()) == result
+
+
+def test_amp_bf16_path_runs_on_cpu_and_fp16_needs_cuda(tiny_corpus: Path, tmp_path: Path) -> None:
+    # The autocast code path that CUDA uses, exercised with CPU bf16 autocast.
+    result = invoke_json("asr-ctc", "train", "--data", tiny_corpus, "--run-dir", tmp_path / "bf16", "--max-steps", "2",
+                         "--device", "cpu", *sets(*TINY_MODEL, "train.amp=bf16"))
+    assert result["steps"] == 2 and result["final_loss"] == result["final_loss"]  # finite, not NaN
+    fp16 = invoke("asr-ctc", "train", "--data", tiny_corpus, "--run-dir", tmp_path / "fp16", "--device", "cpu",
+                  *sets(*TINY_MODEL, "train.amp=fp16"))
+    assert_one_line_error(fp16, "fp16", "cuda")
+    no_gpu = invoke("asr-ctc", "train", "--data", tiny_corpus, "--run-dir", tmp_path / "gpu", "--device", "cuda")
+    if not torch.cuda.is_available():
+        assert_one_line_error(no_gpu, "CUDA")

@@ -317,7 +317,7 @@ def _synthetic_sentences(count: int, rng: random.Random) -> list[str]:
     return sentences
 
 
-def generate_synthetic_corpus(out_dir: str | Path, n_train: int = 240, n_dev: int = 30, n_test: int = 30,
+def generate_synthetic_corpus(out_dir: str | Path, n_train: int = 720, n_dev: int = 40, n_test: int = 40,
                               seed: int = 0, progress: Progress | None = None) -> Path:
     """Speak a small closed-vocabulary corpus with espeak-ng into ``out_dir/LibriSpeech``.
 

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ..engine.losses import kd_kl_loss
+from ..engine.teachers import DetachedPrediction
 from .config import KDConfig
 from .model import lengths_to_padding_mask
 
@@ -29,12 +30,16 @@ def ctc_loss(logits: torch.Tensor, out_lengths: torch.Tensor, targets: torch.Ten
 
 def ctc_frame_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, out_lengths: torch.Tensor,
                       kd: KDConfig) -> torch.Tensor:
-    """Frame-level KL(teacher || student) over the vocabulary, on valid (unpadded) frames."""
+    """Frame-level KL(teacher || student) over the vocabulary, on valid (unpadded) frames.
+
+    The teacher is the same forward pass at full depth: an engine ``DetachedPrediction`` signal
+    (stop-gradient unless kd.stop_gradient=false, which the notes report as harmful)."""
+    teacher = DetachedPrediction(kd.stop_gradient)(teacher_logits)
     mask = ~lengths_to_padding_mask(out_lengths, student_logits.shape[1])
     if kd.mask_blank_frames:
-        mask = mask & (teacher_logits.detach().argmax(-1) != 0)
-    return kd_kl_loss(student_logits.float(), teacher_logits.float(), kd.temperature, t2_scale=kd.t2_scale,
-                      mask=mask, reduction=kd.reduction, detach_teacher=kd.stop_gradient)
+        mask = mask & (teacher.detach().argmax(-1) != 0)
+    return kd_kl_loss(student_logits.float(), teacher.float(), kd.temperature, t2_scale=kd.t2_scale,
+                      mask=mask, reduction=kd.reduction, detach_teacher=False)
 
 
 def ctc_self_kd_objective(out: dict[str, torch.Tensor], batch: dict, alpha: float,

@@ -181,6 +181,10 @@ def train_stage(data: str | None, run_dir: str, config: str | None = None, sets:
             data = data or recorded_data_dir(run)
             if max_steps is not None:  # extending a finished run is allowed
                 cfg.train.max_steps = max_steps
+            latest = run.latest_checkpoint()
+            if run.is_finished() and latest is not None and RunDir.load_state(latest)["step"] >= cfg.train.max_steps:
+                raise SkdError(f"run already finished {cfg.train.max_steps} steps; pass --max-steps N to train further",
+                               run.path)
         else:
             cfg = build_config(AsrCtcConfig, config, sets)
             if baseline:

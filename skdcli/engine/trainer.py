@@ -262,9 +262,11 @@ class Trainer:
             ckpt = self.run.latest_checkpoint()
             if ckpt is not None:
                 step = resumed_from = self._restore(ckpt)
-                if self.dist.is_main:
-                    truncate_metrics_after(self.run.metrics, step)
-                    console.print(f"[cyan]resuming from {ckpt} (step {step})")
+            if self.dist.is_main:
+                # drop what the interrupted run logged after its last checkpoint (or all of it)
+                truncate_metrics_after(self.run.metrics, step)
+                console.print(f"[cyan]resuming from {ckpt} (step {step})" if ckpt else
+                              "[cyan]no checkpoint yet: starting from step 0")
         barrier()
 
         model, ddp_model = self.model, self.ddp_model

@@ -1,0 +1,66 @@
+"""The asr-ctc loss wiring against hand-computed values."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from skdcli.asr_ctc.config import KDConfig
+from skdcli.asr_ctc.loss import ctc_frame_kd_loss, ctc_loss, ctc_self_kd_objective
+
+
+def test_ctc_loss_single_frame_by_hand() -> None:
+    # One frame, target "1": the only alignment emits token 1, p = softmax([0, ln 3])[1] = 3/4.
+    # CTC = -ln(3/4), divided by the target length 1.
+    logits = torch.tensor([[[0.0, math.log(3.0)]]])
+    loss = ctc_loss(logits, torch.tensor([1]), torch.tensor([[1]]), torch.tensor([1]))
+    assert loss.item() == pytest.approx(-math.log(0.75), abs=1e-6)
+
+
+def test_frame_kd_masks_padding_and_stops_gradient() -> None:
+    # Utterance 0 has 2 valid frames, utterance 1 one valid frame (its 2nd frame is padding).
+    # Frame KL with teacher p = [1/4, 3/4], student q = [1/2, 1/2]:
+    #   KL = 1/4 ln(1/2) + 3/4 ln(3/2) = 0.130812...
+    kl = 0.25 * math.log(0.25 / 0.5) + 0.75 * math.log(0.75 / 0.5)
+    teacher = torch.tensor([[[0.0, math.log(3.0)]] * 2, [[0.0, math.log(3.0)], [9.0, -9.0]]], requires_grad=True)
+    student = torch.zeros(2, 2, 2, requires_grad=True)
+    loss = ctc_frame_kd_loss(student, teacher, torch.tensor([2, 1]), KDConfig())
+    # sequence_mean: each utterance's mean over its valid frames (kl and kl), then the batch mean.
+    assert loss.item() == pytest.approx(kl, abs=1e-6)
+    loss.backward()
+    assert teacher.grad is None or torch.all(teacher.grad == 0)
+    assert student.grad.abs().sum() > 0
+    # T = 2 with the T^2 factor: p = softmax([0, ln3]/2), q uniform.
+    p1 = math.sqrt(3) / (1 + math.sqrt(3))
+    kl_t2 = 4 * ((1 - p1) * math.log((1 - p1) / 0.5) + p1 * math.log(p1 / 0.5))
+    loss_t2 = ctc_frame_kd_loss(student, teacher, torch.tensor([2, 1]), KDConfig(temperature=2.0))
+    assert loss_t2.item() == pytest.approx(kl_t2, abs=1e-6)
+
+
+def test_objective_weights_by_alpha() -> None:
+    # (1 - a) * CTC_T + a * (CTC_S + w * KD) with hand-set parts.
+    torch.manual_seed(0)
+    out = {"teacher_logits": torch.randn(2, 6, 5), "student_logits": torch.randn(2, 6, 5),
+           "out_lengths": torch.tensor([6, 5])}
+    batch = {"targets": torch.tensor([[1, 2], [3, 0]]), "target_lengths": torch.tensor([2, 1])}
+    kd = KDConfig(kd_weight=0.5)
+    total, logs = ctc_self_kd_objective(out, batch, 0.3, kd)
+    expected = 0.7 * logs["loss/ctc_teacher"] + 0.3 * (logs["loss/ctc_student"] + 0.5 * logs["loss/kd"])
+    assert total.item() == pytest.approx(expected.item(), rel=1e-6)
+    inter, inter_logs = ctc_self_kd_objective(out, batch, 0.3, KDConfig(method="interctc"))
+    assert "loss/kd" not in inter_logs
+    assert inter.item() == pytest.approx((0.7 * logs["loss/ctc_teacher"] + 0.3 * logs["loss/ctc_student"]).item(), rel=1e-6)
+    plain, plain_logs = ctc_self_kd_objective({k: v for k, v in out.items() if k != "student_logits"}, batch, 0.3,
+                                              KDConfig(method="ctc"))
+    assert plain.item() == pytest.approx(logs["loss/ctc_teacher"].item(), rel=1e-6)
+
+
+def test_blank_frame_masking_drops_blank_teacher_frames() -> None:
+    # Frame 0: teacher argmax is blank (id 0) -> dropped; frame 1: argmax non-blank -> kept.
+    teacher = torch.tensor([[[5.0, 0.0], [0.0, math.log(3.0)]]])
+    student = torch.zeros(1, 2, 2)
+    kl = 0.25 * math.log(0.5) + 0.75 * math.log(1.5)
+    loss = ctc_frame_kd_loss(student, teacher, torch.tensor([2]), KDConfig(mask_blank_frames=True))
+    assert loss.item() == pytest.approx(kl, abs=1e-6)
