@@ -38,3 +38,11 @@ def test_every_task_in_the_cli_declares_a_smoke_test() -> None:
     tasks = {group.name for group in app.registered_groups}
     declared = {yaml.safe_load(p.read_text())["task"] for p in SMOKES}
     assert tasks <= declared, f"tasks without recipes/<task>/smoke.yaml: {tasks - declared}"
+
+
+def test_the_engine_never_imports_a_recipe() -> None:
+    recipes = {p.parent.name for p in (REPO / "skdcli").glob("*/cli.py")} - {"engine"}
+    for source in (REPO / "skdcli" / "engine").glob("*.py"):
+        text = source.read_text()
+        for recipe in recipes:
+            assert f"skdcli.{recipe}" not in text and f"..{recipe}" not in text, f"{source.name} imports {recipe}"

@@ -6,23 +6,22 @@ The engine does the training; this file only wires data, model and loss into a `
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
 
-from ..engine.config import build_config, config_from_dict, config_to_yaml, load_yaml, merge_into
+from ..engine.config import build_config
 from ..engine.console import console
-from ..engine.distributed import barrier, init_distributed, resolve_device, shutdown_distributed
+from ..engine.distributed import resolve_device
 from ..engine.errors import SkdError
 from ..engine.export import export_program, load_exported
-from ..engine.io import atomic_write_json, read_json
-from ..engine.plots import plot_training_curves
+from ..engine.io import atomic_write_json
 from ..engine.rundir import RunDir
 from ..engine.schedules import Progress, build_weight_schedule
-from ..engine.trainer import Task, Trainer, move_to
+from ..engine.stages import load_run_config, recorded_data_dir, train_run
+from ..engine.trainer import Task, move_to
 from .config import AsrCtcConfig
 from .data import AsrDataset, FeatureConfig, collate_asr, compute_features, load_prepared, prepare_dataset, read_audio
 from .loss import ctc_self_kd_objective
@@ -49,6 +48,7 @@ class AsrCtcTask(Task):
         self.features = feature_config(cfg)
         self.alpha = build_weight_schedule(cfg.kd.alpha)
         self.best_metric, self.best_mode = "wer", "min"
+        self.data_fingerprint = self.data.info.get("fingerprint")
 
     def build_model(self) -> CTCSelfKDModel:
         return CTCSelfKDModel(self.cfg, self.tokenizer.vocab_size)
@@ -113,40 +113,6 @@ def decode_and_score(model: CTCSelfKDModel, loader, device: torch.device, cfg: A
     return result
 
 
-# -- config and run directory --------------------------------------------------------------------------
-RUN_FILES = ("config.yaml", "provenance.json", "metrics.jsonl", "checkpoints", "train_summary.json",
-             "eval.json", "export", "plots")
-
-
-def clear_run(run: RunDir) -> None:
-    """--overwrite: remove what a previous run wrote, and nothing else (e.g. `run`'s data/)."""
-    for name in RUN_FILES:
-        p = run.path / name
-        if p.is_dir():
-            shutil.rmtree(p)
-        elif p.exists():
-            p.unlink()
-
-
-def load_run_config(run: RunDir) -> AsrCtcConfig:
-    if not run.config.is_file():
-        raise SkdError("not a skd run directory (no config.yaml)", run.path)
-    try:
-        cfg = config_from_dict(AsrCtcConfig, load_yaml(run.config))
-        cfg.validate()
-    except SkdError as exc:
-        raise SkdError(exc.message, run.config) from exc
-    return cfg
-
-
-def recorded_data_dir(run: RunDir) -> str:
-    if run.provenance.is_file():
-        data = read_json(run.provenance).get("data_dir")
-        if data:
-            return data
-    raise SkdError("no --data given and the run does not record its data directory", run.path)
-
-
 # -- stages ------------------------------------------------------------------------------------------------
 def prep_stage(source: str, raw: str | None, out: str, tokenizer: str = "char", vocab_size: int = 64,
                overwrite: bool = False, seed: int = 0) -> dict:
@@ -167,64 +133,24 @@ def prep_stage(source: str, raw: str | None, out: str, tokenizer: str = "char", 
                                overwrite=overwrite, seed=seed, progress=progress)
 
 
+def set_baseline(cfg: AsrCtcConfig) -> None:
+    """--baseline: plain CTC on the full model (no student head, no KD)."""
+    cfg.kd.method = "ctc"
+
+
 def train_stage(data: str | None, run_dir: str, config: str | None = None, sets: list[str] | None = None,
                 baseline: bool = False, seed: int | None = None, max_steps: int | None = None,
                 checkpoint_every: int | None = None, resume: bool = False, device: str = "auto",
-                overwrite: bool = False, show_progress: bool = True) -> dict:
-    dist_info, dev = init_distributed(device)
-    try:
-        run = RunDir(run_dir)
-        if resume:
-            if config or sets or baseline:
-                raise SkdError("--resume continues with the run's own config.yaml; drop --config/--set/--baseline")
-            cfg = load_run_config(run)
-            data = data or recorded_data_dir(run)
-            if max_steps is not None:  # extending a finished run is allowed
-                cfg.train.max_steps = max_steps
-            latest = run.latest_checkpoint()
-            if run.is_finished() and latest is not None and RunDir.load_state(latest)["step"] >= cfg.train.max_steps:
-                raise SkdError(f"run already finished {cfg.train.max_steps} steps; pass --max-steps N to train further",
-                               run.path)
-        else:
-            cfg = build_config(AsrCtcConfig, config, sets)
-            if baseline:
-                cfg.kd.method = "ctc"
-            overrides = {"seed": seed, "max_steps": max_steps, "checkpoint_every": checkpoint_every}
-            merge_into(cfg.train, {k: v for k, v in overrides.items() if v is not None}, "train")
-            cfg.validate()
-            if data is None:
-                raise SkdError("train needs --data DIR (a dataset written by `skd asr-ctc prep`)")
-            if dist_info.is_main and run.config.is_file():
-                if not overwrite:
-                    state = "a finished run" if run.is_finished() else "an unfinished run (continue it with --resume)"
-                    raise SkdError(f"already holds {state}; pass --overwrite to start over", run.path)
-                clear_run(run)
-        task = AsrCtcTask(cfg, data)  # validates the data dir on every rank
-        if dist_info.is_main:
-            run.path.mkdir(parents=True, exist_ok=True)
-            run.write_config(config_to_yaml(cfg))
-            if not resume or not run.provenance.is_file():
-                run.write_provenance(cfg.train.seed, task.data.info.get("fingerprint"),
-                                     {"task": TASK_NAME, "data_dir": str(Path(data).resolve()), "device": str(dev)})
-        barrier()
-        trainer = Trainer(task, cfg.train, run, dev, dist_info, show_progress=show_progress)
-        result = trainer.fit(resume=resume).to_dict()
-        model = trainer.model
-        summary = {"task": TASK_NAME, "run_dir": str(run.path), "kd_method": cfg.kd.method, **result,
-                   "parameters": count_parameters(model),
-                   "world_size": dist_info.world_size, "device": str(dev)}
-        if dist_info.is_main:
-            atomic_write_json(run.summary, summary)
-            summary["plots"] = [str(p) for p in plot_training_curves(run.metrics, run.plots)]
-        barrier()
-        return summary
-    finally:
-        shutdown_distributed()
+                overwrite: bool = False) -> dict:
+    return train_run(TASK_NAME, AsrCtcConfig, AsrCtcTask, data=data, run_dir=run_dir, config=config, sets=sets,
+                     baseline=set_baseline if baseline else None, seed=seed, max_steps=max_steps,
+                     checkpoint_every=checkpoint_every, resume=resume, device=device, overwrite=overwrite,
+                     summary_extra=lambda cfg: {"kd_method": cfg.kd.method})
 
 
 def load_model_for_eval(run: RunDir, data_dir: str, device: torch.device) -> tuple[AsrCtcConfig, AsrCtcTask, CTCSelfKDModel]:
     run.require_trained()
-    cfg = load_run_config(run)
+    cfg = load_run_config(AsrCtcConfig, run)
     task = AsrCtcTask(cfg, data_dir)
     model = task.build_model()
     RunDir.load_weights(model, run.weights_for_eval())
@@ -272,7 +198,7 @@ def eval_stage(run_dir: str, data: str | None = None, split: str = "auto", beam_
 def export_stage(run_dir: str, out: str | None = None, head: str | None = None, overwrite: bool = False) -> dict:
     run = RunDir(run_dir)
     run.require_trained()
-    cfg = load_run_config(run)
+    cfg = load_run_config(AsrCtcConfig, run)
     if head:
         cfg.eval.head = head
         cfg.validate()

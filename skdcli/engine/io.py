@@ -115,7 +115,7 @@ def claim_output_dir(path: str | Path, overwrite: bool, marker: str, what: str) 
         if not overwrite:
             if (path / marker).exists():
                 raise SkdError(f"already holds a {what}; pass --overwrite to replace it", path)
-            raise SkdError(f"directory is not empty; pass --overwrite to replace it", path)
+            raise SkdError("directory is not empty; pass --overwrite to replace it", path)
         shutil.rmtree(path)
     path.mkdir(parents=True, exist_ok=True)
     return path
