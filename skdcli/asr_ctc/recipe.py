@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..engine.config import build_config
-from ..engine.console import console
+from ..engine.console import console, progress_bar
 from ..engine.distributed import resolve_device
 from ..engine.errors import SkdError
 from ..engine.export import export_program, load_exported
@@ -118,8 +118,6 @@ def prep_stage(source: str, raw: str | None, out: str, tokenizer: str = "char", 
                overwrite: bool = False, seed: int = 0) -> dict:
     if source in ("librispeech", "manifest") and not raw:
         raise SkdError(f"--source {source} needs --raw PATH")
-    from ..engine.console import progress_bar
-
     bar = progress_bar(transient=True)
     task_ids: dict[str, int] = {}
 
@@ -174,8 +172,16 @@ def eval_stage(run_dir: str, data: str | None = None, split: str = "auto", beam_
     loader = DataLoader(AsrDataset(rows, task.tokenizer, task.features), batch_size=cfg.train.batch_size,
                         shuffle=False, collate_fn=collate_asr)
     t0 = time.perf_counter()
-    with torch.no_grad():
-        scored = decode_and_score(model, loader, dev, cfg, task.tokenizer, keep_posteriors=1)
+    bar = progress_bar(transient=True)
+    with bar, torch.no_grad():
+        bar_id = bar.add_task(f"decode {split}", total=len(loader), info="")
+
+        def batches():
+            for batch in loader:
+                yield batch
+                bar.advance(bar_id)
+
+        scored = decode_and_score(model, batches(), dev, cfg, task.tokenizer, keep_posteriors=1)
     seconds = time.perf_counter() - t0
     result = {"task": TASK_NAME, "run_dir": str(run.path), "split": split, "utterances": len(rows),
               "head": cfg.export_head, "decoder": "greedy" if cfg.eval.beam_size <= 1 else f"beam{cfg.eval.beam_size}",
