@@ -65,8 +65,8 @@ class EvalConfig:
 
 
 def _train_defaults() -> TrainConfig:
-    return TrainConfig(max_steps=600, batch_size=16, lr=2e-3, warmup_steps=60, eval_every=150,
-                       checkpoint_every=150, best_metric="wer", best_mode="min", log_every=10)
+    return TrainConfig(max_steps=800, batch_size=16, lr=2e-3, warmup_steps=60, eval_every=200,
+                       checkpoint_every=200, best_metric="wer", best_mode="min", log_every=10)
 
 
 @dataclass

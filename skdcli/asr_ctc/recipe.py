@@ -66,6 +66,9 @@ class AsrCtcTask(Task):
     def collate(self, items: list) -> dict:
         return collate_asr(items)
 
+    def example_lengths(self, dataset: AsrDataset) -> list[int]:
+        return [int(row["num_samples"] * 16000 / row["sample_rate"]) for row in dataset.rows]
+
     def compute_loss(self, model, batch: dict, progress: Progress):
         out = model(batch["features"], batch["feature_lengths"])
         return ctc_self_kd_objective(out, batch, float(self.alpha(progress)), self.cfg.kd)

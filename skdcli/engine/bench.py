@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 from .config import TrainConfig
 from .rundir import RunDir
 from .schedules import Progress
-from .trainer import Task, Trainer, move_to
+from .trainer import ResumableDistributedSampler, Task, Trainer, move_to
 
 
 def _engine_block(task: Task, cfg: TrainConfig, device: torch.device, steps: int) -> list[float]:
@@ -51,12 +51,17 @@ def _hand_block(task: Task, cfg: TrainConfig, device: torch.device, steps: int) 
     model = task.build_model().to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(cfg.warmup_steps, 1)))
-    loader = DataLoader(task.train_dataset(), batch_size=cfg.batch_size, shuffle=True, drop_last=True,
+    dataset = task.train_dataset()
+    # The same batch composition as the engine (length grouping included), so only the loop differs.
+    sampler = ResumableDistributedSampler(dataset, 1, 0, cfg.seed, global_batch=cfg.batch_size,
+                                          lengths=task.example_lengths(dataset) if cfg.group_by_length else None)
+    loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, drop_last=True,
                         collate_fn=task.collate, num_workers=cfg.num_workers)
     times: list[float] = []
     done = 0
     last = time.perf_counter()
     while done < steps + 1:
+        sampler.set_epoch(sampler.epoch + 1)
         for batch in loader:
             batch = move_to(batch, device)
             progress = Progress(step=done, total_steps=steps + 1, epoch=1, total_epochs=1)

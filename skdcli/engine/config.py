@@ -38,6 +38,7 @@ class TrainConfig:
     grad_clip: float = 5.0  # max global grad norm; 0 disables
     amp: str = "auto"  # auto (bf16/fp16 on CUDA, off on CPU) | off | bf16 | fp16
     num_workers: int = 0  # DataLoader workers
+    group_by_length: bool = True  # batch examples of similar length (if the recipe gives lengths)
     log_every: int = 10
     eval_every: int = 100  # 0: only at the end
     checkpoint_every: int = 100  # 0: only at the end

@@ -53,6 +53,10 @@ class Task:
     def collate(self, items: list) -> Any:
         return torch.utils.data.default_collate(items)
 
+    def example_lengths(self, dataset: Dataset) -> list[int] | None:
+        """Per-example sizes for length-grouped batching (``train.group_by_length``); None = off."""
+        return None
+
     def compute_loss(self, model: nn.Module, batch: Any, progress: Progress) -> tuple[torch.Tensor, dict[str, Any]]:
         """Return (loss to backpropagate, named values to log: loss terms, weights)."""
         raise NotImplementedError
@@ -81,19 +85,49 @@ def step_seed(seed: int, step: int, rank: int) -> int:
 
 
 class ResumableDistributedSampler(DistributedSampler):
-    """``DistributedSampler`` that can start mid-epoch, so a resumed run skips exactly the
-    batches it already trained on without loading them."""
+    """``DistributedSampler`` that can start mid-epoch and can group examples of similar length.
 
-    def __init__(self, dataset: Dataset, num_replicas: int, rank: int, seed: int):
+    - ``start_index``: a resumed run skips exactly the examples it already trained on this epoch,
+      without loading them.
+    - ``lengths`` (optional, one per example): the epoch's permutation is cut into windows of
+      ``group_batches`` global batches, each window sorted by length and cut into global batches,
+      and the batch order shuffled (the trick ESPnet / HF use). Padding shrinks a lot for speech;
+      the order is still a pure function of (seed, epoch), so resume stays exact.
+    Ranks take interleaved positions of the order, so one optimizer step (``global_batch``
+    examples) sees the same examples whatever the number of ranks and accumulation steps.
+    """
+
+    def __init__(self, dataset: Dataset, num_replicas: int, rank: int, seed: int,
+                 lengths: list[int] | None = None, global_batch: int = 1, group_batches: int = 32):
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=True)
         self.start_index = 0
+        self.lengths, self.global_batch, self.group_batches = lengths, global_batch, group_batches
+
+    def _epoch_order(self) -> list[int]:
+        g = torch.Generator()
+        g.manual_seed(self.seed + self.epoch)
+        order = torch.randperm(len(self.dataset), generator=g).tolist()
+        if self.lengths is None:
+            return order
+        window, gb = self.global_batch * self.group_batches, self.global_batch
+        batches = []
+        for start in range(0, len(order), window):
+            chunk = sorted(order[start:start + window], key=lambda i: -self.lengths[i])
+            batches += [chunk[i:i + gb] for i in range(0, len(chunk) - gb + 1, gb)]
+        return [i for b in torch.randperm(len(batches), generator=g).tolist() for i in batches[b]]
 
     def __iter__(self):
-        indices = list(super().__iter__())
-        return iter(indices[self.start_index:])
+        order = self._epoch_order()
+        total = len(order) // self.num_replicas * self.num_replicas
+        mine = order[self.rank:total:self.num_replicas]
+        return iter(mine[self.start_index:])
 
     def __len__(self) -> int:
-        return super().__len__() - self.start_index
+        n = len(self.dataset)
+        if self.lengths is not None:
+            n = n // (self.global_batch * self.group_batches) * (self.global_batch * self.group_batches) + \
+                (n % (self.global_batch * self.group_batches)) // self.global_batch * self.global_batch
+        return n // self.num_replicas - self.start_index
 
 
 def amp_dtype_for(amp: str, device: torch.device) -> torch.dtype | None:
@@ -148,7 +182,9 @@ class Trainer:
         torch.manual_seed(cfg.seed)  # initial weights depend on the seed only
         model = self.task.build_model().to(self.device)
         train_set = self.task.train_dataset()
-        self.sampler = ResumableDistributedSampler(train_set, self.dist.world_size, self.dist.rank, cfg.seed)
+        lengths = self.task.example_lengths(train_set) if cfg.group_by_length else None
+        self.sampler = ResumableDistributedSampler(train_set, self.dist.world_size, self.dist.rank, cfg.seed,
+                                                   lengths=lengths, global_batch=cfg.batch_size)
         self.train_loader = DataLoader(
             train_set, batch_size=self.micro_batch, sampler=self.sampler, drop_last=True,
             collate_fn=self.task.collate, num_workers=cfg.num_workers,
