@@ -393,3 +393,16 @@ def test_synthetic_corpus_layout_determinism_and_held_out(tmp_path: Path, monkey
     assert info["counts"] == {"train": 12, "dev": 3, "test": 3} and not info["dev_held_out"]
     assert info["raw"] == str(tmp_path / "syn" / "raw" / "LibriSpeech")
     assert os.path.isfile(tmp_path / "syn" / "prep.json")
+
+
+def test_feature_cache_matches_on_the_fly_features(corpus: Path, tmp_path: Path) -> None:
+    prepare_dataset("librispeech", corpus, tmp_path / "p")
+    prepared = load_prepared(tmp_path / "p")
+    rows = prepared.train + prepared.dev
+    cfg = FeatureConfig()
+    cached = AsrDataset(rows, prepared.tokenizer, cfg, cache=True)
+    fresh = AsrDataset(rows, prepared.tokenizer, cfg)
+    assert cached.cache is not None and len(cached.cache) == len(rows)
+    for i in range(len(rows)):
+        assert torch.equal(cached[i]["features"], fresh[i]["features"])
+        assert torch.equal(cached[i]["targets"], fresh[i]["targets"])

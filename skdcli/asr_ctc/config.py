@@ -16,6 +16,9 @@ class DataConfig:
     feature: str = "fbank"  # fbank (from-scratch encoder) | waveform (HuBERT/WavLM-style encoders)
     num_mel_bins: int = 80
     max_train_seconds: float = 0.0  # drop longer training utterances (0 = keep all)
+    # Compute features once before training and keep them in RAM instead of every epoch. Right
+    # for small corpora; 100 h of fbank is ~11 GB, so real-data configs turn it off.
+    cache_features: bool = True
 
 
 @dataclass

@@ -596,25 +596,39 @@ def load_prepared(data_dir: str | Path) -> PreparedData:
 
 
 class AsrDataset(torch.utils.data.Dataset):
-    """Manifest rows -> {index, id, features, targets, text}; audio is read in ``__getitem__``.
+    """Manifest rows -> {index, id, features, targets, text}.
 
-    ``features`` is (T, F) fbank or a (T,) waveform, per ``feature_cfg``. SpecAugment is not
-    applied here: the model applies it on the main process, where its RNG state is checkpointed.
+    ``features`` is (T, F) fbank or a (T,) waveform, per ``feature_cfg``. Feature extraction is
+    frozen (no learned part), so with ``cache=True`` it runs once, here, instead of every epoch;
+    DataLoader workers forked later share the cache. Without a cache, audio is read and features
+    computed in ``__getitem__`` (in the workers). SpecAugment is not applied here: the model
+    applies it on the main process, where its RNG state is checkpointed.
     """
 
-    def __init__(self, rows: Iterable[dict], tokenizer: Tokenizer, feature_cfg: FeatureConfig):
+    def __init__(self, rows: Iterable[dict], tokenizer: Tokenizer, feature_cfg: FeatureConfig,
+                 cache: bool = False, progress: Progress | None = None):
         self.rows = list(rows)
         self.feature_cfg = feature_cfg
         # Encoded once up front: cheap, and a bad transcript fails before training starts.
         self.targets = [tokenizer.encode(row["text"]) for row in self.rows]
+        self.cache: list[torch.Tensor] | None = None
+        if cache:
+            self.cache = []
+            for row in self.rows:
+                self.cache.append(self._features(row))
+                if progress:
+                    progress(1, len(self.rows), "computing features")
+
+    def _features(self, row: dict) -> torch.Tensor:
+        return compute_features(read_audio(row["audio"], self.feature_cfg.sample_rate), self.feature_cfg)
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, index: int) -> dict:
         row = self.rows[index]
-        wave = read_audio(row["audio"], self.feature_cfg.sample_rate)
-        return {"index": index, "id": row["id"], "features": compute_features(wave, self.feature_cfg),
+        features = self.cache[index] if self.cache is not None else self._features(row)
+        return {"index": index, "id": row["id"], "features": features,
                 "targets": torch.tensor(self.targets[index], dtype=torch.long), "text": row["text"]}
 
 

@@ -57,11 +57,11 @@ class AsrCtcTask(Task):
         rows = self.data.train
         if self.cfg.data.max_train_seconds > 0:
             rows = [r for r in rows if r["duration"] <= self.cfg.data.max_train_seconds]
-        return AsrDataset(rows, self.tokenizer, self.features)
+        return AsrDataset(rows, self.tokenizer, self.features, cache=self.cfg.data.cache_features)
 
     def eval_dataset(self) -> AsrDataset | None:
         rows = self.data.dev
-        return AsrDataset(rows, self.tokenizer, self.features) if rows else None
+        return AsrDataset(rows, self.tokenizer, self.features, cache=self.cfg.data.cache_features) if rows else None
 
     def collate(self, items: list) -> dict:
         return collate_asr(items)
