@@ -45,3 +45,24 @@ def test_hubert_encoder_train_eval_export_transcribe(tiny_hubert: Path, tiny_cor
     audio = json.loads((tiny_corpus / "dev.jsonl").read_text().splitlines()[0])["audio"]
     out = invoke_json("asr-ctc", "transcribe", "--model", run_dir / "export", audio)
     assert out["transcripts"][0]["file"] == audio
+
+
+@pytest.mark.parametrize("family", ["hubert", "wavlm"])
+def test_layerdrop_skipped_layers_pass_their_input_through(family: str) -> None:
+    """HuBERT Base ships layerdrop=0.1: a skipped layer must not lose the student's tap."""
+    import torch
+    from transformers import HubertConfig, HubertModel, WavLMConfig, WavLMModel
+
+    from skdcli.asr_ctc.model import HFEncoder
+
+    config_cls, model_cls = (HubertConfig, HubertModel) if family == "hubert" else (WavLMConfig, WavLMModel)
+    config = config_cls(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64,
+                        conv_dim=(32, 32), conv_kernel=(10, 3), conv_stride=(5, 2), num_conv_pos_embeddings=16,
+                        num_conv_pos_embedding_groups=2, mask_time_prob=0.0, layerdrop=1.0)  # skip every layer
+    encoder = HFEncoder(model_cls(config)).train()
+    hidden, lengths = encoder(torch.randn(2, 8000), torch.tensor([8000, 6000]), (0, 1, 2, 3))
+    assert lengths.tolist() == [799, 599]
+    # HuBERT may skip every layer; WavLM never skips its first (it computes the position bias).
+    first_kept = 0 if family == "hubert" else 1
+    for i in range(first_kept + 1, 4):
+        assert torch.equal(hidden[i], hidden[first_kept])

@@ -217,3 +217,14 @@ def test_amp_bf16_path_runs_on_cpu_and_fp16_needs_cuda(tiny_corpus: Path, tmp_pa
     no_gpu = invoke("asr-ctc", "train", "--data", tiny_corpus, "--run-dir", tmp_path / "gpu", "--device", "cuda")
     if not torch.cuda.is_available():
         assert_one_line_error(no_gpu, "CUDA")
+
+
+def test_run_takes_a_config_and_refuses_a_finished_run(tiny_corpus: Path, tmp_path: Path) -> None:
+    config = Path(__file__).resolve().parent.parent / "recipes" / "asr_ctc" / "tiny.yaml"
+    args = ["asr-ctc", "run", "--run-dir", tmp_path / "r", "--data", tiny_corpus, "--config", config,
+            "--max-steps", "2", *sets(*TINY_MODEL, "model.conv_channels=4")]
+    result = invoke_json(*args)
+    assert result["steps"] == 2 and Path(result["export_dir"], "model.pt2").is_file()
+    assert "conv_channels: 4" in (tmp_path / "r" / "config.yaml").read_text()
+    assert_one_line_error(invoke(*args), "--overwrite")
+    assert invoke_json(*args, "--overwrite")["steps"] == 2

@@ -152,7 +152,10 @@ class HFEncoder(nn.Module):
         self.d_model = hf_model.config.hidden_size
         self._taps: dict[int, torch.Tensor] = {}
         # Forward hooks tap layer outputs without relying on how a transformers version
-        # assembles `hidden_states`: tap i == the reference code's hidden_states[i].
+        # assembles `hidden_states`: tap i == the reference code's hidden_states[i]; tap 0 is the
+        # input of layer 1 (the embedding after the positional convolution): the output of the
+        # encoder's dropout, which HuBERT / WavLM apply right before their layers.
+        hf_model.encoder.dropout.register_forward_hook(self._make_hook(0))
         for i, layer in enumerate(hf_model.encoder.layers, start=1):
             layer.register_forward_hook(self._make_hook(i))
 
@@ -184,6 +187,10 @@ class HFEncoder(nn.Module):
         self._taps = {}
         self.model(wave, attention_mask=mask)
         out_lengths = self.model._get_feat_extract_output_lengths(lengths)
+        # LayerDrop (HuBERT Base ships layerdrop=0.1) skips layers at random in training; a
+        # skipped layer passes its input through, so its tap is the previous one, as in HF.
+        for i in range(1, max(taps) + 1):
+            self._taps.setdefault(i, self._taps[i - 1])
         hidden = {i: self._taps[i] for i in taps}
         self._taps = {}
         return hidden, out_lengths

@@ -39,8 +39,6 @@ def feature_config(cfg: AsrCtcConfig) -> FeatureConfig:
 
 # -- the Task the engine trains ----------------------------------------------------------------------
 class AsrCtcTask(Task):
-    find_unused_parameters = False
-
     def __init__(self, cfg: AsrCtcConfig, data_dir: str | Path):
         self.cfg = cfg
         self.data = load_prepared(data_dir)
@@ -48,6 +46,8 @@ class AsrCtcTask(Task):
         self.features = feature_config(cfg)
         self.alpha = build_weight_schedule(cfg.kd.alpha)
         self.best_metric, self.best_mode = "wer", "min"
+        # HF encoders skip layers (LayerDrop) and use masked_spec_embed only on some steps.
+        self.find_unused_parameters = cfg.model.encoder == "hf"
         self.data_fingerprint = self.data.info.get("fingerprint")
 
     def build_model(self) -> CTCSelfKDModel:
