@@ -228,3 +228,17 @@ def test_run_takes_a_config_and_refuses_a_finished_run(tiny_corpus: Path, tmp_pa
     assert "conv_channels: 4" in (tmp_path / "r" / "config.yaml").read_text()
     assert_one_line_error(invoke(*args), "--overwrite")
     assert invoke_json(*args, "--overwrite")["steps"] == 2
+
+
+def test_prep_from_a_manifest_tsv(tmp_path: Path) -> None:
+    lines = (FIXTURE / "3752" / "4944" / "3752-4944.trans.txt").read_text().splitlines()
+    rows = ["audio\ttext"] + [f"{FIXTURE / '3752' / '4944' / (line.split()[0] + '.flac')}\t{line.split(' ', 1)[1]}"
+                              for line in lines]
+    rows.append(f"{tmp_path / 'missing.flac'}\tHELLO")  # unreadable: skipped, listed with the reason
+    manifest = tmp_path / "m.tsv"
+    manifest.write_text("\n".join(rows) + "\n")
+    result = invoke_json("asr-ctc", "prep", "--source", "manifest", "--raw", manifest, "--out", tmp_path / "p")
+    assert result["counts"]["train"] + result["counts"]["dev"] == 3 and result["skipped"] == 1
+    skipped = [json.loads(x) for x in (tmp_path / "p" / "skipped.jsonl").read_text().splitlines()]
+    assert skipped[0]["path"].endswith("missing.flac") and skipped[0]["reason"]
+    assert json.loads((tmp_path / "p" / "tokenizer" / "tokenizer.json").read_text())["kind"] == "char"
