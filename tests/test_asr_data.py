@@ -406,3 +406,11 @@ def test_feature_cache_matches_on_the_fly_features(corpus: Path, tmp_path: Path)
     for i in range(len(rows)):
         assert torch.equal(cached[i]["features"], fresh[i]["features"])
         assert torch.equal(cached[i]["targets"], fresh[i]["targets"])
+
+
+def test_sentencepiece_keeps_eval_utterances_with_unseen_characters(corpus: Path, tmp_path: Path) -> None:
+    # One held-out dev utterance whose text has letters that no train transcript has ("bm" in
+    # "abandoned ... almost"): it must stay in dev, not be silently skipped.
+    info = prepare_dataset("librispeech", corpus, tmp_path / "out", tokenizer="bpe", vocab_size=40, dev_fraction=0.3)
+    assert info["counts"]["train"] + info["counts"]["dev"] == 3
+    assert info["skipped"] == 0

@@ -537,7 +537,13 @@ def prepare_dataset(source: str, raw: str | Path | None, out: str | Path, *, tok
         for split in SPLITS:
             kept = []
             for row in rows[split]:
-                problem = _text_problem(tok, row["text"])
+                # Train rows need clean targets. Dev/test rows are only decoded and scored against
+                # their text, so characters unseen in train must not shrink the eval sets: they
+                # stay (and count as errors); only a transcript that encodes to nothing is dropped.
+                if split == "train":
+                    problem = _text_problem(tok, row["text"])
+                else:
+                    problem = None if tok.encode(row["text"]) else "transcript encodes to nothing"
                 if problem:
                     skipped.append(_skip(row["audio"], problem))
                 else:
