@@ -96,6 +96,6 @@ def run(
     device: DeviceOpt = "auto", overwrite: OverwriteOpt = False, json_out: JsonOpt = False, debug: DebugOpt = False,
 ):
     """The whole pipeline on the embedded tiny default: synthetic corpus -> train -> eval -> export."""
-    from .recipe import run_stage_all
-    run_stage("asr-ctc run", lambda: run_stage_all(run_dir, data, baseline, seed, max_steps, sets, device, overwrite, config),
+    from .recipe import run_all_stages
+    run_stage("asr-ctc run", lambda: run_all_stages(run_dir, data, baseline, seed, max_steps, sets, device, overwrite, config),
               json_out, debug, ctx)

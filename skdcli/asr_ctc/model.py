@@ -262,7 +262,3 @@ class CTCInference(nn.Module):
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         hidden, out_lengths = self.encoder(features, lengths, (self.layer,))
         return torch.log_softmax(self.head(hidden[self.layer]).float(), dim=-1), out_lengths
-
-
-def count_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())

@@ -21,12 +21,13 @@ from ..engine.io import atomic_write_json
 from ..engine.rundir import RunDir
 from ..engine.schedules import Progress, build_weight_schedule
 from ..engine.stages import load_run_config, recorded_data_dir, train_run
-from ..engine.trainer import Task, move_to
+from ..engine.trainer import Task, count_parameters, move_to
 from .config import AsrCtcConfig
-from .data import AsrDataset, FeatureConfig, collate_asr, compute_features, load_prepared, prepare_dataset, read_audio
+from .data import (SAMPLE_RATE, AsrDataset, FeatureConfig, collate_asr, compute_features, load_prepared,
+                   prepare_dataset, read_audio)
 from .loss import ctc_self_kd_objective
 from .metrics import aggregate_spike_timing, beam_ctc_decode, error_rates, greedy_ctc_decode, spike_timing
-from .model import CTCInference, CTCSelfKDModel, count_parameters
+from .model import CTCInference, CTCSelfKDModel
 from .plots import plot_posteriors
 from .tokenizer import load_tokenizer
 
@@ -34,7 +35,7 @@ TASK_NAME = "asr-ctc"
 
 
 def feature_config(cfg: AsrCtcConfig) -> FeatureConfig:
-    return FeatureConfig(kind=cfg.data.feature, sample_rate=16000, num_mel_bins=cfg.data.num_mel_bins)
+    return FeatureConfig(kind=cfg.data.feature, sample_rate=SAMPLE_RATE, num_mel_bins=cfg.data.num_mel_bins)
 
 
 # -- the Task the engine trains ----------------------------------------------------------------------
@@ -67,7 +68,8 @@ class AsrCtcTask(Task):
         return collate_asr(items)
 
     def example_lengths(self, dataset: AsrDataset) -> list[int]:
-        return [int(row["num_samples"] * 16000 / row["sample_rate"]) for row in dataset.rows]
+        # samples at the model's rate, so files stored at other rates sort where they belong
+        return [int(row["num_samples"] * SAMPLE_RATE / row["sample_rate"]) for row in dataset.rows]
 
     def compute_loss(self, model, batch: dict, progress: Progress):
         out = model(batch["features"], batch["feature_lengths"])
@@ -269,7 +271,7 @@ def transcribe_stage(model_path: str, files: list[str], beam_size: int = 1) -> d
     return {"model": str(folder), "transcripts": results}
 
 
-def run_stage_all(run_dir: str, data: str | None = None, baseline: bool = False, seed: int | None = None,
+def run_all_stages(run_dir: str, data: str | None = None, baseline: bool = False, seed: int | None = None,
                   max_steps: int | None = None, sets: list[str] | None = None, device: str = "auto",
                   overwrite: bool = False, config: str | None = None) -> dict:
     """The whole pipeline on the embedded tiny default (a synthetic espeak-ng corpus)."""

@@ -190,6 +190,11 @@ def build_config(cls: type[T], config_file: str | Path | None = None, sets: list
             raise
     if sets:
         merge_into(cfg, parse_set_overrides(sets))
+    return validate_config(cfg)
+
+
+def validate_config(cfg: T) -> T:
+    """Run the config's own cross-field checks (a ``validate()`` method), if it has any."""
     validate = getattr(cfg, "validate", None)
     if validate:
         validate()

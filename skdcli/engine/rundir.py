@@ -81,6 +81,15 @@ class RunDir:
     def plots(self) -> Path:
         return self.path / "plots"
 
+    def clear_outputs(self) -> None:
+        """--overwrite: remove what a run wrote here and nothing else (`run`'s data/ survives)."""
+        for p in (self.config, self.provenance, self.metrics, self.checkpoints, self.summary, self.eval_json,
+                  self.export_dir, self.plots):
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
+
     def is_finished(self) -> bool:
         return self.summary.is_file()
 
@@ -149,7 +158,7 @@ class RunDir:
     @staticmethod
     def load_weights(model: torch.nn.Module, weights: Path, strict: bool = True) -> None:
         try:
-            missing, unexpected = load_model(model, str(weights), strict=strict, device="cpu")
+            load_model(model, str(weights), strict=strict, device="cpu")
         except Exception as exc:
             raise SkdError(f"cannot load weights ({exc.__class__.__name__}: {exc})", weights) from exc
 

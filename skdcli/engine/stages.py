@@ -6,43 +6,24 @@ baseline switch; eval/export read the run back with ``load_run_config`` / ``reco
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from .config import build_config, config_from_dict, config_to_yaml, load_yaml, merge_into
+from .config import build_config, config_from_dict, config_to_yaml, load_yaml, merge_into, validate_config
 from .distributed import barrier, init_distributed, shutdown_distributed
 from .errors import SkdError
 from .io import atomic_write_json, read_json
 from .plots import plot_training_curves
 from .rundir import RunDir
-from .trainer import Task, Trainer
+from .trainer import Task, Trainer, count_parameters
 
 C = TypeVar("C")
-
-# What a training run writes into its directory; --overwrite removes these and nothing else
-# (so `run`'s generated data/ next to them survives).
-RUN_OUTPUTS = ("config.yaml", "provenance.json", "metrics.jsonl", "checkpoints", "train_summary.json",
-               "eval.json", "export", "plots")
-
-
-def clear_run(run: RunDir) -> None:
-    for name in RUN_OUTPUTS:
-        p = run.path / name
-        if p.is_dir():
-            shutil.rmtree(p)
-        elif p.exists():
-            p.unlink()
-
 
 def load_run_config(config_cls: type[C], run: RunDir) -> C:
     if not run.config.is_file():
         raise SkdError("not a skd run directory (no config.yaml)", run.path)
     try:
-        cfg = config_from_dict(config_cls, load_yaml(run.config))
-        validate = getattr(cfg, "validate", None)
-        if validate:
-            validate()
+        cfg = validate_config(config_from_dict(config_cls, load_yaml(run.config)))
     except SkdError as exc:
         raise SkdError(exc.message, run.config) from exc
     return cfg
@@ -83,16 +64,14 @@ def train_run(task_name: str, config_cls: type[C], make_task: Callable[[C, str],
                 baseline(cfg)
             overrides = {"seed": seed, "max_steps": max_steps, "checkpoint_every": checkpoint_every}
             merge_into(cfg.train, {k: v for k, v in overrides.items() if v is not None}, "train")
-            validate = getattr(cfg, "validate", None)
-            if validate:
-                validate()
+            validate_config(cfg)
             if data is None:
                 raise SkdError(f"train needs --data DIR (a dataset written by `skd {task_name} prep`)")
             if dist_info.is_main and run.config.is_file():
                 if not overwrite:
                     state = "a finished run" if run.is_finished() else "an unfinished run (continue it with --resume)"
                     raise SkdError(f"already holds {state}; pass --overwrite to start over", run.path)
-                clear_run(run)
+                run.clear_outputs()
         task = make_task(cfg, data)  # validates the data directory on every rank
         if dist_info.is_main:
             run.path.mkdir(parents=True, exist_ok=True)
@@ -105,7 +84,7 @@ def train_run(task_name: str, config_cls: type[C], make_task: Callable[[C, str],
         trainer = Trainer(task, cfg.train, run, dev, dist_info, show_progress=show_progress)
         result = trainer.fit(resume=resume).to_dict()
         summary = {"task": task_name, "run_dir": str(run.path), **(summary_extra(cfg) if summary_extra else {}),
-                   **result, "parameters": sum(p.numel() for p in trainer.model.parameters()),
+                   **result, "parameters": count_parameters(trainer.model),
                    "world_size": dist_info.world_size, "device": str(dev)}
         if dist_info.is_main:
             atomic_write_json(run.summary, summary)

@@ -79,6 +79,10 @@ def move_to(batch: Any, device: torch.device) -> Any:
     return batch
 
 
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
 def step_seed(seed: int, step: int, rank: int) -> int:
     # Distinct, reproducible stream per (seed, step, rank); tuple hashing of ints is stable.
     return hash((seed, step, rank)) & 0x7FFF_FFFF
