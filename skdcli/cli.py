@@ -8,11 +8,13 @@ import typer
 
 from . import __version__
 from .asr_ctc.cli import app as asr_ctc_app
+from .sleep.cli import app as sleep_app
 from .engine.cliutil import DebugOpt, JsonOpt, run_stage
 
 app = typer.Typer(name="skd", help="Self-knowledge-distillation recipes on one shared engine.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 app.add_typer(asr_ctc_app, name="asr-ctc")
+app.add_typer(sleep_app, name="sleep")
 
 
 def _version(value: bool) -> None:
@@ -34,7 +36,7 @@ def env(json_out: JsonOpt = False, debug: DebugOpt = False):
     run_stage("skd env", environment_report, json_out, debug)
 
 
-BENCHES = {"asr-ctc": "skdcli.asr_ctc.recipe"}  # task -> module with bench_stage(data, steps, rounds, device, sets)
+BENCHES = {"asr-ctc": "skdcli.asr_ctc.recipe", "sleep": "skdcli.sleep.recipe"}  # task -> module with bench_stage(data, steps, rounds, device, sets)
 
 
 @app.command()

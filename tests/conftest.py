@@ -67,3 +67,9 @@ def trained_run(tiny_corpus, tmp_path_factory) -> Path:
     invoke_json("asr-ctc", "train", "--data", tiny_corpus, "--run-dir", run_dir, "--max-steps", "6",
                 *sets(*TINY_MODEL, "train.eval_every=3", "train.checkpoint_every=3"))
     return run_dir
+
+
+# Each recipe keeps its session fixtures in tests/fixtures_<task>.py; importing them here makes
+# them visible to every test module (the smoke tests name them in recipes/<task>/smoke.yaml) and
+# defines each exactly once, so a session fixture is built once per test session.
+from fixtures_sleep import *  # noqa: E402,F401,F403

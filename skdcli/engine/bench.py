@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 from .config import TrainConfig
 from .rundir import RunDir
 from .schedules import Progress
-from .trainer import ResumableDistributedSampler, Task, Trainer, move_to
+from .trainer import ResumableDistributedSampler, Task, Trainer, move_to, task_order_fn
 
 
 def _engine_block(task: Task, cfg: TrainConfig, device: torch.device, steps: int) -> list[float]:
@@ -54,7 +54,8 @@ def _hand_block(task: Task, cfg: TrainConfig, device: torch.device, steps: int) 
     dataset = task.train_dataset()
     # The same batch composition as the engine (length grouping included), so only the loop differs.
     sampler = ResumableDistributedSampler(dataset, 1, 0, cfg.seed, global_batch=cfg.batch_size,
-                                          lengths=task.example_lengths(dataset) if cfg.group_by_length else None)
+                                          lengths=task.example_lengths(dataset) if cfg.group_by_length else None,
+                                          order_fn=task_order_fn(task, dataset, cfg.seed, cfg.batch_size))
     loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, drop_last=True,
                         collate_fn=task.collate, num_workers=cfg.num_workers)
     times: list[float] = []

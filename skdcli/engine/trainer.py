@@ -57,6 +57,13 @@ class Task:
         """Per-example sizes for length-grouped batching (``train.group_by_length``); None = off."""
         return None
 
+    def epoch_order(self, dataset: Dataset, seed: int, epoch: int, global_batch: int) -> list[int] | None:
+        """The train examples of one epoch in order, for recipes that sample (class-balanced or
+        selective batches; repeats allowed). Must be a pure function of its arguments, so resume
+        stays exact and every DDP rank computes the same order, and hold exactly
+        ``len(dataset) // global_batch * global_batch`` indices. None (default) = the engine's shuffle."""
+        return None
+
     def compute_loss(self, model: nn.Module, batch: Any, progress: Progress) -> tuple[torch.Tensor, dict[str, Any]]:
         """Return (loss to backpropagate, named values to log: loss terms, weights)."""
         raise NotImplementedError
@@ -83,6 +90,13 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
+def task_order_fn(task: Task, dataset: Dataset, seed: int, global_batch: int) -> Callable[[int, int], list[int]] | None:
+    """The task's ``epoch_order`` as a sampler hook, or None when the task keeps the engine's shuffle."""
+    if task.epoch_order(dataset, seed, 1, global_batch) is None:
+        return None
+    return lambda seed_, epoch: task.epoch_order(dataset, seed_, epoch, global_batch)
+
+
 def step_seed(seed: int, step: int, rank: int) -> int:
     # Distinct, reproducible stream per (seed, step, rank); tuple hashing of ints is stable.
     return hash((seed, step, rank)) & 0x7FFF_FFFF
@@ -97,17 +111,27 @@ class ResumableDistributedSampler(DistributedSampler):
       ``group_batches`` global batches, each window sorted by length and cut into global batches,
       and the batch order shuffled (the trick ESPnet / HF use). Padding shrinks a lot for speech;
       the order is still a pure function of (seed, epoch), so resume stays exact.
+    - ``order_fn(seed, epoch)`` (optional, from ``Task.epoch_order``): the recipe's own epoch
+      order (class-balanced / selective sampling); replaces the shuffle and the length grouping.
     Ranks take interleaved positions of the order, so one optimizer step (``global_batch``
     examples) sees the same examples whatever the number of ranks and accumulation steps.
     """
 
     def __init__(self, dataset: Dataset, num_replicas: int, rank: int, seed: int,
-                 lengths: list[int] | None = None, global_batch: int = 1, group_batches: int = 32):
+                 lengths: list[int] | None = None, global_batch: int = 1, group_batches: int = 32,
+                 order_fn: Callable[[int, int], list[int]] | None = None):
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=True)
         self.start_index = 0
         self.lengths, self.global_batch, self.group_batches = lengths, global_batch, group_batches
+        self.order_fn = order_fn
 
     def _epoch_order(self) -> list[int]:
+        if self.order_fn is not None:
+            order = list(self.order_fn(self.seed, self.epoch))
+            expected = len(self.dataset) // self.global_batch * self.global_batch
+            if len(order) != expected:
+                raise SkdError(f"Task.epoch_order returned {len(order)} indices; expected {expected}")
+            return order
         g = torch.Generator()
         g.manual_seed(self.seed + self.epoch)
         order = torch.randperm(len(self.dataset), generator=g).tolist()
@@ -128,6 +152,8 @@ class ResumableDistributedSampler(DistributedSampler):
 
     def __len__(self) -> int:
         n = len(self.dataset)
+        if self.order_fn is not None:
+            return n // self.global_batch * self.global_batch // self.num_replicas - self.start_index
         if self.lengths is not None:
             n = n // (self.global_batch * self.group_batches) * (self.global_batch * self.group_batches) + \
                 (n % (self.global_batch * self.group_batches)) // self.global_batch * self.global_batch
@@ -188,7 +214,8 @@ class Trainer:
         train_set = self.task.train_dataset()
         lengths = self.task.example_lengths(train_set) if cfg.group_by_length else None
         self.sampler = ResumableDistributedSampler(train_set, self.dist.world_size, self.dist.rank, cfg.seed,
-                                                   lengths=lengths, global_batch=cfg.batch_size)
+                                                   lengths=lengths, global_batch=cfg.batch_size,
+                                                   order_fn=task_order_fn(self.task, train_set, cfg.seed, cfg.batch_size))
         self.train_loader = DataLoader(
             train_set, batch_size=self.micro_batch, sampler=self.sampler, drop_last=True,
             collate_fn=self.task.collate, num_workers=cfg.num_workers,

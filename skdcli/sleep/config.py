@@ -1,0 +1,93 @@
+"""Typed config of the sleep recipe (SST: Siamese Sleep Transformer, self-KD, selective batch sampling).
+
+Defaults = the tiny embedded setup that `skd sleep run` trains on 2 CPU cores in about a minute;
+`recipes/sleep/*.yaml` override them for SHHS -> Sleep-EDF. Which parts are the paper's and which
+are ours: recipes/sleep/README.md (the paper's full text was not available; internals are ours).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..engine.config import TrainConfig, check_choice
+from ..engine.errors import SkdError
+
+STAGES = ["W", "N1", "N2", "N3", "REM"]  # class ids 0..4 (R&K S3+S4 -> N3)
+
+
+@dataclass
+class DataConfig:
+    seq_len: int = 3  # L consecutive 30-s epochs per example (1 = epoch-wise model)
+    dev_fraction: float = 0.2  # recordings held out of the train dataset for periodic eval / best checkpoint
+
+
+@dataclass
+class ModelConfig:
+    patch_len: int = 50  # samples per patch token (0.5 s at 100 Hz); must divide fs*30
+    d_model: int = 32
+    n_layers_epoch: int = 1  # transformer over the patches of one 30-s epoch (CLS token -> epoch vector)
+    n_layers_seq: int = 1  # transformer over the L epoch vectors (0 = none)
+    n_heads: int = 2
+    ff_mult: int = 2
+    dropout: float = 0.1
+
+
+@dataclass
+class KDConfig:
+    # skd: L = 1/2[CE(y,p1) + CE(y,p2)] + w·T²·D(p1_T, p2_T) over two Siamese branches (shared weights)
+    # ce:  L = CE(y, p) on one branch (the --baseline)
+    method: str = "skd"
+    siamese_view: str = "augment"  # augment (two random signal augmentations) | dropout (same input, two masks)
+    divergence: str = "sym_kl"  # sym_kl | kl_stopgrad (branch 2 is a detached teacher) | js
+    temperature: float = 1.0
+    weight: float = 1.0  # w
+    # augment view: amplitude scale ~ U(1-a, 1+a), circular time shift up to s seconds, gaussian noise std n (z units)
+    aug_amplitude: float = 0.2
+    aug_shift_seconds: float = 1.0
+    aug_noise: float = 0.1
+
+
+@dataclass
+class SamplerConfig:
+    # random: the engine's shuffle; balanced: every batch holds batch_size/5 epochs of each stage;
+    # selective: stratified batches with tempered class quotas q_c ∝ n_c^power (0 = balanced, 1 = data prior)
+    kind: str = "selective"
+    power: float = 0.5
+
+
+@dataclass
+class EvalConfig:
+    stride: int = 1  # window stride when scoring whole nights; each epoch's probabilities are averaged over windows
+
+
+def _train_defaults() -> TrainConfig:
+    return TrainConfig(max_steps=150, batch_size=20, lr=2e-3, warmup_steps=15, eval_every=50, checkpoint_every=50,
+                       best_metric="macro_f1", best_mode="max", log_every=5, group_by_length=False)
+
+
+@dataclass
+class SleepConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    kd: KDConfig = field(default_factory=KDConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    train: TrainConfig = field(default_factory=_train_defaults)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def validate(self) -> None:
+        check_choice("kd.method", self.kd.method, ["skd", "ce"])
+        check_choice("kd.siamese_view", self.kd.siamese_view, ["augment", "dropout"])
+        check_choice("kd.divergence", self.kd.divergence, ["sym_kl", "kl_stopgrad", "js"])
+        check_choice("sampler.kind", self.sampler.kind, ["random", "balanced", "selective"])
+        if self.data.seq_len < 1:
+            raise SkdError("data.seq_len must be >= 1")
+        if not 0 <= self.data.dev_fraction < 1:
+            raise SkdError("data.dev_fraction must be in [0, 1)")
+        if self.kd.temperature <= 0:
+            raise SkdError("kd.temperature must be > 0")
+        if self.model.d_model % self.model.n_heads:
+            raise SkdError(f"model.d_model={self.model.d_model} must be divisible by model.n_heads={self.model.n_heads}")
+        if not 0 <= self.sampler.power <= 1:
+            raise SkdError("sampler.power must be in [0, 1]")
+        if self.eval.stride < 1:
+            raise SkdError("eval.stride must be >= 1")

@@ -1,0 +1,297 @@
+"""Prep (real dataset layouts -> one `.npz` per recording) and the training windows.
+
+A prepared dataset directory:
+    prep.json                 written last: source, channel, rate, rules, class counts, recordings
+    recordings/<id>.npz       x (n_epochs, fs*30) float32 (per-recording z-scored), y (n_epochs,) int64
+    recordings/<id>.json      what made it: source files (size, mtime), prep parameters
+    skipped.jsonl             recordings left out and why
+Prep is incremental: a recording whose sources and parameters are unchanged is not redone, so an
+interrupted prep continues where it stopped, and `--overwrite` after adding nights only does the new ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from scipy.signal import resample_poly
+from torch.utils.data import Dataset
+
+from ..engine.errors import SkdError
+from ..engine.io import atomic_write, atomic_write_json, atomic_write_jsonl, read_json
+from .formats import EPOCH_SECONDS, Hypnogram, Signal, read_edf_channel, read_edf_hypnogram, read_shhs_xml
+
+SOURCES = ("sleep-edf", "shhs")
+DEFAULT_CHANNEL = {"sleep-edf": "EEG Fpz-Cz", "shhs": "EEG"}  # SHHS1 `EEG` = C4-A1
+TRIM_RULE = ("wake trimmed to {m} min before the first and after the last sleep (N1-REM) epoch, on the "
+             "recording's timeline, then ?/movement/unscored epochs dropped (SeriesSleepNet / DeepSleepNet rule)")
+
+
+@dataclass
+class RawRecording:
+    id: str
+    psg: Path
+    scoring: Path
+    subject: int | None = None
+    night: int | None = None
+
+
+# -- discovery ----------------------------------------------------------------------------------------
+SLEEP_EDF_NAME = re.compile(r"^(S[CT][47]\d\d\d)[A-Z0-9]{2}-PSG\.edf$", re.IGNORECASE)
+
+
+def parse_subjects(spec: str | None) -> set[int] | None:
+    """'0-19' or '0,3,5-7' -> set of subject numbers."""
+    if not spec:
+        return None
+    out: set[int] = set()
+    try:
+        for part in spec.split(","):
+            lo, _, hi = part.strip().partition("-")
+            out.update(range(int(lo), int(hi or lo) + 1))
+    except ValueError as exc:
+        raise SkdError(f"--subjects expects ranges like 0-19 or 0,3,5-7, got '{spec}'") from exc
+    return out
+
+
+def discover_sleep_edf(raw: Path, subjects: set[int] | None) -> list[RawRecording]:
+    """`SC4ssNE0-PSG.edf` + `SC4ssNx-Hypnogram.edf` pairs matched by subject and night (the first
+    six characters); the scorer letter after them varies (EC, EH, EJ, ...)."""
+    hyps: dict[str, list[Path]] = {}
+    for p in raw.rglob("*-Hypnogram.edf"):
+        hyps.setdefault(p.name[:6].upper(), []).append(p)
+    recs = []
+    for psg in sorted(raw.rglob("*-PSG.edf")):
+        m = SLEEP_EDF_NAME.match(psg.name)
+        if not m:
+            continue
+        key = psg.name[:6].upper()
+        subject, night = int(key[3:5]), int(key[5])
+        if subjects is not None and subject not in subjects:
+            continue
+        found = hyps.get(key, [])
+        if len(found) != 1:
+            what = "no" if not found else f"{len(found)}"
+            raise SkdError(f"{what} hypnogram file(s) {key}??-Hypnogram.edf for this PSG", psg)
+        recs.append(RawRecording(psg.name[:-len("-PSG.edf")], psg, found[0], subject, night))
+    return recs
+
+
+def discover_shhs(raw: Path) -> list[RawRecording]:
+    """`edfs/shhs1/shhs1-ID.edf` with `shhs1-ID-nsrr.xml` (preferred) or `shhs1-ID-profusion.xml`
+    anywhere under RAW (the NSRR download puts them in sibling annotation folders)."""
+    xmls: dict[str, Path] = {}
+    for p in sorted(raw.rglob("*-profusion.xml")) + sorted(raw.rglob("*-nsrr.xml")):  # nsrr wins
+        xmls[p.name.rsplit("-", 1)[0]] = p
+    recs = []
+    for edf in sorted(raw.rglob("shhs*-*.edf")):
+        rid = edf.stem
+        if rid not in xmls:
+            raise SkdError(f"no {rid}-nsrr.xml or {rid}-profusion.xml annotation for this EDF", edf)
+        recs.append(RawRecording(rid, edf, xmls[rid]))
+    return recs
+
+
+# -- one recording ------------------------------------------------------------------------------------
+def epoch_labels_for(signal_seconds: float, hyp: Hypnogram, psg_start, path: Path, scoring: Path) -> tuple[np.ndarray, list[str]]:
+    """Align a hypnogram to its PSG: same start, covers the whole PSG; a scoring running past
+    the PSG's end is cropped (the real Sleep-EDF hypnograms do, with `Sleep stage ?`)."""
+    notes = []
+    if hyp.start is not None and psg_start is not None and hyp.start != psg_start:
+        raise SkdError(f"hypnogram starts at {hyp.start} but its PSG {path.name} starts at {psg_start}", scoring)
+    n_psg = int(signal_seconds // EPOCH_SECONDS)
+    n_hyp = len(hyp.labels)
+    if n_hyp < n_psg:
+        raise SkdError(f"hypnogram covers {n_hyp * EPOCH_SECONDS} s but its PSG {path.name} lasts "
+                       f"{n_psg * EPOCH_SECONDS} s (wrong file pair?)", scoring)
+    if n_hyp > n_psg:
+        scored_past = int(((hyp.labels[n_psg:] >= 0)).sum())
+        notes.append(f"hypnogram runs {n_hyp - n_psg} epochs past the PSG end ({scored_past} scored); cropped")
+    return hyp.labels[:n_psg], notes
+
+
+def signal_epochs(sig: Signal, fs: int, path: Path) -> np.ndarray:
+    """The channel in µV, resampled to `fs` (polyphase: SHHS 125 -> 100 Hz is up 4, down 5), cut
+    into whole 30-s epochs (n, fs*30). A slower channel is refused: upsampling invents nothing."""
+    if sig.fs < fs:
+        raise SkdError(f"channel '{sig.channel}' is sampled at {sig.fs:g} Hz, below the dataset rate {fs} Hz "
+                       f"(pass --fs {int(sig.fs)} or pick another channel)", path)
+    data = sig.data * 1e6  # mne returns volts
+    ratio = Fraction(fs, 1) / Fraction(sig.fs).limit_denominator(1000)
+    if ratio != 1:
+        data = resample_poly(data, ratio.numerator, ratio.denominator)
+    n = len(data) // (fs * EPOCH_SECONDS)
+    return data[: n * fs * EPOCH_SECONDS].reshape(n, fs * EPOCH_SECONDS)
+
+
+def zscore(x: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """Per-recording normalisation (removes montage / amplitude gain between datasets)."""
+    mean, std = float(x.mean()), float(x.std())
+    return ((x - mean) / max(std, 1e-6)).astype(np.float32), mean, std
+
+
+def process_recording(rec: RawRecording, source: str, channel: str, fs: int, trim_minutes: float) -> dict:
+    sig = read_edf_channel(rec.psg, channel)
+    x = signal_epochs(sig, fs, rec.psg)
+    hyp = read_shhs_xml(rec.scoring) if source == "shhs" else read_edf_hypnogram(rec.scoring)
+    labels, notes = epoch_labels_for(len(sig.data) / sig.fs, hyp, sig.start, rec.psg, rec.scoring)
+    n = min(len(labels), len(x))
+    x, y = x[:n], labels[:n]
+    keep = np.ones(n, dtype=bool)
+    if trim_minutes > 0:
+        sleep = np.flatnonzero((y >= 1) & (y <= 4))
+        if len(sleep) == 0:
+            return {"skip": "no sleep epochs: wake trimming has nothing to anchor to (use --no-trim-wake to keep it)"}
+        edge = int(trim_minutes * 60 // EPOCH_SECONDS)
+        keep[: max(sleep[0] - edge, 0)] = False
+        keep[sleep[-1] + edge + 1:] = False
+    keep &= y >= 0
+    x, y = x[keep], y[keep]
+    if len(y) == 0:
+        return {"skip": "no scored epochs left"}
+    x, mean, std = zscore(x)
+    return {"x": x, "y": y.astype(np.int64), "channel": sig.channel, "native_fs": sig.fs,
+            "notes": notes, "amplitude_uv": {"mean": round(mean, 3), "std": round(std, 3)}}
+
+
+# -- the whole dataset ----------------------------------------------------------------------------------
+def _file_id(p: Path) -> dict:
+    st = p.stat()
+    return {"path": str(p.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def prepare_dataset(source: str, raw: str | Path, out: str | Path, channel: str | None = None, fs: int = 100,
+                    trim_wake: bool = True, trim_minutes: float = 30.0, subjects: str | None = None,
+                    overwrite: bool = False, progress: Callable[[int, int, str], None] | None = None) -> dict:
+    if source not in SOURCES:
+        raise SkdError(f"--source must be one of {', '.join(SOURCES)}, got '{source}'")
+    raw, out = Path(raw), Path(out)
+    if not raw.is_dir():
+        raise SkdError("raw data directory not found", raw)
+    channel = channel or DEFAULT_CHANNEL[source]
+    if (out / "prep.json").is_file() and not overwrite:
+        raise SkdError("already holds a prepared dataset; pass --overwrite to redo it (unchanged recordings are reused)", out)
+    if out.is_dir() and any(out.iterdir()) and not (out / "recordings").is_dir() and not overwrite:
+        raise SkdError("directory is not empty and is not a prepared sleep dataset; pass --overwrite or pick another --out", out)
+    recs = discover_sleep_edf(raw, parse_subjects(subjects)) if source == "sleep-edf" else discover_shhs(raw)
+    if not recs:
+        pattern = "SC4ssNE0-PSG.edf + SC4ssNx-Hypnogram.edf" if source == "sleep-edf" else "shhs1-ID.edf + shhs1-ID-nsrr.xml"
+        raise SkdError(f"no recordings found (expected {pattern} files{' for --subjects ' + subjects if subjects else ''})", raw)
+    params = {"source": source, "channel": channel, "fs": fs, "trim_minutes": trim_minutes if trim_wake else 0.0}
+    folder = out / "recordings"
+    folder.mkdir(parents=True, exist_ok=True)
+    (out / "prep.json").unlink(missing_ok=True)  # unfinished from here on
+    rows, skipped, reused = [], [], 0
+    for i, rec in enumerate(recs):
+        sources = [_file_id(rec.psg), _file_id(rec.scoring)]
+        meta_path, npz_path = folder / f"{rec.id}.json", folder / f"{rec.id}.npz"
+        old = json.loads(meta_path.read_text()) if meta_path.is_file() else None
+        if old and old.get("sources") == sources and old.get("params") == params and (npz_path.is_file() or "skip" in old):
+            meta, reused = old, reused + 1
+        else:
+            done = process_recording(rec, source, channel, fs, params["trim_minutes"])
+            meta = {"id": rec.id, "sources": sources, "params": params, "subject": rec.subject, "night": rec.night}
+            if "skip" in done:
+                meta["skip"] = done["skip"]
+                npz_path.unlink(missing_ok=True)
+            else:
+                atomic_write(npz_path, lambda p, d=done: np.savez(open(p, "wb"), x=d["x"], y=d["y"]))
+                meta.update(epochs=int(len(done["y"])), counts=np.bincount(done["y"], minlength=5).tolist(),
+                            channel=done["channel"], native_fs=done["native_fs"], notes=done["notes"],
+                            amplitude_uv=done["amplitude_uv"])
+            atomic_write_json(meta_path, meta)
+        if "skip" in meta:
+            skipped.append({"id": rec.id, "psg": str(rec.psg), "reason": meta["skip"]})
+        else:
+            rows.append({k: meta[k] for k in ("id", "subject", "night", "epochs", "counts", "channel", "native_fs", "notes")})
+        if progress:
+            progress(1, len(recs), f"prep {source}")
+    wanted = {r.id for r in recs}
+    for stale in folder.iterdir():  # recordings no longer in RAW (or outside --subjects)
+        if stale.name.split(".")[0] not in wanted:
+            stale.unlink()
+    if not rows:
+        raise SkdError(f"all {len(recs)} recordings were skipped ({skipped[0]['reason']})", raw)
+    counts = np.sum([r["counts"] for r in rows], axis=0).tolist()
+    fingerprint = hashlib.sha256(json.dumps([params, [(r["id"], r["epochs"]) for r in rows]]).encode()).hexdigest()[:16]
+    info = {**params, "raw": str(raw.resolve()), "subjects": subjects, "recordings": len(rows), "epochs": sum(counts),
+            "hours": round(sum(counts) * EPOCH_SECONDS / 3600, 3), "class_counts": dict(zip(["W", "N1", "N2", "N3", "REM"], counts)),
+            "class_priors": dict(zip(["W", "N1", "N2", "N3", "REM"], [round(c / sum(counts), 4) for c in counts])),
+            "label_map": "W 0, N1 1, N2 2, N3 3 (R&K S3+S4 / SHHS codes 3+4), REM 4; ?/movement/unscored (SHHS 6, 9) dropped",
+            "trim_rule": TRIM_RULE.format(m=f"{trim_minutes:g}") if trim_wake else "no wake trimming",
+            "normalisation": "per recording z-score of the kept epochs", "reused": reused,
+            "skipped": len(skipped), "fingerprint": fingerprint, "manifest": rows}
+    atomic_write_jsonl(out / "skipped.jsonl", skipped)
+    atomic_write_json(out / "prep.json", info)
+    return {k: v for k, v in info.items() if k != "manifest"} | {"out": str(out)}
+
+
+# -- reading a prepared dataset ---------------------------------------------------------------------------
+@dataclass
+class Night:
+    id: str
+    x: np.ndarray  # (n, fs*30)
+    y: np.ndarray  # (n,)
+
+
+class PreparedSleep:
+    def __init__(self, folder: str | Path):
+        self.path = Path(folder)
+        info_path = self.path / "prep.json"
+        if not info_path.is_file():
+            raise SkdError("not a prepared sleep dataset (no prep.json; run `skd sleep prep`, or finish it)", self.path)
+        self.info = read_json(info_path)
+        self.fs = int(self.info["fs"])
+        self.nights: list[Night] = []
+        for row in self.info["manifest"]:
+            npz = self.path / "recordings" / f"{row['id']}.npz"
+            if not npz.is_file():
+                raise SkdError("recording listed in prep.json is missing", npz)
+            with np.load(npz, allow_pickle=False) as z:
+                self.nights.append(Night(row["id"], z["x"], z["y"]))
+
+    def split(self, dev_fraction: float) -> tuple[list[Night], list[Night]]:
+        """Held-out recordings for periodic eval: a deterministic choice by id hash (whole nights,
+        never epochs of a training night, so dev measures generalisation to new recordings)."""
+        ranked = sorted(self.nights, key=lambda n: hashlib.sha256(n.id.encode()).hexdigest())
+        n_dev = int(round(dev_fraction * len(ranked))) if dev_fraction > 0 else 0
+        if dev_fraction > 0 and len(ranked) > 1:
+            n_dev = max(n_dev, 1)
+        n_dev = min(n_dev, len(ranked) - 1)
+        dev_ids = {n.id for n in ranked[:n_dev]}
+        return [n for n in self.nights if n.id not in dev_ids], [n for n in self.nights if n.id in dev_ids]
+
+
+class WindowDataset(Dataset):
+    """Every run of `seq_len` consecutive kept epochs of a night (stride 1). `labels` (the centre
+    epoch's stage) drive class-aware sampling."""
+
+    def __init__(self, nights: list[Night], seq_len: int):
+        self.nights, self.seq_len = nights, seq_len
+        self.index = [(k, s) for k, n in enumerate(nights) for s in range(len(n.y) - seq_len + 1)]
+        self.labels = [int(nights[k].y[s + seq_len // 2]) for k, s in self.index]
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> dict:
+        k, s = self.index[i]
+        night = self.nights[k]
+        return {"x": torch.from_numpy(night.x[s:s + self.seq_len]), "y": torch.from_numpy(night.y[s:s + self.seq_len])}
+
+
+def night_windows(n_epochs: int, seq_len: int, stride: int) -> list[int]:
+    """Window starts covering a whole night (the last window ends at the last epoch)."""
+    if n_epochs < seq_len:
+        return []
+    starts = list(range(0, n_epochs - seq_len + 1, stride))
+    if starts[-1] != n_epochs - seq_len:
+        starts.append(n_epochs - seq_len)
+    return starts

@@ -1,0 +1,119 @@
+"""Sleep loss (hand-computed), metrics (hand-computed), class-aware samplers and the engine's
+epoch-order hook (DDP split and mid-epoch resume)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from skdcli.engine.trainer import ResumableDistributedSampler
+from skdcli.sleep.config import KDConfig, ModelConfig
+from skdcli.sleep.loss import siamese_self_kd_loss
+from skdcli.sleep.metrics import mean_std, sleep_metrics
+from skdcli.sleep.model import SleepTransformer
+from skdcli.sleep.sampling import class_quotas, stratified_order
+
+# p1 = softmax([0, ln 3]) = [.25, .75], p2 = [.5, .5], label 1
+L1 = torch.tensor([[[0.0, math.log(3.0)]]])
+L2 = torch.tensor([[[0.0, 0.0]]])
+Y = torch.tensor([[1]])
+CE = 0.5 * (-math.log(0.75) + math.log(2.0))  # 0.490415
+KL_12 = 0.25 * math.log(0.5) + 0.75 * math.log(1.5)  # KL(p1||p2) = 0.130812
+KL_21 = 0.5 * math.log(2.0) + 0.5 * math.log(0.5 / 0.75)  # KL(p2||p1) = 0.143841
+
+
+def test_siamese_loss_symmetric_kl_by_hand() -> None:
+    loss, logs = siamese_self_kd_loss(L1, L2, Y, KDConfig(divergence="sym_kl"))
+    assert float(logs["loss/ce"]) == pytest.approx(CE, abs=1e-6)
+    assert float(logs["loss/kd"]) == pytest.approx(0.5 * (KL_12 + KL_21), abs=1e-6)
+    assert float(loss) == pytest.approx(0.627742, abs=1e-5)
+
+
+def test_siamese_loss_stopgrad_weight_and_temperature() -> None:
+    l1, l2 = L1.clone().requires_grad_(), L2.clone().requires_grad_()
+    loss, logs = siamese_self_kd_loss(l1, l2, Y, KDConfig(divergence="kl_stopgrad", weight=2.0))
+    assert logs["loss/kd"].item() == pytest.approx(KL_21, abs=1e-6)  # KL(sg(p2) || p1)
+    assert loss.item() == pytest.approx(CE + 2 * KL_21, abs=1e-6)
+    loss.backward()
+    # branch 2 only gets its CE gradient: d/dz of 1/2 CE(y, softmax(z)) = 1/2 (p - onehot)
+    assert l2.grad.flatten().tolist() == pytest.approx([0.25, -0.25], abs=1e-6)
+    # T = 2: p_T = softmax(z / 2); T² factor
+    p1, p2 = torch.softmax(L1.flatten() / 2, 0), torch.softmax(L2.flatten() / 2, 0)
+    kl = float((p2 * (p2 / p1).log()).sum()) * 4
+    _, logs = siamese_self_kd_loss(L1, L2, Y, KDConfig(divergence="kl_stopgrad", temperature=2.0))
+    assert float(logs["loss/kd"]) == pytest.approx(kl, abs=1e-6)
+
+
+def test_baseline_is_plain_cross_entropy() -> None:
+    loss, logs = siamese_self_kd_loss(L1, None, Y, KDConfig(method="ce"))
+    assert float(loss) == pytest.approx(-math.log(0.75), abs=1e-6) and set(logs) == {"loss/ce"}
+
+
+def test_kd_term_zero_for_identical_branches_positive_with_dropout() -> None:
+    torch.manual_seed(0)
+    model = SleepTransformer(ModelConfig(d_model=16, patch_len=100, dropout=0.3), 3000, 3)
+    x, y = torch.randn(4, 3, 3000), torch.randint(0, 5, (4, 3))
+    kd = KDConfig(siamese_view="dropout")
+    model.eval()
+    out = model(torch.cat([x, x]))
+    assert siamese_self_kd_loss(out[:4], out[4:], y, kd)[1]["loss/kd"].item() == pytest.approx(0.0, abs=1e-6)
+    model.train()
+    out = model(torch.cat([x, x]))
+    assert out.shape == (8, 3, 5) and siamese_self_kd_loss(out[:4], out[4:], y, kd)[1]["loss/kd"].item() > 1e-4
+
+
+def test_metrics_by_hand() -> None:
+    m = sleep_metrics(np.array([0, 0, 1, 1, 2, 2, 3, 4]), np.array([0, 1, 1, 1, 2, 0, 3, 4]))
+    assert m["accuracy"] == pytest.approx(0.75)
+    assert m["per_class_f1"] == {"W": 0.5, "N1": 0.8, "N2": 0.6667, "N3": 1.0, "REM": 1.0}
+    assert m["macro_f1"] == pytest.approx((0.5 + 0.8 + 2 / 3 + 1 + 1) / 5)
+    pe = (2 * 2 + 2 * 3 + 2 * 1 + 1 + 1) / 64
+    assert m["kappa"] == pytest.approx((0.75 - pe) / (1 - pe))
+    assert m["confusion"][0] == [1, 1, 0, 0, 0] and m["confusion"][2] == [1, 0, 1, 0, 0]
+    # a stage absent from both counts as F1 0 in the macro average (labels are passed explicitly)
+    assert sleep_metrics(np.array([0, 1]), np.array([0, 0]))["macro_f1"] == pytest.approx(2 / 3 / 5)
+    s = mean_std([0.5, 0.7, 0.6])
+    assert s["mean"] == pytest.approx(0.6) and s["std"] == pytest.approx(0.1) and s["n"] == 3
+
+
+LABELS = [0] * 50 + [1] * 5 + [2] * 100 + [3] * 20 + [4] * 25
+
+
+def test_balanced_batches_hold_b_over_5_per_stage() -> None:
+    order = stratified_order(LABELS, 10, seed=0, epoch=1, power=0.0)
+    assert len(order) == 200
+    for b in range(20):
+        assert np.bincount([LABELS[i] for i in order[b * 10:(b + 1) * 10]], minlength=5).tolist() == [2] * 5
+    n1 = [i for i in order if LABELS[i] == 1]
+    assert set(n1[:6]) == {50, 51, 52, 53, 54}  # the minority is used up before any repeat
+    assert order == stratified_order(LABELS, 10, seed=0, epoch=1, power=0.0)  # pure function
+    assert order != stratified_order(LABELS, 10, seed=0, epoch=2, power=0.0)
+
+
+def test_selective_quotas_follow_tempered_prior() -> None:
+    rng = np.random.default_rng(0)
+    counts = np.bincount(LABELS)
+    total = sum(class_quotas(counts, 20, 0.5, rng) for _ in range(2000))
+    expected = 20 * np.sqrt(counts) / np.sqrt(counts).sum()
+    assert np.allclose(total / 2000, expected, atol=0.05)
+    order = stratified_order(LABELS, 20, seed=3, epoch=1, power=1.0)
+    per_batch = [np.bincount([LABELS[i] for i in order[b * 20:(b + 1) * 20]], minlength=5) for b in range(10)]
+    assert all(p.sum() == 20 and abs(p[2] - 10) <= 1 for p in per_batch)  # N2 is half the data
+
+
+def test_engine_order_hook_splits_over_ranks_and_resumes() -> None:
+    data = list(range(len(LABELS)))
+    fn = lambda seed, epoch: stratified_order(LABELS, 10, seed, epoch, 0.0)
+    one = ResumableDistributedSampler(data, 1, 0, seed=0, global_batch=10, order_fn=fn)
+    two = [ResumableDistributedSampler(data, 2, r, seed=0, global_batch=10, order_fn=fn) for r in range(2)]
+    for s in [one, *two]:
+        s.set_epoch(4)
+    full, ranks = list(one), [list(s) for s in two]
+    assert len(full) == len(one) == 200 and [len(r) for r in ranks] == [100, 100]
+    for step in range(20):  # a global batch of 10 = 5 per rank, same examples as on one rank
+        assert sorted(ranks[0][step * 5:(step + 1) * 5] + ranks[1][step * 5:(step + 1) * 5]) == sorted(full[step * 10:(step + 1) * 10])
+    one.start_index = 30
+    assert list(one) == full[30:] and len(one) == 170
