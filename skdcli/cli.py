@@ -8,6 +8,7 @@ import typer
 
 from . import __version__
 from .asr_ctc.cli import app as asr_ctc_app
+from .retrieval.cli import app as retrieval_app
 from .sleep.cli import app as sleep_app
 from .engine.cliutil import DebugOpt, JsonOpt, run_stage
 
@@ -15,6 +16,7 @@ app = typer.Typer(name="skd", help="Self-knowledge-distillation recipes on one s
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 app.add_typer(asr_ctc_app, name="asr-ctc")
 app.add_typer(sleep_app, name="sleep")
+app.add_typer(retrieval_app, name="retrieval")
 
 
 def _version(value: bool) -> None:
@@ -36,7 +38,8 @@ def env(json_out: JsonOpt = False, debug: DebugOpt = False):
     run_stage("skd env", environment_report, json_out, debug)
 
 
-BENCHES = {"asr-ctc": "skdcli.asr_ctc.recipe", "sleep": "skdcli.sleep.recipe"}  # task -> module with bench_stage(data, steps, rounds, device, sets)
+BENCHES = {"asr-ctc": "skdcli.asr_ctc.recipe", "sleep": "skdcli.sleep.recipe",
+           "retrieval": "skdcli.retrieval.bench"}  # task -> module with bench_stage(data, steps, rounds, device, sets)
 
 
 @app.command()

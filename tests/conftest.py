@@ -73,3 +73,4 @@ def trained_run(tiny_corpus, tmp_path_factory) -> Path:
 # them visible to every test module (the smoke tests name them in recipes/<task>/smoke.yaml) and
 # defines each exactly once, so a session fixture is built once per test session.
 from fixtures_sleep import *  # noqa: E402,F401,F403
+from fixtures_retrieval import *  # noqa: E402,F401,F403

@@ -1,0 +1,135 @@
+"""`skd retrieval ...`: thin typer commands over recipe.py's stages."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from ..engine.cliutil import (BaselineOpt, CkptEveryOpt, DebugOpt, DeviceOpt, JsonOpt, MaxStepsOpt, OverwriteOpt,
+                              SeedOpt, SetOpt, run_stage)
+
+app = typer.Typer(help="Text-image retrieval with joint sparse-dense self-KD (Song et al., CIKM 2025) "
+                       "and an inverted index.", no_args_is_help=True)
+
+RunDirOpt = Annotated[str, typer.Option("--run-dir", help="Run directory.")]
+
+
+@app.command()
+def prep(
+    ctx: typer.Context,
+    source: Annotated[str, typer.Option("--source", help="synthetic | karpathy | embeddings")] = "synthetic",
+    raw: Annotated[Optional[str], typer.Option("--raw", help="karpathy: folder with dataset_*.json (or coco_karpathy_*.json) "
+                                               "and the images; embeddings: folder with {text,img}_embs*.parquet + dataset_meta.json.")] = None,
+    encoder: Annotated[Optional[str], typer.Option("--encoder", help="Local CLIP / BLIP-retrieval checkpoint directory (HF format).")] = None,
+    images: Annotated[Optional[str], typer.Option("--images", help="Image root if not --raw.")] = None,
+    out: Annotated[str, typer.Option("--out", help="Where the prepared dataset goes.")] = "data/retrieval",
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Encoder batch size.")] = 64,
+    shard_size: Annotated[int, typer.Option("--shard-size", help="Items per resumable shard.")] = 2048,
+    restval: Annotated[str, typer.Option("--restval", help="COCO restval images: train | drop.")] = "train",
+    vocab_size: Annotated[int, typer.Option("--vocab-size", help="embeddings without --encoder: sparse vocabulary size.")] = 30522,
+    standin_steps: Annotated[int, typer.Option("--standin-steps", help="synthetic: training steps of the stand-in CLIP.")] = 800,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    overwrite: OverwriteOpt = False, json_out: JsonOpt = False, debug: DebugOpt = False,
+):
+    """Karpathy JSON + images through a local encoder (or ready-made embeddings, or the synthetic corpus) -> parquet."""
+    from .recipe import prep_stage
+    run_stage("retrieval prep", lambda: prep_stage(source, raw, out, encoder, images, batch_size, shard_size, restval,
+                                                   vocab_size, standin_steps, overwrite=overwrite, seed=seed), json_out, debug, ctx)
+
+
+@app.command()
+def train(
+    ctx: typer.Context,
+    data: Annotated[Optional[str], typer.Option("--data", help="Prepared dataset (from `prep`).")] = None,
+    run_dir: RunDirOpt = "runs/retrieval",
+    config: Annotated[Optional[str], typer.Option("--config", help="YAML config (e.g. recipes/retrieval/coco.yaml).")] = None,
+    sets: SetOpt = None, baseline: BaselineOpt = False, seed: SeedOpt = None, max_steps: MaxStepsOpt = None,
+    checkpoint_every: CkptEveryOpt = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run from its latest checkpoint.")] = False,
+    device: DeviceOpt = "auto", overwrite: OverwriteOpt = False, json_out: JsonOpt = False, debug: DebugOpt = False,
+):
+    """Train the dense + sparse heads with mutual self-KD (or the contrastive-only --baseline)."""
+    from .recipe import train_stage
+    run_stage("retrieval train", lambda: train_stage(data, run_dir, config, sets, baseline, seed, max_steps,
+                                                      checkpoint_every, resume, device, overwrite), json_out, debug, ctx)
+
+
+@app.command("eval")
+def evaluate(
+    ctx: typer.Context, run_dir: RunDirOpt = "runs/retrieval",
+    data: Annotated[Optional[str], typer.Option("--data", help="Prepared dataset (default: the run's).")] = None,
+    split: Annotated[Optional[str], typer.Option("--split", help="test | val | train (default eval.split).")] = None,
+    device: DeviceOpt = "auto", json_out: JsonOpt = False, debug: DebugOpt = False,
+):
+    """R@1/5/10 + MRR@10 (dense, sparse, integrated), i2t + RSUM, sparsity, FLOPs; TREC run files."""
+    from .recipe import eval_stage
+    run_stage("retrieval eval", lambda: eval_stage(run_dir, data, split, device), json_out, debug, ctx)
+
+
+@app.command()
+def export(
+    ctx: typer.Context, run_dir: RunDirOpt = "runs/retrieval",
+    out: Annotated[Optional[str], typer.Option("--out", help="Export directory (default: RUN_DIR/export).")] = None,
+    overwrite: OverwriteOpt = False, json_out: JsonOpt = False, debug: DebugOpt = False,
+):
+    """torch.export program of the heads + safetensors + vocabulary + manifest (parity checked)."""
+    from .recipe import export_stage
+    run_stage("retrieval export", lambda: export_stage(run_dir, out, overwrite), json_out, debug, ctx)
+
+
+@app.command()
+def index(
+    ctx: typer.Context, run_dir: RunDirOpt = "runs/retrieval",
+    split: Annotated[str, typer.Option("--split", help="Images to index: test | val | train | all.")] = "test",
+    engine: Annotated[Optional[str], typer.Option("--engine", help="seismic | exact (default index.engine).")] = None,
+    sets: SetOpt = None, overwrite: OverwriteOpt = False, json_out: JsonOpt = False, debug: DebugOpt = False,
+):
+    """Build an inverted index (Seismic) over the images' sparse vectors into RUN_DIR/index."""
+    from .recipe import index_stage
+    run_stage("retrieval index", lambda: index_stage(run_dir, split, engine, sets, overwrite), json_out, debug, ctx)
+
+
+@app.command()
+def search(
+    ctx: typer.Context, run_dir: RunDirOpt = "runs/retrieval",
+    query: Annotated[Optional[list[str]], typer.Option("--query", help="Query text (repeatable).")] = None,
+    queries: Annotated[Optional[str], typer.Option("--queries", help="File: one query per line (or id<TAB>text).")] = None,
+    query_id: Annotated[Optional[list[str]], typer.Option("--query-id", help="A caption id of the dataset (repeatable).")] = None,
+    k: Annotated[int, typer.Option("--k", help="Results per query.")] = 10,
+    exact: Annotated[bool, typer.Option("--exact", help="Exhaustive scipy scoring instead of the index.")] = False,
+    validate: Annotated[bool, typer.Option("--validate", help="Also report the overlap with exhaustive scoring.")] = False,
+    json_out: JsonOpt = False, debug: DebugOpt = False,
+):
+    """Ranked image ids for text queries, from the index (runs the saved text encoder and the trained heads)."""
+    from .recipe import search_stage
+    run_stage("retrieval search", lambda: search_stage(run_dir, query, queries, query_id, k, exact, validate),
+              json_out, debug, ctx)
+
+
+@app.command()
+def explain(
+    ctx: typer.Context, run_dir: RunDirOpt = "runs/retrieval",
+    item_id: Annotated[str, typer.Option("--id", help="Image id (or caption id).")] = "",
+    top: Annotated[int, typer.Option("--top", help="Terms to list.")] = 20,
+    kind: Annotated[str, typer.Option("--kind", help="auto (image first) | image | caption.")] = "auto",
+    json_out: JsonOpt = False, debug: DebugOpt = False,
+):
+    """An item's top expansion terms, as words, with their weights."""
+    from .recipe import explain_stage
+    run_stage("retrieval explain", lambda: explain_stage(run_dir, item_id, top, kind), json_out, debug, ctx)
+
+
+@app.command()
+def run(
+    ctx: typer.Context, run_dir: RunDirOpt = "runs/retrieval",
+    data: Annotated[Optional[str], typer.Option("--data", help="Reuse a prepared dataset instead of RUN_DIR/data.")] = None,
+    config: Annotated[Optional[str], typer.Option("--config", help="YAML config (default: the tiny embedded one).")] = None,
+    baseline: BaselineOpt = False, seed: SeedOpt = None, max_steps: MaxStepsOpt = None, sets: SetOpt = None,
+    query: Annotated[str, typer.Option("--query", help="Demo query searched at the end.")] = "a red circle",
+    device: DeviceOpt = "auto", overwrite: OverwriteOpt = False, json_out: JsonOpt = False, debug: DebugOpt = False,
+):
+    """The whole pipeline on the tiny default: synthetic corpus -> train -> eval -> export -> index -> search."""
+    from .recipe import run_all_stages
+    run_stage("retrieval run", lambda: run_all_stages(run_dir, data, baseline, seed, max_steps, sets, device, overwrite,
+                                                      config, query), json_out, debug, ctx)

@@ -1,0 +1,584 @@
+"""The retrieval stages: prep -> train -> eval -> export -> index -> search / explain, and `run` =
+all of them on the embedded synthetic shapes corpus. Each stage returns a dict (table or JSON).
+
+The engine does the training; this file wires the cached embeddings, the model and the loss into
+a ``Task`` and scores the results.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.table import Table
+
+from ..engine.console import console, progress_bar
+from ..engine.distributed import resolve_device
+from ..engine.errors import SkdError
+from ..engine.export import export_program
+from ..engine.io import atomic_write_json, atomic_write_text
+from ..engine.rundir import RunDir
+from ..engine.schedules import Progress, QuadraticWarmup
+from ..engine.stages import load_run_config, recorded_data_dir, train_run
+from ..engine.trainer import Task, count_parameters
+from . import data as D
+from .config import RetrievalConfig
+from .loss import retrieval_objective
+from .metrics import (flops, flops_official, i2t_metrics, mean_nnz, t2i_metrics, truncate_top_terms,
+                      write_qrels, write_trec_run)
+from .model import RetrievalHeads, SparseDenseRetriever
+
+TASK_NAME = "retrieval"
+SCORES = ("dense", "sparse", "integrated")
+
+
+def restores_threads(fn):
+    """Stages may pin torch's CPU threads (``cpu_threads``); put the caller's setting back after."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        before = torch.get_num_threads()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            torch.set_num_threads(before)
+    return wrapper
+
+
+def use_threads(n: int) -> None:
+    if n > 0:
+        torch.set_num_threads(n)
+
+
+def quiet_hf() -> None:
+    """HF progress bars and warnings would clutter stderr (and the parquet writer's bars are per file)."""
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+
+
+# -- the Task the engine trains ------------------------------------------------------------------------
+class PairDataset(torch.utils.data.Dataset):
+    """(caption embedding, its image's embedding) for every caption of a split: cached tensors, so
+    nothing frozen is recomputed per step."""
+
+    def __init__(self, data: D.Prepared, captions: torch.Tensor):
+        self.text = data.text_emb[captions]
+        self.img = data.img_emb[data.text_to_img[captions]]
+
+    def __len__(self) -> int:
+        return self.text.shape[0]
+
+    def __getitem__(self, i: int) -> dict:
+        return {"text": self.text[i], "img": self.img[i]}
+
+
+class RetrievalTask(Task):
+    def __init__(self, cfg: RetrievalConfig, data_dir: str | Path):
+        self.cfg = cfg
+        use_threads(cfg.cpu_threads)
+        self.data = D.load_prepared(data_dir)
+        self.data_fingerprint = self.data.info.get("fingerprint")
+        self.train_captions, _ = self.data.split_indices("train")
+        if len(self.train_captions) == 0:
+            raise SkdError("the dataset has no train split", data_dir)
+        self.val_split = "val" if (np.array(self.data.text_split) == "val").any() else None
+        warm = round(cfg.loss.reg_warmup_frac * cfg.train.max_steps)
+        self.eta_q = QuadraticWarmup(cfg.loss.q_reg, warm)
+        self.eta_d = QuadraticWarmup(cfg.loss.d_reg, warm)
+        self.best_metric, self.best_mode = cfg.train.best_metric or "val/sparse/R@1", cfg.train.best_mode
+
+    def build_model(self) -> SparseDenseRetriever:
+        return build_model(self.cfg, self.data)
+
+    def train_dataset(self) -> PairDataset:
+        return PairDataset(self.data, self.train_captions)
+
+    def eval_dataset(self):
+        # The evaluation scores the whole val split from the cached tensors (evaluate ignores the
+        # loader); the dataset only tells the Trainer there is something to evaluate.
+        return PairDataset(self.data, self.data.split_indices(self.val_split)[0]) if self.val_split else None
+
+    def compute_loss(self, model, batch: dict, progress: Progress):
+        out = model(batch["text"], batch["img"])
+        return retrieval_objective(out, self.cfg.loss, self.eta_q(progress), self.eta_d(progress))
+
+    def evaluate(self, model, loader, device) -> dict[str, float]:
+        scored = score_split(model, self.data, self.val_split, self.cfg, device)
+        return {f"val/{name}/{m}": v for name in SCORES for m, v in scored["t2i"][name].items()}
+
+
+def build_model(cfg: RetrievalConfig, data: D.Prepared) -> SparseDenseRetriever:
+    E = data.init.get("E")
+    vocab = E.shape[0] if E is not None else (cfg.model.vocab_size or int(data.info.get("vocab_size", 0)))
+    if vocab < 1:
+        raise SkdError("the dataset has no word-embedding matrix and no vocab_size; set model.vocab_size", data.path)
+    word_dim = E.shape[1] if E is not None else (cfg.model.word_dim or 768)
+    model = SparseDenseRetriever(data.text_emb.shape[1], data.img_emb.shape[1], cfg.model.proj_dim, vocab, word_dim,
+                                 cfg.model.temperature, cfg.model.learn_temperature)
+    model.init_from_encoder(data.init, cfg.model.init_vocab_from_encoder, cfg.model.init_proj_from_encoder)
+    return model
+
+
+# -- scoring (periodic eval and the eval stage) -----------------------------------------------------------
+@torch.no_grad()
+def encode_split(model: SparseDenseRetriever, data: D.Prepared, split: str, device: torch.device,
+                 batch: int = 4096) -> dict:
+    captions, images = data.split_indices(split)
+    if len(captions) == 0 or len(images) == 0:
+        raise SkdError(f"the dataset has no '{split}' split", data.path)
+
+    def run(fn, embs):
+        outs = [fn(embs[s:s + batch].to(device)) for s in range(0, embs.shape[0], batch)]
+        return torch.cat([u for u, _ in outs]).float().cpu(), torch.cat([z for _, z in outs]).float().cpu()
+
+    u_t, z_t = run(model.encode_text, data.text_emb[captions])
+    u_i, z_i = run(model.encode_image, data.img_emb[images])
+    pos = {int(n): j for j, n in enumerate(images.tolist())}
+    gold = torch.tensor([pos[int(data.text_to_img[c])] for c in captions.tolist()], dtype=torch.long)
+    return {"captions": captions, "images": images, "u_t": u_t, "z_t": z_t, "u_i": u_i, "z_i": z_i, "gold": gold,
+            "temp": float(model.temp.detach())}
+
+
+def score_split(model, data: D.Prepared, split: str, cfg: RetrievalConfig, device: torch.device,
+                keep_scores: bool = False) -> dict:
+    enc = encode_split(model, data, split, device)
+    z_t = truncate_top_terms(enc["z_t"], cfg.eval.truncate_topk)
+    z_i = truncate_top_terms(enc["z_i"], cfg.eval.truncate_topk)
+    cos = enc["u_t"] @ enc["u_i"].t()
+    sparse = z_t @ z_i.t()
+    w1, w2 = cfg.loss.w_dense, cfg.loss.w_sparse
+    scores = {"dense": cos, "sparse": sparse, "integrated_cos": w1 * cos + w2 * sparse,
+              "integrated_temp": w1 * cos / enc["temp"] + w2 * sparse}
+    scores["integrated"] = scores[f"integrated_{cfg.eval.integrated_scale}"]
+    t2i, i2t, tops = {}, {}, {}
+    for name, s in scores.items():
+        t2i[name], tops[name] = t2i_metrics(s, enc["gold"], cfg.eval.topk)
+        i2t[name] = i2t_metrics(s.t(), enc["gold"], cfg.eval.topk)
+    rsum = {name: 100 * sum(t2i[name][f"R@{k}"] + i2t[name][f"R@{k}"] for k in (1, 5, 10)) for name in scores}
+    result = {"t2i": t2i, "i2t": i2t, "rsum": rsum,
+              "sparsity": {"text_mean_nnz": mean_nnz(z_t), "image_mean_nnz": mean_nnz(z_i),
+                           "vocab_size": int(z_t.shape[1])},
+              "flops": flops(z_t, z_i) if cfg.eval.flops == "d2s" else flops_official(z_t, z_i),
+              "flops_definition": cfg.eval.flops, "temperature": enc["temp"],
+              "queries": int(len(enc["captions"])), "images": int(len(enc["images"]))}
+    if keep_scores:
+        result["_scores"], result["_tops"], result["_enc"] = scores, tops, enc
+    return result
+
+
+# -- prep ----------------------------------------------------------------------------------------------
+IN_PROGRESS = ".prep-in-progress"
+
+
+def claim_prep_dir(out: Path, overwrite: bool) -> bool:
+    """Make ``out`` ready; returns True when an interrupted prep is continued (its shards are kept)."""
+    if out.exists() and not out.is_dir():
+        raise SkdError("exists and is not a directory", out)
+    if (out / "prep.json").is_file():
+        if not overwrite:
+            raise SkdError("already holds a prepared dataset; pass --overwrite to replace it", out)
+        shutil.rmtree(out)
+    elif out.is_dir() and any(out.iterdir()):
+        if (out / IN_PROGRESS).is_file() and not overwrite:
+            return True
+        if not overwrite:
+            raise SkdError("directory is not empty; pass --overwrite to replace it", out)
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / IN_PROGRESS).write_text("skd retrieval prep is writing here; rerun the same command to continue\n")
+    return False
+
+
+def _finish_prep(out: Path, source: str, images: list[dict], counts: dict, encoder_ref: str | None,
+                 init: dict[str, torch.Tensor], vocab: list[str], extra: dict) -> dict:
+    from safetensors.torch import save_file
+
+    atomic_write_json(out / D.META, {"images": images, "dataset": source})
+    if init:
+        save_file(init, str(out / D.INIT))
+    if vocab:
+        atomic_write_text(out / D.VOCAB, "\n".join(vocab) + "\n")
+    splits = {s: sum(1 for im in images if im["split"] == s) for s in D.SPLITS}
+    text_dim = D.read_embeddings(out / D.TEXT_EMBS)[1].shape[1]
+    img_dim = D.read_embeddings(out / D.IMG_EMBS)[1].shape[1]
+    vocab_size = extra.pop("vocab_size", 0)  # only used without E
+    info = {"task": TASK_NAME, "source": source, "images_per_split": splits, **counts, "text_dim": text_dim,
+            "img_dim": img_dim, "vocab_size": int(init["E"].shape[0]) if "E" in init else vocab_size,
+            "encoder": encoder_ref, "has_word_embeddings": "E" in init,
+            "fingerprint": D.fingerprint(*(f"{im['imgid']}|{im['split']}|{len(im['sentences'])}" for im in images),
+                                         str(text_dim), str(img_dim)), **extra}
+    atomic_write_json(out / "prep.json", info)
+    (out / IN_PROGRESS).unlink(missing_ok=True)
+    return {"out": str(out), **info}
+
+
+@restores_threads
+def prep_stage(source: str, raw: str | None, out: str, encoder: str | None = None, images_dir: str | None = None,
+               batch_size: int = 64, shard_size: int = 2048, restval: str = "train", vocab_size: int = 30522,
+               standin_steps: int = 800, overwrite: bool = False, seed: int = 0) -> dict:
+    quiet_hf()
+    from .encoder import extract_embeddings, load_encoder, train_standin_encoder
+
+    if source not in ("synthetic", "karpathy", "embeddings"):
+        raise SkdError(f"--source: '{source}' is not one of synthetic, karpathy, embeddings")
+    if source in ("karpathy", "embeddings") and not raw:
+        raise SkdError(f"--source {source} needs --raw DIR")
+    if source == "karpathy" and not encoder:
+        raise SkdError("--source karpathy needs --encoder PATH (a local CLIP or BLIP checkpoint directory)")
+    if restval not in ("train", "drop"):
+        raise SkdError(f"--restval: '{restval}' is not one of train, drop")
+    out_p = Path(out)
+    if source != "synthetic":  # check the inputs before touching the output directory
+        rows = D.load_karpathy_dir(Path(raw), restval) if source == "karpathy" else None
+    resumed = claim_prep_dir(out_p, overwrite)
+    bar = progress_bar(transient=True)
+    ids: dict[str, int] = {}
+
+    def progress(advance: int, total: int, what: str) -> None:
+        if what not in ids:
+            ids[what] = bar.add_task(what, total=total, info="")
+        bar.update(ids[what], advance=advance, total=total)
+
+    t0 = time.perf_counter()
+    if source == "embeddings":
+        return _prep_embeddings(Path(raw), out_p, encoder, vocab_size)
+    if source == "synthetic":
+        use_threads(1)  # a tiny encoder: one thread is fastest, and robust on a busy machine
+        raw_p = out_p / "raw"
+        if not (raw_p / "dataset_synthetic.json").is_file():
+            D.generate_synthetic_corpus(raw_p, seed=seed)
+        rows = D.load_karpathy_dir(raw_p)
+        enc_dir = out_p / "encoder"
+        if not (enc_dir / "model.safetensors").is_file():
+            console.print(f"[cyan]prep:[/] training the stand-in CLIP encoder ({standin_steps} steps)")
+            train_standin_encoder(rows, raw_p, enc_dir, steps=standin_steps, seed=seed)
+        image_root, encoder_path, encoder_ref = raw_p, enc_dir, "encoder"
+    else:
+        image_root = Path(images_dir) if images_dir else Path(raw)
+        encoder_path = Path(encoder)
+        encoder_ref = str(encoder_path.resolve())
+    enc = load_encoder(encoder_path)
+    with bar:
+        counts = extract_embeddings(rows, image_root, enc, out_p, batch_size=batch_size, shard_size=shard_size,
+                                    progress=progress)
+    init = enc.init_tensors()
+    vocab = enc.vocab(init["E"].shape[0])
+    return _finish_prep(out_p, source, rows, counts, encoder_ref, init, vocab,
+                        {"encoder_kind": enc.kind, "resumed": resumed, "seconds": round(time.perf_counter() - t0, 2)})
+
+
+def _prep_embeddings(raw: Path, out: Path, encoder: str | None, vocab_size: int) -> dict:
+    """Import embedding parquet files in the official layout:
+    RAW/{text|img}_embs_before_proj_<backbone>.parquet (or text_embs*.parquet / img_embs*.parquet)
+    + RAW/dataset_meta.json (or any Karpathy JSON). Optional --encoder adds E, the vocabulary and the projections."""
+    from .encoder import load_encoder
+
+    def one(kind: str) -> Path:
+        found = sorted(raw.glob(f"{kind}_embs*.parquet"))
+        if len(found) != 1:
+            raise SkdError(f"expected exactly one {kind}_embs*.parquet file, found {len(found)}", raw)
+        return found[0]
+
+    meta_file = raw / "dataset_meta.json"
+    rows = D.read_karpathy(meta_file) if meta_file.is_file() else D.load_karpathy_dir(raw)
+    t_file, i_file = one("text"), one("img")
+    init, vocab, ref, kind = {}, [], None, None
+    if encoder:
+        enc = load_encoder(encoder)
+        init, ref, kind = enc.init_tensors(), str(Path(encoder).resolve()), enc.kind
+        vocab = enc.vocab(init["E"].shape[0])
+    t_width = init["text_proj.weight"].shape[1] if init else None
+    i_width = init["vision_proj.weight"].shape[1] if init else None
+    t_ids, t_emb = D.read_embeddings(t_file, t_width)
+    i_ids, i_emb = D.read_embeddings(i_file, i_width)
+    have_t, have_i = set(t_ids), set(i_ids)
+    kept = []
+    for img in rows:  # entries without embeddings are dropped (and counted), as in the official loaders
+        sents = [s for s in img["sentences"] if s["sentid"] in have_t]
+        if img["imgid"] in have_i and sents:
+            kept.append({**img, "sentences": sents})
+    if not kept:
+        raise SkdError("no image of the split file has embeddings (ids must be str(imgid) / str(sentid))", raw)
+    want_t = {s["sentid"] for img in kept for s in img["sentences"]}
+    want_i = {img["imgid"] for img in kept}
+    t_keep = [n for n, i in enumerate(t_ids) if i in want_t]
+    i_keep = [n for n, i in enumerate(i_ids) if i in want_i]
+    D.write_embeddings(out / D.TEXT_EMBS, [t_ids[n] for n in t_keep], t_emb[t_keep])
+    D.write_embeddings(out / D.IMG_EMBS, [i_ids[n] for n in i_keep], i_emb[i_keep])
+    counts = {"images": len(i_keep), "captions": len(t_keep),
+              "dropped_images": len(rows) - len(kept)}
+    return _finish_prep(out, "embeddings", kept, counts, ref, init, vocab,
+                        {"encoder_kind": kind, "vocab_size": vocab_size, "resumed": False})
+
+
+# -- train / eval / export -----------------------------------------------------------------------------------
+def set_baseline(cfg: RetrievalConfig) -> None:
+    """--baseline: the paper's "without SKD" ablation (the three InfoNCE terms and the regulariser)."""
+    cfg.loss.method = "contrastive"
+
+
+@restores_threads
+def train_stage(data: str | None, run_dir: str, config: str | None = None, sets: list[str] | None = None,
+                baseline: bool = False, seed: int | None = None, max_steps: int | None = None,
+                checkpoint_every: int | None = None, resume: bool = False, device: str = "auto",
+                overwrite: bool = False) -> dict:
+    quiet_hf()
+    return train_run(TASK_NAME, RetrievalConfig, RetrievalTask, data=data, run_dir=run_dir, config=config, sets=sets,
+                     baseline=set_baseline if baseline else None, seed=seed, max_steps=max_steps,
+                     checkpoint_every=checkpoint_every, resume=resume, device=device, overwrite=overwrite,
+                     summary_extra=lambda cfg: {"method": cfg.loss.method})
+
+
+def load_trained(run_dir: str, data: str | None = None, device: torch.device = torch.device("cpu")):
+    quiet_hf()
+    run = RunDir(run_dir)
+    run.require_trained()
+    cfg = load_run_config(RetrievalConfig, run)
+    data_dir = data or recorded_data_dir(run)
+    prepared = D.load_prepared(data_dir)
+    use_threads(cfg.cpu_threads)
+    model = build_model(cfg, prepared)
+    RunDir.load_weights(model, run.weights_for_eval())
+    return run, cfg, prepared, model.to(device).eval()
+
+
+@restores_threads
+def eval_stage(run_dir: str, data: str | None = None, split: str | None = None, device: str = "auto") -> dict:
+    dev = resolve_device(device)
+    run, cfg, prepared, model = load_trained(run_dir, data, dev)
+    split = split or cfg.eval.split
+    t0 = time.perf_counter()
+    scored = score_split(model, prepared, split, cfg, dev, keep_scores=True)
+    enc, tops, scores = scored.pop("_enc"), scored.pop("_tops"), scored.pop("_scores")
+    qids = [prepared.text_ids[i] for i in enc["captions"].tolist()]
+    dids = [prepared.img_ids[i] for i in enc["images"].tolist()]
+    run_files = [str(write_trec_run(run.path / "eval" / f"{name}.trec", qids, dids, tops[name], scores[name],
+                                    f"skd-{name}")) for name in SCORES]
+    write_qrels(run.path / "eval" / "qrels.txt", qids, dids, enc["gold"])
+    result = {"task": TASK_NAME, "run_dir": str(run.path), "split": split, "method": cfg.loss.method,
+              **scored, "run_files": run_files, "eval_seconds": round(time.perf_counter() - t0, 3),
+              "weights": str(run.weights_for_eval())}
+    atomic_write_json(run.eval_json, result)
+    return result
+
+
+@restores_threads
+def export_stage(run_dir: str, out: str | None = None, overwrite: bool = False) -> dict:
+    run, cfg, prepared, model = load_trained(run_dir)
+    heads = RetrievalHeads(model).eval()
+    text, img = prepared.text_emb, prepared.img_emb
+    batch = torch.export.Dim("batch", min=1, max=1 << 20)
+    images = torch.export.Dim("images", min=1, max=1 << 20)
+    out_dir = Path(out) if out else run.export_dir
+
+    def write_extra(folder: Path) -> dict:
+        if prepared.vocab:
+            atomic_write_text(folder / D.VOCAB, "\n".join(prepared.vocab) + "\n")
+        enc = prepared.encoder_path
+        return {"task": TASK_NAME, "inputs": [f"text_emb (B, {text.shape[1]}) float32", f"img_emb (N, {img.shape[1]}) float32"],
+                "outputs": ["u_t (B, proj_dim) L2-normalised", "z_t (B, V) sparse", "u_i (N, proj_dim)", "z_i (N, V)"],
+                "encoder": str(enc.resolve()) if enc else None, "vocab": D.VOCAB if prepared.vocab else None,
+                "score": {"integrated": f"{cfg.loss.w_dense} * cos + {cfg.loss.w_sparse} * sparse",
+                          "temperature": float(model.temp.detach())},
+                "parameters": count_parameters(heads)}
+
+    manifest = export_program(heads, (text[:3], img[:2]), out_dir, dynamic_shapes=({0: batch}, {0: images}),
+                              write_extra=write_extra, overwrite=overwrite,
+                              parity_inputs=[(text[:5], img[:7]), (text[:1], img[:1])])
+    return {"task": TASK_NAME, "export_dir": str(out_dir), "parameters": manifest["parameters"],
+            "parity_max_abs_diff": manifest["parity"]["max_abs_diff"], "files": sorted(manifest["files"])}
+
+
+# -- index / search / explain --------------------------------------------------------------------------------
+@restores_threads
+def index_stage(run_dir: str, split: str = "test", engine: str | None = None, sets: list[str] | None = None,
+                overwrite: bool = False) -> dict:
+    from .index import MANIFEST_FILE, build_index
+
+    run, cfg, prepared, model = load_trained(run_dir)
+    if sets:
+        from ..engine.config import merge_into, parse_set_overrides
+        merge_into(cfg, parse_set_overrides(sets))
+        cfg.validate()
+    if engine:
+        cfg.index.engine = engine
+        cfg.validate()
+    folder = run.path / "index"
+    if (folder / MANIFEST_FILE).is_file() and not overwrite:
+        raise SkdError("already holds an index; pass --overwrite to rebuild it", folder)
+    if folder.exists():
+        shutil.rmtree(folder)
+    if split == "all":
+        images = torch.arange(len(prepared.img_ids))
+    else:
+        images = torch.tensor([i for i, s in enumerate(prepared.img_split) if s == split], dtype=torch.long)
+        if len(images) == 0:
+            raise SkdError(f"the dataset has no '{split}' split", prepared.path)
+    with torch.no_grad():
+        _, z = model.encode_image(prepared.img_emb[images])
+    z = truncate_top_terms(z, cfg.eval.truncate_topk).numpy()
+    manifest = build_index(folder, [prepared.img_ids[i] for i in images.tolist()], z, cfg.index,
+                           {"split": split, "run_dir": str(run.path)})
+    return {"task": TASK_NAME, "index_dir": str(folder), **{k: v for k, v in manifest.items() if k != "doc_ids"}}
+
+
+def _query_vectors(cfg, prepared, model, queries: list[str], query_ids: list[str]) -> list[tuple[str, np.ndarray]]:
+    """(query text, sparse vector) for text queries (encoder + heads) and caption ids (cached embeddings)."""
+    texts, embs = [], []
+    if queries:
+        enc_path = prepared.encoder_path
+        if enc_path is None:
+            raise SkdError("the dataset was imported without an encoder: text queries cannot be encoded; "
+                           "use --query-id CAPTION_ID", prepared.path)
+        from .encoder import load_encoder
+
+        encoder = load_encoder(enc_path)
+        for q in queries:
+            pieces, unknown = encoder.unknown_words(q)
+            if pieces == 0 or unknown == pieces:
+                raise SkdError(f"query {q!r} has no word the encoder's vocabulary knows")
+        texts += queries
+        embs.append(encoder.encode_text(queries))
+    if query_ids:
+        pos = {t: n for n, t in enumerate(prepared.text_ids)}
+        for qid in query_ids:
+            if qid not in pos:
+                raise SkdError(f"caption id {qid!r} is not in the dataset", prepared.path)
+            texts.append(prepared.captions[pos[qid]] or qid)
+        embs.append(prepared.text_emb[[pos[q] for q in query_ids]])
+    with torch.no_grad():
+        _, z = model.encode_text(torch.cat(embs).float())
+    z = truncate_top_terms(z, cfg.eval.truncate_topk).numpy()
+    return list(zip(texts, z))
+
+
+def _words(prepared: D.Prepared, ids) -> list[str]:
+    return [prepared.vocab[i] if i < len(prepared.vocab) else f"[id{i}]" for i in ids]
+
+
+@restores_threads
+def search_stage(run_dir: str, queries: list[str] | None = None, queries_file: str | None = None,
+                 query_ids: list[str] | None = None, k: int = 10, exact: bool = False, validate: bool = False) -> dict:
+    from .index import LoadedIndex
+
+    run, cfg, prepared, model = load_trained(run_dir)
+    queries = list(queries or [])
+    if queries_file:
+        p = Path(queries_file)
+        if not p.is_file():
+            raise SkdError("queries file not found", p)
+        queries += [ln.split("\t")[-1].strip() for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    if not queries and not query_ids:
+        raise SkdError("give --query TEXT, --queries FILE or --query-id CAPTION_ID")
+    index = LoadedIndex(run.path / "index")
+    meta_of = {im["imgid"]: im for im in prepared.images}
+    results = []
+    t0 = time.perf_counter()
+    for text, z in _query_vectors(cfg, prepared, model, queries, list(query_ids or [])):
+        top, scores, engine = index.search(z, k, exact=exact)
+        hits = []
+        for r, (d, s) in enumerate(zip(top.tolist(), scores.tolist())):
+            img_id = index.doc_ids[d]
+            doc = index.docs.getrow(d)
+            shared = [(t, float(z[t] * v)) for t, v in zip(doc.indices.tolist(), doc.data.tolist()) if z[t] > 0]
+            shared.sort(key=lambda x: -x[1])
+            meta = meta_of.get(img_id, {})
+            hits.append({"rank": r + 1, "image_id": img_id, "filename": meta.get("filename"), "score": round(s, 5),
+                         "matching_terms": _words(prepared, [t for t, _ in shared[:5]])})
+        row = {"query": text, "engine": engine, "query_terms": int((z > 0).sum()), "hits": hits}
+        if validate:
+            ex, _, _ = index.search(z, k, exact=True)
+            row["overlap_with_exact"] = len(set(ex.tolist()) & set(top.tolist())) / max(len(ex), 1)
+        results.append(row)
+    return {"task": TASK_NAME, "index_dir": str(index.folder), "documents": len(index.doc_ids),
+            "seconds": round(time.perf_counter() - t0, 4), "results": results}
+
+
+@restores_threads
+def explain_stage(run_dir: str, item_id: str, top: int = 20, kind: str = "auto") -> dict:
+    """Top expansion terms of an image (or, with kind=caption or an id that is only a caption's, a caption)."""
+    if kind not in ("auto", "image", "caption"):
+        raise SkdError(f"--kind: '{kind}' is not one of auto, image, caption")
+    run, cfg, prepared, model = load_trained(run_dir)
+    img_pos = {i: n for n, i in enumerate(prepared.img_ids)}
+    txt_pos = {i: n for n, i in enumerate(prepared.text_ids)}
+    with torch.no_grad():
+        if item_id in img_pos and kind in ("auto", "image"):
+            kind, n = "image", img_pos[item_id]
+            _, z = model.encode_image(prepared.img_emb[n].unsqueeze(0))
+            meta = next(im for im in prepared.images if im["imgid"] == item_id)
+            described = {"filename": meta["filename"], "captions": [s["raw"] for s in meta["sentences"]]}
+        elif item_id in txt_pos and kind in ("auto", "caption"):
+            kind, n = "caption", txt_pos[item_id]
+            _, z = model.encode_text(prepared.text_emb[n].unsqueeze(0))
+            described = {"caption": prepared.captions[n]}
+        else:
+            what = {"auto": "an image id nor a caption id", "image": "an image id", "caption": "a caption id"}[kind]
+            raise SkdError(f"{item_id!r} is not {what} of the dataset", prepared.path)
+    z = z[0]
+    vals, idx = z.topk(min(top, int((z > 0).sum()) or 1))
+    terms = [{"term": w, "weight": round(float(v), 4)} for w, v in zip(_words(prepared, idx.tolist()), vals.tolist()) if v > 0]
+    return {"task": TASK_NAME, "id": item_id, "kind": kind, **described, "nonzero_terms": int((z > 0).sum()),
+            "top_terms": terms}
+
+
+# -- run: the whole pipeline on the tiny default ------------------------------------------------------------
+def results_table(title: str, t2i: dict) -> Table:
+    table = Table(title=title, header_style="bold")
+    table.add_column("score")
+    for m in ("R@1", "R@5", "R@10", "MRR@10"):
+        table.add_column(f"t2i {m}", justify="right")
+    for name in SCORES:
+        table.add_row(name, *(f"{100 * t2i[name][m]:.1f}" for m in ("R@1", "R@5", "R@10", "MRR@10")))
+    return table
+
+
+def run_all_stages(run_dir: str, data: str | None = None, baseline: bool = False, seed: int | None = None,
+                   max_steps: int | None = None, sets: list[str] | None = None, device: str = "auto",
+                   overwrite: bool = False, config: str | None = None, query: str = "a red circle") -> dict:
+    t0 = time.perf_counter()
+    run = RunDir(run_dir)
+    if run.config.is_file() and not overwrite:
+        raise SkdError("already holds a run; pass --overwrite to replace it", run.path)
+    if data is None:
+        data = str(run.path / "data")
+        if not (Path(data) / "prep.json").is_file():
+            console.print("[cyan]prep:[/] writing the synthetic shapes corpus")
+            prep_stage("synthetic", None, data, overwrite=True, seed=0)
+    console.print("[cyan]train[/]")
+    trained = train_stage(data, run_dir, config=config, sets=sets, baseline=baseline, seed=seed,
+                          max_steps=max_steps, device=device, overwrite=overwrite)
+    console.print("[cyan]eval[/]")
+    evaluated = eval_stage(run_dir, data, device=device)
+    console.print("[cyan]export[/]")
+    exported = export_stage(run_dir, overwrite=True)
+    console.print("[cyan]index[/]")
+    indexed = index_stage(run_dir, overwrite=True)
+    prepared = D.load_prepared(data)
+    searched = search_stage(run_dir, [query], validate=True) if prepared.encoder_path else None
+    console.print(results_table(f"{evaluated['split']} split, text->image ({trained['method']})", evaluated["t2i"]))
+    result = {"task": TASK_NAME, "run_dir": str(run.path), "method": trained["method"], "steps": trained["steps"],
+              "train_seconds": trained["train_seconds"], "split": evaluated["split"],
+              "t2i": {name: evaluated["t2i"][name] for name in SCORES},
+              "i2t": {name: evaluated["i2t"][name] for name in SCORES},
+              "rsum": {name: evaluated["rsum"][name] for name in SCORES},
+              "sparsity": evaluated["sparsity"], "flops": evaluated["flops"],
+              "export_dir": exported["export_dir"], "parity_max_abs_diff": exported["parity_max_abs_diff"],
+              "index_dir": indexed["index_dir"], "index_engine": indexed["engine"]}
+    if searched:
+        hit = searched["results"][0]
+        result["search"] = {"query": query, "top": [h["image_id"] for h in hit["hits"][:5]],
+                            "captions_of_first": next(([s["raw"] for s in im["sentences"][:2]] for im in
+                                                       prepared.images
+                                                       if im["imgid"] == hit["hits"][0]["image_id"]), []),
+                            "overlap_with_exact": hit.get("overlap_with_exact")}
+    result["total_seconds"] = round(time.perf_counter() - t0, 1)
+    return result
