@@ -8,6 +8,7 @@ import typer
 
 from . import __version__
 from .asr_ctc.cli import app as asr_ctc_app
+from .nlg_smooth.cli import app as nlg_smooth_app
 from .retrieval.cli import app as retrieval_app
 from .sleep.cli import app as sleep_app
 from .engine.cliutil import DebugOpt, JsonOpt, run_stage
@@ -17,6 +18,7 @@ app = typer.Typer(name="skd", help="Self-knowledge-distillation recipes on one s
 app.add_typer(asr_ctc_app, name="asr-ctc")
 app.add_typer(sleep_app, name="sleep")
 app.add_typer(retrieval_app, name="retrieval")
+app.add_typer(nlg_smooth_app, name="nlg-smooth")
 
 
 def _version(value: bool) -> None:
@@ -39,7 +41,8 @@ def env(json_out: JsonOpt = False, debug: DebugOpt = False):
 
 
 BENCHES = {"asr-ctc": "skdcli.asr_ctc.recipe", "sleep": "skdcli.sleep.recipe",
-           "retrieval": "skdcli.retrieval.bench"}  # task -> module with bench_stage(data, steps, rounds, device, sets)
+           "retrieval": "skdcli.retrieval.bench",
+           "nlg-smooth": "skdcli.nlg_smooth.recipe"}  # task -> module with bench_stage(data, steps, rounds, device, sets)
 
 
 @app.command()

@@ -258,6 +258,8 @@ class BestCheckpointTeacher(_FrozenCopyTeacher):
         self.best = float("inf") if mode == "min" else float("-inf")
 
     def on_eval(self, model: nn.Module, metrics: Mapping[str, float]) -> None:
+        if not metrics:  # no evaluation ran (no eval split, or the bench): nothing to compare
+            return
         if self.metric not in metrics:
             raise ValueError(f"metric {self.metric!r} not in the eval metrics {sorted(metrics)}")
         value = float(metrics[self.metric])

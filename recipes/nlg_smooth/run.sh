@@ -1,0 +1,159 @@
+#!/usr/bin/env bash
+# nlg-smooth on IWSLT14 De->En: prep -> ALS-SK / CE / uniform LS / confidence-penalty training -> eval -> export -> table.
+#
+# Usage (from the repository root):
+#   recipes/nlg_smooth/run.sh [--stage N] [--stop-stage M] [--raw DIR] [--data DIR] [--runs DIR]
+#                             [--config YAML] [--device cuda|cpu] [--ngpu N] [--seeds "0 1 2"]
+#                             [--methods "als_sk ce ls confpen"] [--beam-size N] [--lenpen X]
+#                             [--train-args "..."] [--overwrite]
+#   Each flag has an environment-variable twin (RAW, DATA, RUNS, CONFIG, DEVICE, NGPU, SEEDS, METHODS,
+#   BEAM_SIZE, LENPEN, TRAIN_ARGS, OVERWRITE=1); a flag wins over the variable.
+#
+# RAW is the output of fairseq's examples/translation/prepare-iwslt14.sh (iwslt14.tokenized.de-en/:
+# train.de/.en, valid.*, test.*; TED talks are CC BY-NC-ND, so skd does not download them).
+#
+# Stages (default 0..4):
+#   0  skd nlg-smooth prep --source iwslt14 (BPE markers removed, joint sentencepiece 10k)  -> $DATA
+#   1  train every method x seed                              -> $RUNS/<method>_seed<S>
+#   2  eval on test: tokenized BLEU, sacreBLEU, chrF, ECE/MCE, NLL (beam, lenpen)  -> $RUNS/results/*.eval.json
+#   3  export the first seed's ALS-SK model and translate one test sentence with it
+#   4  print a table (mean ± std over seeds)
+#
+# Re-running is safe: finished runs are skipped, unfinished ones resumed; --overwrite starts over.
+set -euo pipefail
+
+RAW=${RAW:-data/iwslt14.tokenized.de-en}
+DATA=${DATA:-data/iwslt14}
+RUNS=${RUNS:-runs/nlg_smooth_iwslt14}
+CONFIG=${CONFIG:-recipes/nlg_smooth/iwslt14.yaml}
+DEVICE=${DEVICE:-cuda}
+NGPU=${NGPU:-1}
+SEEDS=${SEEDS:-0}
+METHODS=${METHODS:-als_sk ce ls confpen}
+BEAM_SIZE=${BEAM_SIZE:-5}
+LENPEN=${LENPEN:-1.0}
+TRAIN_ARGS=${TRAIN_ARGS:-}
+OVERWRITE=${OVERWRITE:-0}
+SKD=${SKD:-skd}
+stage=0
+stop_stage=4
+
+die() { echo "run.sh: error: $*" >&2; exit 1; }
+log() { echo "run.sh: $*" >&2; }
+
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --stage)       stage=$2; shift 2 ;;
+    --stop-stage)  stop_stage=$2; shift 2 ;;
+    --raw)         RAW=$2; shift 2 ;;
+    --data)        DATA=$2; shift 2 ;;
+    --runs)        RUNS=$2; shift 2 ;;
+    --config)      CONFIG=$2; shift 2 ;;
+    --device)      DEVICE=$2; shift 2 ;;
+    --ngpu)        NGPU=$2; shift 2 ;;
+    --seeds)       SEEDS=$2; shift 2 ;;
+    --methods)     METHODS=$2; shift 2 ;;
+    --beam-size)   BEAM_SIZE=$2; shift 2 ;;
+    --lenpen)      LENPEN=$2; shift 2 ;;
+    --train-args)  TRAIN_ARGS=$2; shift 2 ;;
+    --overwrite)   OVERWRITE=1; shift ;;
+    -h|--help)     sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *)             die "unknown argument '$1' (see --help)" ;;
+  esac
+done
+[[ $stage =~ ^[0-9]+$ && $stop_stage =~ ^[0-9]+$ ]] || die "--stage/--stop-stage take integers"
+run_stage() { [[ $stage -le $1 && $stop_stage -ge $1 ]]; }
+RESULTS=$RUNS/results
+read -r -a train_extra <<< "$TRAIN_ARGS"
+
+to_file() {  # to_file DEST cmd...: write the command's stdout to DEST only if it succeeds
+  local dest=$1
+  shift
+  "$@" > "$dest.tmp"
+  mv "$dest.tmp" "$dest"
+}
+
+if run_stage 0; then
+  [[ -d $RAW ]] || die "stage 0: $RAW not found (run fairseq's prepare-iwslt14.sh first)"
+  log "stage 0: prep $RAW -> $DATA"
+  flags=()
+  [[ $OVERWRITE == 1 ]] && flags+=(--overwrite)
+  if [[ -f $DATA/prep.json && $OVERWRITE != 1 ]]; then
+    log "stage 0: $DATA already prepared, skipping"
+  else
+    "$SKD" nlg-smooth prep --source iwslt14 --raw "$RAW" --out "$DATA" --vocab-size 10000 ${flags[@]+"${flags[@]}"}
+  fi
+fi
+
+if run_stage 1; then
+  launcher=("$SKD")
+  [[ $NGPU -gt 1 ]] && launcher=(torchrun --standalone --nproc-per-node "$NGPU" -m skdcli)
+  for seed in $SEEDS; do
+    for method in $METHODS; do
+      rd=$RUNS/${method}_seed$seed
+      if [[ -f $rd/train_summary.json && $OVERWRITE != 1 ]]; then
+        log "stage 1: $rd finished, skipping"; continue
+      fi
+      if [[ -f $rd/config.yaml && $OVERWRITE != 1 ]]; then
+        log "stage 1: resuming $rd"
+        "${launcher[@]}" nlg-smooth train --run-dir "$rd" --data "$DATA" --resume --device "$DEVICE"
+        continue
+      fi
+      args=(nlg-smooth train --config "$CONFIG" --data "$DATA" --run-dir "$rd" --seed "$seed" --device "$DEVICE"
+            --set "loss.method=$method" ${train_extra[@]+"${train_extra[@]}"})
+      [[ $OVERWRITE == 1 ]] && args+=(--overwrite)
+      log "stage 1: ${launcher[*]} ${args[*]}"
+      "${launcher[@]}" "${args[@]}"
+    done
+  done
+fi
+
+if run_stage 2; then
+  mkdir -p "$RESULTS"
+  for seed in $SEEDS; do
+    for method in $METHODS; do
+      rd=$RUNS/${method}_seed$seed
+      [[ -f $rd/train_summary.json ]] || { log "stage 2: no finished run in $rd, skipping"; continue; }
+      log "stage 2: eval $rd (beam $BEAM_SIZE, lenpen $LENPEN)"
+      to_file "$RESULTS/${method}_seed$seed.eval.json" "$SKD" nlg-smooth eval --run-dir "$rd" --split test \
+        --beam-size "$BEAM_SIZE" --lenpen "$LENPEN" --device "$DEVICE" --json
+    done
+  done
+fi
+
+if run_stage 3; then
+  first_seed=${SEEDS%% *}
+  rd=$RUNS/als_sk_seed$first_seed
+  if [[ -f $rd/train_summary.json ]]; then
+    log "stage 3: export $rd"
+    "$SKD" nlg-smooth export --run-dir "$rd" --overwrite --json > /dev/null
+    head -n 1 "$DATA/test.src" | "$SKD" nlg-smooth translate --model "$rd/export"
+  fi
+fi
+
+if run_stage 4; then
+  [[ -d $RESULTS ]] || die "stage 4: no results in $RESULTS (run stage 2 first)"
+  python - "$RESULTS" <<'PY'
+import json, statistics, sys
+from collections import defaultdict
+from pathlib import Path
+
+rows = defaultdict(list)
+for path in sorted(Path(sys.argv[1]).glob("*.eval.json")):
+    method = path.name.split("_seed")[0]
+    rows[method].append(json.loads(path.read_text()))
+if not rows:
+    sys.exit("no *.eval.json results")
+keys = [("bleu", "BLEU tok.", 1), ("bleu_sacre", "sacreBLEU", 1), ("chrf", "chrF", 1), ("nll", "NLL", 1),
+        ("ece", "ECE %", 100), ("mce", "MCE %", 100)]
+print("method     n  " + "  ".join(f"{label:>14}" for _, label, _ in keys))
+for method, evals in sorted(rows.items()):
+    cells = []
+    for key, _, scale in keys:
+        vals = [scale * e[key] for e in evals]
+        sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
+        cells.append(f"{statistics.mean(vals):8.2f}±{sd:5.2f}")
+    print(f"{method:9s} {len(evals):2d}  " + "  ".join(cells))
+print("BLEU tok. = tokenized, case-insensitive (fairseq/IWSLT convention); sacreBLEU = detokenized 13a.")
+PY
+fi

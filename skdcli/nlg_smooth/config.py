@@ -1,0 +1,92 @@
+"""Typed config of the nlg-smooth recipe. Defaults = the tiny embedded setup (`skd nlg-smooth run`
+trains it on the synthetic toy pair on CPU); `recipes/nlg_smooth/iwslt14.yaml` is the real-data one."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..engine.config import TrainConfig, check_choice
+from ..engine.errors import SkdError
+
+METHODS = ("als_sk", "ce", "ls", "confpen")
+ALPHA_FNS = ("norm_entropy", "one_minus_norm_entropy", "batch_minmax", "constant")
+PRIOR_FALLBACKS = ("uniform", "ce")
+
+
+@dataclass
+class ModelConfig:
+    # Transformer encoder-decoder (skdcli/text/seq2seq.py); iwslt14.yaml = transformer_iwslt_de_en
+    d_model: int = 64
+    num_heads: int = 4
+    ff_dim: int = 256
+    encoder_layers: int = 2
+    decoder_layers: int = 2
+    dropout: float = 0.1
+    attention_dropout: float = 0.0
+    max_positions: int = 258  # longest sequence the model takes, <s>/</s> included (prep --max-tokens + 2)
+    share_embeddings: bool = True  # one table for encoder and decoder (joint vocabulary)
+    tie_output: bool = True  # output projection = decoder embedding
+
+
+@dataclass
+class LossConfig:
+    # als_sk  : q = (1 - a_i) e_y + a_i p~_i, p~ = the best-so-far checkpoint (frozen), a_i from the entropy
+    # ce      : plain cross-entropy (--baseline)
+    # ls      : uniform label smoothing, q = (1 - smoothing) e_y + smoothing / V
+    # confpen : confidence penalty, CE - beta H(p) (Pereyra et al. 2017)
+    method: str = "als_sk"
+    lam: float = 0.5  # lambda: the largest smoothing weight a_i can take (a_i in [0, lam])
+    alpha_fn: str = "norm_entropy"  # entropy -> weight: H/log V | 1 - H/log V | batch min-max | constant (= lam)
+    temperature: float = 1.0  # prior = softmax(z_prior / T); T != 1 scales the prior term by T^2
+    prior_fallback: str = "uniform"  # before the first validation: uniform prior (adaptive LS) | ce (a = 0)
+    prior_metric: str = "nll"  # validation metric that swaps the prior in (only when it improves)
+    prior_mode: str = "min"
+    # Keep the prior's logits per training pair until the prior is swapped: later epochs of the same
+    # prior generation then skip its forward. Used only if the whole train split fits in this budget.
+    prior_cache_mb: int = 512
+    smoothing: float = 0.1  # method=ls: epsilon
+    beta: float = 0.1  # method=confpen: weight of the entropy bonus
+
+
+@dataclass
+class EvalConfig:
+    beam_size: int = 5  # eval stage; 1 = greedy
+    lenpen: float = 1.0  # fairseq length penalty: score / len^lenpen
+    max_len_a: float = 1.2  # longest output = a * source length + b (fairseq's max_len_a / max_len_b)
+    max_len_b: int = 10
+    ece_bins: int = 10
+    valid_bleu: bool = True  # periodic eval also decodes the valid set greedily (BLEU); off = NLL/ECE only
+    valid_decode_max: int = 200  # sentences decoded per periodic eval (0 = all)
+    batch_size: int = 64  # sentences per decoding batch
+
+
+def _train_defaults() -> TrainConfig:
+    return TrainConfig(max_steps=800, batch_size=64, lr=2e-3, warmup_steps=60, eval_every=100,
+                       checkpoint_every=400, best_metric="nll", best_mode="min", log_every=10,
+                       weight_decay=0.0001)
+
+
+@dataclass
+class NlgSmoothConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=_train_defaults)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def validate(self) -> None:
+        check_choice("loss.method", self.loss.method, METHODS)
+        check_choice("loss.alpha_fn", self.loss.alpha_fn, ALPHA_FNS)
+        check_choice("loss.prior_fallback", self.loss.prior_fallback, PRIOR_FALLBACKS)
+        check_choice("loss.prior_mode", self.loss.prior_mode, ["min", "max"])
+        if not 0.0 <= self.loss.lam <= 1.0:
+            raise SkdError(f"loss.lam must be in [0, 1], got {self.loss.lam}")
+        if not 0.0 <= self.loss.smoothing <= 1.0:
+            raise SkdError(f"loss.smoothing must be in [0, 1], got {self.loss.smoothing}")
+        if self.loss.temperature <= 0:
+            raise SkdError("loss.temperature must be > 0")
+        if self.model.d_model % self.model.num_heads:
+            raise SkdError(f"model.d_model={self.model.d_model} must be divisible by model.num_heads={self.model.num_heads}")
+        if self.model.max_positions < 3:
+            raise SkdError("model.max_positions must be >= 3")
+        if self.eval.ece_bins < 1 or self.eval.beam_size < 1:
+            raise SkdError("eval.ece_bins and eval.beam_size must be >= 1")

@@ -1,0 +1,41 @@
+"""Session fixtures of the nlg-smooth recipe and the shared text stack (imported by conftest)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import invoke_json, sets
+
+# A model small enough that a step takes a few milliseconds on 2 CPU cores.
+NLG_TINY_MODEL = ["model.d_model=32", "model.num_heads=2", "model.ff_dim=64", "model.encoder_layers=1",
+                  "model.decoder_layers=1", "train.batch_size=16", "train.warmup_steps=2", "train.log_every=1",
+                  "eval.batch_size=32", "eval.beam_size=2"]
+
+
+@pytest.fixture(scope="session")
+def nlg_smooth_corpus(tmp_path_factory) -> Path:
+    """The synthetic toy pair (400/24/24 sentences), prepared with a joint sentencepiece model."""
+    from skdcli.text.parallel import prepare_parallel
+
+    out = tmp_path_factory.mktemp("nlg_corpus") / "prepared"
+    prepare_parallel("synthetic", None, out, vocab_size=200, synthetic={"n_train": 400, "n_valid": 24, "n_test": 24})
+    return out
+
+
+@pytest.fixture(scope="session")
+def nlg_smooth_run(nlg_smooth_corpus, tmp_path_factory) -> Path:
+    """A finished 12-step ALS-SK run with two validations (the prior is in use after the first).
+    Shared by the eval / export / translate tests; treat as read-only."""
+    run_dir = tmp_path_factory.mktemp("nlg_runs") / "als"
+    invoke_json("nlg-smooth", "train", "--data", nlg_smooth_corpus, "--run-dir", run_dir, "--max-steps", "12",
+                *sets(*NLG_TINY_MODEL, "train.eval_every=4", "train.checkpoint_every=6", "eval.valid_decode_max=8"))
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def nlg_smooth_export(nlg_smooth_run, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("nlg_export") / "export"
+    invoke_json("nlg-smooth", "export", "--run-dir", nlg_smooth_run, "--out", out)
+    return out
