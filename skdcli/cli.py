@@ -8,17 +8,19 @@ import typer
 
 from . import __version__
 from .asr_ctc.cli import app as asr_ctc_app
+from .engine.cliutil import DebugOpt, JsonOpt, run_stage
 from .nlg_smooth.cli import app as nlg_smooth_app
+from .nlp_embed.cli import app as nlp_embed_app
 from .retrieval.cli import app as retrieval_app
 from .sleep.cli import app as sleep_app
-from .engine.cliutil import DebugOpt, JsonOpt, run_stage
 
 app = typer.Typer(name="skd", help="Self-knowledge-distillation recipes on one shared engine.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+app.add_typer(retrieval_app, name="retrieval")
 app.add_typer(asr_ctc_app, name="asr-ctc")
 app.add_typer(sleep_app, name="sleep")
-app.add_typer(retrieval_app, name="retrieval")
 app.add_typer(nlg_smooth_app, name="nlg-smooth")
+app.add_typer(nlp_embed_app, name="nlp-embed")
 
 
 def _version(value: bool) -> None:
@@ -40,9 +42,13 @@ def env(json_out: JsonOpt = False, debug: DebugOpt = False):
     run_stage("skd env", environment_report, json_out, debug)
 
 
-BENCHES = {"asr-ctc": "skdcli.asr_ctc.recipe", "sleep": "skdcli.sleep.recipe",
-           "retrieval": "skdcli.retrieval.bench",
-           "nlg-smooth": "skdcli.nlg_smooth.recipe"}  # task -> module with bench_stage(data, steps, rounds, device, sets)
+BENCHES = {  # task -> module with bench_stage(data, steps, rounds, device, sets)
+    "retrieval": "skdcli.retrieval.bench",
+    "asr-ctc": "skdcli.asr_ctc.recipe",
+    "sleep": "skdcli.sleep.recipe",
+    "nlg-smooth": "skdcli.nlg_smooth.recipe",
+    "nlp-embed": "skdcli.nlp_embed.recipe",
+}
 
 
 @app.command()

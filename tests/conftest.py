@@ -74,4 +74,5 @@ def trained_run(tiny_corpus, tmp_path_factory) -> Path:
 # defines each exactly once, so a session fixture is built once per test session.
 from fixtures_sleep import *  # noqa: E402,F401,F403
 from fixtures_retrieval import *  # noqa: E402,F401,F403
+from fixtures_nlp_embed import *  # noqa: E402,F401,F403
 from fixtures_nlg_smooth import *  # noqa: E402,F401,F403

@@ -1,0 +1,122 @@
+"""`skd nlp-embed ...`: thin typer commands over recipe.py's stages."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from ..engine.cliutil import (BaselineOpt, CkptEveryOpt, DebugOpt, DeviceOpt, JsonOpt, MaxStepsOpt, OverwriteOpt,
+                              SeedOpt, SetOpt, run_stage)
+
+app = typer.Typer(help="Language modelling with self-KD from the output-embedding space "
+                       "(Hahn & Choi, RANLP 2019).", no_args_is_help=True)
+
+
+@app.command()
+def prep(
+    ctx: typer.Context,
+    source: Annotated[str, typer.Option("--source", help="LM: ptb | wikitext2 | text | synthetic; NMT: iwslt14 | parallel | synthetic-nmt")] = "synthetic",
+    raw: Annotated[Optional[str], typer.Option("--raw", help="LM: directory with the split files (ptb.train.txt, wiki.train.tokens...); NMT: the IWSLT14 layout or a TSV/JSONL file.")] = None,
+    out: Annotated[str, typer.Option("--out", help="Where the prepared dataset goes.")] = "data/lm",
+    max_vocab: Annotated[int, typer.Option("--max-vocab", help="Keep the N most frequent train words (0 = all).")] = 0,
+    empty_lines: Annotated[str, typer.Option("--empty-lines", help="keep (a lone <eos>, the LM convention) | skip.")] = "keep",
+    vocab_size: Annotated[Optional[int], typer.Option("--vocab-size", help="NMT: joint sentencepiece vocabulary (default 8000; synthetic-nmt 200).")] = None,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", help="NMT: longest sentence in pieces (the model's limit).")] = 256,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the synthetic corpus.")] = 0,
+    overwrite: OverwriteOpt = False, json_out: JsonOpt = False, debug: DebugOpt = False,
+):
+    """Read an LM corpus or a parallel corpus (or write a synthetic one) into a prepared dataset."""
+    from .recipe import prep_stage
+    run_stage("nlp-embed prep", lambda: prep_stage(source, raw, out, max_vocab, empty_lines, overwrite, seed,
+                                                    vocab_size, max_tokens), json_out, debug, ctx)
+
+
+@app.command()
+def train(
+    ctx: typer.Context,
+    data: Annotated[Optional[str], typer.Option("--data", help="Prepared dataset (from `prep`).")] = None,
+    run_dir: Annotated[str, typer.Option("--run-dir", help="Run directory.")] = "runs/nlp-embed",
+    config: Annotated[Optional[str], typer.Option("--config", help="YAML config (e.g. recipes/nlp_embed/ptb.yaml).")] = None,
+    sets: SetOpt = None, baseline: BaselineOpt = False, seed: SeedOpt = None, max_steps: MaxStepsOpt = None,
+    checkpoint_every: CkptEveryOpt = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run from its latest checkpoint.")] = False,
+    device: DeviceOpt = "auto", overwrite: OverwriteOpt = False, json_out: JsonOpt = False, debug: DebugOpt = False,
+):
+    """Train the LM with embedding-space self-KD (or the plain-CE --baseline); works under torchrun."""
+    from .recipe import train_stage
+    run_stage("nlp-embed train", lambda: train_stage(data, run_dir, config, sets, baseline, seed, max_steps,
+                                                      checkpoint_every, resume, device, overwrite), json_out, debug, ctx)
+
+
+@app.command("eval")
+def evaluate(
+    ctx: typer.Context,
+    run_dir: Annotated[str, typer.Option("--run-dir")] = "runs/nlp-embed",
+    data: Annotated[Optional[str], typer.Option("--data", help="Prepared dataset (default: the one the run trained on).")] = None,
+    split: Annotated[str, typer.Option("--split", help="test | valid | train.")] = "test",
+    device: DeviceOpt = "auto", json_out: JsonOpt = False, debug: DebugOpt = False,
+):
+    """Perplexity, NLL, accuracy, ECE/MCE, reliability diagram (NMT: + beam-search BLEU/chrF); writes eval.json."""
+    from .recipe import eval_stage
+    run_stage("nlp-embed eval", lambda: eval_stage(run_dir, data, split, device), json_out, debug, ctx)
+
+
+@app.command()
+def export(
+    ctx: typer.Context,
+    run_dir: Annotated[str, typer.Option("--run-dir")] = "runs/nlp-embed",
+    out: Annotated[Optional[str], typer.Option("--out", help="Export directory (default: RUN_DIR/export).")] = None,
+    overwrite: OverwriteOpt = False, json_out: JsonOpt = False, debug: DebugOpt = False,
+):
+    """torch.export program + safetensors + vocabulary + manifest (with a parity check)."""
+    from .recipe import export_stage
+    run_stage("nlp-embed export", lambda: export_stage(run_dir, out, overwrite), json_out, debug, ctx)
+
+
+@app.command("sample")
+def sample_cmd(
+    ctx: typer.Context,
+    model: Annotated[str, typer.Option("--model", help="An export directory (from `export`).")],
+    prompt: Annotated[str, typer.Option("--prompt", help="Words to continue (whitespace separated).")] = "",
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens")] = 30,
+    temperature: Annotated[float, typer.Option("--temperature", help="0 = greedy.")] = 1.0,
+    top_k: Annotated[int, typer.Option("--top-k", help="Sample among the k most likely words (0 = all).")] = 0,
+    num_samples: Annotated[int, typer.Option("--num-samples")] = 1,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    json_out: JsonOpt = False, debug: DebugOpt = False,
+):
+    """Continue a prompt with an exported model alone (stops at <eos>)."""
+    from .recipe import sample_stage
+    run_stage("nlp-embed sample", lambda: sample_stage(model, prompt, max_new_tokens, temperature, top_k,
+                                                        num_samples, seed), json_out, debug, ctx)
+
+
+@app.command()
+def neighbours(
+    ctx: typer.Context,
+    run_dir: Annotated[str, typer.Option("--run-dir")] = "runs/nlp-embed",
+    word: Annotated[str, typer.Option("--word", help="A vocabulary word.")] = "",
+    k: Annotated[int, typer.Option("--k", help="How many neighbours.")] = 10,
+    sim: Annotated[Optional[str], typer.Option("--sim", help="dot | cos | neg_l2 (default: the run's kd.sim).")] = None,
+    json_out: JsonOpt = False, debug: DebugOpt = False,
+):
+    """The nearest words of WORD in the run's output-embedding space (where the soft targets come from)."""
+    from .recipe import neighbours_stage
+    run_stage("nlp-embed neighbours", lambda: neighbours_stage(run_dir, word, k, sim), json_out, debug, ctx)
+
+
+@app.command()
+def run(
+    ctx: typer.Context,
+    run_dir: Annotated[str, typer.Option("--run-dir")] = "runs/nlp-embed",
+    data: Annotated[Optional[str], typer.Option("--data", help="Reuse a prepared dataset instead of RUN_DIR/data.")] = None,
+    config: Annotated[Optional[str], typer.Option("--config", help="YAML config (default: the tiny embedded one).")] = None,
+    compare: Annotated[bool, typer.Option("--compare/--no-compare", help="Also train plain CE, uniform LS and the random-noise control.")] = True,
+    baseline: BaselineOpt = False, seed: SeedOpt = None, max_steps: MaxStepsOpt = None, sets: SetOpt = None,
+    device: DeviceOpt = "auto", overwrite: OverwriteOpt = False, json_out: JsonOpt = False, debug: DebugOpt = False,
+):
+    """The whole pipeline on the embedded tiny default, SKD next to CE / LS / noise control."""
+    from .recipe import run_all_stages
+    run_stage("nlp-embed run", lambda: run_all_stages(run_dir, data, baseline, seed, max_steps, sets, device, overwrite,
+                                                      config, compare), json_out, debug, ctx)

@@ -1,0 +1,120 @@
+"""Typed config of the nlp-embed recipe. Defaults = the tiny embedded setup that `skd nlp-embed run`
+trains on CPU in seconds per system (the synthetic class-based Markov corpus, a 1-layer LSTM LM);
+`recipes/nlp_embed/{ptb,wikitext2}.yaml` override them for real corpora."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..engine.config import TrainConfig, check_choice
+from ..engine.errors import SkdError
+from ..engine.schedules import build_weight_schedule
+from ..text.lm import LMConfig
+
+METHODS = ("skd", "noise", "input_noise", "ce", "ls")
+SIMILARITIES = ("dot", "cos", "neg_l2")
+
+
+@dataclass
+class DataConfig:
+    bptt: int = 20  # tokens per training window (next-token predictions per example)
+    eval_bptt: int = 0  # window for eval / perplexity (0 = bptt)
+
+
+@dataclass
+class KDConfig:
+    # skd:   L = (1-b)·CE(e_y, p) + b·CE(q~, p), q~ = softmax over y's top-K neighbours of
+    #        sim(w_y, w_j)/T, W = the detached output-embedding matrix (PROPOSAL of the notes, reading A)
+    # noise: the same, but w_y is perturbed by isotropic Gaussian noise of norm noise_scale·|w_y| first
+    #        (the paper's "random noise" control, as the notes' proposal reads it)
+    # input_noise: plain CE with Gaussian noise of std noise_scale·rms(E) added to the input word
+    #        embeddings (the other reading of "random noise injected into word embeddings")
+    # ce:    plain cross-entropy (--baseline)     ls: uniform label smoothing with `label_smoothing`
+    method: str = "skd"
+    sim: str = "cos"  # dot | cos | neg_l2
+    temperature: float = 0.1  # of the similarity softmax
+    topk: int = 16  # K neighbours per gold word; 0 = the full vocabulary (exact, O(V) per token)
+    include_gold: bool = True  # the gold word is neighbour 0 (so K=1 gives q~ = one-hot)
+    refresh_every: int = 50  # steps between rebuilding the cached neighbour table
+    beta: Any = field(default_factory=lambda: {"kind": "linear_ramp", "start": 0.0, "end": 0.5,
+                                               "begin_frac": 0.1, "end_frac": 0.3})
+    noise_scale: float = 1.0  # noise / input_noise
+    label_smoothing: float = 0.1  # ls
+
+
+@dataclass
+class NmtModelConfig:
+    # mode=nmt: the shared Transformer encoder-decoder (skdcli/text/seq2seq.py); its decoder's
+    # output embedding (tied to the joint input embedding by default) is W
+    d_model: int = 64
+    num_heads: int = 4
+    ff_dim: int = 256
+    encoder_layers: int = 2
+    decoder_layers: int = 2
+    dropout: float = 0.1
+    max_positions: int = 258  # longest sequence incl. <s>/</s> (prep --max-tokens + 2)
+    share_embeddings: bool = True
+    tie_output: bool = True
+
+
+@dataclass
+class EvalConfig:
+    ece_bins: int = 10
+    batch_size: int = 32
+    beam_size: int = 5  # mode=nmt, eval stage (periodic validation decodes greedily)
+    lenpen: float = 1.0  # fairseq length penalty
+    max_len_a: float = 1.2  # longest output = a * source length + b
+    max_len_b: int = 10
+    valid_decode_max: int = 200  # mode=nmt: sentences decoded per periodic validation (BLEU); 0 = all
+
+
+def _train_defaults() -> TrainConfig:
+    return TrainConfig(max_steps=1500, batch_size=16, lr=3e-3, warmup_steps=30, eval_every=100,
+                       checkpoint_every=500, best_metric="ppl", best_mode="min", log_every=10, weight_decay=0.01)
+
+
+def _model_defaults() -> LMConfig:
+    return LMConfig(arch="lstm", d_embed=64, d_hidden=64, num_layers=1, dropout=0.3, tie_weights=True)
+
+
+@dataclass
+class NlpEmbedConfig:
+    # lm: an LM corpus (`prep --source ptb|wikitext2|text|synthetic`); nmt: a parallel dataset
+    # (`prep --source iwslt14|parallel|synthetic-nmt`). `train` sets it from the dataset it is given.
+    mode: str = "lm"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: LMConfig = field(default_factory=_model_defaults)
+    nmt: NmtModelConfig = field(default_factory=NmtModelConfig)
+    kd: KDConfig = field(default_factory=KDConfig)
+    train: TrainConfig = field(default_factory=_train_defaults)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def validate(self) -> None:
+        check_choice("mode", self.mode, ["lm", "nmt"])
+        if self.mode == "nmt" and self.kd.method == "input_noise":
+            raise SkdError("kd.method=input_noise is implemented for mode=lm only (use kd.method=noise)")
+        check_choice("model.arch", self.model.arch, ["lstm", "transformer"])
+        if self.nmt.d_model % self.nmt.num_heads:
+            raise SkdError("nmt.d_model must be divisible by nmt.num_heads")
+        check_choice("kd.method", self.kd.method, METHODS)
+        check_choice("kd.sim", self.kd.sim, SIMILARITIES)
+        if self.model.arch == "transformer":
+            if self.model.d_hidden != self.model.d_embed:
+                raise SkdError("model.arch=transformer has one width: set model.d_hidden = model.d_embed")
+            if self.model.d_embed % self.model.num_heads:
+                raise SkdError("model.d_embed must be divisible by model.num_heads")
+            if max(self.data.bptt, self.data.eval_bptt) > self.model.max_len:
+                raise SkdError(f"data.bptt/eval_bptt must be <= model.max_len ({self.model.max_len})")
+        if self.data.bptt < 1 or self.data.eval_bptt < 0:
+            raise SkdError("data.bptt must be >= 1 and data.eval_bptt >= 0")
+        if self.kd.temperature <= 0:
+            raise SkdError("kd.temperature must be > 0")
+        if self.kd.topk < 0 or self.kd.refresh_every < 1:
+            raise SkdError("kd.topk must be >= 0 and kd.refresh_every >= 1")
+        if self.kd.noise_scale < 0 or not 0 <= self.kd.label_smoothing <= 1:
+            raise SkdError("kd.noise_scale must be >= 0 and kd.label_smoothing in [0, 1]")
+        try:
+            build_weight_schedule(self.kd.beta)
+        except ValueError as exc:
+            raise SkdError(f"kd.beta: {exc}") from exc

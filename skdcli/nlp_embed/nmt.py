@@ -1,0 +1,127 @@
+"""mode=nmt: the same embedding-space self-KD on a translation model (the paper's NMT half).
+
+Data = a parallel dataset of the shared text stack (`prep --source iwslt14|parallel|synthetic-nmt`,
+skdcli/text/parallel.py); model = its Transformer encoder-decoder (skdcli/text/seq2seq.py);
+W = the decoder's output embedding (the joint, tied embedding by default). The loss is
+``embedding_skd_loss`` unchanged: it only sees (B, T, V) logits, targets, a mask and W.
+Eval: teacher-forced NLL / ECE / MCE on the references, BLEU (tokenized and sacreBLEU) and chrF of
+beam-search output (text-common.md §2-3).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+import torch
+
+from ..engine.schedules import Progress, build_weight_schedule
+from ..engine.teachers import unwrap_model
+from ..engine.trainer import Task, move_to
+from ..text.metrics import TokenCalibration, remove_bpe, translation_scores
+from ..text.parallel import ParallelDataset, PreparedParallel, collate_parallel, load_prepared_parallel
+from ..text.seq2seq import Seq2SeqSizes, Seq2SeqTransformer, beam_search
+from ..text.tokenizer import BOS_ID, PAD_ID
+from .config import NlpEmbedConfig
+from .loss import NeighbourTable, embedding_skd_loss
+
+
+def build_seq2seq(cfg: NlpEmbedConfig, vocab_size: int) -> Seq2SeqTransformer:
+    m = cfg.nmt
+    return Seq2SeqTransformer(Seq2SeqSizes(vocab_size=vocab_size, d_model=m.d_model, num_heads=m.num_heads,
+                                           ff_dim=m.ff_dim, encoder_layers=m.encoder_layers,
+                                           decoder_layers=m.decoder_layers, dropout=m.dropout,
+                                           max_positions=m.max_positions, share_embeddings=m.share_embeddings,
+                                           tie_output=m.tie_output))
+
+
+def output_embedding(model) -> torch.Tensor:
+    model = unwrap_model(model)
+    return model.tgt_embed.weight if model.output is None else model.output.weight
+
+
+class NlpEmbedNmtTask(Task):
+    def __init__(self, cfg: NlpEmbedConfig, data_dir: str | Path):
+        self.cfg = cfg
+        self.data: PreparedParallel = load_prepared_parallel(data_dir)
+        self.tokenizer = self.data.tokenizer
+        self.max_tokens = cfg.nmt.max_positions - 2
+        self.beta = build_weight_schedule(cfg.kd.beta)
+        self.best_metric, self.best_mode = "nll", "min"
+        self.data_fingerprint = self.data.fingerprint
+        uses_table = cfg.kd.method in ("skd", "noise") and cfg.kd.topk > 0
+        # <pad> and <s> are never targets, so never neighbours
+        self.neighbours = (NeighbourTable(cfg.kd.topk, cfg.kd.sim, cfg.kd.include_gold, cfg.kd.refresh_every,
+                                          exclude=(PAD_ID, BOS_ID)) if uses_table else None)
+        self._datasets: dict[str, ParallelDataset] = {}
+
+    def dataset(self, split: str) -> ParallelDataset:
+        if split not in self._datasets:
+            src, tgt = self.data.split(split)
+            self._datasets[split] = ParallelDataset(src, tgt, self.tokenizer, self.max_tokens,
+                                                    self.data.root / f"{split}.src")
+        return self._datasets[split]
+
+    def build_model(self) -> Seq2SeqTransformer:
+        return build_seq2seq(self.cfg, self.tokenizer.vocab_size)
+
+    def train_dataset(self) -> ParallelDataset:
+        return self.dataset("train")
+
+    def eval_dataset(self) -> ParallelDataset | None:
+        valid = self.dataset("valid")
+        return valid if len(valid) else None
+
+    def collate(self, items: list) -> dict:
+        return collate_parallel(items)
+
+    def example_lengths(self, dataset: ParallelDataset) -> list[int]:
+        return dataset.lengths()
+
+    def teachers(self) -> dict:
+        return {"neighbours": self.neighbours} if self.neighbours is not None else {}
+
+    def compute_loss(self, model, batch: dict, progress: Progress):
+        kd = self.cfg.kd
+        logits = model(batch["src"], batch["tgt_in"])
+        targets = batch["tgt_out"]
+        beta = float(self.beta(progress))
+        weight = output_embedding(model)
+        table = None
+        if self.neighbours is not None and beta > 0:
+            self.neighbours.get(weight, progress.step)
+            table = self.neighbours.to(logits.device)
+        return embedding_skd_loss(logits, targets, targets != PAD_ID, weight, beta, kd, table)
+
+    def evaluate(self, model, loader, device) -> dict[str, float]:
+        return score_translation(model, loader, device, self.cfg, self.tokenizer, self.dataset("valid"), beam=1,
+                                 decode_max=self.cfg.eval.valid_decode_max,
+                                 keep_bpe=self.data.info.get("bpe") == "keep")["metrics"]
+
+
+def score_translation(model: Seq2SeqTransformer, batches: Iterable[dict], device: torch.device, cfg: NlpEmbedConfig,
+                      tokenizer, dataset: ParallelDataset, beam: int, decode_max: int = 0,
+                      keep_bpe: bool = False) -> dict:
+    """Teacher-forced NLL / ECE / MCE / accuracy on all batches; BLEU / chrF of the first
+    ``decode_max`` decoded sentences (0 = all)."""
+    calib = TokenCalibration(cfg.eval.ece_bins, PAD_ID)
+    hyps, refs = [], []
+    for batch in batches:
+        batch = move_to(batch, device)
+        calib.update(model(batch["src"], batch["tgt_in"]), batch["tgt_out"])
+        if decode_max and len(hyps) >= decode_max:
+            continue
+        src_len = int((batch["src"] != PAD_ID).sum(dim=1).max())
+        max_len = max(1, min(int(cfg.eval.max_len_a * src_len + cfg.eval.max_len_b), cfg.nmt.max_positions - 2))
+        for i, out in zip(batch["index"].tolist(), beam_search(model.scorer(), batch["src"], beam, max_len,
+                                                                cfg.eval.lenpen)):
+            hyps.append(tokenizer.decode(out))
+            refs.append(dataset.tgt_text[i])
+    if keep_bpe:
+        hyps, refs = [remove_bpe(h) for h in hyps], [remove_bpe(r) for r in refs]
+    calibration = calib.result()
+    metrics = {k: calibration[k] for k in ("nll", "ppl", "accuracy", "ece", "mce")}
+    if hyps:
+        scores = translation_scores(hyps, refs)
+        metrics.update(bleu=scores["bleu_tokenized"], bleu_sacre=scores["bleu_sacre"], chrf=scores["chrf"])
+    return {"metrics": metrics, "calibration": calibration, "hyps": hyps, "refs": refs}

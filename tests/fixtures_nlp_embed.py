@@ -1,0 +1,46 @@
+"""Session fixtures of the nlp-embed tests: one synthetic LM corpus, one tiny trained run.
+
+Imported by tests/conftest.py (and by the nlp-embed test files directly until then)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, invoke_json, sets
+
+NLP_EMBED_WIKITEXT = REPO / "tests" / "fixtures" / "nlp_embed" / "wikitext-2"
+
+# A model small enough that a step takes about a millisecond on 2 CPU cores.
+NLP_EMBED_TINY = ["model.d_embed=16", "model.d_hidden=16", "train.batch_size=8", "train.warmup_steps=2",
+                  "train.log_every=1", "kd.refresh_every=2", "kd.topk=4", "kd.beta=0.5"]
+
+
+@pytest.fixture(scope="session")
+def nlp_embed_corpus(tmp_path_factory) -> Path:
+    """The synthetic class-based Markov corpus (96 words in 8 classes), prepared."""
+    from skdcli.text.lm_corpus import prepare_lm_corpus
+
+    out = tmp_path_factory.mktemp("nlp_embed") / "synthetic"
+    prepare_lm_corpus("synthetic", None, out, seed=0)
+    return out
+
+
+@pytest.fixture(scope="session")
+def nlp_embed_run(nlp_embed_corpus, tmp_path_factory) -> Path:
+    """A finished 8-step SKD run (shared by the eval / export / sample / neighbours tests; read-only)."""
+    run_dir = tmp_path_factory.mktemp("nlp_embed_runs") / "skd"
+    invoke_json("nlp-embed", "train", "--data", nlp_embed_corpus, "--run-dir", run_dir, "--max-steps", "8",
+                *sets(*NLP_EMBED_TINY, "train.eval_every=4", "train.checkpoint_every=4"))
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def nlp_embed_nmt_corpus(tmp_path_factory) -> Path:
+    """A small synthetic parallel dataset (the shared toy language pair, IWSLT layout), prepared."""
+    from skdcli.text.parallel import prepare_parallel
+
+    out = tmp_path_factory.mktemp("nlp_embed_nmt") / "pair"
+    prepare_parallel("synthetic", None, out, vocab_size=200, synthetic={"n_train": 160, "n_valid": 16, "n_test": 16})
+    return out

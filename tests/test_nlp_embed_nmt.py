@@ -1,0 +1,48 @@
+"""mode=nmt: the embedding-space self-KD on the shared Transformer encoder-decoder, through the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from conftest import invoke, invoke_json, sets
+
+NMT_TINY = ["nmt.d_model=16", "nmt.num_heads=2", "nmt.ff_dim=32", "nmt.encoder_layers=1", "nmt.decoder_layers=1",
+            "train.batch_size=8", "train.warmup_steps=2", "train.log_every=1", "kd.topk=4", "kd.beta=0.5",
+            "kd.refresh_every=2", "eval.valid_decode_max=8", "eval.beam_size=2"]
+
+
+def test_nmt_train_eval_neighbours(nlp_embed_nmt_corpus: Path, tmp_path: Path) -> None:
+    run = tmp_path / "nmt"
+    trained = invoke_json("nlp-embed", "train", "--data", nlp_embed_nmt_corpus, "--run-dir", run, "--max-steps", "4",
+                          *sets(*NMT_TINY, "train.eval_every=2"))
+    assert trained["steps"] == 4 and trained["kd_method"] == "skd"
+    assert yaml.safe_load((run / "config.yaml").read_text())["mode"] == "nmt"  # set from the dataset
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert all("loss/soft" in r for r in rows if r["split"] == "train")
+    assert all({"bleu", "nll", "ece"} <= set(r) for r in rows if r["split"] == "eval")
+    result = invoke_json("nlp-embed", "eval", "--run-dir", run)
+    assert result["mode"] == "nmt" and result["decoder"] == "beam2" and result["sentences"] == 16
+    assert 0 <= result["bleu"] <= 100 and 0 <= result["bleu_sacre"] <= 100 and 0 <= result["ece"] <= 1
+    assert (run / "plots" / "reliability.png").is_file() and len(result["examples"]) == 3
+    piece = (nlp_embed_nmt_corpus / "train.tgt").read_text().split()[0]
+    near = invoke_json("nlp-embed", "neighbours", "--run-dir", run, "--word", "▁" + piece, "--k", "3")
+    assert len(near["neighbours"]) == 3
+    refused = invoke("nlp-embed", "export", "--run-dir", run)
+    assert refused.exit_code == 2 and "mode=lm" in refused.stderr
+
+
+def test_nmt_baseline_and_bad_method(nlp_embed_nmt_corpus: Path, tmp_path: Path) -> None:
+    result = invoke_json("nlp-embed", "train", "--data", nlp_embed_nmt_corpus, "--run-dir", tmp_path / "ce",
+                         "--max-steps", "2", "--baseline", *sets(*NMT_TINY, "train.eval_every=0"))
+    assert result["kd_method"] == "ce"
+    bad = invoke("nlp-embed", "train", "--data", nlp_embed_nmt_corpus, "--run-dir", tmp_path / "x", "--max-steps", "2",
+                 *sets(*NMT_TINY, "kd.method=input_noise"))
+    assert bad.exit_code == 2 and "input_noise is implemented for mode=lm only" in bad.stderr
+
+
+def test_run_refuses_a_parallel_dataset(nlp_embed_nmt_corpus: Path, tmp_path: Path) -> None:
+    result = invoke("nlp-embed", "run", "--run-dir", tmp_path / "r", "--data", nlp_embed_nmt_corpus)
+    assert result.exit_code == 2 and "`run` is the LM pipeline" in result.stderr
