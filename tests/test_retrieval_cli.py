@@ -97,6 +97,9 @@ def test_search_explain_and_the_index(retrieval_run: Path, tmp_path: Path) -> No
     assert len(hits) == 10 and hits[0]["rank"] == 1 and out["results"][0]["engine"] == "seismic"
     assert out["results"][0]["overlap_with_exact"] >= 0.9
     assert all(h["filename"].endswith(".jpg") for h in hits)
+    human = invoke("retrieval", "search", "--run-dir", retrieval_run, "--query", "a red circle", "--k", "3")
+    assert human.exit_code == 0 and human.stdout == ""  # the ranked table goes to stderr
+    assert "rank" in human.stderr and hits[0]["image_id"] in human.stderr
     qfile = tmp_path / "q.txt"
     qfile.write_text("q1\ta blue square on the left\na small green triangle\n")
     many = invoke_json("retrieval", "search", "--run-dir", retrieval_run, "--queries", qfile, "--query-id", "0", "--exact", "--k", "3")

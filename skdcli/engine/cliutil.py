@@ -61,8 +61,11 @@ def result_table(title: str, result: dict) -> Table:
 
 
 def run_stage(title: str, fn: Callable[[], dict], json_out: bool, debug: bool,
-              ctx: typer.Context | None = None) -> dict:
-    """Run a stage, print its result, and turn errors into one-line messages + exit codes."""
+              ctx: typer.Context | None = None, render: Callable[[dict], Any] | None = None) -> dict:
+    """Run a stage, print its result, and turn errors into one-line messages + exit codes.
+
+    ``render`` (optional) turns the result into the human view (e.g. a ranked hit list) instead
+    of the generic key/value table; ``--json`` output is the same either way."""
     if ctx is not None:  # provenance records the command and its parsed options
         rundir.INVOCATION.update(command=ctx.command_path, options=dict(ctx.params))
     try:
@@ -89,5 +92,5 @@ def run_stage(title: str, fn: Callable[[], dict], json_out: bool, debug: bool,
             sys.stdout.write(json.dumps(result, default=str) + "\n")
             sys.stdout.flush()
         else:
-            console.print(result_table(title, result))
+            console.print(render(result) if render else result_table(title, result))
     return result

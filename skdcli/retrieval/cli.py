@@ -90,6 +90,23 @@ def index(
     run_stage("retrieval index", lambda: index_stage(run_dir, split, engine, sets, overwrite), json_out, debug, ctx)
 
 
+def hits_table(result: dict):
+    """The human view of `search`: one ranked table per query (the JSON carries the same hits)."""
+    from rich.console import Group
+    from rich.table import Table
+
+    tables = []
+    for res in result["results"]:
+        table = Table(title=f"{res['query']!r}  ({res['engine']}, {res['query_terms']} query terms)", header_style="bold")
+        for col in ("rank", "image id", "file", "score", "top matching terms"):
+            table.add_column(col, justify="right" if col in ("rank", "score") else "left")
+        for hit in res["hits"]:
+            table.add_row(str(hit["rank"]), str(hit["image_id"]), str(hit.get("filename", "")), f"{hit['score']:.4g}",
+                          " ".join(hit.get("matching_terms", [])))
+        tables.append(table)
+    return Group(*tables)
+
+
 @app.command()
 def search(
     ctx: typer.Context, run_dir: RunDirOpt = "runs/retrieval",
@@ -104,7 +121,7 @@ def search(
     """Ranked image ids for text queries, from the index (runs the saved text encoder and the trained heads)."""
     from .recipe import search_stage
     run_stage("retrieval search", lambda: search_stage(run_dir, query, queries, query_id, k, exact, validate),
-              json_out, debug, ctx)
+              json_out, debug, ctx, render=hits_table)
 
 
 @app.command()
