@@ -115,6 +115,8 @@ def test_export_sample_and_neighbours(nlp_embed_run: Path, tmp_path: Path) -> No
     assert near["sim"] == "cos" and "same_class_share" in near
     sims = [r["similarity"] for r in near["neighbours"]]
     assert sims == sorted(sims, reverse=True)
+    human = invoke("nlp-embed", "neighbours", "--run-dir", nlp_embed_run, "--word", word, "--k", "5")
+    assert human.exit_code == 0 and human.stdout == "" and near["neighbours"][0]["word"] in human.stderr
     bad = invoke("nlp-embed", "neighbours", "--run-dir", nlp_embed_run, "--word", "notaword")
     assert bad.exit_code == 2 and "'notaword' is not in the vocabulary" in bad.stderr
     not_export = invoke("nlp-embed", "sample", "--model", tmp_path, "--prompt", "a")

@@ -103,7 +103,24 @@ def neighbours(
 ):
     """The nearest words of WORD in the run's output-embedding space (where the soft targets come from)."""
     from .recipe import neighbours_stage
-    run_stage("nlp-embed neighbours", lambda: neighbours_stage(run_dir, word, k, sim), json_out, debug, ctx)
+    run_stage("nlp-embed neighbours", lambda: neighbours_stage(run_dir, word, k, sim), json_out, debug, ctx,
+              render=neighbours_table)
+
+
+def neighbours_table(result: dict):
+    """The human view of `neighbours`: one row per neighbour (the JSON carries the same list)."""
+    from rich.table import Table
+
+    title = f"nearest words of {result['word']!r} ({result['sim']})"
+    if result.get("same_class_share") is not None:
+        title += f", same class: {result['same_class_share']:.0%}"
+    table = Table(title=title, header_style="bold")
+    columns = ["word", "similarity"] + (["same class"] if result["neighbours"] and "same_class" in result["neighbours"][0] else [])
+    for col in columns:
+        table.add_column(col, justify="right" if col == "similarity" else "left")
+    for n in result["neighbours"]:
+        table.add_row(n["word"], f"{n['similarity']:.4g}", *([str(n["same_class"])] if len(columns) == 3 else []))
+    return table
 
 
 @app.command()
