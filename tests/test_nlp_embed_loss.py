@@ -170,3 +170,17 @@ def test_neighbour_table_refresh_cadence_and_state() -> None:
     # never-target ids are never neighbours
     excl = build_neighbour_table(W, 3, "dot", True, exclude=(1,))
     assert not (excl[:, 1:] == 1).any()
+
+
+def test_per_word_and_per_token_soft_targets_agree() -> None:
+    # a batch with more tokens than words takes the one-row-per-word path; it must give the same q~
+    torch.manual_seed(0)
+    W = torch.randn(6, 4)
+    for sim in ("dot", "cos", "neg_l2"):
+        table = build_neighbour_table(W, 3, sim, include_gold=True)
+        many = torch.randint(0, 6, (20,))  # 20 tokens > 6 words: per-word path
+        cand, q = soft_targets(W, many, table, sim, 0.5)
+        for n, word in enumerate(many.tolist()):
+            _, q_one = soft_targets(W, torch.tensor([word]), table, sim, 0.5)  # 1 token < 6 words: per-token path
+            assert torch.equal(cand[n], table[word])
+            assert torch.allclose(q[n], q_one[0], atol=1e-6)

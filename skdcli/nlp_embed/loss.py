@@ -116,6 +116,12 @@ def soft_targets(weight: Tensor, gold: Tensor, table: Tensor | None, sim: str, t
         if not include_gold:
             scores = scores.scatter(1, gold.unsqueeze(1), float("-inf"))
         return None, scores.softmax(-1)
+    if noise_scale == 0 and weight.shape[0] <= gold.numel():
+        # Every occurrence of a word has the same q~ row, so when the batch holds more tokens than
+        # the vocabulary has words, one row per word (V·K·d) is cheaper than one per token (N·K·d).
+        # The choice depends on shapes only: no host-device sync (torch.unique would need one).
+        q_vocab = (similarity(weight, weight[table], sim) / temperature).softmax(-1)
+        return table[gold], q_vocab[gold]
     cand = table[gold]
     scores = similarity(center, weight[cand], sim) / temperature
     return cand, scores.softmax(-1)
