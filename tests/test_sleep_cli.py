@@ -91,6 +91,10 @@ def test_bad_inputs_are_one_line_errors(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
     assert_one_line_error(prep("sleep-edf", empty), str(empty), "no recordings found")
+    # an unknown source is named as such, with or without --raw
+    assert_one_line_error(prep("shhs2", empty), "--source must be one of sleep-edf, shhs, got 'shhs2'")
+    assert_one_line_error(invoke("sleep", "prep", "--source", "shhs2", "--out", tmp_path / "o"),
+                          "--source must be one of sleep-edf, shhs, got 'shhs2'")
     # a missing channel lists the channels present
     raw = _pair(tmp_path, "channel")
     assert_one_line_error(prep("sleep-edf", raw, "--channel", "EEG C4-A1"), "SC4001E0-PSG.edf",

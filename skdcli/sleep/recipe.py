@@ -28,7 +28,7 @@ from ..engine.schedules import Progress
 from ..engine.stages import load_run_config, recorded_data_dir, train_run
 from ..engine.trainer import Task, count_parameters
 from .config import STAGES, KDConfig, SleepConfig
-from .data import PreparedSleep, WindowDataset, night_windows, prepare_dataset, signal_epochs, zscore
+from .data import SOURCES, PreparedSleep, WindowDataset, night_windows, prepare_dataset, signal_epochs, zscore
 from .formats import EPOCH_SECONDS, read_edf_channel, read_edf_hypnogram, read_shhs_xml, write_edf_hypnogram
 from .loss import siamese_self_kd_loss
 from .metrics import mean_std, priors, sleep_metrics
@@ -137,6 +137,8 @@ def _progress_callback(bar):
 
 def prep_stage(source: str, raw: str | None, out: str, channel: str | None = None, fs: int = 100,
                trim_wake: bool = True, subjects: str | None = None, overwrite: bool = False) -> dict:
+    if source not in SOURCES:  # the unknown name first: "needs --raw" would mislead
+        raise SkdError(f"--source must be one of {', '.join(SOURCES)}, got '{source}'")
     if not raw:
         raise SkdError(f"--source {source} needs --raw DIR")
     bar = progress_bar(transient=True)
