@@ -147,6 +147,8 @@ def test_json_stdout_is_one_object_in_a_subprocess(retrieval_run: Path) -> None:
                            "--overwrite", "--json"], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert len(proc.stdout.strip().splitlines()) == 1 and json.loads(proc.stdout)["engine"] == "seismic"
+    # the rebuild was made beside the old index and swapped in: no half-built folder is left
+    assert (retrieval_run / "index" / "index.json").is_file() and not list(retrieval_run.glob(".index.tmp-*"))
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ a ``Task`` and scores the results.
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from pathlib import Path
@@ -414,8 +415,10 @@ def index_stage(run_dir: str, split: str = "test", engine: str | None = None, se
     folder = run.path / "index"
     if (folder / MANIFEST_FILE).is_file() and not overwrite:
         raise SkdError("already holds an index; pass --overwrite to rebuild it", folder)
-    if folder.exists():
-        shutil.rmtree(folder)
+    # built beside the old index and swapped in at the end: a kill mid-build loses nothing
+    building = run.path / f".index.tmp-{os.getpid()}"
+    if building.exists():
+        shutil.rmtree(building)
     if split == "all":
         images = torch.arange(len(prepared.img_ids))
     else:
@@ -425,8 +428,11 @@ def index_stage(run_dir: str, split: str = "test", engine: str | None = None, se
     with torch.no_grad():
         _, z = model.encode_image(prepared.img_emb[images])
     z = truncate_top_terms(z, cfg.eval.truncate_topk).numpy()
-    manifest = build_index(folder, [prepared.img_ids[i] for i in images.tolist()], z, cfg.index,
+    manifest = build_index(building, [prepared.img_ids[i] for i in images.tolist()], z, cfg.index,
                            {"split": split, "run_dir": str(run.path)})
+    if folder.exists():
+        shutil.rmtree(folder)
+    building.rename(folder)
     return {"task": TASK_NAME, "index_dir": str(folder), **{k: v for k, v in manifest.items() if k != "doc_ids"}}
 
 
