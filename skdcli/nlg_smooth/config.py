@@ -7,25 +7,15 @@ from dataclasses import dataclass, field
 
 from ..engine.config import TrainConfig, check_choice
 from ..engine.errors import SkdError
+from ..text.seq2seq import Seq2SeqConfig
 
 METHODS = ("als_sk", "ce", "ls", "confpen")
 ALPHA_FNS = ("norm_entropy", "one_minus_norm_entropy", "batch_minmax", "constant")
 PRIOR_FALLBACKS = ("uniform", "ce")
 
 
-@dataclass
-class ModelConfig:
-    # Transformer encoder-decoder (skdcli/text/seq2seq.py); iwslt14.yaml = transformer_iwslt_de_en
-    d_model: int = 64
-    num_heads: int = 4
-    ff_dim: int = 256
-    encoder_layers: int = 2
-    decoder_layers: int = 2
-    dropout: float = 0.1
-    attention_dropout: float = 0.0
-    max_positions: int = 258  # longest sequence the model takes, <s>/</s> included (prep --max-tokens + 2)
-    share_embeddings: bool = True  # one table for encoder and decoder (joint vocabulary)
-    tie_output: bool = True  # output projection = decoder embedding
+# the Transformer encoder-decoder block (skdcli/text/seq2seq.py); iwslt14.yaml = transformer_iwslt_de_en
+ModelConfig = Seq2SeqConfig
 
 
 @dataclass

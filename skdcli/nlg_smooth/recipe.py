@@ -31,9 +31,8 @@ from ..engine.teachers import BestCheckpointTeacher
 from ..engine.trainer import Task, count_parameters, move_to
 from ..text.metrics import (TokenCalibration, bleu_sacre, bleu_tokenized, chrf, detokenize, reliability_diagram,
                             remove_bpe)
-from ..text.parallel import (ParallelDataset, PreparedParallel, collate_parallel, load_prepared_parallel,
-                             prepare_parallel)
-from ..text.seq2seq import (Seq2SeqSizes, Seq2SeqTransformer, TranslationProgram, beam_search, pad_batch,
+from ..text.parallel import ParallelDataset, ParallelTaskData, collate_parallel, prepare_parallel
+from ..text.seq2seq import (Seq2SeqTransformer, TranslationProgram, beam_search, pad_batch,
                             program_scorer)
 from ..text.tokenizer import EOS_ID, PAD_ID, load_tokenizer
 from .config import NlgSmoothConfig
@@ -43,37 +42,19 @@ TASK_NAME = "nlg-smooth"
 SYNTHETIC_VOCAB = 200  # the toy pair has ~130 word types; sentencepiece keeps them whole
 
 
-def model_sizes(cfg: NlgSmoothConfig, vocab_size: int) -> Seq2SeqSizes:
-    m = cfg.model
-    return Seq2SeqSizes(vocab_size=vocab_size, d_model=m.d_model, num_heads=m.num_heads, ff_dim=m.ff_dim,
-                        encoder_layers=m.encoder_layers, decoder_layers=m.decoder_layers, dropout=m.dropout,
-                        attention_dropout=m.attention_dropout, max_positions=m.max_positions,
-                        share_embeddings=m.share_embeddings, tie_output=m.tie_output)
-
 
 # -- the Task the engine trains ---------------------------------------------------------------------------
-class NlgSmoothTask(Task):
+class NlgSmoothTask(ParallelTaskData, Task):
     def __init__(self, cfg: NlgSmoothConfig, data_dir: str | Path):
         self.cfg = cfg
-        self.data: PreparedParallel = load_prepared_parallel(data_dir)
-        self.tokenizer = self.data.tokenizer
-        self.max_tokens = cfg.model.max_positions - 2  # room for <s> and </s>
-        self.data_fingerprint = self.data.fingerprint
+        self.open_parallel(data_dir, cfg.model.max_positions)
         self.prior: BestCheckpointTeacher | None = None
         self.warm_prior = False  # bench: start with a ready prior so every step pays its forward
-        self._datasets: dict[str, ParallelDataset] = {}
         self._prior_cache: dict[int, torch.Tensor] = {}  # train index -> prior logits (T_i, V), one generation
         self._prior_cache_generation = -1
 
-    def dataset(self, split: str) -> ParallelDataset:
-        if split not in self._datasets:
-            src, tgt = self.data.split(split)
-            self._datasets[split] = ParallelDataset(src, tgt, self.tokenizer, self.max_tokens,
-                                                    self.data.root / f"{split}.src")
-        return self._datasets[split]
-
     def build_model(self) -> Seq2SeqTransformer:
-        model = Seq2SeqTransformer(model_sizes(self.cfg, self.tokenizer.vocab_size))
+        model = Seq2SeqTransformer(self.cfg.model.sizes(self.tokenizer.vocab_size))
         if self.cfg.loss.method == "als_sk":
             self.prior = BestCheckpointTeacher(model, self.cfg.loss.prior_metric, self.cfg.loss.prior_mode)
             if self.warm_prior:
@@ -82,19 +63,6 @@ class NlgSmoothTask(Task):
 
     def teachers(self) -> dict:
         return {"prior": self.prior} if self.prior is not None else {}
-
-    def train_dataset(self) -> ParallelDataset:
-        return self.dataset("train")
-
-    def eval_dataset(self) -> ParallelDataset | None:
-        valid = self.dataset("valid")
-        return valid if len(valid) else None
-
-    def collate(self, items: list) -> dict:
-        return collate_parallel(items)
-
-    def example_lengths(self, dataset: ParallelDataset) -> list[int]:
-        return dataset.lengths()
 
     def compute_loss(self, model, batch: dict, progress: Progress):
         logits = model(batch["src"], batch["tgt_in"])
@@ -234,7 +202,7 @@ def load_for_eval(run: RunDir, data_dir: str, device: torch.device) -> tuple[Nlg
     run.require_trained()
     cfg = load_run_config(NlgSmoothConfig, run)
     task = NlgSmoothTask(cfg, data_dir)
-    model = Seq2SeqTransformer(model_sizes(cfg, task.tokenizer.vocab_size))
+    model = Seq2SeqTransformer(cfg.model.sizes(task.tokenizer.vocab_size))
     RunDir.load_weights(model, run.weights_for_eval())
     return cfg, task, model.to(device).eval()
 

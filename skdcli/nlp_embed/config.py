@@ -9,6 +9,7 @@ from typing import Any
 
 from ..engine.config import TrainConfig, check_choice
 from ..engine.errors import SkdError
+from ..text.seq2seq import Seq2SeqConfig
 from ..engine.schedules import build_weight_schedule
 from ..text.lm import LMConfig
 
@@ -43,19 +44,9 @@ class KDConfig:
     label_smoothing: float = 0.1  # ls
 
 
-@dataclass
-class NmtModelConfig:
-    # mode=nmt: the shared Transformer encoder-decoder (skdcli/text/seq2seq.py); its decoder's
-    # output embedding (tied to the joint input embedding by default) is W
-    d_model: int = 64
-    num_heads: int = 4
-    ff_dim: int = 256
-    encoder_layers: int = 2
-    decoder_layers: int = 2
-    dropout: float = 0.1
-    max_positions: int = 258  # longest sequence incl. <s>/</s> (prep --max-tokens + 2)
-    share_embeddings: bool = True
-    tie_output: bool = True
+# mode=nmt: the shared Transformer encoder-decoder block (skdcli/text/seq2seq.py); its decoder's
+# output embedding (tied to the joint input embedding by default) is W
+NmtModelConfig = Seq2SeqConfig
 
 
 @dataclass

@@ -19,20 +19,15 @@ from ..engine.schedules import Progress, build_weight_schedule
 from ..engine.teachers import unwrap_model
 from ..engine.trainer import Task, move_to
 from ..text.metrics import TokenCalibration, remove_bpe, translation_scores
-from ..text.parallel import ParallelDataset, PreparedParallel, collate_parallel, load_prepared_parallel
-from ..text.seq2seq import Seq2SeqSizes, Seq2SeqTransformer, beam_search
+from ..text.parallel import ParallelDataset, ParallelTaskData
+from ..text.seq2seq import Seq2SeqTransformer, beam_search
 from ..text.tokenizer import BOS_ID, PAD_ID
 from .config import NlpEmbedConfig
 from .loss import NeighbourTable, embedding_skd_loss
 
 
 def build_seq2seq(cfg: NlpEmbedConfig, vocab_size: int) -> Seq2SeqTransformer:
-    m = cfg.nmt
-    return Seq2SeqTransformer(Seq2SeqSizes(vocab_size=vocab_size, d_model=m.d_model, num_heads=m.num_heads,
-                                           ff_dim=m.ff_dim, encoder_layers=m.encoder_layers,
-                                           decoder_layers=m.decoder_layers, dropout=m.dropout,
-                                           max_positions=m.max_positions, share_embeddings=m.share_embeddings,
-                                           tie_output=m.tie_output))
+    return Seq2SeqTransformer(cfg.nmt.sizes(vocab_size))
 
 
 def output_embedding(model) -> torch.Tensor:
@@ -40,43 +35,19 @@ def output_embedding(model) -> torch.Tensor:
     return model.tgt_embed.weight if model.output is None else model.output.weight
 
 
-class NlpEmbedNmtTask(Task):
+class NlpEmbedNmtTask(ParallelTaskData, Task):
     def __init__(self, cfg: NlpEmbedConfig, data_dir: str | Path):
         self.cfg = cfg
-        self.data: PreparedParallel = load_prepared_parallel(data_dir)
-        self.tokenizer = self.data.tokenizer
-        self.max_tokens = cfg.nmt.max_positions - 2
+        self.open_parallel(data_dir, cfg.nmt.max_positions)
         self.beta = build_weight_schedule(cfg.kd.beta)
         self.best_metric, self.best_mode = "nll", "min"
-        self.data_fingerprint = self.data.fingerprint
         uses_table = cfg.kd.method in ("skd", "noise") and cfg.kd.topk > 0
         # <pad> and <s> are never targets, so never neighbours
         self.neighbours = (NeighbourTable(cfg.kd.topk, cfg.kd.sim, cfg.kd.include_gold, cfg.kd.refresh_every,
                                           exclude=(PAD_ID, BOS_ID)) if uses_table else None)
-        self._datasets: dict[str, ParallelDataset] = {}
-
-    def dataset(self, split: str) -> ParallelDataset:
-        if split not in self._datasets:
-            src, tgt = self.data.split(split)
-            self._datasets[split] = ParallelDataset(src, tgt, self.tokenizer, self.max_tokens,
-                                                    self.data.root / f"{split}.src")
-        return self._datasets[split]
 
     def build_model(self) -> Seq2SeqTransformer:
         return build_seq2seq(self.cfg, self.tokenizer.vocab_size)
-
-    def train_dataset(self) -> ParallelDataset:
-        return self.dataset("train")
-
-    def eval_dataset(self) -> ParallelDataset | None:
-        valid = self.dataset("valid")
-        return valid if len(valid) else None
-
-    def collate(self, items: list) -> dict:
-        return collate_parallel(items)
-
-    def example_lengths(self, dataset: ParallelDataset) -> list[int]:
-        return dataset.lengths()
 
     def teachers(self) -> dict:
         return {"neighbours": self.neighbours} if self.neighbours is not None else {}

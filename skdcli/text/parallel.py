@@ -472,6 +472,39 @@ class ParallelDataset:
         return [max(len(s), len(t)) for s, t in zip(self.src, self.tgt)]
 
 
+class ParallelTaskData:
+    """The data half of an engine ``Task`` on a prepared parallel dataset (nlg-smooth, nlp-embed
+    mode=nmt): each split encoded once, the padding collate, lengths for length-grouped batches.
+    Mix it in before ``Task`` and call ``open_parallel`` from ``__init__``."""
+
+    def open_parallel(self, data_dir: str | Path, max_positions: int) -> None:
+        self.data: PreparedParallel = load_prepared_parallel(data_dir)
+        self.tokenizer = self.data.tokenizer
+        self.max_tokens = max_positions - 2  # room for <s> and </s>
+        self.data_fingerprint = self.data.fingerprint
+        self._datasets: dict[str, ParallelDataset] = {}
+
+    def dataset(self, split: str) -> ParallelDataset:
+        if split not in self._datasets:
+            src, tgt = self.data.split(split)
+            self._datasets[split] = ParallelDataset(src, tgt, self.tokenizer, self.max_tokens,
+                                                    self.data.root / f"{split}.src")
+        return self._datasets[split]
+
+    def train_dataset(self) -> ParallelDataset:
+        return self.dataset("train")
+
+    def eval_dataset(self) -> ParallelDataset | None:
+        valid = self.dataset("valid")
+        return valid if len(valid) else None
+
+    def collate(self, items: list) -> dict:
+        return collate_parallel(items)
+
+    def example_lengths(self, dataset: ParallelDataset) -> list[int]:
+        return dataset.lengths()
+
+
 def collate_parallel(items: list[dict], pad: int = 0, bos: int = 2, eos: int = 3) -> dict:
     """Pad a batch: ``src`` (B, S), ``tgt_in`` = <s> y (B, T), ``tgt_out`` = y </s> (B, T), ``index`` (B,)."""
     import torch

@@ -19,7 +19,7 @@ len counting </s>.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Callable
 
 import torch
@@ -30,8 +30,8 @@ from .tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 
 @dataclass
-class Seq2SeqSizes:
-    vocab_size: int
+class Seq2SeqConfig:
+    """The model block of a recipe config (nlg-smooth ``model``, nlp-embed ``nmt``)."""
     d_model: int = 64
     num_heads: int = 4
     ff_dim: int = 256
@@ -39,9 +39,18 @@ class Seq2SeqSizes:
     decoder_layers: int = 2
     dropout: float = 0.1
     attention_dropout: float = 0.0
-    max_positions: int = 258  # longest sequence incl. <s>/</s>
-    share_embeddings: bool = True
-    tie_output: bool = True
+    max_positions: int = 258  # longest sequence the model takes, <s>/</s> included (prep --max-tokens + 2)
+    share_embeddings: bool = True  # one table for encoder and decoder (joint vocabulary)
+    tie_output: bool = True  # output projection = decoder embedding
+
+    def sizes(self, vocab_size: int) -> "Seq2SeqSizes":
+        return Seq2SeqSizes(**{**asdict(self), "vocab_size": vocab_size})
+
+
+@dataclass
+class Seq2SeqSizes(Seq2SeqConfig):
+    """A ``Seq2SeqConfig`` plus the vocabulary size: everything the model's shape depends on."""
+    vocab_size: int = 0
 
 
 def sinusoidal_positions(n: int, d: int) -> Tensor:
