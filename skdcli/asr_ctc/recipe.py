@@ -20,7 +20,7 @@ from ..engine.export import export_program, load_exported
 from ..engine.io import atomic_write_json
 from ..engine.rundir import RunDir
 from ..engine.schedules import Progress, build_weight_schedule
-from ..engine.stages import load_run_config, recorded_data_dir, train_run
+from ..engine.stages import load_run_config, recorded_data_dir, start_pipeline, train_run
 from ..engine.trainer import Task, count_parameters, move_to
 from .config import AsrCtcConfig
 from .data import (SAMPLE_RATE, AsrDataset, FeatureConfig, collate_asr, compute_features, load_prepared,
@@ -276,14 +276,8 @@ def run_all_stages(run_dir: str, data: str | None = None, baseline: bool = False
                   overwrite: bool = False, config: str | None = None) -> dict:
     """The whole pipeline on the embedded tiny default (a synthetic espeak-ng corpus)."""
     t0 = time.perf_counter()
-    run = RunDir(run_dir)
-    if run.config.is_file() and not overwrite:
-        raise SkdError("already holds a run; pass --overwrite to replace it", run.path)
-    if data is None:
-        data = str(run.path / "data")
-        if not (Path(data) / "prep.json").is_file():
-            console.print("[cyan]prep:[/] writing the synthetic espeak-ng corpus")
-            prep_stage("synthetic", None, data, overwrite=True, seed=0)
+    run, data = start_pipeline(run_dir, data, overwrite, lambda d: prep_stage("synthetic", None, d, overwrite=True, seed=0),
+                               "the synthetic espeak-ng corpus")
     console.print("[cyan]train[/]")
     trained = train_stage(data, run_dir, config=config, sets=sets, baseline=baseline, seed=seed, max_steps=max_steps,
                           device=device, overwrite=overwrite)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
+from .console import console
 from .config import build_config, config_from_dict, config_to_yaml, load_yaml, merge_into, validate_config
 from .distributed import barrier, init_distributed, shutdown_distributed
 from .errors import SkdError
@@ -93,3 +94,19 @@ def train_run(task_name: str, config_cls: type[C], make_task: Callable[[C, str],
         return summary
     finally:
         shutdown_distributed()
+
+
+def start_pipeline(run_dir: str, data: str | None, overwrite: bool, write_default_data: Callable[[str], Any],
+                   what: str) -> tuple[RunDir, str]:
+    """The start every ``skd TASK run`` shares: a directory that already holds a run is refused
+    without --overwrite; without --data, the task's embedded tiny dataset is written to
+    RUN_DIR/data once (its prep.json marks it finished) and reused by later runs."""
+    run = RunDir(run_dir)
+    if run.config.is_file() and not overwrite:
+        raise SkdError("already holds a run; pass --overwrite to replace it", run.path)
+    if data is None:
+        data = str(run.path / "data")
+        if not (Path(data) / "prep.json").is_file():
+            console.print(f"[cyan]prep:[/] writing {what}")
+            write_default_data(data)
+    return run, data

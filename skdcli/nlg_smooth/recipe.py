@@ -26,7 +26,7 @@ from ..engine.export import export_program, load_exported
 from ..engine.io import atomic_write_json, atomic_write_text
 from ..engine.rundir import RunDir
 from ..engine.schedules import Progress
-from ..engine.stages import load_run_config, recorded_data_dir, train_run
+from ..engine.stages import load_run_config, recorded_data_dir, start_pipeline, train_run
 from ..engine.teachers import BestCheckpointTeacher
 from ..engine.trainer import Task, count_parameters, move_to
 from ..text.metrics import (TokenCalibration, bleu_sacre, bleu_tokenized, chrf, detokenize, reliability_diagram,
@@ -383,13 +383,8 @@ def run_all_stages(run_dir: str, data: str | None = None, baseline: bool = False
                    overwrite: bool = False, config: str | None = None, compare: bool = True) -> dict:
     """Synthetic toy pair -> train SKD (and CE, uniform LS for comparison) -> eval -> export the SKD model."""
     t0 = time.perf_counter()
-    run = RunDir(run_dir)
-    if run.config.is_file() and not overwrite:
-        raise SkdError("already holds a run; pass --overwrite to replace it", run.path)
-    if data is None:
-        data = str(run.path / "data")
-        if not (Path(data) / "prep.json").is_file():
-            prep_stage("synthetic", None, data, overwrite=True, seed=0)
+    run, data = start_pipeline(run_dir, data, overwrite, lambda d: prep_stage("synthetic", None, d, overwrite=True, seed=0),
+                               "the synthetic toy language pair")
     systems = [("skd" if not baseline else "ce", run_dir, [])]
     if compare and not baseline:
         systems += [(name, str(run.path / "baselines" / name), extra) for name, extra in COMPARE.items()]

@@ -21,7 +21,7 @@ from ..engine.export import export_program, load_exported
 from ..engine.io import atomic_write_json
 from ..engine.rundir import RunDir
 from ..engine.schedules import Progress, build_weight_schedule
-from ..engine.stages import load_run_config, recorded_data_dir, train_run
+from ..engine.stages import load_run_config, recorded_data_dir, start_pipeline, train_run
 from ..engine.teachers import unwrap_model
 from ..engine.trainer import Task, count_parameters, move_to
 from ..text.lm import LSTMStep, RecurrentScorer, SequenceScorer, build_lm, sample
@@ -336,14 +336,8 @@ def run_all_stages(run_dir: str, data: str | None = None, baseline: bool = False
     """prep (synthetic) -> train -> eval -> export in RUN_DIR; with ``compare`` the plain-CE,
     uniform-LS and random-noise systems are trained the same way under RUN_DIR/compare/<name>."""
     t0 = time.perf_counter()
-    run = RunDir(run_dir)
-    if run.config.is_file() and not overwrite:
-        raise SkdError("already holds a run; pass --overwrite to replace it", run.path)
-    if data is None:
-        data = str(run.path / "data")
-        if not (Path(data) / "prep.json").is_file():
-            console.print("[cyan]prep:[/] writing the synthetic class-based Markov corpus")
-            prep_stage("synthetic", None, data, overwrite=True, seed=0)
+    run, data = start_pipeline(run_dir, data, overwrite, lambda d: prep_stage("synthetic", None, d, overwrite=True, seed=0),
+                               "the synthetic class-based Markov corpus")
     if dataset_mode(data) == "nmt":
         raise SkdError("`run` is the LM pipeline; train and evaluate a parallel dataset with `train` and `eval`", data)
     systems = {"main": (run_dir, [])}

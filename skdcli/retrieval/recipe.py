@@ -23,7 +23,7 @@ from ..engine.export import export_program
 from ..engine.io import atomic_write_json, atomic_write_text
 from ..engine.rundir import RunDir
 from ..engine.schedules import Progress, QuadraticWarmup
-from ..engine.stages import load_run_config, recorded_data_dir, train_run
+from ..engine.stages import load_run_config, recorded_data_dir, start_pipeline, train_run
 from ..engine.trainer import Task, count_parameters
 from . import data as D
 from .config import RetrievalConfig
@@ -551,14 +551,8 @@ def run_all_stages(run_dir: str, data: str | None = None, baseline: bool = False
                    max_steps: int | None = None, sets: list[str] | None = None, device: str = "auto",
                    overwrite: bool = False, config: str | None = None, query: str = "a red circle") -> dict:
     t0 = time.perf_counter()
-    run = RunDir(run_dir)
-    if run.config.is_file() and not overwrite:
-        raise SkdError("already holds a run; pass --overwrite to replace it", run.path)
-    if data is None:
-        data = str(run.path / "data")
-        if not (Path(data) / "prep.json").is_file():
-            console.print("[cyan]prep:[/] writing the synthetic shapes corpus")
-            prep_stage("synthetic", None, data, overwrite=True, seed=0)
+    run, data = start_pipeline(run_dir, data, overwrite, lambda d: prep_stage("synthetic", None, d, overwrite=True, seed=0),
+                               "the synthetic shapes corpus")
     console.print("[cyan]train[/]")
     trained = train_stage(data, run_dir, config=config, sets=sets, baseline=baseline, seed=seed,
                           max_steps=max_steps, device=device, overwrite=overwrite)
