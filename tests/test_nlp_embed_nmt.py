@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 
-from conftest import invoke, invoke_json, sets
+from conftest import REPO, invoke, invoke_json, sets
+from skdcli.nlp_embed.recipe import sample_stage, translate_stage
 
 NMT_TINY = ["nmt.d_model=16", "nmt.num_heads=2", "nmt.ff_dim=32", "nmt.encoder_layers=1", "nmt.decoder_layers=1",
             "train.batch_size=8", "train.warmup_steps=2", "train.log_every=1", "kd.topk=4", "kd.beta=0.5",
-            "kd.refresh_every=2", "eval.valid_decode_max=8", "eval.beam_size=2"]
+            "kd.refresh_every=2", "eval.valid_decode_max=8", "eval.beam_size=2", "eval.max_len_b=16"]
 
 
 def test_nmt_train_eval_neighbours(nlp_embed_nmt_corpus: Path, tmp_path: Path) -> None:
@@ -30,8 +32,30 @@ def test_nmt_train_eval_neighbours(nlp_embed_nmt_corpus: Path, tmp_path: Path) -
     piece = (nlp_embed_nmt_corpus / "train.tgt").read_text().split()[0]
     near = invoke_json("nlp-embed", "neighbours", "--run-dir", run, "--word", "▁" + piece, "--k", "3")
     assert len(near["neighbours"]) == 3
-    refused = invoke("nlp-embed", "export", "--run-dir", run)
-    assert refused.exit_code == 2 and "mode=lm" in refused.stderr
+    # export + translate from the export alone, through the text stack's shared Translator
+    exported = invoke_json("nlp-embed", "export", "--run-dir", run)
+    manifest = json.loads((run / "export" / "manifest.json").read_text())
+    assert exported["mode"] == "nmt" and manifest["interface"] == "translation" and manifest["task"] == "nlp-embed"
+    assert manifest["parity"]["max_abs_diff"] < 1e-4 and manifest["model"]["arch"] == "fairseq"
+    sentences = (nlp_embed_nmt_corpus / "test.src").read_text().splitlines()[:2]
+    out = translate_stage(str(run / "export"), sentences)
+    assert [t["src"] for t in out["translations"]] == sentences and out["beam_size"] == 2
+    from skdcli.engine.errors import SkdError
+    with pytest.raises(SkdError, match="use `skd nlp-embed translate`"):
+        sample_stage(str(run / "export"), "x")
+
+
+def test_iwslt14_config_is_the_nlg_smooth_architecture() -> None:
+    """The paper-scale NMT config: transformer_iwslt_de_en exactly as nlg-smooth's iwslt14.yaml builds it."""
+    from skdcli.engine.config import build_config
+    from skdcli.nlg_smooth.config import NlgSmoothConfig
+    from skdcli.nlp_embed.config import NlpEmbedConfig
+
+    ne = build_config(NlpEmbedConfig, REPO / "recipes" / "nlp_embed" / "iwslt14.yaml")
+    nlg = build_config(NlgSmoothConfig, REPO / "recipes" / "nlg_smooth" / "iwslt14.yaml")
+    assert ne.mode == "nmt" and ne.nmt == nlg.model and ne.nmt.arch == "fairseq" and not ne.nmt.share_embeddings
+    assert (ne.eval.max_len_a, ne.eval.max_len_b, ne.eval.beam_size) == (0.0, 200, 5)
+    assert ne.train.lr == nlg.train.lr and ne.train.warmup_steps == nlg.train.warmup_steps == 4000
 
 
 def test_nmt_baseline_and_bad_method(nlp_embed_nmt_corpus: Path, tmp_path: Path) -> None:

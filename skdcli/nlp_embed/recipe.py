@@ -24,9 +24,10 @@ from ..engine.schedules import Progress, build_weight_schedule
 from ..engine.stages import load_run_config, recorded_data_dir, start_pipeline, train_run
 from ..engine.teachers import unwrap_model
 from ..engine.trainer import Task, count_parameters, move_to
-from ..text.lm import LSTMStep, RecurrentScorer, SequenceScorer, build_lm, sample
-from ..text.lm_corpus import (EOS, SOURCES, UNK, LMCorpus, LMWindows, load_lm_corpus, prepare_lm_corpus,
-                              synthetic_oracle_nll)
+from ..text.lm import (CarriedHiddenState, LSTMStep, RecurrentScorer, SequenceScorer, build_lm, sample,
+                      stateful_logits)
+from ..text.lm_corpus import (EOS, SOURCES, UNK, LMCorpus, LMStreamColumns, LMWindows, batchify, load_lm_corpus,
+                              prepare_lm_corpus, synthetic_oracle_nll)
 from ..text.metrics import TokenCalibration, perplexity, reliability_diagram
 from .config import NlpEmbedConfig
 from .loss import NeighbourTable, build_neighbour_table, embedding_skd_loss, similarity
@@ -42,23 +43,36 @@ class NlpEmbedTask(Task):
         self.beta = build_weight_schedule(cfg.kd.beta)
         self.best_metric, self.best_mode = "ppl", "min"
         self.data_fingerprint = self.corpus.info.get("fingerprint")
-        uses_table = cfg.kd.method in ("skd", "noise") and cfg.kd.topk > 0
-        self.neighbours = (NeighbourTable(cfg.kd.topk, cfg.kd.sim, cfg.kd.include_gold, cfg.kd.refresh_every)
-                           if uses_table else None)
+        self.stateful = cfg.data.bptt_mode == "stateful"
+        uses_table = cfg.kd.method in ("skd", "noise", "random") and cfg.kd.topk > 0
+        self.neighbours = (NeighbourTable(cfg.kd.topk, cfg.kd.sim, cfg.kd.include_gold, cfg.kd.refresh_every,
+                                          choice="random" if cfg.kd.method == "random" else "nearest",
+                                          seed=cfg.train.seed) if uses_table else None)
         if uses_table and cfg.kd.topk - int(cfg.kd.include_gold) > len(self.corpus.vocab) - 1:
             raise SkdError(f"kd.topk={cfg.kd.topk} is larger than the vocabulary ({len(self.corpus.vocab)} words)")
+        # truncated BPTT: one train column per sequence of the global batch, its LSTM state carried
+        self.carried = (CarriedHiddenState(cfg.model.num_layers, cfg.train.batch_size, cfg.model.d_hidden)
+                        if self.stateful else None)
 
     def build_model(self):
         return build_lm(len(self.corpus.vocab), self.cfg.model)
 
-    def train_dataset(self) -> LMWindows:
+    def train_dataset(self) -> LMStreamColumns | LMWindows:
+        if self.stateful:
+            return LMStreamColumns(self.corpus.streams["train"], self.cfg.train.batch_size, self.cfg.data.bptt)
         return LMWindows(self.corpus.streams["train"], self.cfg.data.bptt)
 
+    def epoch_order(self, dataset, seed: int, epoch: int, global_batch: int) -> list[int] | None:
+        """Truncated BPTT reads each column in order, window after window, every epoch (no shuffle)."""
+        return dataset.order() if isinstance(dataset, LMStreamColumns) else None
+
     def eval_dataset(self) -> LMWindows:
+        # bptt_mode=stateful: ``evaluate`` runs the valid stream itself; the engine's loader goes unused
         return LMWindows(self.corpus.streams["valid"], self.cfg.data.eval_bptt or self.cfg.data.bptt)
 
     def teachers(self) -> dict:
-        return {"neighbours": self.neighbours} if self.neighbours is not None else {}
+        signals = {"neighbours": self.neighbours} if self.neighbours is not None else {}
+        return {**signals, "lstm_state": self.carried} if self.carried is not None else signals
 
     def compute_loss(self, model, batch: dict, progress: Progress):
         kd = self.cfg.kd
@@ -67,7 +81,13 @@ class NlpEmbedTask(Task):
             emb = unwrap_model(model).embed.weight.detach()
             noise = torch.randn(*batch["inputs"].shape, emb.shape[1], device=emb.device, dtype=emb.dtype)
             noise = noise * kd.noise_scale * emb.pow(2).mean().sqrt()
-        logits = model(batch["inputs"], noise) if noise is not None else model(batch["inputs"])
+        if self.carried is not None:
+            window = int(batch["window"][0])  # one global batch = one time slice of every column
+            state = self.carried.get(batch["column"], window, batch["inputs"].device)
+            logits, new_state = model(batch["inputs"], noise, state=state, return_state=True)
+            self.carried.put(batch["column"], window, new_state)  # detached: truncated BPTT
+        else:
+            logits = model(batch["inputs"], noise) if noise is not None else model(batch["inputs"])
         beta = float(self.beta(progress))
         weight = unwrap_model(model).output_embedding
         table = None
@@ -77,15 +97,57 @@ class NlpEmbedTask(Task):
         return embedding_skd_loss(logits, batch["targets"], batch["mask"], weight, beta, kd, table)
 
     def evaluate(self, model, loader, device) -> dict[str, float]:
-        return score_lm(model, loader, device, self.cfg.eval.ece_bins)["metrics"]
+        return score_lm_split(model, self.corpus.streams["valid"], self.cfg, device)["metrics"]
+
+
+def score_lm_split(model, stream: torch.Tensor, cfg: NlpEmbedConfig, device: torch.device) -> dict:
+    """Perplexity etc. of one split by the run's convention: stateful over the whole stream in
+    ``eval.stream_batch`` columns (bptt_mode=stateful), or independent windows; ``convention`` names it."""
+    bptt = cfg.data.eval_bptt or cfg.data.bptt
+    if cfg.data.bptt_mode == "stateful":
+        columns = batchify(stream, cfg.eval.stream_batch)
+        scored = score_lm_stateful(unwrap_model(model), columns, bptt, device, cfg.eval.ece_bins)
+        convention = (f"stateful: the whole stream as {cfg.eval.stream_batch} parallel stream(s) of "
+                      f"{columns.shape[1]} tokens, LSTM state carried across windows of {bptt}; "
+                      f"{scored['metrics']['tokens']} of {len(stream) - 1} tokens predicted")
+    else:
+        loader = DataLoader(LMWindows(stream, bptt), batch_size=cfg.eval.batch_size, shuffle=False)
+        scored = score_lm(model, loader, device, cfg.eval.ece_bins)
+        convention = (f"windows: independent windows of {bptt} tokens, no carried state; "
+                      f"{scored['metrics']['tokens']} of {len(stream) - 1} tokens predicted")
+    return {**scored, "convention": convention}
 
 
 def score_lm(model, loader, device: torch.device, bins: int) -> dict:
-    """Perplexity, NLL/token, accuracy and ECE/MCE (token level, teacher forced) over a loader."""
+    """Perplexity, NLL/token, accuracy and ECE/MCE (token level, teacher forced) over a loader of windows."""
     calib = TokenCalibration(num_bins=bins)
     for batch in loader:
         batch = move_to(batch, device)
         calib.update(model(batch["inputs"]), batch["targets"], batch["mask"])
+    result = calib.result()
+    metrics = {k: result[k] for k in ("ppl", "nll", "accuracy", "ece", "mce")}
+    metrics["tokens"] = result["tokens"]
+    return {"metrics": metrics, "calibration": result}
+
+
+def predicted_positions(length: int, cfg: NlpEmbedConfig) -> list[int]:
+    """Stream positions whose token the split's evaluation predicts (``score_lm_split``'s convention)."""
+    if cfg.data.bptt_mode != "stateful":
+        return list(range(1, length))
+    columns = cfg.eval.stream_batch
+    per = length // columns
+    return [c * per + i for c in range(columns) for i in range(1, per)]
+
+
+def score_lm_stateful(model, columns: torch.Tensor, bptt: int, device: torch.device, bins: int) -> dict:
+    """Perplexity, NLL/token, accuracy, ECE/MCE with the LSTM state carried over the whole of
+    ``columns`` (B, L): every token but each column's first is predicted once."""
+    calib = TokenCalibration(num_bins=bins)
+    was_training = model.training
+    model.eval()
+    for logits, targets in stateful_logits(model, columns.to(device), bptt):
+        calib.update(logits, targets, torch.ones_like(targets, dtype=torch.bool))
+    model.train(was_training)
     result = calib.result()
     metrics = {k: result[k] for k in ("ppl", "nll", "accuracy", "ece", "mce")}
     metrics["tokens"] = result["tokens"]
@@ -174,15 +236,13 @@ def eval_stage(run_dir: str, data: str | None = None, split: str = "test", devic
         return eval_translation(run, cfg, task, model, split, dev)
     if split not in task.corpus.streams:
         raise SkdError(f"the dataset has no '{split}' split (has: {', '.join(task.corpus.streams)})", data)
-    windows = LMWindows(task.corpus.streams[split], cfg.data.eval_bptt or cfg.data.bptt)
-    loader = DataLoader(windows, batch_size=cfg.eval.batch_size, shuffle=False)
     t0 = time.perf_counter()
     with torch.no_grad():
-        scored = score_lm(model, loader, dev, cfg.eval.ece_bins)
+        scored = score_lm_split(model, task.corpus.streams[split], cfg, dev)
     png = reliability_diagram(scored["calibration"], run.plots / "reliability.png",
                               title=f"{TASK_NAME} {cfg.kd.method} ({split}): ECE {100 * scored['metrics']['ece']:.2f}%")
     result = {"task": TASK_NAME, "run_dir": str(run.path), "split": split, "kd_method": cfg.kd.method,
-              **scored["metrics"], "ece_bins": cfg.eval.ece_bins,
+              **scored["metrics"], "ppl_convention": scored["convention"], "ece_bins": cfg.eval.ece_bins,
               "seconds": round(time.perf_counter() - t0, 3), "weights": str(run.weights_for_eval()),
               "reliability_png": str(png), "bins": scored["calibration"]["bins"]}
     if task.corpus.classes:
@@ -190,8 +250,9 @@ def eval_stage(run_dir: str, data: str | None = None, split: str = "test", devic
         result[f"class_purity@{k}"] = class_purity(model.output_embedding.detach().cpu(), task.corpus.vocab,
                                                     task.corpus.classes, k)
     if task.corpus.synthetic:  # the generating chain's own perplexity: the floor any model can reach
-        nll, n = synthetic_oracle_nll([task.corpus.vocab[i] for i in task.corpus.streams[split].tolist()],
-                                      task.corpus.synthetic)
+        stream = task.corpus.streams[split]
+        nll, n = synthetic_oracle_nll([task.corpus.vocab[i] for i in stream.tolist()], task.corpus.synthetic,
+                                      positions=predicted_positions(len(stream), cfg))
         result["oracle_ppl"] = perplexity(nll, n)
     atomic_write_json(run.eval_json, result)
     return result
@@ -200,7 +261,8 @@ def eval_stage(run_dir: str, data: str | None = None, split: str = "test", devic
 def eval_translation(run: RunDir, cfg: NlpEmbedConfig, task, model, split: str, dev: torch.device) -> dict:
     """mode=nmt: beam search BLEU / chrF and teacher-forced NLL / ECE / MCE on a split."""
     from ..text.parallel import collate_parallel
-    from .nmt import score_translation
+    from ..text.translation import BLEU_CONVENTION, score_translation
+    from .nmt import decode_options
 
     if split not in ("train", "valid", "test") or not len(task.dataset(split)):
         raise SkdError(f"the dataset has no '{split}' split", task.data.root)
@@ -208,13 +270,15 @@ def eval_translation(run: RunDir, cfg: NlpEmbedConfig, task, model, split: str, 
     loader = DataLoader(ds, batch_size=cfg.eval.batch_size, shuffle=False, collate_fn=collate_parallel)
     t0 = time.perf_counter()
     with torch.no_grad():
-        scored = score_translation(model, loader, dev, cfg, task.tokenizer, ds, beam=cfg.eval.beam_size,
-                                   keep_bpe=task.data.info.get("bpe") == "keep")
+        scored = score_translation(model, loader, dev, task.tokenizer, ds, decode_options(cfg),
+                                   ece_bins=cfg.eval.ece_bins, keep_bpe=task.data.info.get("bpe") == "keep",
+                                   lang=task.tgt_lang)
     png = reliability_diagram(scored["calibration"], run.plots / "reliability.png",
                               title=f"{TASK_NAME} nmt {cfg.kd.method} ({split}): ECE {100 * scored['metrics']['ece']:.2f}%")
     result = {"task": TASK_NAME, "mode": "nmt", "run_dir": str(run.path), "split": split, "kd_method": cfg.kd.method,
               "sentences": len(ds), "decoder": f"beam{cfg.eval.beam_size}", **scored["metrics"],
-              "bleu_convention": "bleu = tokenized, case-insensitive (IWSLT/fairseq); bleu_sacre = detokenized 13a",
+              "bleu_sacre_signature": scored["signatures"]["bleu_sacre"], "signatures": scored["signatures"],
+              "bleu_convention": BLEU_CONVENTION, "max_len": {"a": cfg.eval.max_len_a, "b": cfg.eval.max_len_b},
               "ece_bins": cfg.eval.ece_bins, "seconds": round(time.perf_counter() - t0, 3),
               "weights": str(run.weights_for_eval()), "reliability_png": str(png),
               "examples": [{"hyp": h, "ref": r} for h, r in list(zip(scored["hyps"], scored["refs"]))[:3]]}
@@ -230,8 +294,12 @@ def export_stage(run_dir: str, out: str | None = None, overwrite: bool = False) 
     data = recorded_data_dir(run)
     cfg, task, model = load_trained(run, data, torch.device("cpu"))
     if cfg.mode == "nmt":
-        raise SkdError("export is implemented for language models (mode=lm); an nmt run is evaluated with `eval`",
-                       run.path)
+        from .nmt import export_nmt
+        out_dir = Path(out) if out else run.export_dir
+        manifest = export_nmt(cfg, task, model, out_dir, overwrite)
+        return {"task": TASK_NAME, "mode": "nmt", "export_dir": str(out_dir), "interface": manifest["interface"],
+                "parameters": manifest["parameters"], "parity_max_abs_diff": manifest["parity"]["max_abs_diff"],
+                "files": sorted(manifest["files"])}
     vocab = task.corpus.vocab
     stream = task.corpus.streams["valid"]
     batch = torch.export.Dim("batch", min=1, max=1024)
@@ -275,6 +343,8 @@ def sample_stage(model_path: str, prompt: str, max_new_tokens: int = 30, tempera
     module, manifest, folder = load_exported(model_path)
     if manifest.get("task") != TASK_NAME:
         raise SkdError(f"not an nlp-embed export (task={manifest.get('task')})", folder)
+    if manifest.get("interface") == "translation":
+        raise SkdError("a translation model (mode=nmt): use `skd nlp-embed translate`, not `sample`", folder)
     if max_new_tokens < 1 or temperature < 0 or top_k < 0 or num_samples < 1:
         raise SkdError("--max-new-tokens and --num-samples must be >= 1, --temperature and --top-k >= 0")
     vocab = (folder / manifest["vocab"]).read_text(encoding="utf-8").splitlines()
@@ -403,3 +473,12 @@ def bench_stage(data: str | None, steps: int, rounds: int, device: str, sets: li
                 "refresh_every": cfg.kd.refresh_every,
                 "neighbour_table_ms": round(statistics.median(times) * 1000, 3),
                 "neighbour_table_ms_per_step": round(statistics.median(times) * 1000 / cfg.kd.refresh_every, 4)}
+
+
+def translate_stage(model_path: str, texts: list[str], beam_size: int | None = None, lenpen: float | None = None,
+                    detok: bool = False, batch_size: int = 16, stdin=None, stream=None) -> dict:
+    """mode=nmt: translate with an exported model alone (the text stack's ``Translator``, as nlg-smooth)."""
+    from ..text.translation import Translator, translate_texts
+
+    translator = Translator(model_path, TASK_NAME, beam_size, lenpen)
+    return {"model": str(model_path), **translate_texts(translator, texts, detok, batch_size, stdin, stream)}

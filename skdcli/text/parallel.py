@@ -482,6 +482,7 @@ class ParallelTaskData:
         self.tokenizer = self.data.tokenizer
         self.max_tokens = max_positions - 2  # room for <s> and </s>
         self.data_fingerprint = self.data.fingerprint
+        self.tgt_lang: str = self.data.info.get("tgt_lang") or "en"  # the Moses detokenizer's language
         self._datasets: dict[str, ParallelDataset] = {}
 
     def dataset(self, split: str) -> ParallelDataset:
