@@ -69,7 +69,8 @@ def build_random_table(vocab: int, k: int, include_gold: bool, generator: torch.
     random without replacement (never v itself, never ``exclude``): the ``random`` control."""
     others = k - 1 if include_gold else k
     if not 0 <= others <= vocab - 1 - len(exclude):
-        raise ValueError(f"kd.topk={k} needs at most {vocab - 1 - len(exclude) + include_gold} words (vocabulary {vocab})")
+        raise ValueError(f"kd.topk={k} needs at most {vocab - 1 - len(exclude) + include_gold} words "
+                         f"(vocabulary {vocab})")
     rows = []
     for start in range(0, vocab, chunk):
         ids = torch.arange(start, min(start + chunk, vocab))

@@ -20,9 +20,7 @@ from ..engine.trainer import Task
 from ..text.parallel import ParallelTaskData
 from ..text.seq2seq import Seq2SeqTransformer
 from ..text.tokenizer import BOS_ID, PAD_ID
-from ..text.translation import DecodeOptions, export_translation, score_translation
-
-TASK_NAME = "nlp-embed"
+from ..text.translation import DecodeOptions, score_translation
 from .config import NlpEmbedConfig
 from .loss import NeighbourTable, embedding_skd_loss
 
@@ -41,11 +39,12 @@ class NlpEmbedNmtTask(ParallelTaskData, Task):
         self.cfg = cfg
         self.open_parallel(data_dir, cfg.nmt.max_positions)
         self.beta = build_weight_schedule(cfg.kd.beta)
-        self.best_metric, self.best_mode = "nll", "min"
-        uses_table = cfg.kd.method in ("skd", "noise") and cfg.kd.topk > 0
+        uses_table = cfg.kd.method in ("skd", "noise", "random") and cfg.kd.topk > 0
         # <pad> and <s> are never targets, so never neighbours
         self.neighbours = (NeighbourTable(cfg.kd.topk, cfg.kd.sim, cfg.kd.include_gold, cfg.kd.refresh_every,
-                                          exclude=(PAD_ID, BOS_ID)) if uses_table else None)
+                                          exclude=(PAD_ID, BOS_ID), seed=cfg.train.seed,
+                                          choice="random" if cfg.kd.method == "random" else "nearest")
+                           if uses_table else None)
 
     def build_model(self) -> Seq2SeqTransformer:
         return build_seq2seq(self.cfg, self.tokenizer.vocab_size)
@@ -68,21 +67,11 @@ class NlpEmbedNmtTask(ParallelTaskData, Task):
     def evaluate(self, model, loader, device) -> dict[str, float]:
         return score_translation(model, loader, device, self.tokenizer, self.dataset("valid"),
                                  decode_options(self.cfg, beam=1), ece_bins=self.cfg.eval.ece_bins,
-                                 decode_max=self.cfg.eval.valid_decode_max, keep_bpe=self.data.info.get("bpe") == "keep",
-                                 lang=self.tgt_lang)["metrics"]
+                                 decode_max=self.cfg.eval.valid_decode_max,
+                                 keep_bpe=self.data.info.get("bpe") == "keep", lang=self.tgt_lang)["metrics"]
 
 
 def decode_options(cfg: NlpEmbedConfig, beam: int | None = None) -> DecodeOptions:
     ev = cfg.eval
     return DecodeOptions(beam_size=ev.beam_size if beam is None else beam, lenpen=ev.lenpen,
                          max_len_a=ev.max_len_a, max_len_b=ev.max_len_b)
-
-
-def export_nmt(cfg: NlpEmbedConfig, task: NlpEmbedNmtTask, model: Seq2SeqTransformer, out_dir: Path,
-               overwrite: bool = False) -> dict:
-    """mode=nmt export: the shared translation export of the text stack (``text.translation``), so
-    ``skd nlp-embed translate`` runs it through the same ``Translator`` as nlg-smooth's."""
-    ds = task.dataset("valid") if len(task.dataset("valid")) else task.dataset("train")
-    return export_translation(model, task.tokenizer, ds, out_dir, task=TASK_NAME, data_info=task.data.info,
-                              train_texts=task.data.split("train"), decode=decode_options(cfg), overwrite=overwrite,
-                              extra={"kd_method": cfg.kd.method, "mode": "nmt"})

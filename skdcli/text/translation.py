@@ -2,8 +2,8 @@
 
     score_translation    one pass over a split: teacher-forced NLL / ECE / MCE / accuracy on every batch,
                          decoding (greedy or beam) and BLEU / sacreBLEU / chrF with their signatures
-    export_translation   the ``torch.export`` program (src_ids, tgt_ids) -> next-token log-probs, the
-                         tokenizer and a manifest (decoding settings, languages, parity check)
+    translation_export_spec  the engine's ExportSpec: the ``torch.export`` program (src_ids, tgt_ids) ->
+                         next-token log-probs, the tokenizer and manifest entries (decoding settings, languages)
     Translator           text in, text out from an export alone (no training code, no run directory)
     translate_texts      arguments or stdin, one output line per input line
 
@@ -22,8 +22,9 @@ from typing import Callable, Iterable, TextIO
 import torch
 
 from ..engine.errors import SkdError
-from ..engine.export import export_program, load_exported
-from ..engine.trainer import count_parameters, move_to
+from ..engine.export import load_exported
+from ..engine.stages import ExportSpec
+from ..engine.trainer import move_to
 from .metrics import TokenCalibration, detokenize, remove_bpe, translation_scores
 from .parallel import ParallelDataset, collate_parallel
 from .seq2seq import Seq2SeqTransformer, TranslationProgram, beam_search, pad_batch, program_scorer
@@ -94,13 +95,12 @@ def _is_lowercase(texts: list[str]) -> bool:
     return all(t == t.lower() for t in texts[:2000])
 
 
-def export_translation(model: Seq2SeqTransformer, tokenizer: TextTokenizer, dataset: ParallelDataset,
-                       out_dir: str | Path, *, task: str, data_info: dict, train_texts: tuple[list[str], list[str]],
-                       decode: DecodeOptions, overwrite: bool = False, extra: dict | None = None) -> dict:
-    """Export ``model`` as a ``TranslationProgram`` with dynamic batch and lengths; ``dataset`` gives
-    the example and parity inputs (a few pairs, a batch of one, a one-token prefix). ``extra``
-    entries (e.g. the training method) go into the manifest. Returns the manifest."""
-    program = TranslationProgram(model).eval()
+def translation_export_spec(model: Seq2SeqTransformer, tokenizer: TextTokenizer, dataset: ParallelDataset, *,
+                            data_info: dict, train_texts: tuple[list[str], list[str]], decode: DecodeOptions,
+                            manifest: dict | None = None, result_keys: tuple[str, ...] = ()) -> ExportSpec:
+    """The engine's ``ExportSpec`` of a ``TranslationProgram`` with dynamic batch and lengths;
+    ``dataset`` gives the example and parity inputs (a few pairs, a batch of one, a one-token
+    prefix). ``manifest`` adds recipe entries (e.g. the training method)."""
     items = [dataset[i] for i in range(min(5, len(dataset)))]
     if not items:
         raise SkdError("no sentence pairs to export with (empty split)")
@@ -110,25 +110,25 @@ def export_translation(model: Seq2SeqTransformer, tokenizer: TextTokenizer, data
     src_len = torch.export.Dim("src_len", min=1, max=limit)
     tgt_len = torch.export.Dim("tgt_len", min=1, max=limit)
 
-    def write_extra(folder: Path) -> dict:
+    def write_files(folder: Path) -> dict:
         tokenizer.save(folder / "tokenizer")
-        return {"task": task, "interface": INTERFACE, "tokenizer": "tokenizer",
-                "src_lang": data_info.get("src_lang"), "tgt_lang": data_info.get("tgt_lang"),
-                "lowercase": _is_lowercase(train_texts[0]) and _is_lowercase(train_texts[1]),
-                "bpe": data_info.get("bpe", "remove"), "max_positions": limit, "decoding": asdict(decode),
-                "model": {"arch": model.sizes.arch, "d_model": model.sizes.d_model,
-                          "encoder_layers": model.sizes.encoder_layers, "decoder_layers": model.sizes.decoder_layers},
-                "inputs": ["src_ids (B, S) int64: pieces + </s>, padded with 0",
-                           "tgt_ids (B, T) int64: <s> + prefix, padded with 0"],
-                "outputs": ["log_probs (B, T, V) float32: next-token log-probabilities"],
-                "special_ids": {"pad": PAD_ID, "unk": 1, "bos": 2, "eos": EOS_ID},
-                "parameters": count_parameters(model), **(extra or {})}
+        return {"tokenizer": "tokenizer"}
 
-    return export_program(program, (example["src"], example["tgt_in"]), out_dir,
-                          dynamic_shapes=({0: batch, 1: src_len}, {0: batch, 1: tgt_len}),
-                          write_extra=write_extra, overwrite=overwrite,
-                          parity_inputs=[(parity["src"], parity["tgt_in"]), (single["src"], single["tgt_in"]),
-                                         (single["src"], single["tgt_in"][:, :1])])
+    return ExportSpec(
+        TranslationProgram(model).eval(), (example["src"], example["tgt_in"]),
+        dynamic_shapes=({0: batch, 1: src_len}, {0: batch, 1: tgt_len}),
+        parity_inputs=[(parity["src"], parity["tgt_in"]), (single["src"], single["tgt_in"]),
+                       (single["src"], single["tgt_in"][:, :1])],
+        write_files=write_files, result_keys=("interface", *result_keys),
+        manifest={"interface": INTERFACE, "src_lang": data_info.get("src_lang"), "tgt_lang": data_info.get("tgt_lang"),
+                  "lowercase": _is_lowercase(train_texts[0]) and _is_lowercase(train_texts[1]),
+                  "bpe": data_info.get("bpe", "remove"), "max_positions": limit, "decoding": asdict(decode),
+                  "model": {"arch": model.sizes.arch, "d_model": model.sizes.d_model,
+                            "encoder_layers": model.sizes.encoder_layers, "decoder_layers": model.sizes.decoder_layers},
+                  "inputs": ["src_ids (B, S) int64: pieces + </s>, padded with 0",
+                             "tgt_ids (B, T) int64: <s> + prefix, padded with 0"],
+                  "outputs": ["log_probs (B, T, V) float32: next-token log-probabilities"],
+                  "special_ids": {"pad": PAD_ID, "unk": 1, "bos": 2, "eos": EOS_ID}, **(manifest or {})})
 
 
 class Translator:
@@ -136,10 +136,9 @@ class Translator:
     ``task`` is the recipe whose exports this accepts (its manifest's ``task``)."""
 
     def __init__(self, model_path: str | Path, task: str, beam_size: int | None = None, lenpen: float | None = None):
-        self.program, self.manifest, folder = load_exported(model_path)
-        if self.manifest.get("task") != task or self.manifest.get("interface", INTERFACE) != INTERFACE:
-            raise SkdError(f"not a {task} translation export (task={self.manifest.get('task')}, "
-                           f"interface={self.manifest.get('interface', INTERFACE)})", folder)
+        self.program, self.manifest, folder = load_exported(model_path, task)
+        if self.manifest.get("interface", INTERFACE) != INTERFACE:
+            raise SkdError(f"not a translation export (interface={self.manifest.get('interface')})", folder)
         self.tokenizer = load_tokenizer(folder / self.manifest["tokenizer"])
         saved = self.manifest["decoding"]
         self.decode = DecodeOptions(beam_size=beam_size or saved["beam_size"],
