@@ -174,6 +174,7 @@ def check_task(task: NlgSmoothTask) -> NlgSmoothTask:
     if task.cfg.loss.method == "als_sk" and not task.data.split("valid")[0]:
         raise SkdError("loss.method=als_sk needs a valid split (the prior is the best checkpoint on it); "
                        "this dataset has none", task.data.root)
+    task.dataset("train")  # a pair longer than the model's limit stops here, with its file and line
     if task.data.info.get("max_tokens", 0) > task.max_tokens:
         console.print(f"[yellow]note:[/] the data allows {task.data.info['max_tokens']} tokens per sentence, "
                       f"the model {task.max_tokens} (model.max_positions - 2); longer pairs stop training")
