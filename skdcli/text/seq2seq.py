@@ -83,15 +83,6 @@ def sinusoidal_positions(n: int, d: int) -> Tensor:
     return F.pad(table, (0, d - 2 * half))
 
 
-def fairseq_embedding(vocab_size: int, d: int) -> nn.Embedding:
-    """fairseq's ``Embedding``: N(0, d^-1/2), the padding row zero."""
-    table = nn.Embedding(vocab_size, d, padding_idx=PAD_ID)
-    nn.init.normal_(table.weight, std=d ** -0.5)
-    with torch.no_grad():
-        table.weight[PAD_ID].zero_()
-    return table
-
-
 class Attention(nn.Module):
     def __init__(self, d: int, heads: int, dropout: float, fairseq_init: bool = False):
         super().__init__()
@@ -172,8 +163,15 @@ class Seq2SeqTransformer(nn.Module):
             raise ValueError(f"unknown arch {sizes.arch!r} ({', '.join(ARCHS)})")
         self.sizes = s = sizes
         fairseq = s.arch == "fairseq"
-        self.embed = fairseq_embedding(s.vocab_size, s.d_model)  # the encoder's (and, shared, the decoder's)
-        self.tgt_embed = self.embed if s.share_embeddings else fairseq_embedding(s.vocab_size, s.d_model)
+        # fairseq's Embedding init, N(0, d^-1/2) with the padding row zeroed, drawn in the order this model
+        # always drew it (both tables built, then each initialised: the shared table twice), so that
+        # arch=prenorm with share_embeddings reproduces the pre-issue-14 model's weights for a seed
+        self.embed = nn.Embedding(s.vocab_size, s.d_model, padding_idx=PAD_ID)  # encoder's (shared: also decoder's)
+        self.tgt_embed = self.embed if s.share_embeddings else nn.Embedding(s.vocab_size, s.d_model, padding_idx=PAD_ID)
+        for table in (self.embed, self.tgt_embed):
+            nn.init.normal_(table.weight, std=s.d_model ** -0.5)
+            with torch.no_grad():
+                table.weight[PAD_ID].zero_()
         self.position_offset = FAIRSEQ_POSITION_OFFSET if fairseq else 0
         self.register_buffer("positions", sinusoidal_positions(s.max_positions + self.position_offset, s.d_model),
                              persistent=False)
