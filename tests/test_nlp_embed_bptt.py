@@ -180,3 +180,20 @@ def test_ddp_two_ranks_follow_one_process_with_carried_state(nlp_embed_corpus: P
     assert two["next_window"].eq(2).all()
     torch.testing.assert_close(two["h"], one["h"], rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(two["c"], one["c"], rtol=1e-4, atol=1e-5)
+
+
+def _logged(run: Path) -> dict[int, dict[str, float]]:
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: {k: v for k, v in r.items() if k == "loss" or k.startswith(("loss/", "weight/"))}
+            for r in rows if r["split"] == "train"}
+
+
+def test_the_windows_option_is_the_old_training(nlp_embed_corpus: Path, tmp_path: Path) -> None:
+    """data.bptt_mode=windows trains exactly as before issue 14 (the shared tiny run's pinned trajectory)."""
+    from fixtures_nlp_embed import PRE_ISSUE_14_TRAJECTORY
+
+    invoke_json("nlp-embed", "train", "--data", nlp_embed_corpus, "--run-dir", tmp_path / "w", "--max-steps", "8",
+                *sets(*NLP_EMBED_TINY, "train.eval_every=4", "train.checkpoint_every=4", "data.bptt_mode=windows"))
+    logged = _logged(tmp_path / "w")
+    for step, values in PRE_ISSUE_14_TRAJECTORY.items():
+        assert logged[step] == pytest.approx(values, rel=1e-4, abs=1e-4), step
