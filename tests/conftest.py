@@ -76,3 +76,4 @@ from fixtures_sleep import *  # noqa: E402,F401,F403
 from fixtures_retrieval import *  # noqa: E402,F401,F403
 from fixtures_nlp_embed import *  # noqa: E402,F401,F403
 from fixtures_nlg_smooth import *  # noqa: E402,F401,F403
+from fixtures_xqa import *  # noqa: E402,F401,F403
