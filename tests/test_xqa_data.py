@@ -43,7 +43,7 @@ def test_xquad_prep_samples_cross_lingual_pairs_and_keeps_the_zero_shot_language
     assert row["id"].endswith(f"_{row['lang_q']}-{row['lang_c']}")
     ctx = row["context"]
     for text, start in zip(row["answers"]["text"], row["answers"]["answer_start"]):
-        assert ctx[start:start + len(text)] == text  # context and answers from the context language
+        assert ctx[start : start + len(text)] == text  # context and answers from the context language
 
 
 def test_mlqa_layout_languages_and_numeric_version(tmp_path: Path) -> None:
@@ -62,11 +62,32 @@ def test_tydiqa_languages_come_from_the_id_prefix_and_version_may_be_absent(tmp_
 
 
 def test_squad_v2_unanswerable_are_skipped_or_kept(tmp_path: Path) -> None:
-    raw = write(tmp_path / "train-v2.0.json", squad_doc([{"context": "Paris is in France.", "qas": [
-        {"id": "a", "question": "Where is Paris?", "answers": [{"text": "France", "answer_start": 12}],
-         "is_impossible": False},
-        {"id": "b", "question": "Where is Rome?", "answers": [], "plausible_answers": [], "is_impossible": True},
-    ]}], "v2.0"))
+    raw = write(
+        tmp_path / "train-v2.0.json",
+        squad_doc(
+            [
+                {
+                    "context": "Paris is in France.",
+                    "qas": [
+                        {
+                            "id": "a",
+                            "question": "Where is Paris?",
+                            "answers": [{"text": "France", "answer_start": 12}],
+                            "is_impossible": False,
+                        },
+                        {
+                            "id": "b",
+                            "question": "Where is Rome?",
+                            "answers": [],
+                            "plausible_answers": [],
+                            "is_impossible": True,
+                        },
+                    ],
+                }
+            ],
+            "v2.0",
+        ),
+    )
     out = prepare("squad", raw, tmp_path / "skip")
     assert out["train_examples"] == 1 and out["skipped"] == {"impossible": 1}
     kept = prepare("squad", raw, tmp_path / "keep", keep_impossible=True)
@@ -77,9 +98,21 @@ def test_squad_v2_unanswerable_are_skipped_or_kept(tmp_path: Path) -> None:
 
 # -- the sampler ------------------------------------------------------------------------------------------------------
 def parallel(n_ids: int, langs: list[str]) -> dict[str, list[dict]]:
-    return {lang: [{"id": f"q{i}", "title": "", "context": f"{lang} ctx {i}", "question": f"{lang} q {i}",
-                    "answers": {"text": ["ctx"], "answer_start": [len(lang) + 1]}, "lang_q": lang, "lang_c": lang}
-                   for i in range(n_ids)] for lang in langs}
+    return {
+        lang: [
+            {
+                "id": f"q{i}",
+                "title": "",
+                "context": f"{lang} ctx {i}",
+                "question": f"{lang} q {i}",
+                "answers": {"text": ["ctx"], "answer_start": [len(lang) + 1]},
+                "lang_q": lang,
+                "lang_c": lang,
+            }
+            for i in range(n_ids)
+        ]
+        for lang in langs
+    }
 
 
 @pytest.mark.parametrize("ntl, per_id", [(0, 7), (1, 4), (3, 16), (5, 36), (6, 49), (9, 49)])
@@ -96,18 +129,19 @@ def test_sampler_pair_counts(ntl: int, per_id: int) -> None:
         assert r["question"].startswith(r["lang_q"]) and r["context"].startswith(r["lang_c"])
 
 
-SAMPLE = ("import json, sys; from skdcli.xqa.data import cross_lingual_sample; "
-          "langs=['en','es','de','ar','vi','hi','zh']; "
-          "d={l:[{'id':f'q{i}','context':l,'question':l,'answers':{'text':[],'answer_start':[]},'lang_q':l,"
-          "'lang_c':l} for i in range(20)] for l in langs}; "
-          "print(json.dumps([r['id'] for r in cross_lingual_sample(d, 3, 3, sys.argv[1])]))")
+SAMPLE = (
+    "import json, sys; from skdcli.xqa.data import cross_lingual_sample; "
+    "langs=['en','es','de','ar','vi','hi','zh']; "
+    "d={l:[{'id':f'q{i}','context':l,'question':l,'answers':{'text':[],'answer_start':[]},'lang_q':l,"
+    "'lang_c':l} for i in range(20)] for l in langs}; "
+    "print(json.dumps([r['id'] for r in cross_lingual_sample(d, 3, 3, sys.argv[1])]))"
+)
 
 
 def test_sorted_sampling_is_the_same_in_every_process_whatever_the_hash_seed() -> None:
     def ids(order: str, hashseed: str) -> list[str]:
         env = {**os.environ, "PYTHONHASHSEED": hashseed, "PYTHONPATH": str(REPO)}
-        out = subprocess.run([sys.executable, "-c", SAMPLE, order], capture_output=True, text=True, env=env,
-                             check=True)
+        out = subprocess.run([sys.executable, "-c", SAMPLE, order], capture_output=True, text=True, env=env, check=True)
         return json.loads(out.stdout)
 
     assert ids("sorted", "1") == ids("sorted", "2") == ids("sorted", "3")
@@ -126,10 +160,20 @@ def test_malformed_json_names_the_file_and_the_position(tmp_path: Path) -> None:
 
 
 def test_answer_start_mismatch_is_counted_never_shifted(tmp_path: Path) -> None:
-    raw = write(tmp_path / "train-v1.1.json", squad_doc([{"context": "Paris is in France. France is big.", "qas": [
-        {"id": "ok", "question": "Where?", "answers": [{"text": "France", "answer_start": 12}]},
-        {"id": "off", "question": "Where?", "answers": [{"text": "France", "answer_start": 13}]},
-    ]}]))
+    raw = write(
+        tmp_path / "train-v1.1.json",
+        squad_doc(
+            [
+                {
+                    "context": "Paris is in France. France is big.",
+                    "qas": [
+                        {"id": "ok", "question": "Where?", "answers": [{"text": "France", "answer_start": 12}]},
+                        {"id": "off", "question": "Where?", "answers": [{"text": "France", "answer_start": 13}]},
+                    ],
+                }
+            ]
+        ),
+    )
     out = prepare("squad", raw, tmp_path / "p")
     assert out["train_examples"] == 1 and out["skipped"] == {"answer_mismatch": 1}
     skipped = [json.loads(x) for x in (tmp_path / "p" / "skipped.jsonl").read_text().splitlines()]
@@ -142,14 +186,29 @@ def test_answer_start_mismatch_is_counted_never_shifted(tmp_path: Path) -> None:
 
 
 def test_empty_context_is_skipped_and_counted(tmp_path: Path) -> None:
-    raw = write(tmp_path / "train-v1.1.json", squad_doc([
-        {"context": "   ", "qas": [{"id": "e", "question": "What?", "answers": [{"text": "", "answer_start": 0}]}]},
-        {"context": "A cat.", "qas": [{"id": "c", "question": "What?", "answers": [{"text": "cat", "answer_start": 2}]}]},
-    ]))
+    raw = write(
+        tmp_path / "train-v1.1.json",
+        squad_doc(
+            [
+                {
+                    "context": "   ",
+                    "qas": [{"id": "e", "question": "What?", "answers": [{"text": "", "answer_start": 0}]}],
+                },
+                {
+                    "context": "A cat.",
+                    "qas": [{"id": "c", "question": "What?", "answers": [{"text": "cat", "answer_start": 2}]}],
+                },
+            ]
+        ),
+    )
     out = prepare("squad", raw, tmp_path / "p")
     assert out["train_examples"] == 1 and out["skipped"] == {"empty_context": 1}
-    only_empty = write(tmp_path / "dev-v1.1.json", squad_doc([{"context": "", "qas": [
-        {"id": "e", "question": "What?", "answers": [{"text": "x", "answer_start": 0}]}]}]))
+    only_empty = write(
+        tmp_path / "dev-v1.1.json",
+        squad_doc(
+            [{"context": "", "qas": [{"id": "e", "question": "What?", "answers": [{"text": "x", "answer_start": 0}]}]}]
+        ),
+    )
     with pytest.raises(SkdError, match="no usable question"):
         prepare("squad", only_empty, tmp_path / "q")
 
@@ -157,9 +216,24 @@ def test_empty_context_is_skipped_and_counted(tmp_path: Path) -> None:
 def test_unknown_language_codes_are_refused(tmp_path: Path) -> None:
     with pytest.raises(SkdError, match="unknown language code 'xx'"):
         prepare("xquad", FIX / "xquad", tmp_path / "a", languages=["en", "xx"])
-    ty = write(tmp_path / "ty" / "tydiqa-goldp-v1.1-dev.json", {"data": [{"title": "t", "paragraphs": [
-        {"context": "abc", "qas": [{"id": "klingon-1-0", "question": "q?", "answers": [
-            {"text": "abc", "answer_start": 0}]}]}]}]})
+    ty = write(
+        tmp_path / "ty" / "tydiqa-goldp-v1.1-dev.json",
+        {
+            "data": [
+                {
+                    "title": "t",
+                    "paragraphs": [
+                        {
+                            "context": "abc",
+                            "qas": [
+                                {"id": "klingon-1-0", "question": "q?", "answers": [{"text": "abc", "answer_start": 0}]}
+                            ],
+                        }
+                    ],
+                }
+            ]
+        },
+    )
     with pytest.raises(SkdError, match="unknown language prefix 'klingon'") as exc:
         prepare("tydiqa", ty.parent, tmp_path / "b")
     assert str(ty) in str(exc.value)
@@ -172,3 +246,22 @@ def test_not_squad_format_and_refusing_to_overwrite(tmp_path: Path) -> None:
     prepare("xquad", FIX / "xquad", tmp_path / "done", ntl=1)
     with pytest.raises(SkdError, match="--overwrite"):
         prepare("xquad", FIX / "xquad", tmp_path / "done", ntl=1)
+
+
+VOCAB = (
+    "import hashlib, json, sys; from skdcli.xqa.synthetic import wordpiece_vocab; "
+    "from skdcli.xqa.synth import LANGUAGES, TEMPLATES; "
+    "texts = [t.format(e='Zorvak' + str(i % 7), v='Melidon' + str(i % 5)) for i in range(40) "
+    "for rel in TEMPLATES.values() for lang in LANGUAGES for t in rel[lang]]; "
+    "print(hashlib.sha256(json.dumps(wordpiece_vocab(texts, 300)).encode()).hexdigest())"
+)
+
+
+def test_the_tiny_tokenizer_is_the_same_in_every_process() -> None:
+    # HF's WordPieceTrainer breaks ties in a hash-map order that changes per process: ours must not
+    digests = set()
+    for hashseed in ("1", "2", "3"):
+        env = {**os.environ, "PYTHONHASHSEED": hashseed, "PYTHONPATH": str(REPO)}
+        out = subprocess.run([sys.executable, "-c", VOCAB], capture_output=True, text=True, env=env, check=True)
+        digests.add(out.stdout.strip())
+    assert len(digests) == 1

@@ -20,8 +20,12 @@ def cell(em: float, f1: float) -> dict:
 
 
 def test_gxlt_is_the_mean_of_every_cell_and_xlt_of_the_diagonal() -> None:
-    scores = {("en", "en"): cell(80, 90), ("en", "es"): cell(40, 50), ("es", "en"): cell(30, 40),
-              ("es", "es"): cell(60, 70)}
+    scores = {
+        ("en", "en"): cell(80, 90),
+        ("en", "es"): cell(40, 50),
+        ("es", "en"): cell(30, 40),
+        ("es", "es"): cell(60, 70),
+    }
     agg = aggregate(scores, "mlqa")
     assert agg["gxlt_f1"] == pytest.approx((90 + 50 + 40 + 70) / 4)
     assert agg["gxlt_em"] == pytest.approx((80 + 40 + 30 + 60) / 4)

@@ -84,12 +84,15 @@ def ranked_logits(order: list[int], length: int = 30) -> torch.Tensor:
     return z
 
 
-@pytest.mark.parametrize("order, expected", [
-    ([12, 1, 2], 1.0),  # top-1 inside [gold-5, gold+4] = [5, 14]
-    ([20, 5, 6], 0.5),  # first hit at rank 2 (gold - 5 is inside the window)
-    ([15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 7], 0.0),  # gold + 5 is outside; the hit at rank 11 is beyond k
-    ([0, 1, 2, 3, 4, 25, 26, 27, 28, 14], 0.1),  # the hit at rank 10 (gold + 4, the window's last position)
-])
+@pytest.mark.parametrize(
+    "order, expected",
+    [
+        ([12, 1, 2], 1.0),  # top-1 inside [gold-5, gold+4] = [5, 14]
+        ([20, 5, 6], 0.5),  # first hit at rank 2 (gold - 5 is inside the window)
+        ([15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 7], 0.0),  # gold + 5 is outside; the hit at rank 11 is beyond k
+        ([0, 1, 2, 3, 4, 25, 26, 27, 28, 14], 0.1),  # the hit at rank 10 (gold + 4, the window's last position)
+    ],
+)
 def test_windowed_average_precision_is_the_reciprocal_rank_of_the_first_hit(order, expected) -> None:
     gold = 10
     ap = average_precision_at_k(ranked_logits(order)[None], torch.tensor([gold]), k=10, window=5)

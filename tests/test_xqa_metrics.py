@@ -4,25 +4,34 @@ from __future__ import annotations
 
 import pytest
 
-from skdcli.xqa.metrics import (mixed_segmentation, normalize_mlqa, normalize_squad, score_answer, score_examples,
-                                normalizer)
+from skdcli.xqa.metrics import (
+    mixed_segmentation,
+    normalize_mlqa,
+    normalize_squad,
+    normalizer,
+    score_answer,
+    score_examples,
+)
 
 
-@pytest.mark.parametrize("lang, text, expected", [
-    ("en", "The  Eiffel Tower!", "eiffel tower"),
-    ("en", "an apple, a pear", "apple pear"),
-    ("es", "¿El río Ebro?", "río ebro"),  # Unicode ¿ and the article el
-    ("es", "«Los Ángeles»", "ángeles"),  # guillemets are Unicode punctuation; los is an article
-    ("es", "las Islas Canarias", "islas canarias"),
-    ("de", "Der Rhein und die Donau", "rhein und donau"),
-    ("de", "einem Haus", "haus"),
-    ("vi", "Thủ đô của Pháp là Paris", "thủ đô pháp paris"),
-    ("hi", "भारत की राजधानी।", "भारत की राजधानी"),  # no articles; the danda is punctuation
-    ("ar", "الذئب", "ذئب"),  # the article ال removed
-    ("ar", "مالك الحزين", "م ك حزين"),  # ... every occurrence, inside words too (the official pattern)
-    ("zh", "北京，中国", "北 京 中 国"),  # each CJK character its own token; the full-width comma removed
-    ("zh", "Zorvak的首都是Melidon。", "zorvak 的 首 都 是 melidon"),  # mixed segmentation keeps Latin runs whole
-])
+@pytest.mark.parametrize(
+    "lang, text, expected",
+    [
+        ("en", "The  Eiffel Tower!", "eiffel tower"),
+        ("en", "an apple, a pear", "apple pear"),
+        ("es", "¿El río Ebro?", "río ebro"),  # Unicode ¿ and the article el
+        ("es", "«Los Ángeles»", "ángeles"),  # guillemets are Unicode punctuation; los is an article
+        ("es", "las Islas Canarias", "islas canarias"),
+        ("de", "Der Rhein und die Donau", "rhein und donau"),
+        ("de", "einem Haus", "haus"),
+        ("vi", "Thủ đô của Pháp là Paris", "thủ đô pháp paris"),
+        ("hi", "भारत की राजधानी।", "भारत की राजधानी"),  # no articles; the danda is punctuation
+        ("ar", "الذئب", "ذئب"),  # the article ال removed
+        ("ar", "مالك الحزين", "م ك حزين"),  # ... every occurrence, inside words too (the official pattern)
+        ("zh", "北京，中国", "北 京 中 国"),  # each CJK character its own token; the full-width comma removed
+        ("zh", "Zorvak的首都是Melidon。", "zorvak 的 首 都 是 melidon"),  # mixed segmentation keeps Latin runs whole
+    ],
+)
 def test_mlqa_normalisation_by_language(lang, text, expected) -> None:
     assert normalize_mlqa(text, lang) == expected
 

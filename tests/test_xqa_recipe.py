@@ -11,12 +11,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import invoke_json, sets
 from fixtures_xqa import XQA_TRAIN
 from skdcli.engine.config import build_config
 from skdcli.engine.rundir import RunDir
 from skdcli.engine.schedules import Progress
 from skdcli.xqa.config import XqaConfig
-from skdcli.xqa.stages import make_task, train_stage
+from skdcli.xqa.recipe import XqaHooks
 
 
 def checkpoints(run_dir: Path) -> dict[int, Path]:
@@ -34,8 +35,15 @@ def same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
 @pytest.fixture(scope="module")
 def generations_run(xqa_data: Path, tmp_path_factory) -> tuple[Path, int]:
     run_dir = tmp_path_factory.mktemp("xqa_gen") / "run"
-    summary = train_stage(str(xqa_data), str(run_dir), sets=[*XQA_TRAIN, "epochs=2", "train.checkpoint_every=1",
-                                                             "train.keep_checkpoints=100"], show_progress=False)
+    summary = invoke_json(
+        "xqa",
+        "train",
+        "--data",
+        xqa_data,
+        "--run-dir",
+        run_dir,
+        *sets(*XQA_TRAIN, "epochs=2", "train.checkpoint_every=1", "train.keep_checkpoints=100"),
+    )
     per_epoch = summary["steps"] // 2
     assert summary["steps"] == 2 * per_epoch and per_epoch >= 3
     return run_dir, per_epoch
@@ -71,9 +79,16 @@ def test_generations_keep_the_optimizer_and_the_lr_schedule(generations_run) -> 
 
 def test_without_generations_the_initial_model_teaches_throughout(xqa_data: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "frozen"
-    train_stage(str(xqa_data), str(run_dir), sets=[*XQA_TRAIN, "epochs=2", "kd.generations=false",
-                                                   "train.checkpoint_every=4", "train.keep_checkpoints=100"],
-                show_progress=False)
+    invoke_json(
+        "xqa",
+        "train",
+        "--data",
+        xqa_data,
+        "--run-dir",
+        run_dir,
+        "--no-generations",
+        *sets(*XQA_TRAIN, "epochs=2", "train.checkpoint_every=4", "train.keep_checkpoints=100"),
+    )
     init = load_file(xqa_data / "init" / "model.safetensors")
     for ckpt in checkpoints(run_dir).values():
         state = teacher_state(ckpt)
@@ -82,7 +97,7 @@ def test_without_generations_the_initial_model_teaches_throughout(xqa_data: Path
 
 def task_and_batch(xqa_data: Path, *sets: str):
     cfg = build_config(XqaConfig, None, [*XQA_TRAIN, *sets])
-    task = make_task(cfg, str(xqa_data))
+    task = XqaHooks().make_task(cfg, str(xqa_data))
     torch.manual_seed(0)
     model = task.build_model()
     batch = task.collate([task.train_dataset()[i] for i in range(8)])
@@ -103,7 +118,7 @@ def test_loss_terms_weights_and_switches(xqa_data: Path) -> None:
     assert logs["loss/kl"].item() > 0
     assert loss.item() == pytest.approx(logs["loss/ce"].item() + logs["loss/kl"].item(), rel=1e-5)
 
-    task, model, batch = task_and_batch(xqa_data, "kd.ce_weight=0")  # --no-ce, with the coefficient
+    task, model, batch = task_and_batch(xqa_data, "kd.ce=false")  # --no-ce, with the coefficient
     loss, logs = task.compute_loss(model, batch, progress)
     assert loss.item() == pytest.approx(logs["map_at_k"].item() * logs["loss/kl"].item(), rel=1e-5)
 
@@ -127,13 +142,14 @@ def test_official_masking_switch_changes_the_kl(xqa_data: Path) -> None:
 def test_teacher_forward_runs_under_inference_mode(xqa_data: Path) -> None:
     task, model, batch = task_and_batch(xqa_data)
     seen = []
-    forward = task.teacher.model.forward
+    teacher = task.teachers()["snapshot"].model
+    forward = teacher.forward
 
     def spy(*args, **kwargs):
         seen.append(torch.is_inference_mode_enabled())
         return forward(*args, **kwargs)
 
-    task.teacher.model.forward = spy
+    teacher.forward = spy
     loss, _ = task.compute_loss(model, batch, Progress(step=0, total_steps=1, epoch=1, total_epochs=1))
     loss.backward()  # the teacher's logits are usable in the student's graph
     assert seen == [True]

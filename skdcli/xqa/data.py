@@ -33,9 +33,9 @@ import random
 import re
 import tempfile
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Iterable
 from typing import Any
 
 from ..engine.errors import SkdError
@@ -47,8 +47,17 @@ SOURCES = ("xquad", "mlqa", "tydiqa", "squad", "synthetic")
 PAPER_LANGUAGES = ("en", "es", "de", "ar", "vi", "hi", "zh")
 PIVOT = "en"
 XQUAD_LANGUAGES = ("ar", "de", "el", "en", "es", "hi", "ro", "ru", "th", "tr", "vi", "zh")
-TYDIQA_LANGUAGES = {"arabic": "ar", "bengali": "bn", "english": "en", "finnish": "fi", "indonesian": "id",
-                    "korean": "ko", "russian": "ru", "swahili": "sw", "telugu": "te"}
+TYDIQA_LANGUAGES = {
+    "arabic": "ar",
+    "bengali": "bn",
+    "english": "en",
+    "finnish": "fi",
+    "indonesian": "id",
+    "korean": "ko",
+    "russian": "ru",
+    "swahili": "sw",
+    "telugu": "te",
+}
 KNOWN_LANGUAGES = tuple(sorted(set(XQUAD_LANGUAGES) | set(MLQA_LANGUAGES) | set(TYDIQA_LANGUAGES.values())))
 SPLITS = ("train", "dev", "test")
 MLQA_NAME = re.compile(r"^(dev|test)-context-([a-z]{2})-question-([a-z]{2})\.json$")
@@ -99,8 +108,9 @@ def load_json_file(path: Path) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise SkdError(f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno} (char {exc.pos})",
-                       path) from exc
+        raise SkdError(
+            f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno} (char {exc.pos})", path
+        ) from exc
 
 
 def _expect(cond: bool, path: Path, where: str, what: str) -> None:
@@ -108,9 +118,16 @@ def _expect(cond: bool, path: Path, where: str, what: str) -> None:
         raise SkdError(f"not SQuAD format: {where} {what}", path)
 
 
-def read_squad_file(path: str | Path, report: ReadReport, *, lang_c: str | None, lang_q: str | None,
-                    keep_impossible: bool = False, skip_mismatched: bool = True,
-                    lang_from_id: dict[str, str] | None = None) -> list[dict]:
+def read_squad_file(
+    path: str | Path,
+    report: ReadReport,
+    *,
+    lang_c: str | None,
+    lang_q: str | None,
+    keep_impossible: bool = False,
+    skip_mismatched: bool = True,
+    lang_from_id: dict[str, str] | None = None,
+) -> list[dict]:
     """Flatten one SQuAD v1.1 / v2.0 file into rows.
 
     - an empty context: every question of that paragraph is skipped (reason ``empty_context``);
@@ -127,33 +144,53 @@ def read_squad_file(path: str | Path, report: ReadReport, *, lang_c: str | None,
     rows: list[dict] = []
     n_questions = 0
     for a, article in enumerate(doc["data"]):
-        _expect(isinstance(article, dict) and isinstance(article.get("paragraphs"), list), path,
-                f"data[{a}]", "needs a 'paragraphs' list")
+        _expect(
+            isinstance(article, dict) and isinstance(article.get("paragraphs"), list),
+            path,
+            f"data[{a}]",
+            "needs a 'paragraphs' list",
+        )
         title = str(article.get("title", ""))
         for p, para in enumerate(article["paragraphs"]):
             where = f"data[{a}].paragraphs[{p}]"
-            _expect(isinstance(para, dict) and isinstance(para.get("context"), str), path, where,
-                    "needs a 'context' string")
+            _expect(
+                isinstance(para, dict) and isinstance(para.get("context"), str), path, where, "needs a 'context' string"
+            )
             _expect(isinstance(para.get("qas"), list), path, where, "needs a 'qas' list")
             context = para["context"]
             for q, qa in enumerate(para["qas"]):
                 qwhere = f"{where}.qas[{q}]"
-                _expect(isinstance(qa, dict) and isinstance(qa.get("id"), (str, int)) and
-                        isinstance(qa.get("question"), str), path, qwhere, "needs 'id' and 'question'")
+                _expect(
+                    isinstance(qa, dict)
+                    and isinstance(qa.get("id"), (str, int))
+                    and isinstance(qa.get("question"), str),
+                    path,
+                    qwhere,
+                    "needs 'id' and 'question'",
+                )
                 qid = str(qa["id"])
                 n_questions += 1
                 answers = qa.get("answers", [])
                 _expect(isinstance(answers, list), path, qwhere, "'answers' must be a list")
                 for ans in answers:
-                    _expect(isinstance(ans, dict) and isinstance(ans.get("text"), str) and
-                            isinstance(ans.get("answer_start"), int) and not isinstance(ans["answer_start"], bool),
-                            path, qwhere, "answers need 'text' (string) and 'answer_start' (integer)")
+                    _expect(
+                        isinstance(ans, dict)
+                        and isinstance(ans.get("text"), str)
+                        and isinstance(ans.get("answer_start"), int)
+                        and not isinstance(ans["answer_start"], bool),
+                        path,
+                        qwhere,
+                        "answers need 'text' (string) and 'answer_start' (integer)",
+                    )
                 lq, lc = lang_q, lang_c
                 if lang_from_id is not None:
                     prefix = qid.split("-", 1)[0]
                     if prefix not in lang_from_id:
-                        raise SkdError(f"question id '{qid}': unknown language prefix '{prefix}'; known: "
-                                       f"{', '.join(lang_from_id)}", path)
+                        raise SkdError(
+                            f"question id '{qid}': unknown language prefix '{prefix}'; known: "
+                            f"{', '.join(lang_from_id)}",
+                            path,
+                        )
                     lq = lc = lang_from_id[prefix]
                 if not context.strip():
                     report.skip(path, qid, "empty_context", qwhere)
@@ -166,20 +203,40 @@ def read_squad_file(path: str | Path, report: ReadReport, *, lang_c: str | None,
                         report.skip(path, qid, "impossible" if qa.get("is_impossible") else "no_answer", qwhere)
                         continue
                     answers = []
-                bad = [ans for ans in answers
-                       if context[ans["answer_start"]:ans["answer_start"] + len(ans["text"])] != ans["text"]]
+                bad = [
+                    ans
+                    for ans in answers
+                    if context[ans["answer_start"] : ans["answer_start"] + len(ans["text"])] != ans["text"]
+                ]
                 if bad:
                     detail = f"{qwhere}: answer {bad[0]['text']!r} is not at character {bad[0]['answer_start']}"
                     if skip_mismatched:
                         report.skip(path, qid, "answer_mismatch", detail)
                         continue
                     report.flagged["answer_mismatch"] += 1
-                rows.append({"id": qid, "title": title, "context": context, "question": qa["question"],
-                             "answers": {"text": [x["text"] for x in answers],
-                                         "answer_start": [x["answer_start"] for x in answers]},
-                             "lang_q": lq, "lang_c": lc})
-    report.files.append({"path": str(path), "version": doc.get("version"), "questions": n_questions,
-                         "kept": len(rows), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()})
+                rows.append(
+                    {
+                        "id": qid,
+                        "title": title,
+                        "context": context,
+                        "question": qa["question"],
+                        "answers": {
+                            "text": [x["text"] for x in answers],
+                            "answer_start": [x["answer_start"] for x in answers],
+                        },
+                        "lang_q": lq,
+                        "lang_c": lc,
+                    }
+                )
+    report.files.append(
+        {
+            "path": str(path),
+            "version": doc.get("version"),
+            "questions": n_questions,
+            "kept": len(rows),
+            "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        }
+    )
     return rows
 
 
@@ -235,8 +292,9 @@ def find_tydiqa_files(raw: Path) -> list[tuple[str, Path, str | None]]:
                 raise SkdError(f"unknown TyDiQA language '{m.group(1)}'; known: {', '.join(TYDIQA_LANGUAGES)}", p)
             out.append(("dev", p, TYDIQA_LANGUAGES[m.group(1)]))
     if not out:
-        raise SkdError("no TyDiQA-GoldP files (tydiqa-goldp-v1.1-{train,dev}.json or "
-                       "tydiqa-goldp-dev-<language>.json) here", raw)
+        raise SkdError(
+            "no TyDiQA-GoldP files (tydiqa-goldp-v1.1-{train,dev}.json or tydiqa-goldp-dev-<language>.json) here", raw
+        )
     return out
 
 
@@ -301,8 +359,14 @@ def cell_path(root: Path, split: str, lang_c: str, lang_q: str) -> Path:
     return Path(root) / "eval" / split / f"context-{lang_c}-question-{lang_q}.jsonl"
 
 
-def write_prepared(out: Path, *, train: list[dict] | None, cells: dict[tuple[str, str, str], list[dict]],
-                   report: ReadReport, info: dict) -> dict:
+def write_prepared(
+    out: Path,
+    *,
+    train: list[dict] | None,
+    cells: dict[tuple[str, str, str], list[dict]],
+    report: ReadReport,
+    info: dict,
+) -> dict:
     """Write the files of a prepared dataset, then ``prep.json`` (the marker) last."""
     pair_counts: Counter = Counter()
     if train:
@@ -316,8 +380,9 @@ def write_prepared(out: Path, *, train: list[dict] | None, cells: dict[tuple[str
         "out": str(out),
         "train_examples": len(train or []),
         "train_pairs": dict(sorted(pair_counts.items())),  # "question-context" language pair -> examples
-        "eval_cells": {f"{split}/context-{cl}-question-{ql}": len(rows)
-                       for (split, cl, ql), rows in sorted(cells.items())},
+        "eval_cells": {
+            f"{split}/context-{cl}-question-{ql}": len(rows) for (split, cl, ql), rows in sorted(cells.items())
+        },
         "files": report.files,
         "skipped": report.skipped_counts(),
         "flagged": dict(report.flagged),
@@ -325,16 +390,30 @@ def write_prepared(out: Path, *, train: list[dict] | None, cells: dict[tuple[str
     fingerprint = hashlib.sha256()
     for f in report.files:
         fingerprint.update(f["sha256"].encode())
-    fingerprint.update(json.dumps({k: info.get(k) for k in ("source", "ntl", "languages", "seed", "sampling",
-                                                            "keep_impossible")}, sort_keys=True).encode())
+    fingerprint.update(
+        json.dumps(
+            {k: info.get(k) for k in ("source", "ntl", "languages", "seed", "sampling", "keep_impossible")},
+            sort_keys=True,
+        ).encode()
+    )
     result["fingerprint"] = fingerprint.hexdigest()[:16]
     atomic_write_json(out / "prep.json", result)
     return result
 
 
-def prepare(source: str, raw: str | Path | None, out: str | Path, *, ntl: int = 5, languages: list[str] | None = None,
-            seed: int = 3, sampling: str = "sorted", keep_impossible: bool = False, split: str | None = None,
-            overwrite: bool = False) -> dict:
+def prepare(
+    source: str,
+    raw: str | Path | None,
+    out: str | Path,
+    *,
+    ntl: int = 5,
+    languages: list[str] | None = None,
+    seed: int = 3,
+    sampling: str = "sorted",
+    keep_impossible: bool = False,
+    split: str | None = None,
+    overwrite: bool = False,
+) -> dict:
     """Read one dataset in its official layout and write a prepared dataset (module doc)."""
     if source not in SOURCES:
         raise SkdError(f"--source must be one of {', '.join(SOURCES)}, got '{source}'")
@@ -367,11 +446,16 @@ def prepare(source: str, raw: str | Path | None, out: str | Path, *, ntl: int = 
             if lang in train_langs:
                 by_lang[lang] = rows
             else:  # the languages left out of training are the zero-shot evaluation (paper: el ru tr th)
-                cells[("test", lang, lang)] = read_squad_file(path, ReadReport(), lang_c=lang, lang_q=lang,
-                                                              skip_mismatched=False)
+                cells[("test", lang, lang)] = read_squad_file(
+                    path, ReadReport(), lang_c=lang, lang_q=lang, skip_mismatched=False
+                )
         train = cross_lingual_sample(by_lang, ntl, seed, sampling)
-        info.update(ntl=ntl, languages=train_langs, sampling=sampling, zero_shot_languages=sorted(
-            lang for lang in files if lang not in train_langs))
+        info.update(
+            ntl=ntl,
+            languages=train_langs,
+            sampling=sampling,
+            zero_shot_languages=sorted(lang for lang in files if lang not in train_langs),
+        )
     elif source == "mlqa":
         files = find_mlqa_files(raw, [split] if split else ("dev", "test"))
         for (sp, cl, ql), path in sorted(files.items()):
@@ -383,8 +467,15 @@ def prepare(source: str, raw: str | Path | None, out: str | Path, *, ntl: int = 
         for sp, path, lang in find_tydiqa_files(raw):
             if split and sp != split:
                 continue
-            rows = read_squad_file(path, report, lang_c=lang, lang_q=lang, keep_impossible=keep_impossible,
-                                   skip_mismatched=sp == "train", lang_from_id=None if lang else TYDIQA_LANGUAGES)
+            rows = read_squad_file(
+                path,
+                report,
+                lang_c=lang,
+                lang_q=lang,
+                keep_impossible=keep_impossible,
+                skip_mismatched=sp == "train",
+                lang_from_id=None if lang else TYDIQA_LANGUAGES,
+            )
             if wanted:
                 rows = [r for r in rows if r["lang_c"] in wanted]
             if sp == "train":
@@ -397,8 +488,9 @@ def prepare(source: str, raw: str | Path | None, out: str | Path, *, ntl: int = 
         if not raw.is_file():
             raise SkdError("--source squad reads one file (train-v1.1.json, dev-v1.1.json, train-v2.0.json, ...)", raw)
         sp = split or squad_split_of(raw)
-        rows = read_squad_file(raw, report, lang_c="en", lang_q="en", keep_impossible=keep_impossible,
-                               skip_mismatched=sp == "train")
+        rows = read_squad_file(
+            raw, report, lang_c="en", lang_q="en", keep_impossible=keep_impossible, skip_mismatched=sp == "train"
+        )
         if sp == "train":
             train = rows
         else:
@@ -417,12 +509,20 @@ SQUAD_COLUMNS = ("id", "title", "context", "question", "answers", "lang_q", "lan
 def squad_features():
     import datasets
 
-    return datasets.Features({
-        "id": datasets.Value("string"), "title": datasets.Value("string"), "context": datasets.Value("string"),
-        "question": datasets.Value("string"),
-        "answers": {"text": datasets.Sequence(datasets.Value("string")),
-                    "answer_start": datasets.Sequence(datasets.Value("int32"))},
-        "lang_q": datasets.Value("string"), "lang_c": datasets.Value("string")})
+    return datasets.Features(
+        {
+            "id": datasets.Value("string"),
+            "title": datasets.Value("string"),
+            "context": datasets.Value("string"),
+            "question": datasets.Value("string"),
+            "answers": {
+                "text": datasets.Sequence(datasets.Value("string")),
+                "answer_start": datasets.Sequence(datasets.Value("int32")),
+            },
+            "lang_q": datasets.Value("string"),
+            "lang_c": datasets.Value("string"),
+        }
+    )
 
 
 def load_rows(paths: Path | list[Path]):
@@ -440,12 +540,19 @@ def load_rows(paths: Path | list[Path]):
         return datasets.Dataset.from_dict({k: [] for k in SQUAD_COLUMNS}, features=squad_features())
     with tempfile.TemporaryDirectory() as cache:
         try:
-            return datasets.load_dataset("json", data_files=[str(p) for p in paths], features=squad_features(),
-                                         cache_dir=cache, split="train", keep_in_memory=True)
+            return datasets.load_dataset(
+                "json",
+                data_files=[str(p) for p in paths],
+                features=squad_features(),
+                cache_dir=cache,
+                split="train",
+                keep_in_memory=True,
+            )
         except Exception as exc:  # a hand-edited or truncated file
             where = paths[0] if len(paths) == 1 else paths[0].parent
-            raise SkdError(f"cannot read prepared rows ({exc.__class__.__name__}: {str(exc).splitlines()[0]})",
-                           where) from exc
+            raise SkdError(
+                f"cannot read prepared rows ({exc.__class__.__name__}: {str(exc).splitlines()[0]})", where
+            ) from exc
 
 
 @dataclass

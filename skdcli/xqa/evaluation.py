@@ -20,8 +20,18 @@ from pathlib import Path
 
 from ..engine.errors import SkdError
 from ..engine.io import read_json
-from .data import (MLQA_NAME, TYDIQA_LANGUAGES, PreparedData, ReadReport, find_mlqa_files, find_tydiqa_files,
-                   find_xquad_files, load_json_file, load_rows, read_squad_file)
+from .data import (
+    MLQA_NAME,
+    TYDIQA_LANGUAGES,
+    PreparedData,
+    ReadReport,
+    find_mlqa_files,
+    find_tydiqa_files,
+    find_xquad_files,
+    load_json_file,
+    load_rows,
+    read_squad_file,
+)
 from .metrics import MLQA_LANGUAGES, score_examples
 
 SUITE_NORMALIZATION = {"mlqa": "mlqa", "xquad": "squad", "tydiqa": "squad"}
@@ -39,8 +49,11 @@ def load_cells(data: str | Path, suite: str, split: str) -> tuple[Cells, dict]:
         files = prepared.cells(split)
         if not files:
             have = prepared.splits()
-            raise SkdError(f"the prepared dataset has no '{split}' evaluation cells"
-                           f"{' (it has: ' + ', '.join(have) + ')' if have else ''}", data)
+            raise SkdError(
+                f"the prepared dataset has no '{split}' evaluation cells"
+                f"{' (it has: ' + ', '.join(have) + ')' if have else ''}",
+                data,
+            )
         cells: Cells = {key: [] for key in files}
         for row in load_rows(list(files.values())):  # one read for every cell; rows carry their languages
             cells[(row["lang_c"], row["lang_q"])].append(dict(row))
@@ -50,7 +63,7 @@ def load_cells(data: str | Path, suite: str, split: str) -> tuple[Cells, dict]:
     report = ReadReport()
     cells = {}
     if suite == "mlqa":
-        for (sp, cl, ql), path in find_mlqa_files(data, [split]).items():
+        for (_, cl, ql), path in find_mlqa_files(data, [split]).items():
             cells[(cl, ql)] = read_squad_file(path, report, lang_c=cl, lang_q=ql, skip_mismatched=False)
     elif suite == "xquad":
         for lang, path in find_xquad_files(data).items():
@@ -59,8 +72,14 @@ def load_cells(data: str | Path, suite: str, split: str) -> tuple[Cells, dict]:
         for sp, path, lang in find_tydiqa_files(data):
             if sp != split and not (split == "test" and sp == "dev"):  # GoldP's dev set is its test set
                 continue
-            for r in read_squad_file(path, report, lang_c=lang, lang_q=lang, skip_mismatched=False,
-                                     lang_from_id=None if lang else TYDIQA_LANGUAGES):
+            for r in read_squad_file(
+                path,
+                report,
+                lang_c=lang,
+                lang_q=lang,
+                skip_mismatched=False,
+                lang_from_id=None if lang else TYDIQA_LANGUAGES,
+            ):
                 cells.setdefault((r["lang_c"], r["lang_q"]), []).append(r)
     if not cells:
         raise SkdError(f"no '{split}' cells for suite {suite} here", data)
@@ -76,10 +95,21 @@ def aggregate(cell_scores: dict[tuple[str, str], dict], suite: str) -> dict:
     diag = {cl: s for (cl, ql), s in cell_scores.items() if cl == ql}
     q_langs = sorted({ql for _, ql in cell_scores})
     c_langs = sorted({cl for cl, _ in cell_scores})
-    matrix = {ql: {cl: {k: cell_scores[(cl, ql)][k] for k in ("exact_match", "f1", "total")}
-                   for cl in c_langs if (cl, ql) in cell_scores} for ql in q_langs}
-    out: dict = {"suite": suite, "cells": len(cell_scores), "question_languages": q_langs,
-                 "context_languages": c_langs, "matrix": matrix}
+    matrix = {
+        ql: {
+            cl: {k: cell_scores[(cl, ql)][k] for k in ("exact_match", "f1", "total")}
+            for cl in c_langs
+            if (cl, ql) in cell_scores
+        }
+        for ql in q_langs
+    }
+    out: dict = {
+        "suite": suite,
+        "cells": len(cell_scores),
+        "question_languages": q_langs,
+        "context_languages": c_langs,
+        "matrix": matrix,
+    }
     if suite == "mlqa":
         out["gxlt_em"] = _mean([s["exact_match"] for s in cell_scores.values()])
         out["gxlt_f1"] = _mean([s["f1"] for s in cell_scores.values()])
@@ -92,12 +122,20 @@ def aggregate(cell_scores: dict[tuple[str, str], dict], suite: str) -> dict:
     out["xlt_languages"] = xlt_langs
     out["xlt_em"] = _mean([diag[lang]["exact_match"] for lang in xlt_langs])
     out["xlt_f1"] = _mean([diag[lang]["f1"] for lang in xlt_langs])
-    out["per_question_language"] = {ql: {"exact_match": _mean([v["exact_match"] for v in row.values()]),
-                                         "f1": _mean([v["f1"] for v in row.values()])} for ql, row in matrix.items()}
-    out["per_context_language"] = {cl: {"exact_match": _mean([matrix[ql][cl]["exact_match"] for ql in q_langs
-                                                             if cl in matrix[ql]]),
-                                        "f1": _mean([matrix[ql][cl]["f1"] for ql in q_langs if cl in matrix[ql]])}
-                                   for cl in c_langs}
+    out["per_question_language"] = {
+        ql: {
+            "exact_match": _mean([v["exact_match"] for v in row.values()]),
+            "f1": _mean([v["f1"] for v in row.values()]),
+        }
+        for ql, row in matrix.items()
+    }
+    out["per_context_language"] = {
+        cl: {
+            "exact_match": _mean([matrix[ql][cl]["exact_match"] for ql in q_langs if cl in matrix[ql]]),
+            "f1": _mean([matrix[ql][cl]["f1"] for ql in q_langs if cl in matrix[ql]]),
+        }
+        for cl in c_langs
+    }
     return out
 
 
@@ -105,16 +143,19 @@ def normalization_for(suite: str, override: str = "") -> str:
     return override or SUITE_NORMALIZATION[suite]
 
 
-def score_cells(cells: Cells, predictions: dict[tuple[str, str], dict[str, str]], suite: str,
-                normalization: str = "") -> tuple[dict, list[dict]]:
+def score_cells(
+    cells: Cells, predictions: dict[tuple[str, str], dict[str, str]], suite: str, normalization: str = ""
+) -> tuple[dict, list[dict]]:
     """Score every cell with its own context language; returns (aggregate, per-example rows)."""
     kind = normalization_for(suite, normalization)
     per_cell, examples = {}, []
     for (cl, ql), rows in sorted(cells.items()):
         lang = cl if kind == "mlqa" else None
         if kind == "mlqa" and cl not in MLQA_LANGUAGES:
-            raise SkdError(f"MLQA normalisation has no rules for context language '{cl}' "
-                           f"(valid: {', '.join(MLQA_LANGUAGES)}); use eval.normalization=squad")
+            raise SkdError(
+                f"MLQA normalisation has no rules for context language '{cl}' "
+                f"(valid: {', '.join(MLQA_LANGUAGES)}); use eval.normalization=squad"
+            )
         scored = score_examples(rows, predictions[(cl, ql)], kind, lang)
         per_cell[(cl, ql)] = scored
         examples += [{"context_language": cl, "question_language": ql, **r} for r in scored["examples"]]
@@ -137,10 +178,11 @@ def score_file(data: str | Path, predictions: str | Path, lang: str | None = Non
         if lang is None:
             raise SkdError("cannot tell the context language from the file name: pass --lang", data)
         if lang not in MLQA_LANGUAGES:
-            raise SkdError(f"unknown language code '{lang}'; MLQA normalisation knows {', '.join(MLQA_LANGUAGES)} "
-                           "(XQuAD / TyDiQA use --normalization squad)")
-    rows = read_squad_file(data, ReadReport(), lang_c=lang, lang_q=lang, skip_mismatched=False,
-                           keep_impossible=True)
+            raise SkdError(
+                f"unknown language code '{lang}'; MLQA normalisation knows {', '.join(MLQA_LANGUAGES)} "
+                "(XQuAD / TyDiQA use --normalization squad)"
+            )
+    rows = read_squad_file(data, ReadReport(), lang_c=lang, lang_q=lang, skip_mismatched=False, keep_impossible=True)
     preds = load_json_file(predictions)
     if not isinstance(preds, dict) or not all(isinstance(v, str) for v in preds.values()):
         raise SkdError("predictions must be a JSON object {question id: answer string}", predictions)
@@ -151,12 +193,23 @@ def score_file(data: str | Path, predictions: str | Path, lang: str | None = Non
         raise SkdError(f"none of its {len(preds)} ids is a question of {data.name} (e.g. {sample})", predictions)
     scored = score_examples(rows, preds, kind, lang if kind == "mlqa" else None)
     version = load_json_file(data).get("version") if kind == "mlqa" else None
-    return {"data": str(data), "predictions": str(predictions), "normalization": kind,
-            "language": lang if kind == "mlqa" else None, "exact_match": scored["exact_match"], "f1": scored["f1"],
-            "total": scored["total"], "unanswered": scored["missing"], "extra_predictions": len(set(preds) - ids),
-            "version_warning": (f"MLQA evaluation expects version 1.0, the file has {version}"
-                                if kind == "mlqa" and version is not None and str(version) != "1.0" else None),
-            "examples": scored["examples"]}
+    return {
+        "data": str(data),
+        "predictions": str(predictions),
+        "normalization": kind,
+        "language": lang if kind == "mlqa" else None,
+        "exact_match": scored["exact_match"],
+        "f1": scored["f1"],
+        "total": scored["total"],
+        "unanswered": scored["missing"],
+        "extra_predictions": len(set(preds) - ids),
+        "version_warning": (
+            f"MLQA evaluation expects version 1.0, the file has {version}"
+            if kind == "mlqa" and version is not None and str(version) != "1.0"
+            else None
+        ),
+        "examples": scored["examples"],
+    }
 
 
 # -- `eval --compare`: Wilcoxon signed-rank on example-level F1 ------------------------------------------------------
@@ -165,8 +218,12 @@ def _wilcoxon(a: list[float], b: list[float]) -> dict:
 
     diffs = [x - y for x, y in zip(a, b)]
     n_nonzero = sum(1 for d in diffs if d != 0)
-    out = {"n": len(a), "n_nonzero": n_nonzero, "f1_a": 100 * sum(a) / max(len(a), 1),
-           "f1_b": 100 * sum(b) / max(len(b), 1)}
+    out = {
+        "n": len(a),
+        "n_nonzero": n_nonzero,
+        "f1_a": 100 * sum(a) / max(len(a), 1),
+        "f1_b": 100 * sum(b) / max(len(b), 1),
+    }
     if n_nonzero == 0:  # identical scores: scipy refuses (all differences zero); no evidence of a difference
         return {**out, "statistic": 0.0, "p_value": 1.0}
     res = wilcoxon(a, b, zero_method="wilcox", alternative="two-sided")
@@ -176,14 +233,17 @@ def _wilcoxon(a: list[float], b: list[float]) -> dict:
 def compare_examples(rows_a: list[dict], rows_b: list[dict], alpha: float = 0.05) -> dict:
     """Paired Wilcoxon signed-rank tests (scipy, two-sided) of example-level F1: over all cells
     (G-XLT), the diagonal (XLT) and each diagonal language. Pairs are matched by (cell, id)."""
+
     def key(r: dict) -> tuple[str, str, str]:
         return r["context_language"], r["question_language"], r["id"]
 
     a = {key(r): r["f1"] for r in rows_a}
     b = {key(r): r["f1"] for r in rows_b}
     if set(a) != set(b):
-        raise SkdError(f"the two runs were evaluated on different examples ({len(set(a) ^ set(b))} differ): "
-                       "evaluate both on the same --suite / --data / --split")
+        raise SkdError(
+            f"the two runs were evaluated on different examples ({len(set(a) ^ set(b))} differ): "
+            "evaluate both on the same --suite / --data / --split"
+        )
     keys = sorted(a)
 
     def test(selected: list[tuple]) -> dict:
@@ -192,9 +252,13 @@ def compare_examples(rows_a: list[dict], rows_b: list[dict], alpha: float = 0.05
         return res
 
     diag = [k for k in keys if k[0] == k[1]]
-    out = {"alpha": alpha, "test": "scipy.stats.wilcoxon, zero_method=wilcox, two-sided, example-level F1",
-           "gxlt": test(keys) if len(diag) < len(keys) else None, "xlt": test(diag) if diag else None,
-           "per_language": {lang: test([k for k in diag if k[0] == lang]) for lang in sorted({k[0] for k in diag})}}
+    out = {
+        "alpha": alpha,
+        "test": "scipy.stats.wilcoxon, zero_method=wilcox, two-sided, example-level F1",
+        "gxlt": test(keys) if len(diag) < len(keys) else None,
+        "xlt": test(diag) if diag else None,
+        "per_language": {lang: test([k for k in diag if k[0] == lang]) for lang in sorted({k[0] for k in diag})},
+    }
     return out
 
 
@@ -211,6 +275,9 @@ def eval_record_dir(run_path: Path, suite: str, split: str) -> Path:
 def recorded_eval(run_path: Path, suite: str, split: str) -> tuple[dict, list[dict]]:
     folder = eval_record_dir(run_path, suite, split)
     if not (folder / "result.json").is_file():
-        raise SkdError(f"no {suite}/{split} evaluation recorded; run `skd xqa eval --run-dir {run_path} "
-                       f"--suite {suite} --split {split}` first", run_path)
+        raise SkdError(
+            f"no {suite}/{split} evaluation recorded; run `skd xqa eval --run-dir {run_path} "
+            f"--suite {suite} --split {split}` first",
+            run_path,
+        )
     return read_json(folder / "result.json"), read_examples(folder / "examples.jsonl")

@@ -35,26 +35,44 @@ def truncate_questions(tokenizer, questions: list[str], max_query_length: int) -
     return out
 
 
-def _tokenize(tokenizer, questions: list[str], contexts: list[str], max_seq_length: int, doc_stride: int,
-              max_query_length: int):
+def _tokenize(
+    tokenizer, questions: list[str], contexts: list[str], max_seq_length: int, doc_stride: int, max_query_length: int
+):
     pad_on_right = tokenizer.padding_side == "right"
     questions = truncate_questions(tokenizer, questions, max_query_length)
     first, second = (questions, contexts) if pad_on_right else (contexts, questions)
     try:
-        return tokenizer(first, second, truncation="only_second" if pad_on_right else "only_first",
-                         max_length=max_seq_length, stride=doc_stride, return_overflowing_tokens=True,
-                         return_offsets_mapping=True, padding="max_length", return_token_type_ids=True)
+        return tokenizer(
+            first,
+            second,
+            truncation="only_second" if pad_on_right else "only_first",
+            max_length=max_seq_length,
+            stride=doc_stride,
+            return_overflowing_tokens=True,
+            return_offsets_mapping=True,
+            padding="max_length",
+            return_token_type_ids=True,
+        )
     except Exception as exc:  # e.g. stride too large for the room the question leaves
-        raise SkdError(f"cannot build features ({exc.__class__.__name__}: {str(exc).splitlines()[0]}); check "
-                       "data.max_seq_length, data.doc_stride and data.max_query_length") from exc
+        raise SkdError(
+            f"cannot build features ({exc.__class__.__name__}: {str(exc).splitlines()[0]}); check "
+            "data.max_seq_length, data.doc_stride and data.max_query_length"
+        ) from exc
 
 
 def _context_id(tokenizer) -> int:
     return 1 if tokenizer.padding_side == "right" else 0
 
 
-def build_train_features(tokenizer, questions: list[str], contexts: list[str], answers: list[dict],
-                         max_seq_length: int, doc_stride: int, max_query_length: int) -> dict[str, np.ndarray]:
+def build_train_features(
+    tokenizer,
+    questions: list[str],
+    contexts: list[str],
+    answers: list[dict],
+    max_seq_length: int,
+    doc_stride: int,
+    max_query_length: int,
+) -> dict[str, np.ndarray]:
     """Training windows (`run_qa.py` ``prepare_train_features``) as arrays of shape (N, max_seq_length)."""
     enc = _tokenize(tokenizer, questions, contexts, max_seq_length, doc_stride, max_query_length)
     ctx_id = _context_id(tokenizer)
@@ -90,11 +108,15 @@ def build_train_features(tokenizer, questions: list[str], contexts: list[str], a
         while offsets[token_end][1] >= end_char:
             token_end -= 1
         ends.append(token_end + 1)
-    return {"input_ids": np.asarray(enc["input_ids"], dtype=np.int32),
-            "attention_mask": np.asarray(enc["attention_mask"], dtype=np.int8),
-            "token_type_ids": np.asarray(enc["token_type_ids"], dtype=np.int8),
-            "start_positions": np.asarray(starts, dtype=np.int64), "end_positions": np.asarray(ends, dtype=np.int64),
-            "kd_mask": kd_mask, "example_index": np.asarray(sample_mapping, dtype=np.int64)}
+    return {
+        "input_ids": np.asarray(enc["input_ids"], dtype=np.int32),
+        "attention_mask": np.asarray(enc["attention_mask"], dtype=np.int8),
+        "token_type_ids": np.asarray(enc["token_type_ids"], dtype=np.int8),
+        "start_positions": np.asarray(starts, dtype=np.int64),
+        "end_positions": np.asarray(ends, dtype=np.int64),
+        "kd_mask": kd_mask,
+        "example_index": np.asarray(sample_mapping, dtype=np.int64),
+    }
 
 
 @dataclass
@@ -110,8 +132,9 @@ class EvalFeatures:
         return len(self.example_index)
 
 
-def build_eval_features(tokenizer, questions: list[str], contexts: list[str], max_seq_length: int, doc_stride: int,
-                        max_query_length: int) -> EvalFeatures:
+def build_eval_features(
+    tokenizer, questions: list[str], contexts: list[str], max_seq_length: int, doc_stride: int, max_query_length: int
+) -> EvalFeatures:
     """Prediction windows (`run_qa.py` ``prepare_validation_features``)."""
     enc = _tokenize(tokenizer, questions, contexts, max_seq_length, doc_stride, max_query_length)
     ctx_id = _context_id(tokenizer)
@@ -119,9 +142,11 @@ def build_eval_features(tokenizer, questions: list[str], contexts: list[str], ma
     for i, offs in enumerate(enc["offset_mapping"]):
         seq = enc.sequence_ids(i)
         offsets.append([tuple(o) if seq[k] == ctx_id else None for k, o in enumerate(offs)])
-    arrays = {"input_ids": np.asarray(enc["input_ids"], dtype=np.int32),
-              "attention_mask": np.asarray(enc["attention_mask"], dtype=np.int8),
-              "token_type_ids": np.asarray(enc["token_type_ids"], dtype=np.int8)}
+    arrays = {
+        "input_ids": np.asarray(enc["input_ids"], dtype=np.int32),
+        "attention_mask": np.asarray(enc["attention_mask"], dtype=np.int8),
+        "token_type_ids": np.asarray(enc["token_type_ids"], dtype=np.int8),
+    }
     return EvalFeatures(arrays, list(enc["overflow_to_sample_mapping"]), offsets)
 
 
@@ -149,8 +174,14 @@ class FeatureDataset(Dataset):
         return out
 
 
-def postprocess_predictions(contexts: list[str], features: EvalFeatures, start_logits: np.ndarray,
-                            end_logits: np.ndarray, n_best: int = 20, max_answer_length: int = 30) -> list[dict]:
+def postprocess_predictions(
+    contexts: list[str],
+    features: EvalFeatures,
+    start_logits: np.ndarray,
+    end_logits: np.ndarray,
+    n_best: int = 20,
+    max_answer_length: int = 30,
+) -> list[dict]:
     """One prediction per example: ``{text, start, end, score}`` (chars into the context; score =
     the softmax probability of the chosen span among the example's n-best candidates, as
     `utils_qa.py` reports it). An example without a valid span gets ``text=""``, start = end = -1."""
@@ -163,8 +194,8 @@ def postprocess_predictions(contexts: list[str], features: EvalFeatures, start_l
         for f in feats:
             s_log, e_log, offs = start_logits[f], end_logits[f], features.offsets[f]
             k = min(n_best, len(s_log))
-            top_s = np.argsort(s_log)[-1:-k - 1:-1]
-            top_e = np.argsort(e_log)[-1:-k - 1:-1]
+            top_s = np.argsort(s_log)[-1 : -k - 1 : -1]
+            top_e = np.argsort(e_log)[-1 : -k - 1 : -1]
             for si in top_s:
                 if offs[si] is None:
                     continue

@@ -27,34 +27,45 @@ KL_DIRECTIONS = {"fw": "forward", "rv": "reverse", "sym": "symmetric"}
 MASKED_LOGIT = -1.0e4  # exp(-1e4 / T) is exactly 0 in fp32/bf16 for any T <= 100; finite, so KL terms stay 0, not nan
 
 
-def qa_cross_entropy(start_logits: Tensor, end_logits: Tensor, start_positions: Tensor, end_positions: Tensor) -> Tensor:
+def qa_cross_entropy(
+    start_logits: Tensor, end_logits: Tensor, start_positions: Tensor, end_positions: Tensor
+) -> Tensor:
     """Hugging Face's span loss: mean over the batch of each CE, then the average of the two."""
     ignored = start_logits.size(1)
     start = start_positions.clamp(0, ignored)
     end = end_positions.clamp(0, ignored)
-    return 0.5 * (F.cross_entropy(start_logits, start, ignore_index=ignored) +
-                  F.cross_entropy(end_logits, end, ignore_index=ignored))
+    return 0.5 * (
+        F.cross_entropy(start_logits, start, ignore_index=ignored)
+        + F.cross_entropy(end_logits, end, ignore_index=ignored)
+    )
 
 
 def mask_logits(logits: Tensor, mask: Tensor | None) -> Tensor:
     return logits if mask is None else logits.masked_fill(~mask, MASKED_LOGIT)
 
 
-def qa_kd_loss(student_start: Tensor, student_end: Tensor, teacher_start: Tensor, teacher_end: Tensor,
-               temperature: float, direction: str = "fw", mask: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+def qa_kd_loss(
+    student_start: Tensor,
+    student_end: Tensor,
+    teacher_start: Tensor,
+    teacher_end: Tensor,
+    temperature: float,
+    direction: str = "fw",
+    mask: Tensor | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
     """(L_KL, KL_start, KL_end) with T^2 scaling and 'batchmean' (module doc)."""
     if direction not in KL_DIRECTIONS:
         raise ValueError(f"unknown KL direction {direction!r}; valid: {', '.join(KL_DIRECTIONS)}")
-    kw = {"temperature": temperature, "t2_scale": True, "direction": KL_DIRECTIONS[direction],
-          "reduction": "batchmean"}
+    kw = {"temperature": temperature, "t2_scale": True, "direction": KL_DIRECTIONS[direction], "reduction": "batchmean"}
     kl_start = kd_kl_loss(mask_logits(student_start, mask), mask_logits(teacher_start, mask), **kw)
     kl_end = kd_kl_loss(mask_logits(student_end, mask), mask_logits(teacher_end, mask), **kw)
     return 0.5 * (kl_start + kl_end), kl_start, kl_end
 
 
 @torch.no_grad()
-def average_precision_at_k(teacher_logits: Tensor, gold: Tensor, k: int = 10, window: int = 5,
-                           mask: Tensor | None = None) -> Tensor:
+def average_precision_at_k(
+    teacher_logits: Tensor, gold: Tensor, k: int = 10, window: int = 5, mask: Tensor | None = None
+) -> Tensor:
     """Per example: 1 / (rank of the teacher's first top-k position inside the gold window), 0 if none.
 
     The window is the official ``range(gold - window, gold + window)``: ``window`` positions before
@@ -78,8 +89,15 @@ def average_precision_at_k(teacher_logits: Tensor, gold: Tensor, k: int = 10, wi
 
 
 @torch.no_grad()
-def map_at_k_coefficient(teacher_start: Tensor, teacher_end: Tensor, start_positions: Tensor, end_positions: Tensor,
-                         k: int = 10, window: int = 5, mask: Tensor | None = None) -> Tensor:
+def map_at_k_coefficient(
+    teacher_start: Tensor,
+    teacher_end: Tensor,
+    start_positions: Tensor,
+    end_positions: Tensor,
+    k: int = 10,
+    window: int = 5,
+    mask: Tensor | None = None,
+) -> Tensor:
     """c = 1/2 (mean_b AP_b^start + mean_b AP_b^end), in [0, 1], per micro-batch (official granularity)."""
     ap_start = average_precision_at_k(teacher_start, start_positions, k, window, mask)
     ap_end = average_precision_at_k(teacher_end, end_positions, k, window, mask)

@@ -44,8 +44,9 @@ _ASCII_PUNCT = frozenset(string.punctuation)
 @lru_cache(maxsize=1)
 def unicode_punctuation() -> frozenset[str]:
     """Every code point of Unicode category P*, plus ``string.punctuation`` (the MLQA script's PUNCT)."""
-    return frozenset(chr(i) for i in range(sys.maxunicode) if unicodedata.category(chr(i)).startswith("P")) | \
-        _ASCII_PUNCT
+    return (
+        frozenset(chr(i) for i in range(sys.maxunicode) if unicodedata.category(chr(i)).startswith("P")) | _ASCII_PUNCT
+    )
 
 
 def check_language(lang: str) -> None:
@@ -131,5 +132,10 @@ def score_examples(examples: list[dict], predictions: dict[str, str], kind: str,
         em, f1 = score_answer(predictions[ex["id"]], list(ex["answers"]["text"]), norm)
         rows.append({"id": ex["id"], "em": em, "f1": f1, "prediction": predictions[ex["id"]]})
     n = max(len(rows), 1)
-    return {"exact_match": 100.0 * sum(r["em"] for r in rows) / n, "f1": 100.0 * sum(r["f1"] for r in rows) / n,
-            "total": len(rows), "missing": missing, "examples": rows}
+    return {
+        "exact_match": 100.0 * sum(r["em"] for r in rows) / n,
+        "f1": 100.0 * sum(r["f1"] for r in rows) / n,
+        "total": len(rows),
+        "missing": missing,
+        "examples": rows,
+    }

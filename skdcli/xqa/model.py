@@ -41,8 +41,9 @@ def load_tokenizer(path: str | Path):
     except Exception as exc:
         raise SkdError(f"cannot load a tokenizer ({exc.__class__.__name__}: {str(exc).splitlines()[0]})", path) from exc
     if not tokenizer.is_fast:
-        raise SkdError("the tokenizer is not a fast (Rust) tokenizer; offsets need one (save it with tokenizer.json)",
-                       path)
+        raise SkdError(
+            "the tokenizer is not a fast (Rust) tokenizer; offsets need one (save it with tokenizer.json)", path
+        )
     return tokenizer
 
 
@@ -62,11 +63,13 @@ def load_qa_model(path: str | Path) -> tuple[nn.Module, list[str]]:
 
     quiet_transformers()
     try:
-        model, info = AutoModelForQuestionAnswering.from_pretrained(str(path), local_files_only=True,
-                                                                    output_loading_info=True, dtype=torch.float32)
+        model, info = AutoModelForQuestionAnswering.from_pretrained(
+            str(path), local_files_only=True, output_loading_info=True, dtype=torch.float32
+        )
     except Exception as exc:
-        raise SkdError(f"cannot load a question-answering model ({exc.__class__.__name__}: "
-                       f"{str(exc).splitlines()[0]})", path) from exc
+        raise SkdError(
+            f"cannot load a question-answering model ({exc.__class__.__name__}: {str(exc).splitlines()[0]})", path
+        ) from exc
     return model, sorted(info.get("missing_keys", []))
 
 
@@ -79,8 +82,9 @@ def qa_model_from_config(config) -> nn.Module:
 
 
 def span_logits(model: nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                token_type_ids=batch["token_type_ids"])
+    out = model(
+        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], token_type_ids=batch["token_type_ids"]
+    )
     return out.start_logits, out.end_logits
 
 
@@ -91,7 +95,8 @@ class SpanProgram(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                token_type_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
         return out.start_logits, out.end_logits

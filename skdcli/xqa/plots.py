@@ -39,7 +39,9 @@ def heatmap(result: dict, path: str | Path, title: str, metric: str = "f1") -> P
     return _save(fig, Path(path))
 
 
-def coefficient_curve(metrics_path: str | Path, path: str | Path, steps_per_epoch: int | None, title: str) -> Path | None:
+def coefficient_curve(
+    metrics_path: str | Path, path: str | Path, steps_per_epoch: int | None, title: str
+) -> Path | None:
     """The per-step mAP@k coefficient (the authors' diagnostic), generation boundaries dashed."""
     rows = [r for r in read_jsonl(metrics_path, strict=False) if r.get("split") == "train" and "map_at_k" in r]
     if not rows:

@@ -7,9 +7,9 @@ paragraphs in several languages that share question ids, so cross-lingual sampli
 the per-language normalisation all run on it. The real-format readers are tested on real XQuAD /
 MLQA / TyDiQA files (tests/fixtures/xqa/).
 
-Each paragraph describes one invented country with facts of six relations (capital, longest river,
-founder, year of independence, national animal, flag colour) in a random order, plus facts about a
-second country as distractors. Names are invented from syllables and identical in every language (as
+Each paragraph states three facts about an invented country, drawn from six relations (capital,
+longest river, founder, year of independence, national animal, flag colour), and one fact about a
+second country as a distractor, in a random order. Names are invented from syllables and identical in every language (as
 proper nouns mostly are); animals and colours are translated, with the language's article where it
 has one ("el lobo", "der Wolf", "الذئب"), so the article rules of the MLQA normalisation matter. The
 question asks one relation of the first country; the answer is the value's span in the context.
@@ -147,8 +147,9 @@ def _join(lang: str, sentences: list[str]) -> tuple[str, list[int]]:
     return sep.join(sentences), starts
 
 
-def make_paragraph(rng: random.Random, languages: tuple[str, ...], n_questions: int, n_facts: int,
-                   n_distractors: int, qid_prefix: str) -> dict[str, dict]:
+def make_paragraph(
+    rng: random.Random, languages: tuple[str, ...], n_questions: int, n_facts: int, n_distractors: int, qid_prefix: str
+) -> dict[str, dict]:
     """One parallel paragraph: language -> SQuAD paragraph {context, qas}, same ids in every language."""
     entity, facts = _country(rng)
     other, other_facts = _country(rng)
@@ -172,9 +173,14 @@ def make_paragraph(rng: random.Random, languages: tuple[str, ...], n_questions: 
             i = next(j for j, (e, r, _) in enumerate(order) if e == entity and r == rel)
             answer = facts[rel][lang]
             start = starts[i] + value_at[i]
-            assert context[start:start + len(answer)] == answer
-            qas.append({"id": f"{qid_prefix}-q{k}", "question": TEMPLATES[rel][lang][1].format(e=entity),
-                        "answers": [{"text": answer, "answer_start": start}]})
+            assert context[start : start + len(answer)] == answer
+            qas.append(
+                {
+                    "id": f"{qid_prefix}-q{k}",
+                    "question": TEMPLATES[rel][lang][1].format(e=entity),
+                    "answers": [{"text": answer, "answer_start": start}],
+                }
+            )
         out[lang] = {"context": context, "qas": qas}
     return out
 
@@ -183,14 +189,23 @@ def _squad_json(paragraphs: list[dict], title_prefix: str, version) -> dict:
     """SQuAD v1.1 layout, 4 paragraphs per article."""
     data = []
     for i in range(0, len(paragraphs), 4):
-        data.append({"title": f"{title_prefix}_{i // 4:03d}", "paragraphs": paragraphs[i:i + 4]})
+        data.append({"title": f"{title_prefix}_{i // 4:03d}", "paragraphs": paragraphs[i : i + 4]})
     return {"data": data, "version": version}
 
 
-def write_corpus(out: str | Path, *, seed: int = 0, languages: tuple[str, ...] = LANGUAGES,
-                 squad_paragraphs: int = 600, xquad_paragraphs: int = 80, dev_paragraphs: int = 8,
-                 test_paragraphs: int = 40, questions_per_paragraph: int = 3, n_facts: int = 4,
-                 n_distractors: int = 2) -> dict:
+def write_corpus(
+    out: str | Path,
+    *,
+    seed: int = 0,
+    languages: tuple[str, ...] = LANGUAGES,
+    squad_paragraphs: int = 1200,
+    xquad_paragraphs: int = 80,
+    dev_paragraphs: int = 8,
+    test_paragraphs: int = 40,
+    questions_per_paragraph: int = 3,
+    n_facts: int = 3,
+    n_distractors: int = 1,
+) -> dict:
     """Write the three synthetic sets under ``out``; returns what was written (paths and counts)."""
     unknown = [lang for lang in languages if lang not in LANGUAGES]
     if unknown:
@@ -217,17 +232,35 @@ def write_corpus(out: str | Path, *, seed: int = 0, languages: tuple[str, ...] =
         for cl in languages:
             for ql in languages:
                 # MLQA: context (and answers) in cl, the question in ql, same ids (cross-language files)
-                paras = [{"context": p[cl]["context"],
-                          "qas": [{**qa_c, "question": qa_q["question"]}
-                                  for qa_c, qa_q in zip(p[cl]["qas"], p[ql]["qas"])]} for p in grid]
-                write(out / "MLQA_V1" / split / f"{split}-context-{cl}-question-{ql}.json",
-                      _squad_json(paras, f"Mlqa_{split}", 1.0))
-    atomic_write_json(out / "GENERATOR.json", {
-        "generator": "skdcli.xqa.synth.write_corpus", "seed": seed, "languages": list(languages),
-        "squad_paragraphs": squad_paragraphs, "xquad_paragraphs": xquad_paragraphs,
-        "dev_paragraphs": dev_paragraphs, "test_paragraphs": test_paragraphs,
-        "questions_per_paragraph": questions_per_paragraph, "n_facts": n_facts, "n_distractors": n_distractors,
-        "files": written})
+                paras = [
+                    {
+                        "context": p[cl]["context"],
+                        "qas": [
+                            {**qa_c, "question": qa_q["question"]} for qa_c, qa_q in zip(p[cl]["qas"], p[ql]["qas"])
+                        ],
+                    }
+                    for p in grid
+                ]
+                write(
+                    out / "MLQA_V1" / split / f"{split}-context-{cl}-question-{ql}.json",
+                    _squad_json(paras, f"Mlqa_{split}", 1.0),
+                )
+    atomic_write_json(
+        out / "GENERATOR.json",
+        {
+            "generator": "skdcli.xqa.synth.write_corpus",
+            "seed": seed,
+            "languages": list(languages),
+            "squad_paragraphs": squad_paragraphs,
+            "xquad_paragraphs": xquad_paragraphs,
+            "dev_paragraphs": dev_paragraphs,
+            "test_paragraphs": test_paragraphs,
+            "questions_per_paragraph": questions_per_paragraph,
+            "n_facts": n_facts,
+            "n_distractors": n_distractors,
+            "files": written,
+        },
+    )
     return {"root": str(out), "files": written}
 
 
