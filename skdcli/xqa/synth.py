@@ -9,10 +9,11 @@ MLQA / TyDiQA files (tests/fixtures/xqa/).
 
 Each paragraph states three facts about an invented country, drawn from six relations (capital,
 longest river, founder, year of independence, national animal, flag colour), and one fact about a
-second country as a distractor, in a random order. Names are invented from syllables and identical in every language (as
-proper nouns mostly are); animals and colours are translated, with the language's article where it
-has one ("el lobo", "der Wolf", "الذئب"), so the article rules of the MLQA normalisation matter. The
-question asks one relation of the first country; the answer is the value's span in the context.
+second country as a distractor, in a random order. Names are invented from two syllables and are
+the same in every language (as proper nouns mostly are); animals and colours are translated, with
+the language's article where it has one ("el lobo", "der Wolf", "الذئب"), so the article rules of
+the MLQA normalisation matter. The question asks one relation of the first country; the answer is
+the value's span in the context.
 Chinese sentences are written without spaces (mixed segmentation), Arabic right to left.
 
 The templates are simple, grammatical enough to be readable, and not linguistically vetted.
@@ -112,21 +113,21 @@ def invented_name(rng: random.Random, syllables: tuple[int, int] = (2, 3)) -> st
     return word.capitalize()
 
 
-def _value(relation: str, rng: random.Random) -> dict[str, str]:
+def _value(relation: str, rng: random.Random, max_syllables: int) -> dict[str, str]:
     """One value of ``relation`` in every language."""
     if relation in LEXICON:
         return dict(rng.choice(LEXICON[relation]))
     if relation == "year":
         v = str(rng.randint(1200, 1999))
     elif relation == "founder":
-        v = f"{invented_name(rng, (1, 2))} {invented_name(rng, (2, 2))}"
+        v = f"{invented_name(rng, (1, 2))} {invented_name(rng, (2, max_syllables))}"
     else:
-        v = invented_name(rng)
+        v = invented_name(rng, (2, max_syllables))
     return {lang: v for lang in LANGUAGES}
 
 
-def _country(rng: random.Random) -> tuple[str, dict[str, dict[str, str]]]:
-    return invented_name(rng), {rel: _value(rel, rng) for rel in RELATIONS}
+def _country(rng: random.Random, max_syllables: int) -> tuple[str, dict[str, dict[str, str]]]:
+    return invented_name(rng, (2, max_syllables)), {rel: _value(rel, rng, max_syllables) for rel in RELATIONS}
 
 
 def _sentence(lang: str, relation: str, entity: str, value: str) -> tuple[str, int]:
@@ -148,13 +149,19 @@ def _join(lang: str, sentences: list[str]) -> tuple[str, list[int]]:
 
 
 def make_paragraph(
-    rng: random.Random, languages: tuple[str, ...], n_questions: int, n_facts: int, n_distractors: int, qid_prefix: str
+    rng: random.Random,
+    languages: tuple[str, ...],
+    n_questions: int,
+    n_facts: int,
+    n_distractors: int,
+    qid_prefix: str,
+    max_syllables: int = 3,
 ) -> dict[str, dict]:
     """One parallel paragraph: language -> SQuAD paragraph {context, qas}, same ids in every language."""
-    entity, facts = _country(rng)
-    other, other_facts = _country(rng)
+    entity, facts = _country(rng, max_syllables)
+    other, other_facts = _country(rng, max_syllables)
     while other == entity:
-        other, other_facts = _country(rng)
+        other, other_facts = _country(rng, max_syllables)
     main_rel = rng.sample(RELATIONS, n_facts)
     dis_rel = rng.sample(RELATIONS, n_distractors)
     order = [(entity, r, facts[r]) for r in main_rel] + [(other, r, other_facts[r]) for r in dis_rel]
@@ -205,6 +212,7 @@ def write_corpus(
     questions_per_paragraph: int = 3,
     n_facts: int = 3,
     n_distractors: int = 1,
+    max_syllables: int = 2,
 ) -> dict:
     """Write the three synthetic sets under ``out``; returns what was written (paths and counts)."""
     unknown = [lang for lang in languages if lang not in LANGUAGES]
@@ -214,7 +222,9 @@ def write_corpus(
     rng = random.Random(seed)
 
     def paragraphs(n: int, prefix: str, langs: tuple[str, ...], n_q: int) -> list[dict[str, dict]]:
-        return [make_paragraph(rng, langs, n_q, n_facts, n_distractors, f"{prefix}{i:05d}") for i in range(n)]
+        return [
+            make_paragraph(rng, langs, n_q, n_facts, n_distractors, f"{prefix}{i:05d}", max_syllables) for i in range(n)
+        ]
 
     written: dict[str, int] = {}
 
@@ -258,6 +268,7 @@ def write_corpus(
             "questions_per_paragraph": questions_per_paragraph,
             "n_facts": n_facts,
             "n_distractors": n_distractors,
+            "max_syllables": max_syllables,
             "files": written,
         },
     )
