@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, invoke_json, sets
+from conftest import REPO, invoke, invoke_json, sets
 from skdcli.engine.config import build_config
 from skdcli.engine.errors import SkdError
 from skdcli.retrieval.config import RetrievalConfig
@@ -36,9 +36,14 @@ def test_config_validation_names_the_key() -> None:
 
 
 def test_coco_config_trains_a_step_on_the_tiny_data(retrieval_data: Path, tmp_path: Path) -> None:
+    quick = ("train.batch_size=32", "train.warmup_steps=1", "train.eval_every=0", "cpu_threads=1")
+    # BLIP's 256-d projections cannot start from the stand-in's 32-d ones: said, not skipped
+    refused = invoke("retrieval", "train", "--data", retrieval_data, "--run-dir", tmp_path / "c", "--config",
+                     RECIPE / "coco.yaml", "--max-steps", "2", "--device", "cpu", *sets(*quick))
+    assert refused.exit_code == 2 and "(32, 64) but the model's is (256, 64)" in " ".join(refused.stderr.split())
     result = invoke_json("retrieval", "train", "--data", retrieval_data, "--run-dir", tmp_path / "c", "--config",
                          RECIPE / "coco.yaml", "--max-steps", "2", "--device", "cpu",
-                         *sets("train.batch_size=32", "train.warmup_steps=1", "train.eval_every=0", "cpu_threads=1"))
+                         *sets(*quick, "model.init_proj_from_encoder=false"))
     assert result["steps"] == 2 and result["parameters"] > 32 * 256
 
 

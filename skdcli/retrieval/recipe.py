@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -95,9 +96,13 @@ class RetrievalTask(Task):
         self.eta_q = QuadraticWarmup(cfg.loss.q_reg, warm)
         self.eta_d = QuadraticWarmup(cfg.loss.d_reg, warm)
         self.best_metric, self.best_mode = cfg.train.best_metric or "val/sparse/R@1", cfg.train.best_mode
+        # checked here, before the engine writes the run directory: a projection or E that does not
+        # fit is an error naming both shapes (never a silent random init); the record goes into provenance
+        self.plan = plan_model(cfg, self.data)
+        self.init_record = self.plan.record
 
     def build_model(self) -> SparseDenseRetriever:
-        return build_model(self.cfg, self.data)
+        return build_model(self.cfg, self.data, self.plan)
 
     def train_dataset(self) -> PairDataset:
         return PairDataset(self.data, self.train_captions)
@@ -116,15 +121,43 @@ class RetrievalTask(Task):
         return {f"val/{name}/{m}": v for name in SCORES for m, v in scored["t2i"][name].items()}
 
 
-def build_model(cfg: RetrievalConfig, data: D.Prepared) -> SparseDenseRetriever:
-    E = data.init.get("E")
-    vocab = E.shape[0] if E is not None else (cfg.model.vocab_size or int(data.info.get("vocab_size", 0)))
+@dataclass
+class ModelPlan:
+    """Everything ``build_model`` needs, checked before a run directory is written: the layer widths,
+    the initial tensors (shapes equal to the model's), the vocabulary mask, and their record (which
+    goes into the run's provenance as ``init``)."""
+
+    dims: dict[str, int]
+    init_tensors: dict[str, torch.Tensor]
+    keep: torch.Tensor
+    record: dict
+
+
+def plan_model(cfg: RetrievalConfig, data: D.Prepared) -> ModelPlan:
+    from .init_weights import init_tensors_for
+    from .terms import vocab_keep
+
+    E = data.init.get("E") if cfg.model.init_vocab_from_encoder else None
+    # widths: the config's when set (then E must fit them), else E's, else the dataset's vocab_size / BERT's 768
+    vocab = cfg.model.vocab_size or (E.shape[0] if E is not None else int(data.info.get("vocab_size", 0)))
     if vocab < 1:
         raise SkdError("the dataset has no word-embedding matrix and no vocab_size; set model.vocab_size", data.path)
-    word_dim = E.shape[1] if E is not None else (cfg.model.word_dim or 768)
-    model = SparseDenseRetriever(data.text_emb.shape[1], data.img_emb.shape[1], cfg.model.proj_dim, vocab, word_dim,
-                                 cfg.model.temperature, cfg.model.learn_temperature)
-    model.init_from_encoder(data.init, cfg.model.init_vocab_from_encoder, cfg.model.init_proj_from_encoder)
+    word_dim = cfg.model.word_dim or (E.shape[1] if E is not None else 768)
+    dims = {"text_dim": int(data.text_emb.shape[1]), "img_dim": int(data.img_emb.shape[1]),
+            "vocab_size": int(vocab), "word_dim": int(word_dim)}
+    tensors, record = init_tensors_for(cfg.model, data.init, dims["text_dim"], dims["img_dim"], vocab, word_dim,
+                                       data.path / D.INIT, data.init_origin)
+    keep, masked = vocab_keep(cfg.model, data.vocab, vocab, data.term_stats, data.path)
+    record["vocab_mask"] = masked
+    return ModelPlan(dims, tensors, keep, record)
+
+
+def build_model(cfg: RetrievalConfig, data: D.Prepared, plan: ModelPlan | None = None) -> SparseDenseRetriever:
+    plan = plan or plan_model(cfg, data)
+    model = SparseDenseRetriever(plan.dims["text_dim"], plan.dims["img_dim"], cfg.model.proj_dim,
+                                 plan.dims["vocab_size"], plan.dims["word_dim"], cfg.model.temperature,
+                                 cfg.model.learn_temperature, vocab_keep=plan.keep)
+    model.load_init(plan.init_tensors)
     return model
 
 
@@ -169,10 +202,25 @@ def score_split(model, data: D.Prepared, split: str, cfg: RetrievalConfig, devic
                            "vocab_size": int(z_t.shape[1])},
               "flops": flops(z_t, z_i) if cfg.eval.flops == "d2s" else flops_official(z_t, z_i),
               "flops_definition": cfg.eval.flops, "temperature": enc["temp"],
-              "queries": int(len(enc["captions"])), "images": int(len(enc["images"]))}
+              "queries": int(len(enc["captions"])), "images": int(len(enc["images"])),
+              "sparse_mass": sparse_mass_report(z_t, z_i, enc["gold"], data)}
     if keep_scores:
         result["_scores"], result["_tops"], result["_enc"] = scores, tops, enc
     return result
+
+
+def sparse_mass_report(z_t: torch.Tensor, z_i: torch.Tensor, gold: torch.Tensor, data: D.Prepared) -> dict:
+    """Where the sparse score goes (README §4): the share carried by the special tokens and by
+    English function words (scikit-learn's stop-list), whether or not they are masked, and the
+    terms that carry most of it on the positive pairs."""
+    from .terms import english_stopwords, special_ids, term_mass, top_mass_terms
+
+    specials, _ = special_ids(data.vocab, data.term_stats[0] if data.term_stats else None)
+    stop = english_stopwords()
+    function_words = [i for i, w in enumerate(data.vocab[:z_t.shape[1]]) if w.lower() in stop]
+    return {"special_tokens": term_mass(z_t, z_i, gold, specials),
+            "function_words": term_mass(z_t, z_i, gold, function_words),
+            "top_terms_positives": top_mass_terms(z_t, z_i, gold, data.vocab)}
 
 
 # -- prep ----------------------------------------------------------------------------------------------
@@ -224,7 +272,8 @@ def _finish_prep(out: Path, source: str, images: list[dict], counts: dict, encod
 @restores_threads
 def prep_stage(source: str, raw: str | None, out: str, encoder: str | None = None, images_dir: str | None = None,
                batch_size: int = 64, shard_size: int = 2048, restval: str = "train", vocab_size: int = 30522,
-               standin_steps: int = 800, overwrite: bool = False, seed: int = 0) -> dict:
+               standin_steps: int = 800, overwrite: bool = False, seed: int = 0, init_file: str | None = None,
+               vocab_file: str | None = None) -> dict:
     quiet_hf()
     from .encoder import extract_embeddings, load_encoder, train_standin_encoder
 
@@ -236,6 +285,12 @@ def prep_stage(source: str, raw: str | None, out: str, encoder: str | None = Non
         raise SkdError("--source karpathy needs --encoder PATH (a local CLIP or BLIP checkpoint directory)")
     if restval not in ("train", "drop"):
         raise SkdError(f"--restval: '{restval}' is not one of train, drop")
+    if (init_file or vocab_file) and source != "embeddings":
+        raise SkdError("--init / --vocab are for --source embeddings (karpathy and synthetic take both from --encoder)")
+    if init_file and encoder:
+        raise SkdError("give --encoder DIR or --init FILE, not both (both supply the projections and E)")
+    if vocab_file and encoder:
+        raise SkdError("give --encoder DIR or --vocab FILE, not both (the encoder's tokenizer is the vocabulary)")
     out_p = Path(out)
     if source != "synthetic":  # check the inputs before touching the output directory
         rows = D.load_karpathy_dir(Path(raw), restval) if source == "karpathy" else None
@@ -250,7 +305,7 @@ def prep_stage(source: str, raw: str | None, out: str, encoder: str | None = Non
 
     t0 = time.perf_counter()
     if source == "embeddings":
-        return _prep_embeddings(Path(raw), out_p, encoder, vocab_size)
+        return _prep_embeddings(Path(raw), out_p, encoder, vocab_size, restval, init_file, vocab_file)
     if source == "synthetic":
         use_threads(1)  # a tiny encoder: one thread is fastest, and robust on a busy machine
         raw_p = out_p / "raw"
@@ -272,14 +327,27 @@ def prep_stage(source: str, raw: str | None, out: str, encoder: str | None = Non
                                     progress=progress)
     init = enc.init_tensors()
     vocab = enc.vocab(init["E"].shape[0])
+    _write_term_stats(out_p, rows, enc.tokenizer, init["E"].shape[0], f"tokenizer of {encoder_ref}")
     return _finish_prep(out_p, source, rows, counts, encoder_ref, init, vocab,
                         {"encoder_kind": enc.kind, "resumed": resumed, "seconds": round(time.perf_counter() - t0, 2)})
 
 
-def _prep_embeddings(raw: Path, out: Path, encoder: str | None, vocab_size: int) -> dict:
+def _write_term_stats(out: Path, rows: list[dict], tokenizer, vocab_size: int, source: str) -> None:
+    """Caption document frequencies over the train split and special-token flags (``terms.py``)."""
+    from .terms import save_term_stats, term_statistics
+
+    train = [s["raw"] for img in rows if img["split"] == "train" for s in img["sentences"]]
+    save_term_stats(out, term_statistics(tokenizer, train, vocab_size), len(train), source)
+
+
+def _prep_embeddings(raw: Path, out: Path, encoder: str | None, vocab_size: int, restval: str = "train",
+                     init_file: str | None = None, vocab_file: str | None = None) -> dict:
     """Import embedding parquet files in the official layout:
     RAW/{text|img}_embs_before_proj_<backbone>.parquet (or text_embs*.parquet / img_embs*.parquet)
-    + RAW/dataset_meta.json (or any Karpathy JSON). Optional --encoder adds E, the vocabulary and the projections."""
+    + RAW/dataset_meta.json (or any Karpathy JSON). Where the trained layers start from:
+    --encoder DIR (E, the vocabulary and the projections from a local HF checkpoint), or --init FILE
+    (the projections and E from a LAVIS / ALBEF / BLIP checkpoint or safetensors: the official
+    code's route) with --vocab FILE (a BERT vocab.txt: words, special tokens, caption statistics)."""
     from .encoder import load_encoder
 
     def one(kind: str) -> Path:
@@ -289,13 +357,26 @@ def _prep_embeddings(raw: Path, out: Path, encoder: str | None, vocab_size: int)
         return found[0]
 
     meta_file = raw / "dataset_meta.json"
-    rows = D.read_karpathy(meta_file) if meta_file.is_file() else D.load_karpathy_dir(raw)
+    rows = D.read_karpathy(meta_file, restval) if meta_file.is_file() else D.load_karpathy_dir(raw, restval)
     t_file, i_file = one("text"), one("img")
-    init, vocab, ref, kind = {}, [], None, None
+    init, vocab, ref, kind, tokenizer, extra = {}, [], None, None, None, {}
     if encoder:
         enc = load_encoder(encoder)
-        init, ref, kind = enc.init_tensors(), str(Path(encoder).resolve()), enc.kind
+        init, ref, kind, tokenizer = enc.init_tensors(), str(Path(encoder).resolve()), enc.kind, enc.tokenizer
         vocab = enc.vocab(init["E"].shape[0])
+    if init_file:
+        from .init_weights import read_init_file
+
+        init = read_init_file(init_file)
+        extra["init_file"] = str(Path(init_file).resolve())
+        extra["init_tensors"] = {k: list(v.shape) for k, v in init.items()}
+    if vocab_file:
+        tokenizer, vocab = _bert_vocab(Path(vocab_file))
+        size = init["E"].shape[0] if "E" in init else vocab_size
+        if len(vocab) > size:
+            raise SkdError(f"has {len(vocab)} entries, more than the {size} rows of the vocabulary layer", vocab_file)
+        vocab += [f"[id{i}]" for i in range(len(vocab), size)]  # e.g. BLIP's E has [DEC]/[ENC] rows beyond BERT's
+        extra["vocab_file"] = str(Path(vocab_file).resolve())
     t_width = init["text_proj.weight"].shape[1] if init else None
     i_width = init["vision_proj.weight"].shape[1] if init else None
     t_ids, t_emb = D.read_embeddings(t_file, t_width)
@@ -315,9 +396,33 @@ def _prep_embeddings(raw: Path, out: Path, encoder: str | None, vocab_size: int)
     D.write_embeddings(out / D.TEXT_EMBS, [t_ids[n] for n in t_keep], t_emb[t_keep])
     D.write_embeddings(out / D.IMG_EMBS, [i_ids[n] for n in i_keep], i_emb[i_keep])
     counts = {"images": len(i_keep), "captions": len(t_keep),
-              "dropped_images": len(rows) - len(kept)}
+              "dropped_images": len(rows) - len(kept), "restval": restval}
+    if tokenizer is not None:
+        _write_term_stats(out, kept, tokenizer, init["E"].shape[0] if "E" in init else vocab_size,
+                          f"tokenizer of {ref or extra['vocab_file']}")
     return _finish_prep(out, "embeddings", kept, counts, ref, init, vocab,
-                        {"encoder_kind": kind, "vocab_size": vocab_size, "resumed": False})
+                        {"encoder_kind": kind, "vocab_size": vocab_size, "resumed": False, **extra})
+
+
+def _bert_vocab(path: Path):
+    """A BERT WordPiece tokenizer (lower-cased, as bert-base-uncased under BLIP/ALBEF) from vocab.txt."""
+    from tokenizers import BertWordPieceTokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    if not path.is_file():
+        raise SkdError("vocabulary file not found", path)
+    lines = path.read_text(encoding="utf-8").split("\n")
+    if lines and lines[-1] == "":
+        lines = lines[:-1]
+    if not lines or len(set(lines)) != len(lines):
+        raise SkdError("not a vocab.txt (one distinct token per line)", path)
+    try:
+        wordpiece = BertWordPieceTokenizer(str(path), lowercase=True)
+        tokenizer = PreTrainedTokenizerFast(tokenizer_object=wordpiece._tokenizer, unk_token="[UNK]", pad_token="[PAD]",
+                                            cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
+    except Exception as exc:
+        raise SkdError(f"cannot build a WordPiece tokenizer from it ({exc.__class__.__name__})", path) from exc
+    return tokenizer, lines
 
 
 # -- train / eval / export -----------------------------------------------------------------------------------
