@@ -503,6 +503,25 @@ def export_stage(run_dir: str, out: str | None = None, overwrite: bool = False) 
             "parity_max_abs_diff": manifest["parity"]["max_abs_diff"], "files": sorted(manifest["files"])}
 
 
+def evaluate_index(run_path: Path, cfg: RetrievalConfig, prepared: D.Prepared, model, split: str) -> dict:
+    """`eval --index`: every query of the split answered from RUN/index (Seismic), one at a time as a
+    user's search is, with R@k / MRR@10 and latency percentiles next to the exact scorer's over the
+    same stored vectors (``index.evaluate_through_index``)."""
+    from .index import LoadedIndex, evaluate_through_index
+
+    index = LoadedIndex(run_path / "index")
+    built = index.manifest.get("split")
+    if built not in (split, "all"):
+        raise SkdError(f"the index holds the '{built}' images, not the '{split}' split; rebuild it with "
+                       f"`skd retrieval index --run-dir {run_path} --split {split} --overwrite`", index.folder)
+    captions, _ = prepared.split_indices(split)
+    with torch.no_grad():
+        _, z = model.encode_text(prepared.text_emb[captions])
+    z = truncate_top_terms(z, cfg.eval.truncate_topk).float().numpy()
+    gold_ids = [prepared.img_ids[int(prepared.text_to_img[c])] for c in captions.tolist()]
+    return evaluate_through_index(index, z, gold_ids, cfg.eval.topk)
+
+
 # -- index / search / explain --------------------------------------------------------------------------------
 @restores_threads
 def index_stage(run_dir: str, split: str = "test", engine: str | None = None, sets: list[str] | None = None,
