@@ -28,9 +28,23 @@ def test_official_dataset_configs() -> None:
     assert coco.loss.detach_teacher and not coco.loss.compat_official  # the correct versions by default
 
 
+@pytest.mark.parametrize("name", ["coco", "flickr"])
+def test_official_presets_differ_from_ours_only_in_the_objective(name: str) -> None:
+    """Issue 15, item 8: `<dataset>-official.yaml` trains the official code's objective exactly (teacher not
+    detached, untransposed text->image rows, nothing masked); everything else equals `<dataset>.yaml`."""
+    from dataclasses import asdict
+
+    ours = asdict(build_config(RetrievalConfig, RECIPE / f"{name}.yaml"))
+    official = asdict(build_config(RetrievalConfig, RECIPE / f"{name}-official.yaml"))
+    differ = {f"{block}.{key}": (ours[block][key], official[block][key]) for block in ours
+              if isinstance(ours[block], dict) for key in ours[block] if ours[block][key] != official[block][key]}
+    assert differ == {"loss.detach_teacher": (True, False), "loss.compat_official": (False, True),
+                      "model.mask_special_tokens": (True, False)}
+
+
 def test_config_validation_names_the_key() -> None:
     for bad, key in (("eval.topk=5", "eval.topk"), ("model.temperature=0.9", "model.temperature"),
-                     ("index.engine=faiss", "index.engine"), ("loss.reg=l2", "loss.reg")):
+                     ("index.engine=faiss", "index.engine"), ("loss.reg=l2", "loss.reg"), ("model.max_df=0", "model.max_df")):
         with pytest.raises(SkdError, match=key.replace(".", r"\.")):
             build_config(RetrievalConfig, None, [bad])
 
