@@ -31,7 +31,12 @@ def test_caption_document_frequency_and_special_flags_by_hand(tokenizer) -> None
     # "a" appears twice in caption 2 but counts once per caption
     assert (df["a"], df["red"], df["circle"], df["square"], df["the"]) == (2, 3, 3, 1, 1)
     assert df["[PAD]"] == df["[SOS]"] == 0  # special tokens are not counted (add_special_tokens=False)
-    assert [vocab[i] for i in torch.nonzero(stats["special"]).flatten().tolist()] == ["[PAD]", "[UNK]", "[SOS]", "[EOS]"]
+    assert [vocab[i] for i in torch.nonzero(stats["special"]).flatten().tolist()] == [
+        "[PAD]",
+        "[UNK]",
+        "[SOS]",
+        "[EOS]",
+    ]
 
 
 def test_the_mask_special_tokens_stoplist_and_df_cap(tokenizer, tmp_path: Path) -> None:
@@ -45,8 +50,9 @@ def test_the_mask_special_tokens_stoplist_and_df_cap(tokenizer, tmp_path: Path) 
     keep, rec = vocab_keep(ModelConfig(stopwords="english"), vocab, len(vocab), stats, tmp_path)
     assert masked(keep) == ["[EOS]", "[PAD]", "[SOS]", "[UNK]", "a", "and", "the"] and rec["stopwords"]["masked"] == 3
     (tmp_path / "stop.txt").write_text("# colours\nRED\nblue\n")
-    keep, _ = vocab_keep(ModelConfig(mask_special_tokens=False, stopwords=str(tmp_path / "stop.txt")), vocab,
-                         len(vocab), stats, tmp_path)
+    keep, _ = vocab_keep(
+        ModelConfig(mask_special_tokens=False, stopwords=str(tmp_path / "stop.txt")), vocab, len(vocab), stats, tmp_path
+    )
     assert masked(keep) == ["blue", "red"]
     # DF over the 4 captions: red 3/4, circle 3/4, a 2/4; a cap of 0.5 masks the terms in more than half
     keep, rec = vocab_keep(ModelConfig(mask_special_tokens=False, max_df=0.5), vocab, len(vocab), stats, tmp_path)

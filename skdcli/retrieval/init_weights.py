@@ -25,8 +25,12 @@ from ..engine.errors import SkdError
 # under text_encoder.bert; HF CLIP: text_projection / visual_projection (no bias) and
 # text_model.embeddings.token_embedding.
 CHECKPOINT_NAMES: dict[str, tuple[str, ...]] = {
-    "E": ("E", "text_encoder.embeddings.word_embeddings.weight", "text_encoder.bert.embeddings.word_embeddings.weight",
-          "text_model.embeddings.token_embedding.weight"),
+    "E": (
+        "E",
+        "text_encoder.embeddings.word_embeddings.weight",
+        "text_encoder.bert.embeddings.word_embeddings.weight",
+        "text_model.embeddings.token_embedding.weight",
+    ),
     "text_proj.weight": ("text_proj.weight", "text_projection.weight"),
     "text_proj.bias": ("text_proj.bias",),
     "vision_proj.weight": ("vision_proj.weight", "visual_projection.weight"),
@@ -65,8 +69,11 @@ def read_init_file(path: str | Path) -> dict[str, torch.Tensor]:
         except SkdError:
             raise
         except Exception as exc:
-            raise SkdError(f"cannot load as plain tensors with torch.load(weights_only=True) "
-                           f"({exc.__class__.__name__}); save the state dict as safetensors", path) from exc
+            raise SkdError(
+                f"cannot load as plain tensors with torch.load(weights_only=True) "
+                f"({exc.__class__.__name__}); save the state dict as safetensors",
+                path,
+            ) from exc
     out: dict[str, torch.Tensor] = {}
     for ours, names in CHECKPOINT_NAMES.items():
         found = next((n for n in names if n in sd), None)
@@ -74,14 +81,19 @@ def read_init_file(path: str | Path) -> dict[str, torch.Tensor]:
             out[ours] = sd[found].detach().float().contiguous().clone()
     missing = [n for n in ("text_proj.weight", "vision_proj.weight") if n not in out]
     if missing:
-        raise SkdError(f"has no {' / '.join(CHECKPOINT_NAMES[missing[0]])} tensor (expected the LAVIS BLIP/ALBEF "
-                       "retrieval names text_proj.weight, vision_proj.weight, text_encoder.embeddings.word_embeddings.weight)",
-                       path)
+        raise SkdError(
+            f"has no {' / '.join(CHECKPOINT_NAMES[missing[0]])} tensor (expected the LAVIS BLIP/ALBEF "
+            "retrieval names text_proj.weight, vision_proj.weight, text_encoder.embeddings.word_embeddings.weight)",
+            path,
+        )
     for name in ("text_proj", "vision_proj"):
         w, b = out[f"{name}.weight"], out.get(f"{name}.bias")
         if w.ndim != 2 or (b is not None and b.shape != (w.shape[0],)):
-            raise SkdError(f"{name}: weight {tuple(w.shape)} and bias {tuple(b.shape) if b is not None else None} "
-                           "are not a linear layer", path)
+            raise SkdError(
+                f"{name}: weight {tuple(w.shape)} and bias {tuple(b.shape) if b is not None else None} "
+                "are not a linear layer",
+                path,
+            )
     if "E" in out and out["E"].ndim != 2:
         raise SkdError(f"word embeddings have shape {tuple(out['E'].shape)}, expected (V, d)", path)
     return out
@@ -91,9 +103,16 @@ def shape(t) -> list[int]:
     return [int(n) for n in t.shape]
 
 
-def init_tensors_for(model_cfg, init: dict[str, torch.Tensor], text_dim: int, img_dim: int,
-                     vocab_size: int, word_dim: int, init_file: Path,
-                     origin: str | None) -> tuple[dict[str, torch.Tensor], dict]:
+def init_tensors_for(
+    model_cfg,
+    init: dict[str, torch.Tensor],
+    text_dim: int,
+    img_dim: int,
+    vocab_size: int,
+    word_dim: int,
+    init_file: Path,
+    origin: str | None,
+) -> tuple[dict[str, torch.Tensor], dict]:
     """The tensors to copy into a ``SparseDenseRetriever`` (its parameter names) and the record of
     where every layer starts. Raises ``SkdError`` naming both shapes when a requested tensor does not
     fit, and when a requested tensor is absent (the dataset was prepared without an encoder / --init).
@@ -108,37 +127,55 @@ def init_tensors_for(model_cfg, init: dict[str, torch.Tensor], text_dim: int, im
             want = [model_cfg.proj_dim, in_dim]
             w = init.get(f"{name}.weight")
             if w is None:
-                raise SkdError(f"model.init_proj_from_encoder is true but the prepared dataset has no {name} "
-                               f"({how_to}, or set model.init_proj_from_encoder=false to start it at random)",
-                               init_file.parent)
+                raise SkdError(
+                    f"model.init_proj_from_encoder is true but the prepared dataset has no {name} "
+                    f"({how_to}, or set model.init_proj_from_encoder=false to start it at random)",
+                    init_file.parent,
+                )
             if shape(w) != want:
-                hint = (f"; set model.proj_dim={w.shape[0]}" if w.shape[1] == in_dim else
-                        f"; the embeddings are {in_dim}-d")
-                raise SkdError(f"{name}: the encoder's weight is {tuple(w.shape)} but the model's is {tuple(want)}{hint} "
-                               f"(or model.init_proj_from_encoder=false)", init_file)
+                hint = (
+                    f"; set model.proj_dim={w.shape[0]}" if w.shape[1] == in_dim else f"; the embeddings are {in_dim}-d"
+                )
+                raise SkdError(
+                    f"{name}: the encoder's weight is {tuple(w.shape)} but the model's is {tuple(want)}{hint} "
+                    f"(or model.init_proj_from_encoder=false)",
+                    init_file,
+                )
             tensors[f"{name}.weight"] = w
             b = init.get(f"{name}.bias")
             tensors[f"{name}.bias"] = b if b is not None else torch.zeros(w.shape[0])
-            record[name] = {"from": f"{where}: {name}.weight" + (f", {name}.bias" if b is not None else ""),
-                            "shape": want, "bias": "copied" if b is not None else "zeros (the encoder's has none)"}
+            record[name] = {
+                "from": f"{where}: {name}.weight" + (f", {name}.bias" if b is not None else ""),
+                "shape": want,
+                "bias": "copied" if b is not None else "zeros (the encoder's has none)",
+            }
     else:
         for name, in_dim in (("text_proj", text_dim), ("vision_proj", img_dim)):
-            record[name] = {"from": "random (nn.Linear default init; model.init_proj_from_encoder=false)",
-                            "shape": [model_cfg.proj_dim, in_dim]}
+            record[name] = {
+                "from": "random (nn.Linear default init; model.init_proj_from_encoder=false)",
+                "shape": [model_cfg.proj_dim, in_dim],
+            }
     if model_cfg.init_vocab_from_encoder:
         E = init.get("E")
         if E is None:
-            raise SkdError("model.init_vocab_from_encoder is true but the prepared dataset has no word-embedding "
-                           f"matrix E ({how_to} that holds one, or set model.init_vocab_from_encoder=false)",
-                           init_file.parent)
+            raise SkdError(
+                "model.init_vocab_from_encoder is true but the prepared dataset has no word-embedding "
+                f"matrix E ({how_to} that holds one, or set model.init_vocab_from_encoder=false)",
+                init_file.parent,
+            )
         if shape(E) != [vocab_size, word_dim]:
-            raise SkdError(f"vocab_proj: E is {tuple(E.shape)} but the model's is {(vocab_size, word_dim)}; leave "
-                           "model.vocab_size / model.word_dim at 0 to take E's", init_file)
+            raise SkdError(
+                f"vocab_proj: E is {tuple(E.shape)} but the model's is {(vocab_size, word_dim)}; leave "
+                "model.vocab_size / model.word_dim at 0 to take E's",
+                init_file,
+            )
         tensors["vocab_proj.weight"] = E
         record["vocab_proj"] = {"from": f"{where}: E (a detached copy, not tied)", "shape": [vocab_size, word_dim]}
     else:
-        record["vocab_proj"] = {"from": "random (nn.Linear default init; model.init_vocab_from_encoder=false)",
-                                "shape": [vocab_size, word_dim]}
+        record["vocab_proj"] = {
+            "from": "random (nn.Linear default init; model.init_vocab_from_encoder=false)",
+            "shape": [vocab_size, word_dim],
+        }
     record["sparse_proj"] = {"from": "random (nn.Linear default init)", "shape": [word_dim, model_cfg.proj_dim]}
     record["sparse_norm"] = {"from": "LayerNorm default (weight 1, bias 0)", "shape": [word_dim]}
     record["temp"] = {"from": f"model.temperature = {model_cfg.temperature}"}

@@ -50,7 +50,7 @@ def term_statistics(tokenizer, train_captions: list[str], vocab_size: int) -> di
     """Per-term caption document frequency over the train captions and the special-token flags."""
     df = np.zeros(vocab_size, dtype=np.int64)
     for start in range(0, len(train_captions), 4096):
-        ids = tokenizer(train_captions[start:start + 4096], add_special_tokens=False)["input_ids"]
+        ids = tokenizer(train_captions[start : start + 4096], add_special_tokens=False)["input_ids"]
         for row in ids:
             uniq = np.unique(np.asarray(row, dtype=np.int64))
             df[uniq[uniq < vocab_size]] += 1
@@ -67,8 +67,9 @@ def save_term_stats(folder: Path, stats: dict[str, Tensor], n_train_captions: in
     from ..engine.io import atomic_write
 
     path = folder / TERM_STATS
-    atomic_write(path, lambda p: save_file(stats, str(p), metadata={"train_captions": str(n_train_captions),
-                                                                     "source": source}))
+    atomic_write(
+        path, lambda p: save_file(stats, str(p), metadata={"train_captions": str(n_train_captions), "source": source})
+    )
     return path
 
 
@@ -91,8 +92,9 @@ def special_ids(vocab: list[str], stats: dict[str, Tensor] | None) -> tuple[list
     return [], "none known (the dataset has no vocabulary)"
 
 
-def vocab_keep(model_cfg, vocab: list[str], vocab_size: int, stats: tuple[dict, dict] | None,
-               data_path: Path) -> tuple[Tensor, dict]:
+def vocab_keep(
+    model_cfg, vocab: list[str], vocab_size: int, stats: tuple[dict, dict] | None, data_path: Path
+) -> tuple[Tensor, dict]:
     """The (V,) 0/1 mask of usable terms and a record of what was masked and why."""
     keep = torch.ones(vocab_size)
     record: dict = {"vocab_size": vocab_size}
@@ -101,25 +103,35 @@ def vocab_keep(model_cfg, vocab: list[str], vocab_size: int, stats: tuple[dict, 
         ids, how = special_ids(vocab, tensors)
         ids = [i for i in ids if i < vocab_size]
         keep[ids] = 0
-        record["special_tokens"] = {"masked": len(ids), "found_by": how,
-                                    "terms": [vocab[i] if i < len(vocab) else f"[id{i}]" for i in ids[:20]]}
+        record["special_tokens"] = {
+            "masked": len(ids),
+            "found_by": how,
+            "terms": [vocab[i] if i < len(vocab) else f"[id{i}]" for i in ids[:20]],
+        }
     if model_cfg.stopwords:
         if not vocab:
-            raise SkdError("model.stopwords needs the dataset's vocabulary (prepare with --encoder or --vocab)", data_path)
+            raise SkdError(
+                "model.stopwords needs the dataset's vocabulary (prepare with --encoder or --vocab)", data_path
+            )
         stop = read_stopwords(model_cfg.stopwords)
         ids = [i for i, w in enumerate(vocab[:vocab_size]) if w.lower() in stop]
         keep[ids] = 0
         record["stopwords"] = {"list": model_cfg.stopwords, "masked": len(ids)}
     if model_cfg.max_df < 1.0:
         if tensors is None:
-            raise SkdError(f"model.max_df needs caption term statistics ({TERM_STATS}); re-run prep, which writes it",
-                           data_path)
+            raise SkdError(
+                f"model.max_df needs caption term statistics ({TERM_STATS}); re-run prep, which writes it", data_path
+            )
         n = int(stats[1].get("train_captions", "0"))
         df = tensors["train_caption_df"][:vocab_size].float() / max(n, 1)
         ids = torch.nonzero(df > model_cfg.max_df).flatten().tolist()
         keep[ids] = 0
-        record["max_df"] = {"cap": model_cfg.max_df, "masked": len(ids), "train_captions": n,
-                            "terms": [vocab[i] if i < len(vocab) else f"[id{i}]" for i in ids[:20]]}
+        record["max_df"] = {
+            "cap": model_cfg.max_df,
+            "masked": len(ids),
+            "train_captions": n,
+            "terms": [vocab[i] if i < len(vocab) else f"[id{i}]" for i in ids[:20]],
+        }
     record["usable_terms"] = int(keep.sum())
     if record["usable_terms"] == 0:
         raise SkdError("every vocabulary term is masked (model.mask_special_tokens / stopwords / max_df)", data_path)
@@ -148,5 +160,8 @@ def top_mass_terms(z_q: Tensor, z_d: Tensor, gold: Tensor, vocab: list[str], n: 
     if total <= 0:
         return []
     vals, idx = per_term.topk(min(n, per_term.numel()))
-    return [[vocab[i] if i < len(vocab) else f"[id{i}]", round(float(v) / total, 4)]
-            for v, i in zip(vals.tolist(), idx.tolist()) if v > 0]
+    return [
+        [vocab[i] if i < len(vocab) else f"[id{i}]", round(float(v) / total, 4)]
+        for v, i in zip(vals.tolist(), idx.tolist())
+        if v > 0
+    ]
