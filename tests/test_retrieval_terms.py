@@ -114,3 +114,29 @@ def test_sparse_logits_and_scores_stay_fp32_under_bf16_autocast() -> None:
     fp32_scores = ref["z_i"] @ ref["z_t"].t()
     assert (bf16_scores - fp32_scores).abs().max() > 0.05  # what bf16 would cost (issue: up to ~0.1 logit)
     assert torch.allclose(sparse, out["z_i"] @ out["z_t"].t(), rtol=1e-6, atol=1e-5)  # S_s computed in fp32
+
+
+def test_a_run_from_before_the_mask_is_loaded_and_resumed_unmasked(retrieval_run: Path, tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    import yaml
+
+    from conftest import invoke, invoke_json
+
+    old = tmp_path / "old"
+    shutil.copytree(retrieval_run, old)
+    saved = yaml.safe_load((old / "config.yaml").read_text())
+    del saved["model"]["mask_special_tokens"]  # as written before the key existed
+    (old / "config.yaml").write_text(yaml.safe_dump(saved))
+    human = invoke("retrieval", "eval", "--run-dir", old)
+    assert human.exit_code == 0 and "predates model.mask_special_tokens" in " ".join(human.stderr.split())
+    unmasked = json.loads((old / "eval.json").read_text())
+    masked = invoke_json("retrieval", "eval", "--run-dir", retrieval_run)
+    # same weights, same logits: unmasking can only add terms, and the dense branch does not see the mask
+    assert unmasked["sparsity"]["text_mean_nnz"] > masked["sparsity"]["text_mean_nnz"]
+    special = [r["sparse_mass"]["special_tokens"]["all_pairs"] for r in (unmasked, masked)]
+    assert special[0] > 0 == special[1]
+    assert unmasked["t2i"]["dense"] == masked["t2i"]["dense"]
+    invoke_json("retrieval", "train", "--run-dir", old, "--resume", "--max-steps", "82")
+    assert yaml.safe_load((old / "config.yaml").read_text())["model"]["mask_special_tokens"] is False

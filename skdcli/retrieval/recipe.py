@@ -17,6 +17,7 @@ from ..engine.console import console, metric_table, progress_bar, progress_callb
 from ..engine.contract import StageOptions
 from ..engine.errors import SkdError
 from ..engine.io import atomic_write_json, atomic_write_text
+from ..engine.rundir import RunDir
 from ..engine.schedules import Progress, QuadraticWarmup
 from ..engine.stages import ExportSpec, Pipeline, RecipeHooks, Trained, load_trained, train_run
 from ..engine.trainer import Task
@@ -417,6 +418,13 @@ def _bert_vocab(path: Path):
     return tokenizer, lines
 
 
+def predates_vocab_mask(run: RunDir) -> bool:
+    """True for a run whose config.yaml has no model.mask_special_tokens (trained unmasked)."""
+    from ..engine.config import load_yaml
+
+    return run.config.is_file() and "mask_special_tokens" not in (load_yaml(run.config).get("model") or {})
+
+
 # -- the hooks of the shared train / eval / export / run commands (engine/stages.py) ---------------------------
 class RetrievalHooks(RecipeHooks):
     name = TASK_NAME
@@ -434,7 +442,25 @@ class RetrievalHooks(RecipeHooks):
 
     @restores_threads
     def train(self, opts: StageOptions) -> dict:
+        if opts.resume:
+            run = RunDir(opts.run_dir)
+            if predates_vocab_mask(run):  # resume it as it started: unmasked, written into its config.yaml
+                import yaml
+
+                from ..engine.config import load_yaml
+
+                saved = load_yaml(run.config)
+                saved.setdefault("model", {})["mask_special_tokens"] = False
+                atomic_write_text(run.config, yaml.safe_dump(saved, sort_keys=False))
         return train_run(self, opts)
+
+    def check_data_for(self, run: RunDir, cfg: RetrievalConfig, data_dir: str) -> None:
+        """A run trained before the vocabulary mask existed is loaded as it was trained, unmasked,
+        and says so: the default would otherwise mask terms its weights were trained to use."""
+        if predates_vocab_mask(run):
+            cfg.model.mask_special_tokens = False
+            console.print(f"[yellow]note:[/] {run.config} predates model.mask_special_tokens: loaded unmasked, "
+                          "as it was trained")
 
     @restores_threads
     def evaluate_run(self, trained: Trained, opts: StageOptions) -> dict:
