@@ -119,7 +119,6 @@ class DistillTask(Task):
         if len(self.train_y) < cfg.train.batch_size:
             raise SkdError(f"{len(self.train_y)} training images after the dev hold-out, fewer than one batch "
                            f"(train.batch_size={cfg.train.batch_size})", data_dir)
-        self.data_fingerprint = self.data.info.get("fingerprint")
         self.num_classes = self.data.num_classes
         self.channels, self.size = self.data.shape[0], self.data.shape[1]
         if self.data.shape[1] != self.data.shape[2]:
@@ -138,6 +137,9 @@ class DistillTask(Task):
                                     train_mode=cfg.match.pool_mode == "train")
 
     # -- engine interface -------------------------------------------------------------------------------------
+    def data_fingerprint(self) -> str | None:
+        return self.data.info.get("fingerprint")
+
     def build_classifier(self, arch: str) -> nn.Module:
         return build_classifier(arch, self.cfg.classifier, self.channels, self.size, self.num_classes)
 
