@@ -52,11 +52,11 @@ def test_discriminator_and_generator_losses_by_hand() -> None:
     ce = (math.log(2.0) - math.log(0.75)) / 2  # -log 1/2 and -log 3/4
     loss, terms = discriminator_loss(src_fake, logits, labels, src_real, logits, labels, torch.tensor(0.25),
                                      gp_weight=10.0, class_weight=1.0)
-    assert terms["d_wasserstein"].item() == pytest.approx(2.0 - 1.0)
-    assert terms["d_class"].item() == pytest.approx(2 * ce)
+    assert terms["loss/d_wasserstein"].item() == pytest.approx(2.0 - 1.0)
+    assert terms["loss/d_class"].item() == pytest.approx(2 * ce)
     assert loss.item() == pytest.approx(1.0 + 2 * ce + 2.5)
     loss, terms = generator_adversarial_loss(src_fake, logits, labels, class_weight=0.5)
-    assert loss.item() == pytest.approx(-2.0 + 0.5 * ce) and terms["g_adversarial"].item() == -2.0
+    assert loss.item() == pytest.approx(-2.0 + 0.5 * ce) and terms["loss/g_adversarial"].item() == -2.0
 
 
 def test_dim_logit_mse_by_hand() -> None:

@@ -31,6 +31,8 @@ RECIPE = Recipe(
              commands=("eval",)),
         Flag("--mode", "fixed,on_the_fly (default: eval.modes).", commands=("eval",)),
         Flag("--repeats", "Models per cell, for mean ± std (default: eval.repeats).", int, None, commands=("eval",)),
+        Flag("--epochs", "Epochs of each evaluation model (eval.epochs; DiM: 1000).", int, key="eval.epochs",
+             commands=("eval",)),
         Flag("--select", "last | best_on_test (DiM's optimistic choice) (eval.select).", key="eval.select",
              commands=("eval",)),
         Flag("--references/--no-references", "Also train on random real subsets and the full real train split.",

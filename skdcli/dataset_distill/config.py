@@ -76,7 +76,7 @@ class MatchConfig:
     init: str = ""  # the stage-1 weights: a cgan run dir, its model.safetensors, or a pretrained file (required)
     pool: list[str] = field(default_factory=lambda: ["convnet", "resnet10"])  # DiM: all five POOL_ARCHS
     redraw_every_steps: int = 0  # 0 = a fresh pool model each epoch (DiM); N = every N generator steps
-    online_batches: int = 16  # SGD steps on real data before each generator step (DiM --epochs-match-train)
+    online_batches: int = 4  # SGD steps on real data before each generator step (DiM --epochs-match-train: 16)
     online_lr: float = 0.01
     online_momentum: float = 0.9
     online_weight_decay: float = 5e-4
@@ -99,7 +99,7 @@ class SelectConfig:
 
     ipc: int = 10
     arch: str = "convnet"
-    steps: int = 150
+    steps: int = 100
     batch_size: int = 64
 
 
@@ -111,9 +111,9 @@ class EvalConfig:
     archs: list[str] = field(default_factory=lambda: ["convnet", "resnet10"])
     modes: list[str] = field(default_factory=lambda: ["fixed", "on_the_fly"])
     repeats: int = 3
-    epochs: int = 300  # DiM: 1000
+    epochs: int = 150  # DiM: 1000
     batch_size: int = 64  # DiM: 64 (pool_match.py) / 128 (validate.py)
-    lr: float = 0.01
+    lr: float = 0.03  # DiM: 0.01 (for 1000 epochs)
     momentum: float = 0.9
     weight_decay: float = 5e-4
     dsa: str = "color_crop"  # DiM aug_rand for the evaluation models
@@ -121,14 +121,14 @@ class EvalConfig:
     on_the_fly_batches: str = "floor_plus_one"
     select: str = "last"  # last (ours) | best_on_test (DiM: the best test top-1 over test points, optimistic)
     test_every_epochs: int = 0  # test points for best_on_test (DiM: 200); 0 = only the last epoch
-    full_real_steps: int = 1500  # the full-real-train-set reference row: SGD steps
+    full_real_steps: int = 600  # the full-real-train-set reference row: SGD steps
     vectorize: bool = True  # train the repeats of one cell as one torch.func.vmap ensemble
 
 
 def _train_defaults() -> TrainConfig:
     # DiM: Adam lr 1e-4 betas (0, 0.9) for both players, batch 128 (stage 1) / 64 (stage 2); no
     # weight decay, no clipping, constant LR.
-    return TrainConfig(max_steps=300, batch_size=64, lr=2e-4, weight_decay=0.0, betas=[0.0, 0.9],
+    return TrainConfig(max_steps=150, batch_size=64, lr=2e-4, weight_decay=0.0, betas=[0.0, 0.9],
                        lr_schedule="constant", warmup_steps=0, grad_clip=0.0, log_every=10, eval_every=0,
                        checkpoint_every=100, best_metric="dev_top1", best_mode="max", group_by_length=False)
 

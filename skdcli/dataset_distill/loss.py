@@ -37,7 +37,7 @@ def discriminator_loss(source_fake: Tensor, class_fake: Tensor, labels_fake: Ten
                        class_weight: float = 1.0) -> tuple[Tensor, dict[str, Tensor]]:
     wasserstein = source_fake.mean() - source_real.mean()
     ce = F.cross_entropy(class_fake, labels_fake) + F.cross_entropy(class_real, labels_real)
-    terms = {"d_wasserstein": wasserstein, "d_class": ce, "d_gp": penalty}
+    terms = {"loss/d_wasserstein": wasserstein, "loss/d_class": ce, "loss/d_gp": penalty}
     return wasserstein + class_weight * ce + gp_weight * penalty, terms
 
 
@@ -45,7 +45,7 @@ def generator_adversarial_loss(source: Tensor, class_logits: Tensor, labels: Ten
                                class_weight: float = 1.0) -> tuple[Tensor, dict[str, Tensor]]:
     adversarial = -source.mean()
     ce = F.cross_entropy(class_logits, labels)
-    return adversarial + class_weight * ce, {"g_adversarial": adversarial, "g_class": ce}
+    return adversarial + class_weight * ce, {"loss/g_adversarial": adversarial, "loss/g_class": ce}
 
 
 def dim_logit_mse(real_logits: Tensor, syn_logits: Tensor) -> Tensor:

@@ -294,7 +294,7 @@ class DistillHooks(RecipeHooks):
         repeats = opts.extra.get("repeats") or cfg.eval.repeats
         systems: dict[str, Any] = {"generator": [trained.model.generator]}
         if opts.extra.get("references"):
-            systems.update(random_real="random_real", full_real="full_real")
+            systems.update({"random real": "random_real", "full real": "full_real"})
         device = next(trained.model.parameters()).device
         result = evaluate_systems(systems, trained.task.data, cfg, ipcs, archs, modes, repeats, device,
                                   seed=cfg.train.seed)

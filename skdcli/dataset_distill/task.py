@@ -195,11 +195,11 @@ class DistillTask(Task):
         if m.mse_weight > 0:
             mse = dim_logit_mse(real_logits, syn_logits)
             loss = loss + m.mse_weight * mse
-            logs["match/mse"] = mse.detach()
+            logs["loss/match_mse"] = mse.detach()
         if m.skd_weight > 0:
             skd = skd_logit_loss(real_logits, syn_logits, m.skd_temperature, m.skd_standardize)
             loss = loss + m.skd_weight * skd
-            logs["match/skd"] = skd.detach()
+            logs["loss/match_skd"] = skd.detach()
         logs["weight/mse"], logs["weight/skd"] = m.mse_weight, m.skd_weight
         return loss
 
@@ -229,7 +229,7 @@ class DistillTask(Task):
         loss_d, terms = discriminator_loss(src_fake, cls_fake, y_fake, src_real, cls_real, y_real, penalty,
                                            g_cfg.gp_weight, g_cfg.class_weight)
         logs.update({k: v.detach() for k, v in terms.items()})
-        logs["g_loss"], logs["d_loss"] = loss_g.detach(), loss_d.detach()
+        logs["loss/generator"], logs["loss/critic"] = loss_g.detach(), loss_d.detach()
         logs["d_real_acc"] = (cls_real.argmax(1) == y_real).float().mean()
         return loss_g + loss_d, logs
 
