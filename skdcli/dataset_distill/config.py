@@ -111,7 +111,7 @@ class EvalConfig:
     archs: list[str] = field(default_factory=lambda: ["convnet", "resnet10"])
     modes: list[str] = field(default_factory=lambda: ["fixed", "on_the_fly"])
     repeats: int = 3
-    epochs: int = 150  # DiM: 1000
+    epochs: int = 100  # DiM: 1000
     batch_size: int = 64  # DiM: 64 (pool_match.py) / 128 (validate.py)
     lr: float = 0.03  # DiM: 0.01 (for 1000 epochs)
     momentum: float = 0.9
@@ -128,7 +128,7 @@ class EvalConfig:
 def _train_defaults() -> TrainConfig:
     # DiM: Adam lr 1e-4 betas (0, 0.9) for both players, batch 128 (stage 1) / 64 (stage 2); no
     # weight decay, no clipping, constant LR.
-    return TrainConfig(max_steps=150, batch_size=64, lr=2e-4, weight_decay=0.0, betas=[0.0, 0.9],
+    return TrainConfig(max_steps=100, batch_size=64, lr=2e-4, weight_decay=0.0, betas=[0.0, 0.9],
                        lr_schedule="constant", warmup_steps=0, grad_clip=0.0, log_every=10, eval_every=0,
                        checkpoint_every=100, best_metric="dev_top1", best_mode="max", group_by_length=False)
 
