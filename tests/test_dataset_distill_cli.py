@@ -35,11 +35,35 @@ def test_prep_bad_idx_is_one_line(tmp_path: Path) -> None:
 
 
 def test_train_match_needs_stage1_weights(dataset_distill_data: Path, tmp_path: Path) -> None:
-    result = invoke("dataset-distill", "train", "--stage", "match", "--data", dataset_distill_data, "--run-dir",
-                    tmp_path / "r", "--max-steps", "1", *sets(*DD_TINY))
+    result = invoke(
+        "dataset-distill",
+        "train",
+        "--stage",
+        "match",
+        "--data",
+        dataset_distill_data,
+        "--run-dir",
+        tmp_path / "r",
+        "--max-steps",
+        "1",
+        *sets(*DD_TINY),
+    )
     assert_one_line_error(result, "match.init", exit_code=2)
-    result = invoke("dataset-distill", "train", "--stage", "match", "--init", tmp_path / "missing", "--data",
-                    dataset_distill_data, "--run-dir", tmp_path / "r2", "--max-steps", "1", *sets(*DD_TINY))
+    result = invoke(
+        "dataset-distill",
+        "train",
+        "--stage",
+        "match",
+        "--init",
+        tmp_path / "missing",
+        "--data",
+        dataset_distill_data,
+        "--run-dir",
+        tmp_path / "r2",
+        "--max-steps",
+        "1",
+        *sets(*DD_TINY),
+    )
     assert_one_line_error(result, "missing", "stage-1 weights not found")
 
 
@@ -56,20 +80,49 @@ def test_both_stages_log_each_term(dataset_distill_cgan: Path, dataset_distill_r
 
 
 def test_baseline_is_dim_logit_matching(dataset_distill_data: Path, dataset_distill_cgan: Path, tmp_path: Path) -> None:
-    out = invoke_json("dataset-distill", "train", "--stage", "match", "--init", dataset_distill_cgan, "--baseline",
-                      "--data", dataset_distill_data, "--run-dir", tmp_path / "dim", "--max-steps", "1",
-                      *sets(*DD_TINY))
+    out = invoke_json(
+        "dataset-distill",
+        "train",
+        "--stage",
+        "match",
+        "--init",
+        dataset_distill_cgan,
+        "--baseline",
+        "--data",
+        dataset_distill_data,
+        "--run-dir",
+        tmp_path / "dim",
+        "--max-steps",
+        "1",
+        *sets(*DD_TINY),
+    )
     assert out["skd_weight"] == 0.0 and out["mse_weight"] == 0.01
     row = json.loads((tmp_path / "dim" / "metrics.jsonl").read_text().splitlines()[0])
     assert "loss/match_mse" in row and "loss/match_skd" not in row and row["weight/mse"] == pytest.approx(0.01)
 
 
 def test_eval_names_both_modes_and_references(dataset_distill_run: Path) -> None:
-    result = invoke_json("dataset-distill", "eval", "--run-dir", dataset_distill_run, "--ipc", "1,2", "--arch",
-                         "convnet,resnet10", "--mode", "fixed,on_the_fly", "--references")
+    result = invoke_json(
+        "dataset-distill",
+        "eval",
+        "--run-dir",
+        dataset_distill_run,
+        "--ipc",
+        "1,2",
+        "--arch",
+        "convnet,resnet10",
+        "--mode",
+        "fixed,on_the_fly",
+        "--references",
+    )
     rows = {(r["system"], r["arch"], r["ipc"], r["mode"]) for r in result["rows"]}
     assert ("generator", "resnet10", 2, "on_the_fly") in rows and ("generator", "convnet", 1, "fixed") in rows
-    assert ("random real", "convnet", 2, "fixed") in rows and ("full real", "resnet10", None, "full train split") in rows
+    assert ("random real", "convnet", 2, "fixed") in rows and (
+        "full real",
+        "resnet10",
+        None,
+        "full train split",
+    ) in rows
     assert len(rows) == 2 * (4 + 2 + 1) and result["select"] == "last" and result["split"] == "test"
     assert all(len(r["top1"]) == 2 and 0 <= r["top1_mean"] <= 100 for r in result["rows"])
     assert json.loads((dataset_distill_run / "eval.json").read_text())["rows"] == result["rows"]
@@ -82,15 +135,33 @@ def test_export_and_sample_grid(dataset_distill_run: Path, tmp_path: Path) -> No
     assert manifest["task"] == "dataset-distill" and manifest["parity"]["max_abs_diff"] < 1e-5
     assert manifest["noise_dim"] == 32 and manifest["classes"][3] == "3"
     out = tmp_path / "grid.png"
-    result = invoke("dataset-distill", "sample", "--model", dataset_distill_run / "export", "--class", "3", "--n", "16",
-                    "--out", out)
+    result = invoke(
+        "dataset-distill",
+        "sample",
+        "--model",
+        dataset_distill_run / "export",
+        "--class",
+        "3",
+        "--n",
+        "16",
+        "--out",
+        out,
+    )
     assert result.exit_code == 0 and result.stdout.strip() == str(out)
     with Image.open(out) as img:
         assert img.mode == "L" and img.size == (4 * 65 + 1, 4 * 65 + 1)  # 4x4 grid of 8x8 images shown x8
     again = invoke("dataset-distill", "sample", "--model", dataset_distill_run / "export", "--class", "3", "--out", out)
     assert_one_line_error(again, "already exists")
-    bad = invoke("dataset-distill", "sample", "--model", dataset_distill_run / "export", "--class", "12", "--out",
-                 tmp_path / "x.png")
+    bad = invoke(
+        "dataset-distill",
+        "sample",
+        "--model",
+        dataset_distill_run / "export",
+        "--class",
+        "12",
+        "--out",
+        tmp_path / "x.png",
+    )
     assert_one_line_error(bad, "--class 12 out of range")
 
 
@@ -104,11 +175,14 @@ def test_generate_fixed_seed_is_bit_identical(dataset_distill_run: Path, tmp_pat
         if name.name != "generate.json":  # it records the wall-clock speed
             assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
     tensors = load_file(tmp_path / "a" / "images.safetensors")
-    assert tensors["images"].shape == (30, 1, 8, 8) and tensors["labels"].tolist() == [c for c in range(10) for _ in range(3)]
+    assert tensors["images"].shape == (30, 1, 8, 8) and tensors["labels"].tolist() == [
+        c for c in range(10) for _ in range(3)
+    ]
     with Image.open(tmp_path / "a" / "3" / "000009.png") as img:  # the PNGs hold the tensor file's pixels
         assert torch.equal(torch.from_numpy(np.asarray(img).copy()), tensors["images"][9, 0])
-    fresh = invoke_json("dataset-distill", "generate", "--run-dir", dataset_distill_run, "--ipc", "3", "--out",
-                        tmp_path / "c")
+    fresh = invoke_json(
+        "dataset-distill", "generate", "--run-dir", dataset_distill_run, "--ipc", "3", "--out", tmp_path / "c"
+    )
     assert fresh["fixed_seed"] is False and fresh["images_sha256"] != first["images_sha256"]
     refused = invoke(*args, "--out", tmp_path / "a")
     assert_one_line_error(refused, "already exists; pass --overwrite")
@@ -131,8 +205,9 @@ STEPS = 9
 
 
 def _kill_mid_run(args: list[str], run_dir: Path) -> None:
-    proc = subprocess.Popen([sys.executable, "-c", SLOW_CLI, *args], cwd=REPO, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SLOW_CLI, *args], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 300
     while not (run_dir / "checkpoints" / "step_00000004").exists():  # wait for the 2nd checkpoint
         assert proc.poll() is None, "training ended before it could be killed"
@@ -151,11 +226,22 @@ def _final_state(run_dir: Path) -> tuple[dict, dict]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", ["cgan", "match"])
-def test_sigkill_then_resume_is_bit_identical(stage: str, dataset_distill_data: Path, dataset_distill_cgan: Path,
-                                              tmp_path: Path) -> None:
-    common = ["dataset-distill", "train", "--stage", stage, "--data", str(dataset_distill_data), "--max-steps",
-              str(STEPS), "--checkpoint-every", "2", *sets(*DD_TINY, "train.keep_checkpoints=20",
-                                                            "match.redraw_every_steps=3")]
+def test_sigkill_then_resume_is_bit_identical(
+    stage: str, dataset_distill_data: Path, dataset_distill_cgan: Path, tmp_path: Path
+) -> None:
+    common = [
+        "dataset-distill",
+        "train",
+        "--stage",
+        stage,
+        "--data",
+        str(dataset_distill_data),
+        "--max-steps",
+        str(STEPS),
+        "--checkpoint-every",
+        "2",
+        *sets(*DD_TINY, "train.keep_checkpoints=20", "match.redraw_every_steps=3"),
+    ]
     if stage == "match":
         common += ["--init", str(dataset_distill_cgan)]
     straight, killed = tmp_path / "straight", tmp_path / "killed"
@@ -170,6 +256,12 @@ def test_sigkill_then_resume_is_bit_identical(stage: str, dataset_distill_data: 
     if stage == "match":  # the pool model: same draw (architecture, weights, SGD momentum)
         assert t1["pool"]["arch"] == t2["pool"]["arch"] and t1["pool"]["draw_index"] == t2["pool"]["draw_index"] == 2
         assert all(torch.equal(t1["pool"]["model"][k], t2["pool"]["model"][k]) for k in t1["pool"]["model"])
-    losses = [[(r["step"], r["loss"]) for r in map(json.loads, (d / "metrics.jsonl").read_text().splitlines())
-               if r["split"] == "train"] for d in (straight, killed)]
+    losses = [
+        [
+            (r["step"], r["loss"])
+            for r in map(json.loads, (d / "metrics.jsonl").read_text().splitlines())
+            if r["split"] == "train"
+        ]
+        for d in (straight, killed)
+    ]
     assert losses[0] == losses[1]

@@ -15,10 +15,24 @@ import pytest
 from PIL import Image
 
 from skdcli.dataset_distill.data import PreparedImages, prepare_dataset
-from skdcli.dataset_distill.formats import (IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, load_cifar_pickle, read_cifar_binary,
-                                            read_cifar_python, read_idx, read_idx_pair, read_image_folder)
-from skdcli.dataset_distill.synth import (cifar_python_bytes, idx_bytes, synthetic_images, write_cifar,
-                                          write_idx_split, write_image_folder)
+from skdcli.dataset_distill.formats import (
+    IDX_IMAGES_MAGIC,
+    IDX_LABELS_MAGIC,
+    load_cifar_pickle,
+    read_cifar_binary,
+    read_cifar_python,
+    read_idx,
+    read_idx_pair,
+    read_image_folder,
+)
+from skdcli.dataset_distill.synth import (
+    cifar_python_bytes,
+    idx_bytes,
+    synthetic_images,
+    write_cifar,
+    write_idx_split,
+    write_image_folder,
+)
 from skdcli.engine.errors import SkdError
 
 
@@ -45,7 +59,9 @@ def test_idx_pair_roundtrip(tmp_path: Path, gz: bool) -> None:
     x, y = _mnist_like(12)
     write_idx_split(tmp_path, "train", x, y, gz=gz)
     suffix = ".gz" if gz else ""
-    images, labels = read_idx_pair(tmp_path / f"train-images-idx3-ubyte{suffix}", tmp_path / f"train-labels-idx1-ubyte{suffix}")
+    images, labels = read_idx_pair(
+        tmp_path / f"train-images-idx3-ubyte{suffix}", tmp_path / f"train-labels-idx1-ubyte{suffix}"
+    )
     assert images.shape == (12, 1, 28, 28) and np.array_equal(images[:, 0], x) and np.array_equal(labels, y)
 
 
@@ -261,7 +277,10 @@ def test_prep_refuses_to_overwrite_and_keeps_old_on_failure(tmp_path: Path) -> N
     with pytest.raises(SkdError, match="raw data directory not found"):
         prepare_dataset("mnist", tmp_path / "nowhere", tmp_path / "d", overwrite=True)
     assert (tmp_path / "d" / "prep.json").read_text() == before
-    assert prepare_dataset("digits", None, tmp_path / "d", overwrite=True)["fingerprint"] == json.loads(before)["fingerprint"]
+    assert (
+        prepare_dataset("digits", None, tmp_path / "d", overwrite=True)["fingerprint"]
+        == json.loads(before)["fingerprint"]
+    )
 
 
 def test_prep_unknown_source_and_missing_raw(tmp_path: Path) -> None:

@@ -11,12 +11,33 @@ import torch
 import torch.nn.functional as F
 
 from skdcli.dataset_distill.config import ClassifierConfig, DiscriminatorConfig, DistillConfig, GeneratorConfig
-from skdcli.dataset_distill.evaluate import (FixedSet, OnTheFly, TrainSpec, generate_fixed, mean_std,
-                                             random_real_subset, select_top1, train_models)
-from skdcli.dataset_distill.loss import (dim_logit_mse, discriminator_loss, generator_adversarial_loss,
-                                         gradient_penalty, skd_logit_loss)
-from skdcli.dataset_distill.model import (ConditionalGAN, ConvNet, Discriminator, Generator, ResNet, Sampler,
-                                          build_classifier, conditional_noise)
+from skdcli.dataset_distill.evaluate import (
+    FixedSet,
+    OnTheFly,
+    TrainSpec,
+    generate_fixed,
+    mean_std,
+    random_real_subset,
+    select_top1,
+    train_models,
+)
+from skdcli.dataset_distill.loss import (
+    dim_logit_mse,
+    discriminator_loss,
+    generator_adversarial_loss,
+    gradient_penalty,
+    skd_logit_loss,
+)
+from skdcli.dataset_distill.model import (
+    ConditionalGAN,
+    ConvNet,
+    Discriminator,
+    Generator,
+    ResNet,
+    Sampler,
+    build_classifier,
+    conditional_noise,
+)
 from skdcli.dataset_distill.pool import PoolTeacher
 from skdcli.dataset_distill.task import DIM_DISCRIMINATOR, DIM_GENERATOR, _ordered_prefixes, load_stage1
 from skdcli.engine.dsa import DSA, cutout_mask, translate
@@ -50,8 +71,9 @@ def test_discriminator_and_generator_losses_by_hand() -> None:
     logits = torch.tensor([[0.0, 0.0], [ln3, 0.0]])
     labels = torch.tensor([0, 0])
     ce = (math.log(2.0) - math.log(0.75)) / 2  # -log 1/2 and -log 3/4
-    loss, terms = discriminator_loss(src_fake, logits, labels, src_real, logits, labels, torch.tensor(0.25),
-                                     gp_weight=10.0, class_weight=1.0)
+    loss, terms = discriminator_loss(
+        src_fake, logits, labels, src_real, logits, labels, torch.tensor(0.25), gp_weight=10.0, class_weight=1.0
+    )
     assert terms["loss/d_wasserstein"].item() == pytest.approx(2.0 - 1.0)
     assert terms["loss/d_class"].item() == pytest.approx(2 * ce)
     assert loss.item() == pytest.approx(1.0 + 2 * ce + 2.5)
@@ -64,7 +86,7 @@ def test_dim_logit_mse_by_hand() -> None:
     syn = torch.tensor([[math.log(3.0), 0.0]], requires_grad=True)
     d0 = -math.log(2) - math.log(0.75)
     d1 = -math.log(2) - math.log(0.25)
-    assert dim_logit_mse(real, syn).item() == pytest.approx((d0 ** 2 + d1 ** 2) / 2)
+    assert dim_logit_mse(real, syn).item() == pytest.approx((d0**2 + d1**2) / 2)
 
 
 def _softmax(v: list[float]) -> list[float]:
@@ -80,7 +102,7 @@ def test_skd_logit_loss_by_hand_and_its_gradient_path() -> None:
     z_syn = [-1 / s, -1 / s, 2 / s]
     t = 2.0
     p, q = _softmax([v / t for v in z_real]), _softmax([v / t for v in z_syn])
-    expected = t ** 2 * sum(pi * (math.log(pi) - math.log(qi)) for pi, qi in zip(p, q))
+    expected = t**2 * sum(pi * (math.log(pi) - math.log(qi)) for pi, qi in zip(p, q))
     loss = skd_logit_loss(real, syn, temperature=t, standardize=True)
     assert loss.item() == pytest.approx(expected, rel=1e-5)
     loss.backward()
@@ -90,7 +112,7 @@ def test_skd_logit_loss_by_hand_and_its_gradient_path() -> None:
     assert shifted.item() == pytest.approx(expected, rel=1e-5)
     raw = skd_logit_loss(real.detach(), syn.detach(), temperature=t, standardize=False)
     p, q = _softmax([v / t for v in [1.0, 2.0, 3.0]]), _softmax([v / t for v in [0.0, 0.0, 3.0]])
-    assert raw.item() == pytest.approx(t ** 2 * sum(pi * math.log(pi / qi) for pi, qi in zip(p, q)), rel=1e-5)
+    assert raw.item() == pytest.approx(t**2 * sum(pi * math.log(pi / qi) for pi, qi in zip(p, q)), rel=1e-5)
 
 
 # -- DSA (engine/dsa.py) ------------------------------------------------------------------------------------------
@@ -149,8 +171,9 @@ def test_conditional_noise_writes_the_one_hot_label() -> None:
 
 @pytest.mark.parametrize("size,ups,convs,channels", [(8, 2, [1, 0], 1), (28, 3, [3, 1, 0], 1), (32, 3, [3, 1, 0], 3)])
 def test_generator_and_discriminator_shapes(size: int, ups: int, convs: list[int], channels: int) -> None:
-    gen = Generator(GeneratorConfig(noise_dim=20, channels=8, upsamples=ups, convs_after_upsample=convs), channels,
-                    size, 10)
+    gen = Generator(
+        GeneratorConfig(noise_dim=20, channels=8, upsamples=ups, convs_after_upsample=convs), channels, size, 10
+    )
     x = gen(torch.randn(4, 20))
     assert x.shape == (4, channels, size, size) and x.abs().max() <= 1
     if size == 28:
@@ -178,11 +201,12 @@ def test_sampler_writes_the_label() -> None:
     assert torch.allclose(Sampler(gen)(z, labels), expected)
 
 
-# -- pool teacher ---------------------------------------------------------------------------------------------------------
+# -- pool teacher ------------------------------------------------------------------------------------------------------
 def _pool(seed: int = 0) -> PoolTeacher:
     cfg = ClassifierConfig(convnet_width=4, resnet_width=2)
-    return PoolTeacher(["convnet", "resnet10"], lambda a: build_classifier(a, cfg, 1, 8, 10), seed=seed,
-                       steps_per_draw=2)
+    return PoolTeacher(
+        ["convnet", "resnet10"], lambda a: build_classifier(a, cfg, 1, 8, 10), seed=seed, steps_per_draw=2
+    )
 
 
 def _batches(n: int, seed: int):
@@ -225,7 +249,7 @@ def test_pool_state_roundtrip_continues_identically(tmp_path: Path) -> None:
     assert x.grad is not None and all(p.grad is None for p in frozen.parameters())
 
 
-# -- evaluation -----------------------------------------------------------------------------------------------------------
+# -- evaluation --------------------------------------------------------------------------------------------------------
 def test_vectorised_training_equals_one_model_at_a_time() -> None:
     cfg = ClassifierConfig(convnet_width=4, resnet_width=2)
     g = torch.Generator().manual_seed(0)
@@ -235,9 +259,18 @@ def test_vectorised_training_equals_one_model_at_a_time() -> None:
         runs = []
         for vectorize in (True, False):
             sources = [FixedSet(x, y, 16) for x, y in sets]
-            runs.append(train_models(lambda: build_classifier(arch, cfg, 1, 8, 10), [0, 1, 2], sources,
-                                     TrainSpec(steps=6, test_every_steps=3), lambda v: v, test_x, test_y,
-                                     vectorize=vectorize))
+            runs.append(
+                train_models(
+                    lambda a=arch: build_classifier(a, cfg, 1, 8, 10),
+                    [0, 1, 2],
+                    sources,
+                    TrainSpec(steps=6, test_every_steps=3),
+                    lambda v: v,
+                    test_x,
+                    test_y,
+                    vectorize=vectorize,
+                )
+            )
         for vec, loop in zip(*(r["curves"] for r in runs)):
             assert [s for s, _ in vec] == [3, 6]
             assert max(abs(a - b) for (_, a), (_, b) in zip(vec, loop)) <= 1.0, arch  # at most 2 of 200 flip
@@ -259,7 +292,7 @@ def test_fixed_generation_is_reproducible_and_on_the_fly_counts() -> None:
     assert mean_std([1.0, 2.0, 3.0]) == (2.0, 1.0)
 
 
-# -- stage-1 weights from DiM's own checkpoint format -----------------------------------------------------------------------
+# -- stage-1 weights from DiM's own checkpoint format ------------------------------------------------------------------
 def test_load_dim_checkpoint(tmp_path: Path) -> None:
     cfg = DistillConfig()
     cfg.generator = GeneratorConfig(noise_dim=100, channels=8, upsamples=3, convs_after_upsample=[3, 1, 0])
@@ -270,9 +303,15 @@ def test_load_dim_checkpoint(tmp_path: Path) -> None:
         mapping = dict(zip(_ordered_prefixes(module), names))
         return {mapping[k.rsplit(".", 1)[0]] + "." + k.rsplit(".", 1)[1]: v for k, v in module.state_dict().items()}
 
-    torch.save({"generator": to_dim(source.generator, DIM_GENERATOR),
-                "discriminator": to_dim(source.discriminator, DIM_DISCRIMINATOR), "optim_g": {}, "optim_d": {}},
-               tmp_path / "model_dict_convnet.pth")
+    torch.save(
+        {
+            "generator": to_dim(source.generator, DIM_GENERATOR),
+            "discriminator": to_dim(source.discriminator, DIM_DISCRIMINATOR),
+            "optim_g": {},
+            "optim_d": {},
+        },
+        tmp_path / "model_dict_convnet.pth",
+    )
     target = ConditionalGAN(cfg.generator, cfg.discriminator, 3, 32, 10)
     load_stage1(target, str(tmp_path / "model_dict_convnet.pth"))
     assert all(torch.equal(a, b) for a, b in zip(source.state_dict().values(), target.state_dict().values()))

@@ -128,9 +128,22 @@ class EvalConfig:
 def _train_defaults() -> TrainConfig:
     # DiM: Adam lr 1e-4 betas (0, 0.9) for both players, batch 128 (stage 1) / 64 (stage 2); no
     # weight decay, no clipping, constant LR.
-    return TrainConfig(max_steps=100, batch_size=64, lr=2e-4, weight_decay=0.0, betas=[0.0, 0.9],
-                       lr_schedule="constant", warmup_steps=0, grad_clip=0.0, log_every=10, eval_every=0,
-                       checkpoint_every=100, best_metric="dev_top1", best_mode="max", group_by_length=False)
+    return TrainConfig(
+        max_steps=100,
+        batch_size=64,
+        lr=2e-4,
+        weight_decay=0.0,
+        betas=[0.0, 0.9],
+        lr_schedule="constant",
+        warmup_steps=0,
+        grad_clip=0.0,
+        log_every=10,
+        eval_every=0,
+        checkpoint_every=100,
+        best_metric="dev_top1",
+        best_mode="max",
+        group_by_length=False,
+    )
 
 
 @dataclass
@@ -165,10 +178,14 @@ class DistillConfig:
         if not 0 <= self.data.dev_fraction < 1:
             raise SkdError("data.dev_fraction must be in [0, 1)")
         if self.generator.upsamples < 1 or len(self.generator.convs_after_upsample) != self.generator.upsamples:
-            raise SkdError(f"generator.convs_after_upsample must have generator.upsamples="
-                           f"{self.generator.upsamples} entries, got {self.generator.convs_after_upsample}")
+            raise SkdError(
+                f"generator.convs_after_upsample must have generator.upsamples="
+                f"{self.generator.upsamples} entries, got {self.generator.convs_after_upsample}"
+            )
         if any(s not in (1, 2) for s in self.discriminator.strides) or not self.discriminator.strides:
-            raise SkdError(f"discriminator.strides must be a non-empty list of 1s and 2s, got {self.discriminator.strides}")
+            raise SkdError(
+                f"discriminator.strides must be a non-empty list of 1s and 2s, got {self.discriminator.strides}"
+            )
         if self.match.skd_temperature <= 0:
             raise SkdError("match.skd_temperature must be > 0")
         if self.match.mse_weight < 0 or self.match.skd_weight < 0:

@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 
 from ..engine.errors import SkdError
 from ..engine.io import atomic_write, atomic_write_json, read_json
-from .formats import (read_cifar_binary, read_cifar_names, read_cifar_python, read_idx_pair, read_image_folder)
+from .formats import read_cifar_binary, read_cifar_names, read_cifar_python, read_idx_pair, read_image_folder
 
 SOURCES = ("mnist", "fashion-mnist", "cifar10", "cifar100", "imagefolder", "digits", "synthetic")
 NEEDS_RAW = ("mnist", "fashion-mnist", "cifar10", "cifar100", "imagefolder")
@@ -35,8 +35,18 @@ DIM_NORMALIZATION = {
     "mnist": ([0.131], [0.308]),
     "fashion-mnist": ([0.286], [0.353]),
 }
-FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
-                   "Ankle boot"]
+FASHION_CLASSES = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
 
 
 # -- reading one source ------------------------------------------------------------------------------------
@@ -61,18 +71,26 @@ def _find_one(raw: Path, names: tuple[str, ...], what: str) -> Path:
 
 def read_idx_source(raw: Path, classes: list[str]) -> RawSplits:
     def pair(prefix: str) -> tuple[Path, Path]:
-        images = _find_one(raw, (f"{prefix}-images-idx3-ubyte", f"{prefix}-images-idx3-ubyte.gz",
-                                 f"{prefix}-images.idx3-ubyte"), f"{prefix} images IDX file")
-        labels = _find_one(raw, (f"{prefix}-labels-idx1-ubyte", f"{prefix}-labels-idx1-ubyte.gz",
-                                 f"{prefix}-labels.idx1-ubyte"), f"{prefix} labels IDX file")
+        images = _find_one(
+            raw,
+            (f"{prefix}-images-idx3-ubyte", f"{prefix}-images-idx3-ubyte.gz", f"{prefix}-images.idx3-ubyte"),
+            f"{prefix} images IDX file",
+        )
+        labels = _find_one(
+            raw,
+            (f"{prefix}-labels-idx1-ubyte", f"{prefix}-labels-idx1-ubyte.gz", f"{prefix}-labels.idx1-ubyte"),
+            f"{prefix} labels IDX file",
+        )
         return images, labels
 
     (tri, trl), (tei, tel) = pair("train"), pair("t10k")
     train_x, train_y = read_idx_pair(tri, trl, len(classes))
     test_x, test_y = read_idx_pair(tei, tel, len(classes))
     if train_x.shape[1:] != test_x.shape[1:]:
-        raise SkdError(f"test images are {test_x.shape[2]}x{test_x.shape[3]}, train images "
-                       f"{train_x.shape[2]}x{train_x.shape[3]}", tei)
+        raise SkdError(
+            f"test images are {test_x.shape[2]}x{test_x.shape[3]}, train images {train_x.shape[2]}x{train_x.shape[3]}",
+            tei,
+        )
     return RawSplits(train_x, train_y, test_x, test_y, classes, [str(p) for p in (tri, trl, tei, tel)])
 
 
@@ -102,8 +120,14 @@ def read_cifar10_source(raw: Path) -> RawSplits:
         classes = [n for n in (folder / "batches.meta.txt").read_text().split() if n][:10]
     elif not binary and (folder / "batches.meta").is_file():
         classes = read_cifar_names(folder / "batches.meta", "label_names")
-    return RawSplits(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), test_x, test_y,
-                     classes, [str(f) for f in train_files + [test_file]])
+    return RawSplits(
+        np.concatenate([p[0] for p in parts]),
+        np.concatenate([p[1] for p in parts]),
+        test_x,
+        test_y,
+        classes,
+        [str(f) for f in train_files + [test_file]],
+    )
 
 
 def read_cifar100_source(raw: Path) -> RawSplits:
@@ -143,8 +167,10 @@ def read_imagefolder_source(raw: Path, test_fraction: float, seed: int) -> RawSp
         train_x, train_y, classes = read_image_folder(raw / "train")
         test_x, test_y, _ = read_image_folder(raw / "test", classes)
         if train_x.shape[1:] != test_x.shape[1:]:
-            raise SkdError(f"test images are {tuple(test_x.shape[1:])} (C, H, W), train images "
-                           f"{tuple(train_x.shape[1:])}", raw / "test")
+            raise SkdError(
+                f"test images are {tuple(test_x.shape[1:])} (C, H, W), train images {tuple(train_x.shape[1:])}",
+                raw / "test",
+            )
         return RawSplits(train_x, train_y, test_x, test_y, classes, [str(raw / "train"), str(raw / "test")])
     x, y, classes = read_image_folder(raw)
     keep, held = _stratified_split(y, test_fraction, seed)
@@ -180,8 +206,16 @@ def _save_split(path: Path, x: np.ndarray, y: np.ndarray) -> None:
     atomic_write(path, lambda p: save_file(tensors, str(p)))
 
 
-def prepare_dataset(source: str, raw: str | Path | None, out: str | Path, *, overwrite: bool = False,
-                    test_fraction: float = 0.2, seed: int = 0, synthetic_size: int = 8) -> dict:
+def prepare_dataset(
+    source: str,
+    raw: str | Path | None,
+    out: str | Path,
+    *,
+    overwrite: bool = False,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    synthetic_size: int = 8,
+) -> dict:
     """Read ``source`` from ``raw`` into the prepared layout at ``out``; return what ``prep.json`` holds."""
     if source not in SOURCES:
         raise SkdError(f"--source must be one of {', '.join(SOURCES)}, got '{source}'")
@@ -205,8 +239,9 @@ def prepare_dataset(source: str, raw: str | Path | None, out: str | Path, *, ove
 
             raw_path = raw_path or Path(scratch) / "synthetic"
             if raw_path.exists() and any(raw_path.iterdir()):
-                raise SkdError("synthetic --raw must be a new or empty directory (the PNGs are written there)",
-                               raw_path)
+                raise SkdError(
+                    "synthetic --raw must be a new or empty directory (the PNGs are written there)", raw_path
+                )
             write_synthetic_image_folder(raw_path, size=synthetic_size, seed=seed)
             splits = read_imagefolder_source(raw_path, test_fraction, seed)
         else:
@@ -237,14 +272,23 @@ def prepare_dataset(source: str, raw: str | Path | None, out: str | Path, *, ove
             digest.update((tmp / name).read_bytes())
         _, c, h, w = splits.train_x.shape
         info = {
-            "source": source, "raw": str(raw_path) if raw_path else None, "files": splits.files,
-            "num_classes": num_classes, "classes": splits.classes, "channels": int(c), "height": int(h),
-            "width": int(w), "train": int(len(splits.train_y)), "test": int(len(splits.test_y)),
+            "source": source,
+            "raw": str(raw_path) if raw_path else None,
+            "files": splits.files,
+            "num_classes": num_classes,
+            "classes": splits.classes,
+            "channels": int(c),
+            "height": int(h),
+            "width": int(w),
+            "train": int(len(splits.train_y)),
+            "test": int(len(splits.test_y)),
             "train_per_class": np.bincount(splits.train_y, minlength=num_classes).tolist(),
             "test_per_class": np.bincount(splits.test_y, minlength=num_classes).tolist(),
-            "mean": [float(v) for v in mean], "std": [float(v) for v in std],
+            "mean": [float(v) for v in mean],
+            "std": [float(v) for v in std],
             "test_fraction": test_fraction if source in ("imagefolder", "digits", "synthetic") else None,
-            "seed": seed, "fingerprint": digest.hexdigest()[:16],
+            "seed": seed,
+            "fingerprint": digest.hexdigest()[:16],
         }
         atomic_write_json(tmp / "prep.json", info)  # last: marks the directory finished
         old = out.parent / f".old-{out.name}-{os.getpid()}"

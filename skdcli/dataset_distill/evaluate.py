@@ -65,7 +65,7 @@ class FixedSet(BatchSource):
             reps = math.ceil(self.steps_per_epoch * self.batch / n)
             self._order = torch.cat([perm] * reps)  # the last batch of an epoch wraps to the start
             self._pos = 0
-        idx = self._order[self._pos:self._pos + self.batch]
+        idx = self._order[self._pos : self._pos + self.batch]
         self._pos += self.batch
         return self.images[idx], self.labels[idx]
 
@@ -77,8 +77,10 @@ class OnTheFly(BatchSource):
         self.generator, self.num_classes, self.batch = generator.eval(), num_classes, batch_size
         self.steps_per_epoch = num_classes * ipc // batch_size + (1 if plus_one else 0)
         if self.steps_per_epoch == 0:
-            raise ValueError(f"on_the_fly with floor({num_classes} * {ipc} / {batch_size}) = 0 batches per epoch "
-                             "trains nothing (DiM validate.py's count); use floor_plus_one or a smaller batch")
+            raise ValueError(
+                f"on_the_fly with floor({num_classes} * {ipc} / {batch_size}) = 0 batches per epoch "
+                "trains nothing (DiM validate.py's count); use floor_plus_one or a smaller batch"
+            )
         self.device = next(generator.parameters()).device
 
     @torch.no_grad()
@@ -89,15 +91,16 @@ class OnTheFly(BatchSource):
 
 
 @torch.no_grad()
-def generate_fixed(generator: Generator, ipc: int, num_classes: int, seed: int,
-                   batch_size: int = 500) -> tuple[Tensor, Tensor]:
+def generate_fixed(
+    generator: Generator, ipc: int, num_classes: int, seed: int, batch_size: int = 500
+) -> tuple[Tensor, Tensor]:
     """IPC images per class (class-major order) in [-1, 1], from noise drawn with ``seed``."""
     generator.eval()
     device = next(generator.parameters()).device
     gen = torch.Generator().manual_seed(seed)
     labels = torch.arange(num_classes).repeat_interleave(ipc)
     z = conditional_noise(labels, generator.noise_dim, num_classes, gen)
-    images = torch.cat([generator(z[i:i + batch_size].to(device)) for i in range(0, len(z), batch_size)])
+    images = torch.cat([generator(z[i : i + batch_size].to(device)) for i in range(0, len(z), batch_size)])
     return images, labels.to(device)
 
 
@@ -136,15 +139,24 @@ def _test_top1(forward: Callable[[Tensor], Tensor], test_x: Tensor, test_y: Tens
     correct = None
     with torch.no_grad():
         for i in range(0, len(test_y), batch):
-            pred = forward(test_x[i:i + batch]).argmax(-1)
-            hits = (pred == test_y[i:i + batch]).sum(-1).double()
+            pred = forward(test_x[i : i + batch]).argmax(-1)
+            hits = (pred == test_y[i : i + batch]).sum(-1).double()
             correct = hits if correct is None else correct + hits
     return correct * 100.0 / len(test_y)
 
 
-def train_models(build: Callable[[], nn.Module], seeds: list[int], sources: list[BatchSource], spec: TrainSpec,
-                 normalize: Callable[[Tensor], Tensor], test_x: Tensor, test_y: Tensor, *,
-                 vectorize: bool = True, device: torch.device | str = "cpu") -> dict:
+def train_models(
+    build: Callable[[], nn.Module],
+    seeds: list[int],
+    sources: list[BatchSource],
+    spec: TrainSpec,
+    normalize: Callable[[Tensor], Tensor],
+    test_x: Tensor,
+    test_y: Tensor,
+    *,
+    vectorize: bool = True,
+    device: torch.device | str = "cpu",
+) -> dict:
     """Train one fresh model per (seed, source) for ``spec.steps`` steps; return each model's test
     curve ``[(step, top1)]`` plus wall time. ``test_x`` is the classifier input (already normalised)."""
     if len(seeds) != len(sources):
@@ -157,8 +169,10 @@ def train_models(build: Callable[[], nn.Module], seeds: list[int], sources: list
     gens = [torch.Generator().manual_seed(seed + 7) for seed in seeds]
     dsa = DSA(spec.dsa)
     test_x, test_y = test_x.to(device), test_y.to(device)
-    test_points = sorted({spec.steps} | (set(range(spec.test_every_steps, spec.steps + 1, spec.test_every_steps))
-                                        if spec.test_every_steps else set()))
+    test_points = sorted(
+        {spec.steps}
+        | (set(range(spec.test_every_steps, spec.steps + 1, spec.test_every_steps)) if spec.test_every_steps else set())
+    )
     curves: list[list[tuple[int, float]]] = [[] for _ in models]
     start = time.perf_counter()
 
@@ -174,8 +188,7 @@ def train_models(build: Callable[[], nn.Module], seeds: list[int], sources: list
         def call(p: dict, b: dict, x: Tensor) -> Tensor:
             return functional_call(base, (p, b), (x,))
 
-        opt = torch.optim.SGD(list(params.values()), lr=spec.lr, momentum=spec.momentum,
-                              weight_decay=spec.weight_decay)
+        opt = torch.optim.SGD(list(params.values()), lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
         for step in range(1, spec.steps + 1):
             x, y = batches()
             base.train()
@@ -186,13 +199,16 @@ def train_models(build: Callable[[], nn.Module], seeds: list[int], sources: list
             opt.step()
             if step in test_points:
                 base.eval()
-                top1 = _test_top1(lambda xb: vmap(call, in_dims=(0, 0, None))(params, buffers, xb), test_x, test_y,
-                                  spec.test_batch)
+                top1 = _test_top1(
+                    lambda xb: vmap(call, in_dims=(0, 0, None))(params, buffers, xb), test_x, test_y, spec.test_batch
+                )
                 for r, v in enumerate(top1.tolist()):
                     curves[r].append((step, v))
     else:
-        opts = [torch.optim.SGD(m.parameters(), lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
-                for m in models]
+        opts = [
+            torch.optim.SGD(m.parameters(), lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
+            for m in models
+        ]
         for step in range(1, spec.steps + 1):
             x, y = batches()
             for r, (model, opt) in enumerate(zip(models, opts)):

@@ -66,14 +66,18 @@ def read_idx(path: str | Path, expected_magic: int) -> np.ndarray:
     expected = int(np.prod(dims, dtype=np.int64))
     body = len(raw) - header
     if body < expected:
-        raise SkdError(f"truncated IDX body: header declares {'x'.join(map(str, dims))} = {expected} bytes, "
-                       f"file holds {body}", path)
+        raise SkdError(
+            f"truncated IDX body: header declares {'x'.join(map(str, dims))} = {expected} bytes, file holds {body}",
+            path,
+        )
     if body > expected:
         raise SkdError(f"IDX body longer than declared: {body} bytes after the header, {expected} expected", path)
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
 
 
-def read_idx_pair(images_path: str | Path, labels_path: str | Path, num_classes: int = 10) -> tuple[np.ndarray, np.ndarray]:
+def read_idx_pair(
+    images_path: str | Path, labels_path: str | Path, num_classes: int = 10
+) -> tuple[np.ndarray, np.ndarray]:
     images = read_idx(images_path, IDX_IMAGES_MAGIC)
     labels = read_idx(labels_path, IDX_LABELS_MAGIC).astype(np.int64)
     if len(images) != len(labels):
@@ -83,16 +87,20 @@ def read_idx_pair(images_path: str | Path, labels_path: str | Path, num_classes:
 
 
 # -- CIFAR binary ------------------------------------------------------------------------------------------
-def read_cifar_binary(path: str | Path, label_bytes: int = 1, label_index: int = 0,
-                      num_classes: int = 10) -> tuple[np.ndarray, np.ndarray]:
+def read_cifar_binary(
+    path: str | Path, label_bytes: int = 1, label_index: int = 0, num_classes: int = 10
+) -> tuple[np.ndarray, np.ndarray]:
     """A CIFAR binary batch: records of ``label_bytes`` label bytes + 3072 pixel bytes.
     CIFAR-10: label_bytes=1; CIFAR-100: label_bytes=2 (coarse, fine), label_index=1 for fine."""
     path = Path(path)
     raw = _read_maybe_gzip(path)
     record = label_bytes + CIFAR_PIXELS
     if not raw or len(raw) % record:
-        raise SkdError(f"length {len(raw)} is not a whole number of {record}-byte records "
-                       f"({label_bytes} label byte(s) + {CIFAR_PIXELS} pixels); not a CIFAR batch or truncated", path)
+        raise SkdError(
+            f"length {len(raw)} is not a whole number of {record}-byte records "
+            f"({label_bytes} label byte(s) + {CIFAR_PIXELS} pixels); not a CIFAR batch or truncated",
+            path,
+        )
     rows = np.frombuffer(raw, dtype=np.uint8).reshape(-1, record)
     labels = rows[:, label_index].astype(np.int64)
     _check_labels(labels, num_classes, path)
@@ -151,8 +159,11 @@ def load_cifar_pickle(path: str | Path) -> dict:
     try:
         obj = CifarUnpickler(io.BytesIO(raw), encoding="latin1").load()
     except pickle.UnpicklingError as exc:
-        raise SkdError(f"not a CIFAR python batch: {exc} (only dict/list/bytes/numpy arrays are admitted; "
-                       "the pickle was not executed)", path) from exc
+        raise SkdError(
+            f"not a CIFAR python batch: {exc} (only dict/list/bytes/numpy arrays are admitted; "
+            "the pickle was not executed)",
+            path,
+        ) from exc
     except Exception as exc:  # truncated or garbled streams raise EOFError, ValueError, ...
         raise SkdError(f"not a readable CIFAR python batch ({exc.__class__.__name__}: {exc})", path) from exc
     if not isinstance(obj, dict):
@@ -160,7 +171,9 @@ def load_cifar_pickle(path: str | Path) -> dict:
     return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in obj.items()}
 
 
-def read_cifar_python(path: str | Path, label_key: str = "labels", num_classes: int = 10) -> tuple[np.ndarray, np.ndarray]:
+def read_cifar_python(
+    path: str | Path, label_key: str = "labels", num_classes: int = 10
+) -> tuple[np.ndarray, np.ndarray]:
     path = Path(path)
     batch = load_cifar_pickle(path)
     data, labels = batch.get("data"), batch.get(label_key)
@@ -221,9 +234,11 @@ def read_image_folder(root: str | Path, classes: list[str] | None = None) -> tup
                         raise SkdError(f"image mode {mode}; only L (grayscale) and RGB are supported", path)
                     first = (path, size, mode)
                 elif (size, mode) != first[1:]:
-                    raise SkdError(f"image is {size[0]}x{size[1]} {mode} but {first[0]} is "
-                                   f"{first[1][0]}x{first[1][1]} {first[2]}; all images must share size and mode",
-                                   path)
+                    raise SkdError(
+                        f"image is {size[0]}x{size[1]} {mode} but {first[0]} is "
+                        f"{first[1][0]}x{first[1][1]} {first[2]}; all images must share size and mode",
+                        path,
+                    )
                 array = np.asarray(img, dtype=np.uint8)
         except (UnidentifiedImageError, OSError) as exc:
             raise SkdError(f"not a readable image ({exc.__class__.__name__})", path) from exc

@@ -32,17 +32,26 @@ def gradient_penalty(discriminator: nn.Module, real: Tensor, fake: Tensor, alpha
     return ((grad.flatten(1).norm(2, dim=1) - 1) ** 2).mean()
 
 
-def discriminator_loss(source_fake: Tensor, class_fake: Tensor, labels_fake: Tensor, source_real: Tensor,
-                       class_real: Tensor, labels_real: Tensor, penalty: Tensor, gp_weight: float = 10.0,
-                       class_weight: float = 1.0) -> tuple[Tensor, dict[str, Tensor]]:
+def discriminator_loss(
+    source_fake: Tensor,
+    class_fake: Tensor,
+    labels_fake: Tensor,
+    source_real: Tensor,
+    class_real: Tensor,
+    labels_real: Tensor,
+    penalty: Tensor,
+    gp_weight: float = 10.0,
+    class_weight: float = 1.0,
+) -> tuple[Tensor, dict[str, Tensor]]:
     wasserstein = source_fake.mean() - source_real.mean()
     ce = F.cross_entropy(class_fake, labels_fake) + F.cross_entropy(class_real, labels_real)
     terms = {"loss/d_wasserstein": wasserstein, "loss/d_class": ce, "loss/d_gp": penalty}
     return wasserstein + class_weight * ce + gp_weight * penalty, terms
 
 
-def generator_adversarial_loss(source: Tensor, class_logits: Tensor, labels: Tensor,
-                               class_weight: float = 1.0) -> tuple[Tensor, dict[str, Tensor]]:
+def generator_adversarial_loss(
+    source: Tensor, class_logits: Tensor, labels: Tensor, class_weight: float = 1.0
+) -> tuple[Tensor, dict[str, Tensor]]:
     adversarial = -source.mean()
     ce = F.cross_entropy(class_logits, labels)
     return adversarial + class_weight * ce, {"loss/g_adversarial": adversarial, "loss/g_class": ce}
@@ -54,9 +63,18 @@ def dim_logit_mse(real_logits: Tensor, syn_logits: Tensor) -> Tensor:
     return (F.log_softmax(real_logits.detach(), dim=1) - F.log_softmax(syn_logits, dim=1)).pow(2).mean()
 
 
-def skd_logit_loss(real_logits: Tensor, syn_logits: Tensor, temperature: float = 4.0,
-                   standardize: bool = True) -> Tensor:
+def skd_logit_loss(
+    real_logits: Tensor, syn_logits: Tensor, temperature: float = 4.0, standardize: bool = True
+) -> Tensor:
     """Self-KD logit alignment: the pool model's own standardised logits on real images teach its
     logits on generated images (forward KL, T^2 factor, batch mean); the teacher is detached."""
-    return kd_kl_loss(syn_logits, real_logits, temperature, t2_scale=True, direction="forward",
-                      reduction="batchmean", detach_teacher=True, standardize=standardize)
+    return kd_kl_loss(
+        syn_logits,
+        real_logits,
+        temperature,
+        t2_scale=True,
+        direction="forward",
+        reduction="batchmean",
+        detach_teacher=True,
+        standardize=standardize,
+    )

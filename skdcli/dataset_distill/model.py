@@ -14,7 +14,9 @@ from torch import Tensor, nn
 from .config import ClassifierConfig, DiscriminatorConfig, GeneratorConfig
 
 
-def conditional_noise(labels: Tensor, noise_dim: int, num_classes: int, generator: torch.Generator | None = None) -> Tensor:
+def conditional_noise(
+    labels: Tensor, noise_dim: int, num_classes: int, generator: torch.Generator | None = None
+) -> Tensor:
     """z ~ N(0, I) of size noise_dim with its first C dims overwritten by one_hot(label) (DiM)."""
     z = torch.randn(len(labels), noise_dim, generator=generator).to(labels.device)
     return write_label(z, labels, num_classes)
@@ -41,8 +43,10 @@ class Generator(nn.Module):
     def __init__(self, cfg: GeneratorConfig, channels: int, size: int, num_classes: int):
         super().__init__()
         if cfg.noise_dim <= num_classes:
-            raise ValueError(f"generator.noise_dim={cfg.noise_dim} must exceed the {num_classes} classes "
-                             "(the one-hot label is written into the first noise dims)")
+            raise ValueError(
+                f"generator.noise_dim={cfg.noise_dim} must exceed the {num_classes} classes "
+                "(the one-hot label is written into the first noise dims)"
+            )
         self.noise_dim, self.num_classes, self.ch = cfg.noise_dim, num_classes, cfg.channels
         self.sizes = _upsample_sizes(size, cfg.upsamples)
         if self.sizes[0] < 1:
@@ -53,8 +57,11 @@ class Generator(nn.Module):
         layers: list[nn.Module] = []
         for i, n_convs in enumerate(cfg.convs_after_upsample):
             kernel = 4 if self.sizes[i + 1] == 2 * self.sizes[i] else 3
-            layers += [nn.ConvTranspose2d(cfg.channels, cfg.channels, kernel, stride=2, padding=1),
-                       nn.BatchNorm2d(cfg.channels), nn.ReLU()]
+            layers += [
+                nn.ConvTranspose2d(cfg.channels, cfg.channels, kernel, stride=2, padding=1),
+                nn.BatchNorm2d(cfg.channels),
+                nn.ReLU(),
+            ]
             for _ in range(n_convs):
                 layers += [nn.Conv2d(cfg.channels, cfg.channels, 3, padding=1), nn.BatchNorm2d(cfg.channels), nn.ReLU()]
         layers += [nn.Conv2d(cfg.channels, channels, 3, padding=1), nn.Tanh()]
@@ -76,8 +83,11 @@ class Discriminator(nn.Module):
         in_ch, s = channels, size
         for stride in cfg.strides:
             s = (s - 1) // stride + 1  # kernel 3, padding 1
-            layers += [nn.Conv2d(in_ch, cfg.channels, 3, stride=stride, padding=1),
-                       nn.LayerNorm([cfg.channels, s, s]), nn.LeakyReLU()]
+            layers += [
+                nn.Conv2d(in_ch, cfg.channels, 3, stride=stride, padding=1),
+                nn.LayerNorm([cfg.channels, s, s]),
+                nn.LeakyReLU(),
+            ]
             in_ch = cfg.channels
         self.body = nn.Sequential(*layers)
         self.source = nn.Linear(cfg.channels, 1)
@@ -91,8 +101,9 @@ class Discriminator(nn.Module):
 class ConditionalGAN(nn.Module):
     """What the engine trains and checkpoints: both players. Export uses ``Sampler`` (G only)."""
 
-    def __init__(self, gen_cfg: GeneratorConfig, disc_cfg: DiscriminatorConfig, channels: int, size: int,
-                 num_classes: int):
+    def __init__(
+        self, gen_cfg: GeneratorConfig, disc_cfg: DiscriminatorConfig, channels: int, size: int, num_classes: int
+    ):
         super().__init__()
         self.generator = Generator(gen_cfg, channels, size, num_classes)
         self.discriminator = Discriminator(disc_cfg, channels, size, num_classes)
@@ -127,8 +138,9 @@ class ConvNet(nn.Module):
     """DiM ConvNet: depth x [3x3 conv (width), norm, ReLU, 2x2 average pool], then a linear layer on
     the flattened map. A 28x28 one-channel input is padded to 32x32 by the first conv (padding 3)."""
 
-    def __init__(self, channels: int, size: int, num_classes: int, width: int = 128, depth: int = 3,
-                 norm: str = "instance"):
+    def __init__(
+        self, channels: int, size: int, num_classes: int, width: int = 128, depth: int = 3, norm: str = "instance"
+    ):
         super().__init__()
         layers: list[nn.Module] = []
         in_ch, s = channels, size
@@ -159,12 +171,15 @@ class BasicBlock(nn.Module):
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or in_ch != out_ch:
             if avg_pool:  # ResNet-AP: 1x1 conv, then average pooling instead of a strided conv
-                self.shortcut = nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, bias=False),
-                                              nn.AvgPool2d(stride) if stride != 1 else nn.Identity(),
-                                              _norm(norm, out_ch))
+                self.shortcut = nn.Sequential(
+                    nn.Conv2d(in_ch, out_ch, 1, bias=False),
+                    nn.AvgPool2d(stride) if stride != 1 else nn.Identity(),
+                    _norm(norm, out_ch),
+                )
             else:
-                self.shortcut = nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False),
-                                              _norm(norm, out_ch))
+                self.shortcut = nn.Sequential(
+                    nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False), _norm(norm, out_ch)
+                )
 
     def forward(self, x: Tensor) -> Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
@@ -181,8 +196,15 @@ class ResNet(nn.Module):
 
     BLOCKS = {10: 1, 18: 2}
 
-    def __init__(self, channels: int, num_classes: int, depth: int = 18, width: int = 32, norm: str = "batch",
-                 avg_pool: bool = False):
+    def __init__(
+        self,
+        channels: int,
+        num_classes: int,
+        depth: int = 18,
+        width: int = 32,
+        norm: str = "batch",
+        avg_pool: bool = False,
+    ):
         super().__init__()
         if depth not in self.BLOCKS:
             raise ValueError(f"ResNet depth must be one of {sorted(self.BLOCKS)}, got {depth}")

@@ -30,9 +30,19 @@ def draw_seed(seed: int, index: int) -> int:
 
 
 class PoolTeacher(TeacherSignal):
-    def __init__(self, archs: list[str], build: Callable[[str], nn.Module], *, seed: int, steps_per_draw: int,
-                 lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 5e-4, train_mode: bool = True,
-                 device: torch.device | str = "cpu"):
+    def __init__(
+        self,
+        archs: list[str],
+        build: Callable[[str], nn.Module],
+        *,
+        seed: int,
+        steps_per_draw: int,
+        lr: float = 0.01,
+        momentum: float = 0.9,
+        weight_decay: float = 5e-4,
+        train_mode: bool = True,
+        device: torch.device | str = "cpu",
+    ):
         if steps_per_draw < 1:
             raise ValueError(f"steps_per_draw must be >= 1, got {steps_per_draw}")
         self.archs, self.build, self.seed, self.steps_per_draw = list(archs), build, seed, steps_per_draw
@@ -53,8 +63,9 @@ class PoolTeacher(TeacherSignal):
             torch.manual_seed(draw_seed(self.seed, index) + 1)
             model = self.build(arch)
         self.model = model.to(self.device).train()
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=self.lr, momentum=self.momentum,
-                                         weight_decay=self.weight_decay)
+        self.optimizer = torch.optim.SGD(
+            self.model.parameters(), lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay
+        )
         self.snapshot = SnapshotTeacher(self.model, initial="copy")
         self.arch, self.draw_index, self.online_steps = arch, index, 0
 
@@ -75,8 +86,9 @@ class PoolTeacher(TeacherSignal):
         if self.model is not None:
             state = self.optimizer.state_dict()
             self.model.to(device)
-            self.optimizer = torch.optim.SGD(self.model.parameters(), lr=self.lr, momentum=self.momentum,
-                                             weight_decay=self.weight_decay)
+            self.optimizer = torch.optim.SGD(
+                self.model.parameters(), lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay
+            )
             self.optimizer.load_state_dict(state)  # casts the momentum buffers to the parameters' device
             self.snapshot = SnapshotTeacher(self.model, initial="copy")
         return self
@@ -108,8 +120,13 @@ class PoolTeacher(TeacherSignal):
     def state_dict(self) -> dict[str, Any]:
         if self.model is None:
             return {"draw_index": -1}
-        return {"draw_index": self.draw_index, "arch": self.arch, "online_steps": self.online_steps,
-                "model": dict(self.model.state_dict()), "optimizer": self.optimizer.state_dict()}
+        return {
+            "draw_index": self.draw_index,
+            "arch": self.arch,
+            "online_steps": self.online_steps,
+            "model": dict(self.model.state_dict()),
+            "optimizer": self.optimizer.state_dict(),
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         index = int(state["draw_index"])
@@ -118,8 +135,10 @@ class PoolTeacher(TeacherSignal):
             return
         self._draw(index)  # same architecture (checked) and parameter layout, then the saved values
         if self.arch != state["arch"]:
-            raise ValueError(f"pool draw {index} gives {self.arch}, the checkpoint holds {state['arch']} "
-                             "(match.pool changed since the checkpoint?)")
+            raise ValueError(
+                f"pool draw {index} gives {self.arch}, the checkpoint holds {state['arch']} "
+                "(match.pool changed since the checkpoint?)"
+            )
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.online_steps = int(state["online_steps"])

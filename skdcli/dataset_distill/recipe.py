@@ -28,8 +28,17 @@ from ..engine.rundir import RunDir
 from ..engine.stages import ExportSpec, Pipeline, RecipeHooks, Trained, load_trained, train_run
 from .config import EVAL_MODES, POOL_ARCHS, DistillConfig
 from .data import PreparedImages, prepare_dataset
-from .evaluate import (BatchSource, FixedSet, OnTheFly, TrainSpec, generate_fixed, mean_std, random_real_subset,
-                       select_top1, train_models)
+from .evaluate import (
+    BatchSource,
+    FixedSet,
+    OnTheFly,
+    TrainSpec,
+    generate_fixed,
+    mean_std,
+    random_real_subset,
+    select_top1,
+    train_models,
+)
 from .model import Generator, Sampler, build_classifier
 from .task import DistillTask
 
@@ -40,12 +49,13 @@ SEEDS = (0, 1, 2)
 TINY_CGAN = ("train.lr=5e-4", "train.max_steps=300")
 
 
-def prep_stage(source: str, raw: str | None, out: str, overwrite: bool = False, test_fraction: float = 0.2,
-               seed: int = 0) -> dict:
+def prep_stage(
+    source: str, raw: str | None, out: str, overwrite: bool = False, test_fraction: float = 0.2, seed: int = 0
+) -> dict:
     return prepare_dataset(source, raw, out, overwrite=overwrite, test_fraction=test_fraction, seed=seed)
 
 
-# -- evaluation of systems -----------------------------------------------------------------------------------------------
+# -- evaluation of systems ---------------------------------------------------------------------------------------------
 def parse_list(text: str | None, default: list, cast: type = str, name: str = "") -> list:
     if text is None or text == "":
         return list(default)
@@ -69,9 +79,18 @@ def cell_steps(kind: str, cfg: DistillConfig, ipc: int, num_classes: int) -> int
     return cfg.eval.epochs * math.ceil(n / min(bs, n))
 
 
-def evaluate_systems(systems: dict[str, list[Generator] | str], data: PreparedImages, cfg: DistillConfig,
-                     ipcs: list[int], archs: list[str], modes: list[str], repeats: int,
-                     device: torch.device, seed: int = 0, progress: bool = True) -> dict:
+def evaluate_systems(
+    systems: dict[str, list[Generator] | str],
+    data: PreparedImages,
+    cfg: DistillConfig,
+    ipcs: list[int],
+    archs: list[str],
+    modes: list[str],
+    repeats: int,
+    device: torch.device,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict:
     """Top-1 on the real test split of fresh classifiers trained per (system, arch, IPC, mode).
 
     A system is a list of generators (model r of a cell uses generator r mod len, and its own noise
@@ -99,7 +118,7 @@ def evaluate_systems(systems: dict[str, list[Generator] | str], data: PreparedIm
                 cells.append((name, arch, None, "full_real"))
                 continue
             for ipc in ipcs:
-                for mode in (["fixed"] if system == "random_real" else modes):
+                for mode in ["fixed"] if system == "random_real" else modes:
                     cells.append((name, arch, ipc, mode))
     for name, arch, ipc, mode in cells:
         system = systems[name]
@@ -122,27 +141,57 @@ def evaluate_systems(systems: dict[str, list[Generator] | str], data: PreparedIm
         steps = cell_steps(kind, cfg, ipc or 1, C)
         per_epoch = max(1, steps // e.epochs) if kind != "full_real" else 0
         test_every = e.test_every_epochs * per_epoch if (e.select == "best_on_test" and per_epoch) else 0
-        spec = TrainSpec(steps=steps, lr=e.lr, momentum=e.momentum, weight_decay=e.weight_decay, dsa=e.dsa,
-                         test_every_steps=test_every)
+        spec = TrainSpec(
+            steps=steps,
+            lr=e.lr,
+            momentum=e.momentum,
+            weight_decay=e.weight_decay,
+            dsa=e.dsa,
+            test_every_steps=test_every,
+        )
         if progress:
-            console.print(f"[cyan]eval[/] {name} {arch} {'IPC ' + str(ipc) if ipc else 'all'} {mode}: "
-                          f"{repeats} x {steps} steps")
-        result = train_models(lambda a=arch: build_classifier(a, cfg.classifier, shape[0], shape[1], C), seeds,
-                              sources, spec, data.classifier_input, test_x, test_y, vectorize=e.vectorize,
-                              device=device)
+            console.print(
+                f"[cyan]eval[/] {name} {arch} {'IPC ' + str(ipc) if ipc else 'all'} {mode}: {repeats} x {steps} steps"
+            )
+        result = train_models(
+            lambda a=arch: build_classifier(a, cfg.classifier, shape[0], shape[1], C),
+            seeds,
+            sources,
+            spec,
+            data.classifier_input,
+            test_x,
+            test_y,
+            vectorize=e.vectorize,
+            device=device,
+        )
         top1 = [select_top1(curve, e.select) for curve in result["curves"]]
         mean, std = mean_std(top1)
-        rows.append({"system": name, "arch": arch, "ipc": ipc, "mode": "full train split" if kind == "full_real" else mode,
-                     "top1_mean": round(mean, 2), "top1_std": round(std, 2), "top1": [round(v, 2) for v in top1],
-                     "steps": steps})
+        rows.append(
+            {
+                "system": name,
+                "arch": arch,
+                "ipc": ipc,
+                "mode": "full train split" if kind == "full_real" else mode,
+                "top1_mean": round(mean, 2),
+                "top1_std": round(std, 2),
+                "top1": [round(v, 2) for v in top1],
+                "steps": steps,
+            }
+        )
         total_steps += result["model_steps"]
         total_seconds += result["seconds"]
-    return {"rows": rows, "select": e.select, "repeats": repeats, "std": "sample (ddof=1)",
-            "eval_model_steps": total_steps, "eval_seconds": round(total_seconds, 2),
-            "model_steps_per_second": round(total_steps / max(total_seconds, 1e-9), 1)}
+    return {
+        "rows": rows,
+        "select": e.select,
+        "repeats": repeats,
+        "std": "sample (ddof=1)",
+        "eval_model_steps": total_steps,
+        "eval_seconds": round(total_seconds, 2),
+        "model_steps_per_second": round(total_steps / max(total_seconds, 1e-9), 1),
+    }
 
 
-# -- generate / sample --------------------------------------------------------------------------------------------------------
+# -- generate / sample -------------------------------------------------------------------------------------------------
 def _class_dir(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "class"
 
@@ -152,8 +201,15 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
     return ((images.detach().cpu().float() + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
 
 
-def generate_stage(hooks: RecipeHooks, run_dir: str, ipc: int, out: str, fixed_seed: int | None = None,
-                   overwrite: bool = False, device: str = "cpu") -> dict:
+def generate_stage(
+    hooks: RecipeHooks,
+    run_dir: str,
+    ipc: int,
+    out: str,
+    fixed_seed: int | None = None,
+    overwrite: bool = False,
+    device: str = "cpu",
+) -> dict:
     """IPC images per class from the run's generator: OUT/<class>/<index>.png, OUT/images.safetensors
     (uint8 images, labels) and OUT/generate.json. With --fixed-seed the noise is drawn from that seed
     (bit-identical files every time, on CPU); otherwise from a fresh random seed, recorded."""
@@ -182,12 +238,21 @@ def generate_stage(hooks: RecipeHooks, run_dir: str, ipc: int, out: str, fixed_s
             folder.mkdir(exist_ok=True)
             array = x[0].numpy() if x.shape[0] == 1 else x.permute(1, 2, 0).numpy()
             Image.fromarray(np.ascontiguousarray(array), mode="L" if x.shape[0] == 1 else "RGB").save(
-                folder / f"{i:06d}.png", format="PNG")
+                folder / f"{i:06d}.png", format="PNG"
+            )
         save_file({"images": pixels.contiguous(), "labels": labels.long()}, str(tmp / "images.safetensors"))
-        info = {"task": TASK_NAME, "run_dir": str(trained.run.path), "weights": str(trained.run.weights_for_eval()),
-                "ipc": ipc, "num_images": len(labels), "seed": seed, "fixed_seed": fixed_seed is not None,
-                "classes": classes, "images_sha256": file_sha256(tmp / "images.safetensors"),
-                "images_per_second": round(len(labels) / max(seconds, 1e-9), 1)}
+        info = {
+            "task": TASK_NAME,
+            "run_dir": str(trained.run.path),
+            "weights": str(trained.run.weights_for_eval()),
+            "ipc": ipc,
+            "num_images": len(labels),
+            "seed": seed,
+            "fixed_seed": fixed_seed is not None,
+            "classes": classes,
+            "images_sha256": file_sha256(tmp / "images.safetensors"),
+            "images_per_second": round(len(labels) / max(seconds, 1e-9), 1),
+        }
         atomic_write_json(tmp / "generate.json", info)
         if out_dir.exists():
             shutil.rmtree(out_dir)
@@ -208,12 +273,13 @@ def sample_grid(images: torch.Tensor, nrow: int, scale: int) -> np.ndarray:
     pixels = pixels.repeat_interleave(scale, 2).repeat_interleave(scale, 3).permute(0, 2, 3, 1).numpy()
     for i in range(n):
         r, k = divmod(i, nrow)
-        grid[1 + r * (hs + 1):1 + r * (hs + 1) + hs, 1 + k * (ws + 1):1 + k * (ws + 1) + ws] = pixels[i]
+        grid[1 + r * (hs + 1) : 1 + r * (hs + 1) + hs, 1 + k * (ws + 1) : 1 + k * (ws + 1) + ws] = pixels[i]
     return grid[..., 0] if c == 1 else grid
 
 
-def sample_stage(model: str, class_: str, n: int, out: str | None = None, seed: int = 0, scale: int = 0,
-                 overwrite: bool = False) -> dict:
+def sample_stage(
+    model: str, class_: str, n: int, out: str | None = None, seed: int = 0, scale: int = 0, overwrite: bool = False
+) -> dict:
     """A PNG grid of N images of one class, from an exported generator alone."""
     from PIL import Image
 
@@ -240,11 +306,18 @@ def sample_stage(model: str, class_: str, n: int, out: str | None = None, seed: 
     scale = scale or max(1, 64 // int(manifest["height"]))  # small images are upscaled for viewing
     grid = sample_grid(images, math.ceil(math.sqrt(n)), scale)
     atomic_write(path, lambda p: Image.fromarray(grid).save(p, format="PNG"))
-    return {"png": str(path), "class": index, "class_name": classes[index], "n": n, "seed": seed, "scale": scale,
-            "export": str(folder)}
+    return {
+        "png": str(path),
+        "class": index,
+        "class_name": classes[index],
+        "n": n,
+        "seed": seed,
+        "scale": scale,
+        "export": str(folder),
+    }
 
 
-# -- hooks ------------------------------------------------------------------------------------------------------------------
+# -- hooks -------------------------------------------------------------------------------------------------------------
 class DistillHooks(RecipeHooks):
     name = TASK_NAME
     config_class = DistillConfig
@@ -262,8 +335,10 @@ class DistillHooks(RecipeHooks):
 
     def train(self, opts: StageOptions) -> dict:
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            raise SkdError("dataset-distill trains in one process (the pool model is trained online per step); "
-                           "run it without torchrun")
+            raise SkdError(
+                "dataset-distill trains in one process (the pool model is trained online per step); "
+                "run it without torchrun"
+            )
         return train_run(self, opts)
 
     def summary_extra(self, cfg: DistillConfig, data_dir: str) -> dict:
@@ -283,8 +358,10 @@ class DistillHooks(RecipeHooks):
             was = read_json(Path(trained_on) / "prep.json")
             for key in ("channels", "height", "width", "num_classes"):
                 if was.get(key) != info.get(key):
-                    raise SkdError(f"this dataset has {key}={info.get(key)} but the run was trained with "
-                                   f"{key}={was.get(key)}", data_dir)
+                    raise SkdError(
+                        f"this dataset has {key}={info.get(key)} but the run was trained with {key}={was.get(key)}",
+                        data_dir,
+                    )
 
     def evaluate_run(self, trained: Trained, opts: StageOptions) -> dict:
         cfg: DistillConfig = trained.cfg
@@ -296,11 +373,18 @@ class DistillHooks(RecipeHooks):
         if opts.extra.get("references"):
             systems.update({"random real": "random_real", "full real": "full_real"})
         device = next(trained.model.parameters()).device
-        result = evaluate_systems(systems, trained.task.data, cfg, ipcs, archs, modes, repeats, device,
-                                  seed=cfg.train.seed)
-        return {"task": TASK_NAME, "run_dir": str(trained.run.path), "stage": cfg.stage,
-                "weights": str(trained.run.weights_for_eval()), "data": trained.data_dir,
-                "split": "test", **result}
+        result = evaluate_systems(
+            systems, trained.task.data, cfg, ipcs, archs, modes, repeats, device, seed=cfg.train.seed
+        )
+        return {
+            "task": TASK_NAME,
+            "run_dir": str(trained.run.path),
+            "stage": cfg.stage,
+            "weights": str(trained.run.weights_for_eval()),
+            "data": trained.data_dir,
+            "split": "test",
+            **result,
+        }
 
     def export_spec(self, trained: Trained, opts: StageOptions) -> ExportSpec:
         gen: Generator = trained.model.generator
@@ -312,20 +396,33 @@ class DistillHooks(RecipeHooks):
 
         batch = torch.export.Dim("batch", min=1, max=65536)
         return ExportSpec(
-            Sampler(gen).eval(), inputs(4), dynamic_shapes=({0: batch}, {0: batch}),
+            Sampler(gen).eval(),
+            inputs(4),
+            dynamic_shapes=({0: batch}, {0: batch}),
             parity_inputs=[inputs(7), inputs(1)],
-            manifest={"noise_dim": gen.noise_dim, "num_classes": gen.num_classes, "classes": info["classes"],
-                      "channels": info["channels"], "height": info["height"], "width": info["width"],
-                      "stage": trained.cfg.stage, "source": info["source"],
-                      "inputs": ["z (B, noise_dim) float32 ~ N(0, I); its first num_classes dims are overwritten "
-                                 "by the one-hot label", "labels (B,) int64"],
-                      "outputs": ["images (B, C, H, W) float32 in [0, 1]"]},
-            result_keys=("noise_dim", "num_classes"))
+            manifest={
+                "noise_dim": gen.noise_dim,
+                "num_classes": gen.num_classes,
+                "classes": info["classes"],
+                "channels": info["channels"],
+                "height": info["height"],
+                "width": info["width"],
+                "stage": trained.cfg.stage,
+                "source": info["source"],
+                "inputs": [
+                    "z (B, noise_dim) float32 ~ N(0, I); its first num_classes dims are overwritten "
+                    "by the one-hot label",
+                    "labels (B,) int64",
+                ],
+                "outputs": ["images (B, C, H, W) float32 in [0, 1]"],
+            },
+            result_keys=("noise_dim", "num_classes"),
+        )
 
     def eval_file(self, opts: StageOptions, result: dict) -> str:
         return "eval.json"
 
-    # -- run: the tiny default ------------------------------------------------------------------------------------------
+    # -- run: the tiny default -----------------------------------------------------------------------------------------
     def pipeline(self, p: Pipeline) -> dict:
         """Per seed: stage cgan, then stage match with SKD (RUN itself for seed 0) and without it
         (the --baseline) from the same stage-1 weights; then one table of IPC x architecture x
@@ -341,46 +438,73 @@ class DistillHooks(RecipeHooks):
             cgan = sub / f"cgan_seed{seed}"
             p.train(cgan, seed=seed, baseline=False, sets=[*base_sets, "stage=cgan", *TINY_CGAN])
             skd = root if seed == first else sub / f"skd_seed{seed}"
-            summaries[f"skd_seed{seed}"] = p.train(skd, seed=seed, baseline=False,
-                                                   sets=[*base_sets, "stage=match", f"match.init={cgan}"])
+            summaries[f"skd_seed{seed}"] = p.train(
+                skd, seed=seed, baseline=False, sets=[*base_sets, "stage=match", f"match.init={cgan}"]
+            )
             dim = sub / f"baseline_seed{seed}"
             p.train(dim, seed=seed, baseline=True, sets=[*base_sets, "stage=match", f"match.init={cgan}"])
             skd_dirs.append(skd)
             dim_dirs.append(dim)
         device = resolve_device(p.opts.device)
-        gens = {name: [load_trained(self, d, device=device).model.generator for d in dirs]
-                for name, dirs in (("dim+skd", skd_dirs), ("dim (no skd)", dim_dirs))}
+        gens = {
+            name: [load_trained(self, d, device=device).model.generator for d in dirs]
+            for name, dirs in (("dim+skd", skd_dirs), ("dim (no skd)", dim_dirs))
+        }
         cgans = [load_trained(self, sub / f"cgan_seed{s}", device=device).model.generator for s in seeds]
         trained = load_trained(self, root, device=device)
         cfg: DistillConfig = trained.cfg
-        systems: dict[str, Any] = {**gens, "cgan only": cgans, "random real": "random_real",
-                                   "full real": "full_real"}
+        systems: dict[str, Any] = {**gens, "cgan only": cgans, "random real": "random_real", "full real": "full_real"}
         console.print("[cyan]eval[/] IPC table (3 seeds)")
-        table = evaluate_systems(systems, trained.task.data, cfg, cfg.eval.ipc, cfg.eval.archs, cfg.eval.modes,
-                                 len(seeds), device, seed=first)
-        evaluated = {"task": TASK_NAME, "run_dir": str(root), "split": "test", "seeds": seeds,
-                     "systems": list(systems), **table}
+        table = evaluate_systems(
+            systems,
+            trained.task.data,
+            cfg,
+            cfg.eval.ipc,
+            cfg.eval.archs,
+            cfg.eval.modes,
+            len(seeds),
+            device,
+            seed=first,
+        )
+        evaluated = {
+            "task": TASK_NAME,
+            "run_dir": str(root),
+            "split": "test",
+            "seeds": seeds,
+            "systems": list(systems),
+            **table,
+        }
         atomic_write_json(root / "eval.json", evaluated)
         exported = p.export()
         sampled = sample_stage(exported["export_dir"], "3", 16, str(root / "samples" / "class3.png"), overwrite=True)
         generated = generate_stage(self, str(root), 10, str(root / "generated_ipc10"), fixed_seed=0, overwrite=True)
-        return {"task": TASK_NAME, "run_dir": str(root), "seeds": seeds,
-                "train_seconds": round(sum(s["train_seconds"] for s in summaries.values()), 1),
-                **{k: table[k] for k in ("rows", "select", "repeats", "std", "eval_seconds", "model_steps_per_second")},
-                "export_dir": exported["export_dir"], "parity_max_abs_diff": exported["parity_max_abs_diff"],
-                "sample_png": sampled["png"], "generated": generated["out"],
-                "generated_sha256": generated["images_sha256"]}
+        return {
+            "task": TASK_NAME,
+            "run_dir": str(root),
+            "seeds": seeds,
+            "train_seconds": round(sum(s["train_seconds"] for s in summaries.values()), 1),
+            **{k: table[k] for k in ("rows", "select", "repeats", "std", "eval_seconds", "model_steps_per_second")},
+            "export_dir": exported["export_dir"],
+            "parity_max_abs_diff": exported["parity_max_abs_diff"],
+            "sample_png": sampled["png"],
+            "generated": generated["out"],
+            "generated_sha256": generated["images_sha256"],
+        }
 
     def report(self, command: str, result: dict) -> Any:
         if command not in ("eval", "run") or "rows" not in result:
             return None
-        rows = [[r["system"], r["arch"], r["ipc"] if r["ipc"] else "-", r["mode"], (r["top1_mean"], r["top1_std"])]
-                for r in result["rows"]]
-        title = (f"dataset-distill {command}: top-1 (%) on the real test split, {result['repeats']} seeds, "
-                 f"{'last epoch' if result['select'] == 'last' else 'best on test (DiM quirk)'}")
+        rows = [
+            [r["system"], r["arch"], r["ipc"] if r["ipc"] else "-", r["mode"], (r["top1_mean"], r["top1_std"])]
+            for r in result["rows"]
+        ]
+        title = (
+            f"dataset-distill {command}: top-1 (%) on the real test split, {result['repeats']} seeds, "
+            f"{'last epoch' if result['select'] == 'last' else 'best on test (DiM quirk)'}"
+        )
         return metric_table(title, ["system", "arch", "IPC", "mode", "top-1 mean ± std"], rows)
 
-    # -- bench ------------------------------------------------------------------------------------------------------------
+    # -- bench ---------------------------------------------------------------------------------------------------------
     def bench(self, data: str | None, steps: int, rounds: int, device: str, sets: list[str] | None) -> dict:
         """The matching step (stage match) through the engine vs a hand loop and SKD vs no-SKD, plus
         generation images/s and evaluation model-steps/s, vectorised and one at a time."""
@@ -405,8 +529,11 @@ class DistillHooks(RecipeHooks):
                     self.set_baseline(cfg)
                 return DistillTask(cfg, data), cfg.train
 
-            result = {"task": TASK_NAME, "step": "stage match (pool online training + G and D updates)",
-                      **benchmark(make, dev, steps=steps, rounds=rounds)}
+            result = {
+                "task": TASK_NAME,
+                "step": "stage match (pool online training + G and D updates)",
+                **benchmark(make, dev, steps=steps, rounds=rounds),
+            }
             task, _ = make(False)
             gan = task.build_model().to(dev).eval()
             generate_fixed(gan.generator, 10, task.num_classes, seed=0)  # warm-up
@@ -432,17 +559,25 @@ def bench_evaluation(task: DistillTask, device: torch.device, models: int = 3, s
         timing = {}
         for vectorize in (True, False, True, False):  # alternate, keep the best of two
             sources = [FixedSet(x.to(device), y.to(device), cfg.eval.batch_size) for _ in range(models)]
-            result = train_models(lambda a=arch: build_classifier(a, cfg.classifier, data.shape[0], data.shape[1],
-                                                                  task.num_classes),
-                                  list(range(models)), sources, TrainSpec(steps=steps, dsa=cfg.eval.dsa),
-                                  data.classifier_input, test_x, data.test_y[:200].to(device), vectorize=vectorize,
-                                  device=device)
+            result = train_models(
+                lambda a=arch: build_classifier(a, cfg.classifier, data.shape[0], data.shape[1], task.num_classes),
+                list(range(models)),
+                sources,
+                TrainSpec(steps=steps, dsa=cfg.eval.dsa),
+                data.classifier_input,
+                test_x,
+                data.test_y[:200].to(device),
+                vectorize=vectorize,
+                device=device,
+            )
             rate = result["model_steps"] / result["seconds"]
             key = "vectorised" if vectorize else "one_at_a_time"
             timing[key] = max(timing.get(key, 0.0), rate)
-        out[arch] = {"model_steps_per_second_vectorised": round(timing["vectorised"], 1),
-                     "model_steps_per_second_one_at_a_time": round(timing["one_at_a_time"], 1),
-                     "vectorised_speedup": round(timing["vectorised"] / timing["one_at_a_time"], 3),
-                     "models": models, "batch_size": cfg.eval.batch_size}
+        out[arch] = {
+            "model_steps_per_second_vectorised": round(timing["vectorised"], 1),
+            "model_steps_per_second_one_at_a_time": round(timing["one_at_a_time"], 1),
+            "vectorised_speedup": round(timing["vectorised"] / timing["one_at_a_time"], 3),
+            "models": models,
+            "batch_size": cfg.eval.batch_size,
+        }
     return out
-

@@ -28,8 +28,10 @@ def write_idx_split(out_dir: Path, prefix: str, images: np.ndarray, labels: np.n
     """MNIST names: ``{prefix}-images-idx3-ubyte[.gz]`` and ``{prefix}-labels-idx1-ubyte[.gz]``;
     prefix ``train`` or ``t10k``. ``images`` (N, H, W) uint8."""
     suffix = ".gz" if gz else ""
-    for name, array, magic in ((f"{prefix}-images-idx3-ubyte", images, IDX_IMAGES_MAGIC),
-                               (f"{prefix}-labels-idx1-ubyte", labels, IDX_LABELS_MAGIC)):
+    for name, array, magic in (
+        (f"{prefix}-images-idx3-ubyte", images, IDX_IMAGES_MAGIC),
+        (f"{prefix}-labels-idx1-ubyte", labels, IDX_LABELS_MAGIC),
+    ):
         data = idx_bytes(array, magic)
         atomic_write_bytes(out_dir / (name + suffix), gzip.compress(data, mtime=0) if gz else data)
 
@@ -65,12 +67,32 @@ def _py2_uint8_array(array: np.ndarray) -> bytes:
     array = np.ascontiguousarray(array, dtype=np.uint8)
     shape = b"".join(_py2_int(d) for d in array.shape)
     shape += {1: b"\x85", 2: b"\x86", 3: b"\x87"}[array.ndim]  # TUPLE1/2/3
-    return (b"cnumpy.core.multiarray\n_reconstruct\n" + b"cnumpy\nndarray\n" + _py2_int(0) + b"\x85" + _py2_str("b")
-            + b"\x87R"  # TUPLE3, REDUCE -> empty array
-            + b"(" + _py2_int(1) + shape  # MARK, version, shape
-            + b"cnumpy\ndtype\n" + _py2_str("u1") + _py2_int(0) + _py2_int(1) + b"\x87R"  # dtype('u1', 0, 1)
-            + b"(" + _py2_int(3) + _py2_str("|") + b"NNN" + b"J\xff\xff\xff\xff" * 2 + _py2_int(0) + b"tb"  # dtype state
-            + b"\x89" + _py2_str(array.tobytes()) + b"tb")  # is_fortran False, raw data; TUPLE, BUILD
+    return (
+        b"cnumpy.core.multiarray\n_reconstruct\n"
+        + b"cnumpy\nndarray\n"
+        + _py2_int(0)
+        + b"\x85"
+        + _py2_str("b")
+        + b"\x87R"  # TUPLE3, REDUCE -> empty array
+        + b"("
+        + _py2_int(1)
+        + shape  # MARK, version, shape
+        + b"cnumpy\ndtype\n"
+        + _py2_str("u1")
+        + _py2_int(0)
+        + _py2_int(1)
+        + b"\x87R"  # dtype('u1', 0, 1)
+        + b"("
+        + _py2_int(3)
+        + _py2_str("|")
+        + b"NNN"
+        + b"J\xff\xff\xff\xff" * 2
+        + _py2_int(0)
+        + b"tb"  # dtype state
+        + b"\x89"
+        + _py2_str(array.tobytes())
+        + b"tb"
+    )  # is_fortran False, raw data; TUPLE, BUILD
 
 
 def cifar_python_bytes(entries: dict[str, object]) -> bytes:
@@ -92,9 +114,17 @@ def cifar_python_bytes(entries: dict[str, object]) -> bytes:
     return b"".join(out)
 
 
-def write_cifar(out_dir: Path, images: np.ndarray, labels: np.ndarray, test_images: np.ndarray,
-                test_labels: np.ndarray, *, variant: str = "cifar10", layout: str = "python",
-                train_batches: int = 5) -> Path:
+def write_cifar(
+    out_dir: Path,
+    images: np.ndarray,
+    labels: np.ndarray,
+    test_images: np.ndarray,
+    test_labels: np.ndarray,
+    *,
+    variant: str = "cifar10",
+    layout: str = "python",
+    train_batches: int = 5,
+) -> Path:
     """The official archive's extracted layout, for cifar10 / cifar100 in the python or binary version.
     CIFAR-10's train split is spread over ``train_batches`` batch files like data_batch_1..5."""
     out_dir = Path(out_dir)
@@ -106,8 +136,14 @@ def write_cifar(out_dir: Path, images: np.ndarray, labels: np.ndarray, test_imag
         splits.append(("test_batch", test_images, test_labels))
         for name, x, y in splits:
             if layout == "python":
-                payload = cifar_python_bytes({"batch_label": name, "labels": y.tolist(),
-                                              "data": x.reshape(len(x), -1), "filenames": [f"{i}.png" for i in range(len(x))]})
+                payload = cifar_python_bytes(
+                    {
+                        "batch_label": name,
+                        "labels": y.tolist(),
+                        "data": x.reshape(len(x), -1),
+                        "filenames": [f"{i}.png" for i in range(len(x))],
+                    }
+                )
                 atomic_write_bytes(folder / name, payload)
             else:
                 atomic_write_bytes(folder / f"{name}.bin", cifar_binary_bytes(x, y))
@@ -120,15 +156,22 @@ def write_cifar(out_dir: Path, images: np.ndarray, labels: np.ndarray, test_imag
     for name, x, y in (("train", images, labels), ("test", test_images, test_labels)):
         coarse = y // 5
         if layout == "python":
-            payload = cifar_python_bytes({"filenames": [f"{i}.png" for i in range(len(x))], "batch_label": name,
-                                          "fine_labels": y.tolist(), "coarse_labels": coarse.tolist(),
-                                          "data": x.reshape(len(x), -1)})
+            payload = cifar_python_bytes(
+                {
+                    "filenames": [f"{i}.png" for i in range(len(x))],
+                    "batch_label": name,
+                    "fine_labels": y.tolist(),
+                    "coarse_labels": coarse.tolist(),
+                    "data": x.reshape(len(x), -1),
+                }
+            )
             atomic_write_bytes(folder / name, payload)
         else:
             atomic_write_bytes(folder / f"{name}.bin", cifar_binary_bytes(x, y, coarse))
     if layout == "python":
-        atomic_write_bytes(folder / "meta", cifar_python_bytes({"fine_label_names": names,
-                                                                "coarse_label_names": names[::5]}))
+        atomic_write_bytes(
+            folder / "meta", cifar_python_bytes({"fine_label_names": names, "coarse_label_names": names[::5]})
+        )
     else:
         atomic_write_bytes(folder / "fine_label_names.txt", ("\n".join(names) + "\n").encode())
     return folder
@@ -145,9 +188,10 @@ def write_image_folder(root: Path, images: np.ndarray, labels: np.ndarray, class
         atomic_write(Path(root) / classes[int(y)] / f"{i:05d}.png", lambda p, im=img: im.save(p, format="PNG"))
 
 
-# -- a synthetic 10-class set --------------------------------------------------------------------------------------------
-def synthetic_images(n_per_class: int, size: int = 8, channels: int = 1, num_classes: int = 10,
-                     seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+# -- a synthetic 10-class set ------------------------------------------------------------------------------------------
+def synthetic_images(
+    n_per_class: int, size: int = 8, channels: int = 1, num_classes: int = 10, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Class k = an oriented grating (angle k*pi/C, two spatial frequencies) with random phase,
     contrast and pixel noise: separable, but not trivially (a linear probe on pixels gets
     well below 100 %). Returns uint8 (N, C, size, size) and int64 labels, classes interleaved."""
@@ -167,8 +211,9 @@ def synthetic_images(n_per_class: int, size: int = 8, channels: int = 1, num_cla
     return np.stack(images), np.asarray(labels, dtype=np.int64)
 
 
-def write_synthetic_image_folder(root: Path, n_train_per_class: int = 40, n_test_per_class: int = 10, size: int = 8,
-                                 channels: int = 1, seed: int = 0) -> Path:
+def write_synthetic_image_folder(
+    root: Path, n_train_per_class: int = 40, n_test_per_class: int = 10, size: int = 8, channels: int = 1, seed: int = 0
+) -> Path:
     """ROOT/train/<class>/*.png and ROOT/test/<class>/*.png of ``synthetic_images``."""
     root = Path(root)
     classes = [f"grating{k}" for k in range(10)]

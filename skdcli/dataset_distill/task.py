@@ -15,7 +15,6 @@ import math
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 from torch.utils.data import Dataset
@@ -29,8 +28,7 @@ from ..engine.trainer import Task
 from .config import DistillConfig
 from .data import PreparedImages
 from .evaluate import FixedSet, TrainSpec, generate_fixed, train_models
-from .loss import (dim_logit_mse, discriminator_loss, generator_adversarial_loss, gradient_penalty,
-                   skd_logit_loss)
+from .loss import dim_logit_mse, discriminator_loss, generator_adversarial_loss, gradient_penalty, skd_logit_loss
 from .model import ConditionalGAN, build_classifier
 from .pool import PoolTeacher
 
@@ -50,8 +48,25 @@ class ImageSet(Dataset):
 
 # -- stage-1 weights for stage 2 ----------------------------------------------------------------------------------
 # DiM's gan_model.py module names, in forward order, for importing a DiM checkpoint (model_dict_*.pth)
-DIM_GENERATOR = ["fc1", "bn0", "conv1", "bn1", "conv2", "bn2", "conv3", "bn3", "conv4", "bn4", "conv5", "bn5",
-                 "conv6", "bn6", "conv7", "bn7", "conv8"]
+DIM_GENERATOR = [
+    "fc1",
+    "bn0",
+    "conv1",
+    "bn1",
+    "conv2",
+    "bn2",
+    "conv3",
+    "bn3",
+    "conv4",
+    "bn4",
+    "conv5",
+    "bn5",
+    "conv6",
+    "bn6",
+    "conv7",
+    "bn7",
+    "conv8",
+]
 DIM_DISCRIMINATOR = [name for i in range(1, 9) for name in (f"conv{i}", f"ln{i}")] + ["fc1", "fc10"]
 
 
@@ -63,13 +78,16 @@ def _ordered_prefixes(module: nn.Module) -> list[str]:
 def _from_dim(state: dict, module: nn.Module, dim_names: list[str], path: Path) -> dict:
     ours = _ordered_prefixes(module)
     if len(ours) != len(dim_names):
-        raise SkdError(f"a DiM checkpoint needs the DiM architecture ({len(dim_names)} layers; this config has "
-                       f"{len(ours)}): use recipes/dataset_distill/cifar10.yaml / mnist.yaml sizes", path)
+        raise SkdError(
+            f"a DiM checkpoint needs the DiM architecture ({len(dim_names)} layers; this config has "
+            f"{len(ours)}): use recipes/dataset_distill/cifar10.yaml / mnist.yaml sizes",
+            path,
+        )
     mapped = {}
     for mine, theirs in zip(ours, dim_names):
         for key, value in state.items():
             if key.startswith(theirs + "."):
-                mapped[mine + key[len(theirs):]] = value
+                mapped[mine + key[len(theirs) :]] = value
     return mapped
 
 
@@ -78,8 +96,10 @@ def load_stage1(gan: ConditionalGAN, init: str) -> str:
     model.safetensors, or DiM's own checkpoint dict (.pth/.pt, read with weights_only=True).
     Returns the file read."""
     if not init:
-        raise SkdError("stage match needs the stage-1 weights: --set match.init=RUN_DIR_OF_STAGE_CGAN "
-                       "(or a model.safetensors / a DiM model_dict_*.pth)")
+        raise SkdError(
+            "stage match needs the stage-1 weights: --set match.init=RUN_DIR_OF_STAGE_CGAN "
+            "(or a model.safetensors / a DiM model_dict_*.pth)"
+        )
     path = Path(init)
     if path.is_dir():
         run = RunDir(path)
@@ -117,24 +137,33 @@ class DistillTask(Task):
         self.train_x, self.train_y = self.data.train_x[keep], self.data.train_y[keep]
         self.dev_x, self.dev_y = self.data.train_x[dev], self.data.train_y[dev]
         if len(self.train_y) < cfg.train.batch_size:
-            raise SkdError(f"{len(self.train_y)} training images after the dev hold-out, fewer than one batch "
-                           f"(train.batch_size={cfg.train.batch_size})", data_dir)
+            raise SkdError(
+                f"{len(self.train_y)} training images after the dev hold-out, fewer than one batch "
+                f"(train.batch_size={cfg.train.batch_size})",
+                data_dir,
+            )
         self.num_classes = self.data.num_classes
         self.channels, self.size = self.data.shape[0], self.data.shape[1]
         if self.data.shape[1] != self.data.shape[2]:
-            raise SkdError(f"images are {self.data.shape[1]}x{self.data.shape[2]}; the generator makes square images",
-                           data_dir)
+            raise SkdError(
+                f"images are {self.data.shape[1]}x{self.data.shape[2]}; the generator makes square images", data_dir
+            )
         self.match_dsa = DSA(cfg.match.match_dsa)
         self.online_dsa = DSA(cfg.match.online_dsa)
         self.pool: PoolTeacher | None = None
         self.init_file: str | None = None
         if cfg.stage == "match":
             steps_per_epoch = len(self.train_y) // cfg.train.batch_size
-            self.pool = PoolTeacher(cfg.match.pool, self.build_classifier, seed=cfg.train.seed,
-                                    steps_per_draw=cfg.match.redraw_every_steps or steps_per_epoch,
-                                    lr=cfg.match.online_lr, momentum=cfg.match.online_momentum,
-                                    weight_decay=cfg.match.online_weight_decay,
-                                    train_mode=cfg.match.pool_mode == "train")
+            self.pool = PoolTeacher(
+                cfg.match.pool,
+                self.build_classifier,
+                seed=cfg.train.seed,
+                steps_per_draw=cfg.match.redraw_every_steps or steps_per_epoch,
+                lr=cfg.match.online_lr,
+                momentum=cfg.match.online_momentum,
+                weight_decay=cfg.match.online_weight_decay,
+                train_mode=cfg.match.pool_mode == "train",
+            )
 
     # -- engine interface -------------------------------------------------------------------------------------
     def data_fingerprint(self) -> str | None:
@@ -165,7 +194,7 @@ class DistillTask(Task):
         b, k, n = self.cfg.train.batch_size, self.cfg.match.online_batches, len(self.train_y)
         perm = torch.cat([torch.randperm(n) for _ in range(max(1, math.ceil(k * b / n)))])
         for i in range(k):
-            idx = perm[i * b:(i + 1) * b]
+            idx = perm[i * b : (i + 1) * b]
             x = self.data.classifier_input(self.data.to_gan(self.train_x[idx].to(device)))
             yield (self.online_dsa(x) if self.online_dsa.enabled else x), self.train_y[idx].to(device)
 
@@ -226,14 +255,15 @@ class DistillTask(Task):
         source, classes = disc(torch.cat([x_fake, x_real]))  # one pass: LayerNorm is per image
         src_fake, cls_fake, src_real, cls_real = source[:b], classes[:b], source[b:], classes[b:]
         penalty = gradient_penalty(disc, x_real, x_fake)
-        loss_d, terms = discriminator_loss(src_fake, cls_fake, y_fake, src_real, cls_real, y_real, penalty,
-                                           g_cfg.gp_weight, g_cfg.class_weight)
+        loss_d, terms = discriminator_loss(
+            src_fake, cls_fake, y_fake, src_real, cls_real, y_real, penalty, g_cfg.gp_weight, g_cfg.class_weight
+        )
         logs.update({k: v.detach() for k, v in terms.items()})
         logs["loss/generator"], logs["loss/critic"] = loss_g.detach(), loss_d.detach()
         logs["d_real_acc"] = (cls_real.argmax(1) == y_real).float().mean()
         return loss_g + loss_d, logs
 
-    # -- checkpoint selection on the dev split ----------------------------------------------------------------------------
+    # -- checkpoint selection on the dev split -------------------------------------------------------------------------
     def evaluate(self, model: nn.Module, loader, device: torch.device) -> dict[str, float]:
         """dev_top1: a fresh ``select.arch`` trained on a fixed generated set of ``select.ipc``
         images per class, scored on the dev images held out of train; plus the critic's class
@@ -242,12 +272,27 @@ class DistillTask(Task):
         sel = self.cfg.select
         images, labels = generate_fixed(gan.generator, sel.ipc, self.num_classes, seed=self.cfg.train.seed + 1)
         dev_x = self.data.to_gan(self.dev_x.to(device))
-        spec = TrainSpec(steps=sel.steps, lr=self.cfg.eval.lr, momentum=self.cfg.eval.momentum,
-                         weight_decay=self.cfg.eval.weight_decay, dsa=self.cfg.eval.dsa)
+        spec = TrainSpec(
+            steps=sel.steps,
+            lr=self.cfg.eval.lr,
+            momentum=self.cfg.eval.momentum,
+            weight_decay=self.cfg.eval.weight_decay,
+            dsa=self.cfg.eval.dsa,
+        )
         with torch.enable_grad():
-            result = train_models(lambda: self.build_classifier(sel.arch), [self.cfg.train.seed],
-                                  [FixedSet(images, labels, sel.batch_size)], spec, self.data.classifier_input,
-                                  self.data.classifier_input(dev_x), self.dev_y, vectorize=False, device=device)
+            result = train_models(
+                lambda: self.build_classifier(sel.arch),
+                [self.cfg.train.seed],
+                [FixedSet(images, labels, sel.batch_size)],
+                spec,
+                self.data.classifier_input,
+                self.data.classifier_input(dev_x),
+                self.dev_y,
+                vectorize=False,
+                device=device,
+            )
         _, classes = gan.discriminator(dev_x)
-        return {"dev_top1": result["curves"][0][-1][1],
-                "disc_dev_acc": float((classes.argmax(1).cpu() == self.dev_y).float().mean() * 100)}
+        return {
+            "dev_top1": result["curves"][0][-1][1],
+            "disc_dev_acc": float((classes.argmax(1).cpu() == self.dev_y).float().mean() * 100),
+        }

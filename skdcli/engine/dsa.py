@@ -52,9 +52,19 @@ class DSAParams:
 
 
 class DSA:
-    def __init__(self, strategy: str = "color_crop_cutout", *, crop_ratio: float = 0.125, cutout_ratio: float = 0.5,
-                 scale_ratio: float = 1.2, rotate_degrees: float = 15.0, flip_prob: float = 0.5,
-                 brightness: float = 1.0, saturation: float = 2.0, contrast: float = 0.5):
+    def __init__(
+        self,
+        strategy: str = "color_crop_cutout",
+        *,
+        crop_ratio: float = 0.125,
+        cutout_ratio: float = 0.5,
+        scale_ratio: float = 1.2,
+        rotate_degrees: float = 15.0,
+        flip_prob: float = 0.5,
+        brightness: float = 1.0,
+        saturation: float = 2.0,
+        contrast: float = 0.5,
+    ):
         names = [s for s in strategy.lower().split("_") if s] if strategy.lower() not in ("", "none") else []
         unknown = [s for s in names if s not in OPS]
         if unknown:
@@ -71,8 +81,16 @@ class DSA:
         return bool(self.always or self.choices)
 
     # -- sampling -----------------------------------------------------------------------------------
-    def sample(self, batch: int, height: int, width: int, *, same_on_batch: bool = False,
-               device: torch.device | str = "cpu", generator: torch.Generator | None = None) -> DSAParams:
+    def sample(
+        self,
+        batch: int,
+        height: int,
+        width: int,
+        *,
+        same_on_batch: bool = False,
+        device: torch.device | str = "cpu",
+        generator: torch.Generator | None = None,
+    ) -> DSAParams:
         """Draw the parameters for ``batch`` images of size height x width."""
         n = 1 if same_on_batch else batch
 
@@ -123,14 +141,16 @@ class DSA:
             x = translate(x, v["shift_h"], v["shift_w"])
         elif params.choice == "scale":
             zero = torch.zeros_like(v["scale_h"])
-            theta = torch.stack([torch.stack([v["scale_w"], zero, zero], -1),
-                                 torch.stack([zero, v["scale_h"], zero], -1)], 1)
+            theta = torch.stack(
+                [torch.stack([v["scale_w"], zero, zero], -1), torch.stack([zero, v["scale_h"], zero], -1)], 1
+            )
             x = _affine(x, theta)
         elif params.choice == "rotate":
             a = v["angle"]
             zero = torch.zeros_like(a)
-            theta = torch.stack([torch.stack([a.cos(), -a.sin(), zero], -1),
-                                 torch.stack([a.sin(), a.cos(), zero], -1)], 1)
+            theta = torch.stack(
+                [torch.stack([a.cos(), -a.sin(), zero], -1), torch.stack([a.sin(), a.cos(), zero], -1)], 1
+            )
             x = _affine(x, theta)
         if "cut_h" in v:
             ch, cw = int(x.shape[2] * self.cutout_ratio + 0.5), int(x.shape[3] * self.cutout_ratio + 0.5)
@@ -140,8 +160,9 @@ class DSA:
     def __call__(self, x: Tensor, *, same_on_batch: bool = False, generator: torch.Generator | None = None) -> Tensor:
         if not self.enabled:
             return x
-        params = self.sample(x.shape[0], x.shape[2], x.shape[3], same_on_batch=same_on_batch, device=x.device,
-                             generator=generator)
+        params = self.sample(
+            x.shape[0], x.shape[2], x.shape[3], same_on_batch=same_on_batch, device=x.device, generator=generator
+        )
         return self.apply(x, params)
 
 
