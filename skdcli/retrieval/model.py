@@ -34,7 +34,7 @@ class SparseDenseRetriever(nn.Module):
         self.register_buffer("vocab_keep", keep, persistent=False)
 
     def load_init(self, tensors: dict[str, torch.Tensor]) -> None:
-        """Copy checked initial tensors (``model.init_tensors_for``: names are this module's parameter
+        """Copy checked initial tensors (``init_weights.init_tensors_for``: names are this module's parameter
         names, shapes already equal) into the layers."""
         params = dict(self.named_parameters())
         with torch.no_grad():
