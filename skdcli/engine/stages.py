@@ -236,7 +236,8 @@ def train_run(hooks: RecipeHooks, opts: StageOptions, show_progress: bool = True
             run.write_config(config_to_yaml(cfg))
             if not opts.resume or not run.provenance.is_file():
                 run.write_provenance(cfg.train.seed, task.data_fingerprint(),
-                                     {"task": hooks.name, "data_dir": str(Path(data).resolve()), "device": str(dev)})
+                                     {**task.provenance(), "task": hooks.name, "data_dir": str(Path(data).resolve()),
+                                      "device": str(dev)})
         barrier()
         trainer = Trainer(task, cfg.train, run, dev, dist_info, show_progress=show_progress)
         result = trainer.fit(resume=opts.resume).to_dict()
