@@ -47,6 +47,19 @@ def test_siamese_loss_stopgrad_weight_and_temperature() -> None:
     assert float(logs["loss/kd"]) == pytest.approx(kl, abs=1e-6)
 
 
+def test_unscored_positions_get_no_loss() -> None:
+    # position 2 is unscored (-1): CE and KD are the means over the scored positions 1 and 3 only
+    l1 = torch.cat([L1, torch.tensor([[[5.0, -5.0]]]), L2], dim=1)  # (1, 3, 2)
+    l2 = torch.cat([L2, torch.tensor([[[-5.0, 5.0]]]), L1], dim=1)
+    y = torch.tensor([[1, -1, 1]])
+    loss, logs = siamese_self_kd_loss(l1, l2, y, KDConfig(divergence="sym_kl"))
+    ce = 0.5 * (-math.log(0.75) + math.log(2.0))  # each branch: positions {p=.75, p=.5}, mean
+    assert float(logs["loss/ce"]) == pytest.approx(ce, abs=1e-6)
+    assert float(logs["loss/kd"]) == pytest.approx(0.5 * (KL_12 + KL_21), abs=1e-6)
+    base, _ = siamese_self_kd_loss(l1, None, y, KDConfig(method="ce"))
+    assert float(base) == pytest.approx(0.5 * (-math.log(0.75) + math.log(2.0)), abs=1e-6)
+
+
 def test_baseline_is_plain_cross_entropy() -> None:
     loss, logs = siamese_self_kd_loss(L1, None, Y, KDConfig(method="ce"))
     assert float(loss) == pytest.approx(-math.log(0.75), abs=1e-6) and set(logs) == {"loss/ce"}

@@ -26,12 +26,15 @@ from torch.utils.data import Dataset
 
 from ..engine.errors import SkdError
 from ..engine.io import atomic_write, atomic_write_json, atomic_write_jsonl, read_json
-from .formats import EPOCH_SECONDS, Hypnogram, Signal, read_edf_channel, read_edf_hypnogram, read_shhs_xml
+from .formats import EPOCH_SECONDS, UNKNOWN, Hypnogram, Signal, read_edf_channel, read_edf_hypnogram, read_shhs_xml
 
 SOURCES = ("sleep-edf", "shhs")
+PREP_FORMAT = 2  # bumped whenever what prep writes changes, so an incremental prep redoes old recordings
 DEFAULT_CHANNEL = {"sleep-edf": "EEG Fpz-Cz", "shhs": "EEG"}  # SHHS1 `EEG` = C4-A1
 TRIM_RULE = ("wake trimmed to {m} min before the first and after the last sleep (N1-REM) epoch, on the "
-             "recording's timeline, then ?/movement/unscored epochs dropped (SeriesSleepNet / DeepSleepNet rule)")
+             "recording's timeline (SeriesSleepNet / DeepSleepNet rule); the kept span starts and ends on a scored epoch")
+UNSCORED_RULE = ("?/movement/unscored epochs (SHHS 6, 9) inside the kept span stay, labelled -1: windows keep their real "
+                 "neighbours and those epochs get no loss and no metric (masked); outside the span they are dropped")
 
 
 @dataclass
@@ -137,27 +140,43 @@ def zscore(x: np.ndarray) -> tuple[np.ndarray, float, float]:
     return ((x - mean) / max(std, 1e-6)).astype(np.float32), mean, std
 
 
+def scored_span(labels: np.ndarray, trim_minutes: float) -> tuple[int, int] | None:
+    """The epochs prep keeps of a recording, as an inclusive range [first, last] on its timeline:
+    with wake trimming, from `trim_minutes` before the first to `trim_minutes` after the last sleep
+    (N1-REM) epoch (SeriesSleepNet / DeepSleepNet rule), then narrowed to start and end on a scored
+    epoch. Unscored epochs (-1: ?, movement, SHHS 6/9) INSIDE the range stay in it, masked: a
+    window of consecutive epochs never silently jumps over them (recipes/sleep/README.md, item 6
+    of issue 15). None when nothing is left (no scored epoch; no sleep to trim around)."""
+    scored = np.flatnonzero(labels >= 0)
+    if len(scored) == 0:
+        return None
+    first, last = int(scored[0]), int(scored[-1])
+    if trim_minutes > 0:
+        sleep = np.flatnonzero((labels >= 1) & (labels <= 4))
+        if len(sleep) == 0:
+            return None
+        edge = int(trim_minutes * 60 // EPOCH_SECONDS)
+        inside = scored[(scored >= sleep[0] - edge) & (scored <= sleep[-1] + edge)]
+        first, last = int(inside[0]), int(inside[-1])
+    return first, last
+
+
 def process_recording(rec: RawRecording, source: str, channel: str, fs: int, trim_minutes: float) -> dict:
     sig = read_edf_channel(rec.psg, channel)
     x = signal_epochs(sig, fs, rec.psg)
     hyp = read_shhs_xml(rec.scoring) if source == "shhs" else read_edf_hypnogram(rec.scoring)
     labels, notes = epoch_labels_for(len(sig.data) / sig.fs, hyp, sig.start, rec.psg, rec.scoring)
     n = min(len(labels), len(x))
-    x, y = x[:n], labels[:n]
-    keep = np.ones(n, dtype=bool)
-    if trim_minutes > 0:
-        sleep = np.flatnonzero((y >= 1) & (y <= 4))
-        if len(sleep) == 0:
+    x, y = x[:n], np.where(labels[:n] >= 0, labels[:n], UNKNOWN)
+    span = scored_span(y, trim_minutes)
+    if span is None:
+        if trim_minutes > 0 and (y >= 0).any():
             return {"skip": "no sleep epochs: wake trimming has nothing to anchor to (use --no-trim-wake to keep it)"}
-        edge = int(trim_minutes * 60 // EPOCH_SECONDS)
-        keep[: max(sleep[0] - edge, 0)] = False
-        keep[sleep[-1] + edge + 1:] = False
-    keep &= y >= 0
-    x, y = x[keep], y[keep]
-    if len(y) == 0:
-        return {"skip": "no scored epochs left"}
+        return {"skip": "no scored epochs"}
+    first, last = span
+    x, y = x[first:last + 1], y[first:last + 1]
     x, mean, std = zscore(x)
-    return {"x": x, "y": y.astype(np.int64), "channel": sig.channel, "native_fs": sig.fs,
+    return {"x": x, "y": y.astype(np.int64), "first_epoch": first, "channel": sig.channel, "native_fs": sig.fs,
             "notes": notes, "amplitude_uv": {"mean": round(mean, 3), "std": round(std, 3)}}
 
 
@@ -184,7 +203,8 @@ def prepare_dataset(source: str, raw: str | Path, out: str | Path, channel: str 
     if not recs:
         pattern = "SC4ssNE0-PSG.edf + SC4ssNx-Hypnogram.edf" if source == "sleep-edf" else "shhs1-ID.edf + shhs1-ID-nsrr.xml"
         raise SkdError(f"no recordings found (expected {pattern} files{' for --subjects ' + subjects if subjects else ''})", raw)
-    params = {"source": source, "channel": channel, "fs": fs, "trim_minutes": trim_minutes if trim_wake else 0.0}
+    params = {"format": PREP_FORMAT, "source": source, "channel": channel, "fs": fs,
+              "trim_minutes": trim_minutes if trim_wake else 0.0}
     folder = out / "recordings"
     folder.mkdir(parents=True, exist_ok=True)
     (out / "prep.json").unlink(missing_ok=True)  # unfinished from here on
@@ -203,14 +223,17 @@ def prepare_dataset(source: str, raw: str | Path, out: str | Path, channel: str 
                 npz_path.unlink(missing_ok=True)
             else:
                 atomic_write(npz_path, lambda p, d=done: np.savez(open(p, "wb"), x=d["x"], y=d["y"]))
-                meta.update(epochs=int(len(done["y"])), counts=np.bincount(done["y"], minlength=5).tolist(),
+                scored = done["y"][done["y"] >= 0]
+                meta.update(epochs=int(len(scored)), unscored_in_span=int(len(done["y"]) - len(scored)),
+                            first_epoch=done["first_epoch"], counts=np.bincount(scored, minlength=5).tolist(),
                             channel=done["channel"], native_fs=done["native_fs"], notes=done["notes"],
                             amplitude_uv=done["amplitude_uv"])
             atomic_write_json(meta_path, meta)
         if "skip" in meta:
             skipped.append({"id": rec.id, "psg": str(rec.psg), "reason": meta["skip"]})
         else:
-            rows.append({k: meta[k] for k in ("id", "subject", "night", "epochs", "counts", "channel", "native_fs", "notes")})
+            rows.append({k: meta[k] for k in ("id", "subject", "night", "epochs", "unscored_in_span", "first_epoch",
+                                              "counts", "channel", "native_fs", "notes")})
         if progress:
             progress(1, len(recs), f"prep {source}")
     wanted = {r.id for r in recs}
@@ -224,7 +247,8 @@ def prepare_dataset(source: str, raw: str | Path, out: str | Path, channel: str 
     info = {**params, "raw": str(raw.resolve()), "subjects": subjects, "recordings": len(rows), "epochs": sum(counts),
             "hours": round(sum(counts) * EPOCH_SECONDS / 3600, 3), "class_counts": dict(zip(["W", "N1", "N2", "N3", "REM"], counts)),
             "class_priors": dict(zip(["W", "N1", "N2", "N3", "REM"], [round(c / sum(counts), 4) for c in counts])),
-            "label_map": "W 0, N1 1, N2 2, N3 3 (R&K S3+S4 / SHHS codes 3+4), REM 4; ?/movement/unscored (SHHS 6, 9) dropped",
+            "label_map": "W 0, N1 1, N2 2, N3 3 (R&K S3+S4 / SHHS codes 3+4), REM 4; ?/movement/unscored (SHHS 6, 9) -1",
+            "unscored_rule": UNSCORED_RULE,
             "trim_rule": TRIM_RULE.format(m=f"{trim_minutes:g}") if trim_wake else "no wake trimming",
             "normalisation": "per recording z-score of the kept epochs", "reused": reused,
             "skipped": len(skipped), "fingerprint": fingerprint, "manifest": rows}
@@ -270,21 +294,41 @@ class PreparedSleep:
 
 
 class WindowDataset(Dataset):
-    """Every run of `seq_len` consecutive kept epochs of a night (stride 1). `labels` (the centre
-    epoch's stage) drive class-aware sampling."""
+    """Every run of `seq_len` consecutive epochs of a night (stride 1) that holds at least one
+    scored epoch. Nights are contiguous spans on the recording's timeline (unscored epochs inside
+    are kept, labelled -1), so a window never jumps over a dropped epoch. A night shorter than
+    `seq_len` gives no training window.
+
+    `epoch_labels` (every night's labels, concatenated) and `window_starts` (each window's first
+    epoch in that concatenation) are what the class-aware samplers balance."""
 
     def __init__(self, nights: list[Night], seq_len: int):
         self.nights, self.seq_len = nights, seq_len
-        self.index = [(k, s) for k, n in enumerate(nights) for s in range(len(n.y) - seq_len + 1)]
-        self.labels = [int(nights[k].y[s + seq_len // 2]) for k, s in self.index]
+        night_of, starts, offsets = [], [], [0]
+        for k, night in enumerate(nights):
+            scored = np.concatenate([[0], np.cumsum(night.y >= 0)])
+            s = np.arange(max(len(night.y) - seq_len + 1, 0))
+            s = s[scored[s + seq_len] - scored[s] > 0]  # windows with a supervised epoch
+            night_of.append(np.full(len(s), k, dtype=np.int32))
+            starts.append(s.astype(np.int64))
+            offsets.append(offsets[-1] + len(night.y))
+        self.night_of = np.concatenate(night_of) if nights else np.zeros(0, np.int32)
+        self.starts = np.concatenate(starts) if nights else np.zeros(0, np.int64)
+        self.night_offsets = np.asarray(offsets[:-1], dtype=np.int64)
+        self.epoch_labels = (np.concatenate([n.y for n in nights]) if nights else np.zeros(0)).astype(np.int8)
+        self.window_starts = self.night_offsets[self.night_of] + self.starts
+
+    @property
+    def labels(self) -> list[int]:
+        return [int(v) for v in self.epoch_labels[self.window_starts + self.seq_len // 2]]
 
     def __len__(self) -> int:
-        return len(self.index)
+        return len(self.starts)
 
     def __getitem__(self, i: int) -> dict:
-        k, s = self.index[i]
-        night = self.nights[k]
-        return {"x": torch.from_numpy(night.x[s:s + self.seq_len]), "y": torch.from_numpy(night.y[s:s + self.seq_len])}
+        night, s = self.nights[self.night_of[i]], int(self.starts[i])
+        return {"x": torch.from_numpy(np.array(night.x[s:s + self.seq_len])),
+                "y": torch.from_numpy(night.y[s:s + self.seq_len].astype(np.int64))}
 
 
 def night_windows(n_epochs: int, seq_len: int, stride: int) -> list[int]:

@@ -13,6 +13,9 @@ LABELS = list(range(len(STAGES)))
 
 
 def sleep_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
+    """Over the scored epochs: positions where y_true is negative (unscored, kept as context) are left out."""
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    y_true, y_pred = y_true[y_true >= 0], y_pred[y_true >= 0]
     per_class = f1_score(y_true, y_pred, labels=LABELS, average=None, zero_division=0)
     return {
         "accuracy": float(accuracy_score(y_true, y_pred)),
@@ -25,7 +28,8 @@ def sleep_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
 
 
 def priors(y: np.ndarray) -> dict[str, float]:
-    counts = np.bincount(y, minlength=len(STAGES))
+    y = np.asarray(y)
+    counts = np.bincount(y[y >= 0], minlength=len(STAGES))
     return {s: round(float(c / max(counts.sum(), 1)), 4) for s, c in zip(STAGES, counts)}
 
 

@@ -248,6 +248,7 @@ def eval_stage(run_dir: str, data: str | None = None, cross_dataset: bool = Fals
     y_true = np.concatenate([n.y for n in nights])
     y_pred = np.concatenate([p.argmax(1) for p in probs])
     scores = sleep_metrics(y_true, y_pred)
+    y_true, y_pred = y_true[y_true >= 0], y_pred[y_true >= 0]  # unscored epochs in a night are context only
     result = {"task": TASK_NAME, "run_dir": str(run.path), "data": str(Path(data).resolve()),
               "cross_dataset": not same, "split": split, "recordings": len(nights),
               "kd_method": cfg.kd.method, "sampler": cfg.sampler.kind, **scores,

@@ -1,0 +1,66 @@
+"""Sleep data handling behind issue 15: unscored epochs inside a night (windows never jump over
+them), the normalisation shared by prep and score, subject-wise splits and folds, the
+memory-mapped store, skipped nights, --subjects FILE and the recorded channel fallback."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from skdcli.sleep.data import PreparedSleep, WindowDataset, prepare_dataset, scored_span
+from skdcli.sleep.synth import _signal, _write_edf, night_eeg, nsrr_xml
+
+
+def write_shhs_night(root: Path, rid: str, codes: list[int], channels: tuple[str, ...] = ("EEG(sec)", "EEG"),
+                     seed: int = 0) -> Path:
+    """One SHHS1-layout night with exactly these stage codes (SHHS: 0 W .. 5 REM, 6 movement, 9 unscored)."""
+    rng = np.random.default_rng(seed)
+    stages = np.asarray([{0: 0, 1: 1, 2: 2, 3: 3, 4: 3, 5: 4}.get(c, 0) for c in codes])
+    eeg = night_eeg(stages, 125.0, rng, dataset="shhs")
+    _write_edf(root / "polysomnography" / "edfs" / "shhs1" / f"{rid}.edf",
+               [_signal(eeg, 125.0, ch) for ch in channels], dt.datetime(1985, 1, 1, 22, 0, 0))
+    xml = root / "polysomnography" / "annotations-events-nsrr" / "shhs1" / f"{rid}-nsrr.xml"
+    xml.parent.mkdir(parents=True, exist_ok=True)
+    xml.write_text(nsrr_xml(codes, len(codes) * 30.0), encoding="utf-8")
+    return root
+
+
+def test_scored_span_trims_wake_and_keeps_inner_unscored() -> None:
+    y = np.array([-1, 0, 0, 0, 0, 1, 2, -1, -1, 2, 4, 0, 0, 0, -1])
+    # 1 min of wake kept on each side of sleep (epochs 5..10): 3..12; edges shrink to scored epochs
+    assert scored_span(y, trim_minutes=1.0) == (3, 12)
+    assert scored_span(y, trim_minutes=0.0) == (1, 13)  # no trimming: first to last scored epoch
+    assert scored_span(np.array([0, 0, -1]), 30.0) is None  # nothing to anchor the trimming to
+    assert scored_span(np.array([-1, -1]), 0.0) is None
+
+
+def test_prep_keeps_unscored_epochs_inside_the_night_as_masked_context(tmp_path: Path) -> None:
+    # SHHS codes: movement (6) and unscored (9) in the middle of the night, unscored at the end
+    codes = [0, 0, 1, 2, 6, 9, 2, 3, 4, 5, 0, 9]
+    raw = write_shhs_night(tmp_path / "raw", "shhs1-200001", codes)
+    prepare_dataset("shhs", raw, tmp_path / "prep", trim_wake=False)
+    night = PreparedSleep(tmp_path / "prep").nights[0]
+    # the night is the contiguous span 0..10: the two inner epochs stay (label -1), the trailing 9 goes
+    assert night.y.tolist() == [0, 0, 1, 2, -1, -1, 2, 3, 3, 4, 0]
+    assert len(night.x) == 11
+    row = PreparedSleep(tmp_path / "prep").info["manifest"][0]
+    assert row["epochs"] == 9 and row["unscored_in_span"] == 2 and row["first_epoch"] == 0
+    # every window is L consecutive epochs of the recording: epochs 3..5 really are 2, movement, unscored
+    windows = WindowDataset([night], seq_len=3)
+    assert len(windows) == 9  # starts 0..8, each holds a scored epoch
+    item = windows[3]
+    assert item["y"].tolist() == [2, -1, -1] and torch.equal(item["x"], torch.from_numpy(np.array(night.x[3:6])))
+
+
+def test_windows_without_a_scored_epoch_are_not_training_examples() -> None:
+    from skdcli.sleep.data import Night
+
+    y = np.array([2, -1, -1, -1, -1, 2, 2], dtype=np.int64)
+    night = Night("n", np.zeros((7, 4), np.float32), y)
+    windows = WindowDataset([night], seq_len=3)
+    assert windows.starts.tolist() == [0, 3, 4]  # starts 1 and 2 see only unscored epochs
+    assert WindowDataset([night], seq_len=8).starts.tolist() == []  # a night shorter than one window
