@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 
 from conftest import invoke, invoke_json, sets
 from fixtures_sleep import SLEEP_FIXTURES, SLEEP_TINY
+from skdcli.sleep.data import PreparedSleep, prepare_dataset
 from skdcli.sleep.formats import read_edf_hypnogram
 from skdcli.sleep.synth import write_shhs_like
 
@@ -37,8 +38,11 @@ def test_prep_shhs_layout_resamples_and_expands_xml(sleep_shhs: Path) -> None:
     info = json.loads((sleep_shhs / "prep.json").read_text())
     assert info["source"] == "shhs" and info["channel"] == "EEG" and info["fs"] == 100
     assert info["recordings"] == 4 and {r["native_fs"] for r in info["manifest"]} == {125.0}
-    with np.load(sleep_shhs / "recordings" / f"{info['manifest'][0]['id']}.npz") as z:
-        assert z["x"].shape[1] == 3000 and abs(float(z["x"].mean())) < 1e-3 and z["y"].max() <= 4
+    night = PreparedSleep(sleep_shhs).nights[0]
+    assert np.asarray(night.x).shape == (len(night.y), 3000) and night.y.max() <= 4
+    # robust normalisation over the whole recording: the night's median near 0, its IQR near 1.349
+    q25, q50, q75 = np.percentile(np.asarray(night.x), [25, 50, 75])
+    assert abs(q50) < 0.1 and 1.0 < q75 - q25 < 1.7 and info["normalisation"]["rule"] == "robust"
     assert "30 min" in info["trim_rule"] and "S3+S4" in info["label_map"]
 
 
@@ -167,9 +171,17 @@ def test_eval_refuses_mismatched_rates(sleep_trained_run: Path, sleep_raw, tmp_p
                           "mismatched sampling rates", "100 Hz", "50 Hz")
 
 
-def test_export_and_score_with_the_export_alone(sleep_export: Path, sleep_raw, tmp_path: Path) -> None:
+def test_eval_refuses_another_normalisation(sleep_trained_run: Path, sleep_raw, tmp_path: Path) -> None:
+    out = tmp_path / "sedf_epoch"
+    prepare_dataset("sleep-edf", sleep_raw["sleep-edf"], out, subjects="0", normalisation="epoch")
+    assert_one_line_error(invoke("sleep", "eval", "--run-dir", sleep_trained_run, "--data", out, "--cross-dataset"),
+                          "mismatched normalisation", "'robust'", "'epoch'")
+
+
+def test_export_and_score_with_the_export_alone(sleep_export: Path, sleep_raw, sleep_sedf: Path, tmp_path: Path) -> None:
     manifest = json.loads((sleep_export / "manifest.json").read_text())
     assert manifest["task"] == "sleep" and manifest["fs"] == 100 and manifest["parity"]["max_abs_diff"] < 1e-4
+    assert manifest["normalisation"]["rule"] == "robust" and manifest["trim_minutes"] == 30.0
     assert any(k.startswith("head") for k in load_file(sleep_export / "model.safetensors"))
     psg = sleep_raw["sleep-edf"] / "sleep-cassette" / "SC4001E0-PSG.edf"
     hyp = sleep_raw["sleep-edf"] / "sleep-cassette" / "SC4001EC-Hypnogram.edf"
@@ -182,6 +194,11 @@ def test_export_and_score_with_the_export_alone(sleep_export: Path, sleep_raw, t
     back = read_edf_hypnogram(tmp_path / "night.edf")
     assert [("W", "N1", "N2", "N3", "REM")[v] for v in back.labels] == [r["stage"] for r in rows]
     assert (tmp_path / "night.png").stat().st_size > 1000 and "kappa" in result
+    # metrics on eval's epochs (the prepared night's scored epochs) and on the whole night's
+    row = next(r for r in json.loads((sleep_sedf / "prep.json").read_text())["manifest"] if r["id"] == "SC4001E0")
+    assert result["scored_epochs"] == row["epochs"] and result["trimmed_span"][0] == row["first_epoch"]
+    n_scored = int((read_edf_hypnogram(hyp).labels[:result["epochs"]] >= 0).sum())
+    assert result["whole_night"]["scored_epochs"] == n_scored and result["normalisation"] == "robust"
     assert_one_line_error(invoke("sleep", "score", "--model", sleep_export, "--edf", psg, "--out", out),
                           str(out), "--overwrite")
     assert_one_line_error(invoke("sleep", "score", "--model", sleep_export, "--edf", psg, "--out", tmp_path / "x.csv"),

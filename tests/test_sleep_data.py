@@ -64,3 +64,42 @@ def test_windows_without_a_scored_epoch_are_not_training_examples() -> None:
     windows = WindowDataset([night], seq_len=3)
     assert windows.starts.tolist() == [0, 3, 4]  # starts 1 and 2 see only unscored epochs
     assert WindowDataset([night], seq_len=8).starts.tolist() == []  # a night shorter than one window
+
+
+# -- item 1: one normalisation, prep and score alike ---------------------------------------------------------
+def test_normalisation_rules_by_hand() -> None:
+    from skdcli.engine.errors import SkdError
+    from skdcli.sleep.normalisation import normalise_recording
+
+    x = np.array([[1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 100.0]])
+    # robust: median 4.5, quartiles (numpy linear) 2.75 and 6.25 -> scale 3.5 / 1.349
+    out, stats = normalise_recording(x, "robust")
+    assert stats == {"center_uv": 4.5, "scale_uv": pytest.approx(3.5 / 1.349, abs=1e-4)}
+    assert out.dtype == np.float32 and out[0, 0] == pytest.approx((1 - 4.5) * 1.349 / 3.5, rel=1e-6)
+    out, stats = normalise_recording(x, "zscore")
+    assert stats["center_uv"] == pytest.approx(x.mean()) and out.std() == pytest.approx(1.0, abs=1e-6)
+    out, _ = normalise_recording(x, "epoch")
+    assert np.allclose(out.mean(1), 0, atol=1e-6) and np.allclose(out.std(1), 1, atol=1e-6)
+    with pytest.raises(SkdError, match="flat"):
+        normalise_recording(np.zeros((3, 4)), "robust")
+    with pytest.raises(SkdError, match="normalisation must be one of robust, zscore, epoch"):
+        normalise_recording(x, "minmax")
+
+
+@pytest.mark.parametrize("rule", ["robust", "epoch"])
+def test_score_input_equals_prep_on_the_kept_epochs(sleep_raw, tmp_path: Path, rule: str) -> None:
+    """What `score` feeds the model for a whole night is, on the epochs prep kept, exactly what
+    prep stored (before issue 15: the trimmed night's z-score vs the whole night's, 1.24x apart on
+    a 22-h night)."""
+    from skdcli.sleep.data import read_recording_epochs
+
+    raw = sleep_raw["sleep-edf"]
+    info = prepare_dataset("sleep-edf", raw, tmp_path / "p", subjects="0", trim_minutes=1.0, normalisation=rule)
+    assert info["normalisation"]["rule"] == rule
+    data = PreparedSleep(tmp_path / "p")
+    row = data.info["manifest"][0]
+    assert row["first_epoch"] > 0  # wake was trimmed off the start (1 min kept before sleep)
+    _, whole, _ = read_recording_epochs(raw / "sleep-cassette" / f"{row['id']}-PSG.edf", "EEG Fpz-Cz", 100, rule)
+    night = data.nights[0]
+    assert len(whole) > len(night.y)
+    assert np.array_equal(whole[row["first_epoch"]:row["first_epoch"] + len(night.y)], np.asarray(night.x))

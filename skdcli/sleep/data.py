@@ -2,7 +2,7 @@
 
 A prepared dataset directory:
     prep.json                 written last: source, channel, rate, rules, class counts, recordings
-    recordings/<id>.npz       x (n_epochs, fs*30) float32 (per-recording z-scored), y (n_epochs,) int64
+    recordings/<id>.npz       x (n_epochs, fs*30) float32 (normalisation.py), y (n_epochs,) int64
     recordings/<id>.json      what made it: source files (size, mtime), prep parameters
     skipped.jsonl             recordings left out and why
 Prep is incremental: a recording whose sources and parameters are unchanged is not redone, so an
@@ -26,10 +26,11 @@ from torch.utils.data import Dataset
 
 from ..engine.errors import SkdError
 from ..engine.io import atomic_write, atomic_write_json, atomic_write_jsonl, read_json
+from .normalisation import DEFAULT_NORMALISATION, check_rule, describe, normalise_recording
 from .formats import EPOCH_SECONDS, UNKNOWN, Hypnogram, Signal, read_edf_channel, read_edf_hypnogram, read_shhs_xml
 
 SOURCES = ("sleep-edf", "shhs")
-PREP_FORMAT = 2  # bumped whenever what prep writes changes, so an incremental prep redoes old recordings
+PREP_FORMAT = 3  # bumped whenever what prep writes changes, so an incremental prep redoes old recordings
 DEFAULT_CHANNEL = {"sleep-edf": "EEG Fpz-Cz", "shhs": "EEG"}  # SHHS1 `EEG` = C4-A1
 TRIM_RULE = ("wake trimmed to {m} min before the first and after the last sleep (N1-REM) epoch, on the "
              "recording's timeline (SeriesSleepNet / DeepSleepNet rule); the kept span starts and ends on a scored epoch")
@@ -134,10 +135,13 @@ def signal_epochs(sig: Signal, fs: int, path: Path) -> np.ndarray:
     return data[: n * fs * EPOCH_SECONDS].reshape(n, fs * EPOCH_SECONDS)
 
 
-def zscore(x: np.ndarray) -> tuple[np.ndarray, float, float]:
-    """Per-recording normalisation (removes montage / amplitude gain between datasets)."""
-    mean, std = float(x.mean()), float(x.std())
-    return ((x - mean) / max(std, 1e-6)).astype(np.float32), mean, std
+def read_recording_epochs(psg: str | Path, channel: str, fs: int, normalisation: str) -> tuple[Signal, np.ndarray, dict]:
+    """The channel of a whole recording as the model sees it: read, resampled to `fs`, cut into
+    30-s epochs and normalised over the whole recording (normalisation.py). Prep (then trimming)
+    and `score` both call this, so both give the model the same values for the same epoch."""
+    sig = read_edf_channel(psg, channel)
+    x, stats = normalise_recording(signal_epochs(sig, fs, Path(psg)), normalisation, psg)
+    return sig, x, stats
 
 
 def scored_span(labels: np.ndarray, trim_minutes: float) -> tuple[int, int] | None:
@@ -161,9 +165,9 @@ def scored_span(labels: np.ndarray, trim_minutes: float) -> tuple[int, int] | No
     return first, last
 
 
-def process_recording(rec: RawRecording, source: str, channel: str, fs: int, trim_minutes: float) -> dict:
-    sig = read_edf_channel(rec.psg, channel)
-    x = signal_epochs(sig, fs, rec.psg)
+def process_recording(rec: RawRecording, source: str, channel: str, fs: int, trim_minutes: float,
+                      normalisation: str) -> dict:
+    sig, x, stats = read_recording_epochs(rec.psg, channel, fs, normalisation)
     hyp = read_shhs_xml(rec.scoring) if source == "shhs" else read_edf_hypnogram(rec.scoring)
     labels, notes = epoch_labels_for(len(sig.data) / sig.fs, hyp, sig.start, rec.psg, rec.scoring)
     n = min(len(labels), len(x))
@@ -174,10 +178,8 @@ def process_recording(rec: RawRecording, source: str, channel: str, fs: int, tri
             return {"skip": "no sleep epochs: wake trimming has nothing to anchor to (use --no-trim-wake to keep it)"}
         return {"skip": "no scored epochs"}
     first, last = span
-    x, y = x[first:last + 1], y[first:last + 1]
-    x, mean, std = zscore(x)
-    return {"x": x, "y": y.astype(np.int64), "first_epoch": first, "channel": sig.channel, "native_fs": sig.fs,
-            "notes": notes, "amplitude_uv": {"mean": round(mean, 3), "std": round(std, 3)}}
+    return {"x": x[first:last + 1], "y": y[first:last + 1].astype(np.int64), "first_epoch": first,
+            "channel": sig.channel, "native_fs": sig.fs, "notes": notes, "normalisation_stats": stats}
 
 
 # -- the whole dataset ----------------------------------------------------------------------------------
@@ -188,7 +190,7 @@ def _file_id(p: Path) -> dict:
 
 def prepare_dataset(source: str, raw: str | Path, out: str | Path, channel: str | None = None, fs: int = 100,
                     trim_wake: bool = True, trim_minutes: float = 30.0, subjects: str | None = None,
-                    overwrite: bool = False, progress: Callable[[int, int, str], None] | None = None) -> dict:
+                    normalisation: str = DEFAULT_NORMALISATION, overwrite: bool = False, progress: Callable[[int, int, str], None] | None = None) -> dict:
     if source not in SOURCES:
         raise SkdError(f"--source must be one of {', '.join(SOURCES)}, got '{source}'")
     raw, out = Path(raw), Path(out)
@@ -204,7 +206,7 @@ def prepare_dataset(source: str, raw: str | Path, out: str | Path, channel: str 
         pattern = "SC4ssNE0-PSG.edf + SC4ssNx-Hypnogram.edf" if source == "sleep-edf" else "shhs1-ID.edf + shhs1-ID-nsrr.xml"
         raise SkdError(f"no recordings found (expected {pattern} files{' for --subjects ' + subjects if subjects else ''})", raw)
     params = {"format": PREP_FORMAT, "source": source, "channel": channel, "fs": fs,
-              "trim_minutes": trim_minutes if trim_wake else 0.0}
+              "trim_minutes": trim_minutes if trim_wake else 0.0, "normalisation": check_rule(normalisation)}
     folder = out / "recordings"
     folder.mkdir(parents=True, exist_ok=True)
     (out / "prep.json").unlink(missing_ok=True)  # unfinished from here on
@@ -216,7 +218,7 @@ def prepare_dataset(source: str, raw: str | Path, out: str | Path, channel: str 
         if old and old.get("sources") == sources and old.get("params") == params and (npz_path.is_file() or "skip" in old):
             meta, reused = old, reused + 1
         else:
-            done = process_recording(rec, source, channel, fs, params["trim_minutes"])
+            done = process_recording(rec, source, channel, fs, params["trim_minutes"], normalisation)
             meta = {"id": rec.id, "sources": sources, "params": params, "subject": rec.subject, "night": rec.night}
             if "skip" in done:
                 meta["skip"] = done["skip"]
@@ -227,7 +229,7 @@ def prepare_dataset(source: str, raw: str | Path, out: str | Path, channel: str 
                 meta.update(epochs=int(len(scored)), unscored_in_span=int(len(done["y"]) - len(scored)),
                             first_epoch=done["first_epoch"], counts=np.bincount(scored, minlength=5).tolist(),
                             channel=done["channel"], native_fs=done["native_fs"], notes=done["notes"],
-                            amplitude_uv=done["amplitude_uv"])
+                            normalisation_stats=done["normalisation_stats"])
             atomic_write_json(meta_path, meta)
         if "skip" in meta:
             skipped.append({"id": rec.id, "psg": str(rec.psg), "reason": meta["skip"]})
@@ -250,7 +252,7 @@ def prepare_dataset(source: str, raw: str | Path, out: str | Path, channel: str 
             "label_map": "W 0, N1 1, N2 2, N3 3 (R&K S3+S4 / SHHS codes 3+4), REM 4; ?/movement/unscored (SHHS 6, 9) -1",
             "unscored_rule": UNSCORED_RULE,
             "trim_rule": TRIM_RULE.format(m=f"{trim_minutes:g}") if trim_wake else "no wake trimming",
-            "normalisation": "per recording z-score of the kept epochs", "reused": reused,
+            "normalisation": describe(normalisation), "reused": reused,
             "skipped": len(skipped), "fingerprint": fingerprint, "manifest": rows}
     atomic_write_jsonl(out / "skipped.jsonl", skipped)
     atomic_write_json(out / "prep.json", info)
@@ -272,7 +274,11 @@ class PreparedSleep:
         if not info_path.is_file():
             raise SkdError("not a prepared sleep dataset (no prep.json; run `skd sleep prep`, or finish it)", self.path)
         self.info = read_json(info_path)
+        if self.info.get("format") != PREP_FORMAT:
+            raise SkdError(f"prepared by another skd version (format {self.info.get('format', 1)}, this one reads "
+                           f"{PREP_FORMAT}); re-run `skd sleep prep ... --overwrite`", info_path)
         self.fs = int(self.info["fs"])
+        self.normalisation = self.info["normalisation"]["rule"]
         self.nights: list[Night] = []
         for row in self.info["manifest"]:
             npz = self.path / "recordings" / f"{row['id']}.npz"

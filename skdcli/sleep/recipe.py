@@ -28,7 +28,7 @@ from ..engine.schedules import Progress
 from ..engine.stages import load_run_config, recorded_data_dir, train_run
 from ..engine.trainer import Task, count_parameters
 from .config import STAGES, KDConfig, SleepConfig
-from .data import SOURCES, PreparedSleep, WindowDataset, night_windows, prepare_dataset, signal_epochs, zscore
+from .data import SOURCES, PreparedSleep, WindowDataset, night_windows, prepare_dataset, read_recording_epochs, scored_span
 from .formats import EPOCH_SECONDS, read_edf_channel, read_edf_hypnogram, read_shhs_xml, write_edf_hypnogram
 from .loss import siamese_self_kd_loss
 from .metrics import mean_std, priors, sleep_metrics
@@ -160,7 +160,8 @@ def configure(cfg: SleepConfig, baseline: bool, sampler: str | None) -> None:
 def _summary_extra(data: str):
     info = read_json(Path(data) / "prep.json")
     return lambda cfg: {"kd_method": cfg.kd.method, "sampler": cfg.sampler.kind, "fs": info["fs"],
-                        "channel": info["channel"], "source": info["source"], "train_priors": info["class_priors"]}
+                        "channel": info["channel"], "source": info["source"], "train_priors": info["class_priors"],
+                        "normalisation": info["normalisation"], "trim_minutes": info["trim_minutes"]}
 
 
 def train_stage(data: str | None, run_dir: str, config: str | None = None, sets: list[str] | None = None,
@@ -233,6 +234,10 @@ def eval_stage(run_dir: str, data: str | None = None, cross_dataset: bool = Fals
     if test.fs != train_fs:
         raise SkdError(f"mismatched sampling rates: the model was trained at {train_fs} Hz but this dataset was "
                        f"prepared at {test.fs} Hz (re-run prep with --fs {train_fs})", data)
+    train_rule = (summary.get("normalisation") or {}).get("rule", test.normalisation)
+    if test.normalisation != train_rule:
+        raise SkdError(f"mismatched normalisation: the model was trained on '{train_rule}' data but this dataset was "
+                       f"prepared with '{test.normalisation}' (re-run prep with --normalisation {train_rule})", data)
     same = Path(data).resolve() == Path(train_data).resolve()
     if same and cross_dataset:
         raise SkdError("--cross-dataset needs a dataset other than the one the run trained on", data)
@@ -277,7 +282,7 @@ def export_stage(run_dir: str, out: str | None = None, overwrite: bool = False) 
     def write_extra(folder: Path) -> dict:
         return {"task": TASK_NAME, "fs": fs, "seq_len": L, "channel": summary.get("channel"),
                 "stages": STAGES, "eval_stride": cfg.eval.stride, "train_source": summary.get("source"),
-                "normalisation": "per recording z-score of the whole signal, µV, resampled to fs",
+                "normalisation": summary["normalisation"], "trim_minutes": summary["trim_minutes"],
                 "inputs": [f"windows (B, {L}, {S}) float32"], "outputs": [f"logits (B, {L}, {len(STAGES)})"],
                 "parameters": count_parameters(model)}
 
@@ -291,21 +296,28 @@ def export_stage(run_dir: str, out: str | None = None, overwrite: bool = False) 
 def score_stage(model_path: str, edf: str, out: str, channel: str | None = None, hypnogram: str | None = None,
                 overwrite: bool = False) -> dict:
     """Stage a new recording with an export alone: CSV (one row per 30-s epoch, probabilities),
-    an EDF+ hypnogram like Sleep-EDF's, and a PNG hypnogram (true vs predicted with --hypnogram)."""
+    an EDF+ hypnogram like Sleep-EDF's, and a PNG hypnogram (true vs predicted with --hypnogram).
+
+    The night is read and normalised by the export's recorded rule over the whole recording, as
+    prep did for the training data (data.read_recording_epochs). With --hypnogram the metrics
+    are given twice: on the epochs `eval` would score (the export's wake-trimming rule applied to
+    the true scoring; the predictions still come from the whole night, so the span's first and
+    last windows see their real neighbours) and on every scored epoch of the night."""
     module, manifest, folder = load_exported(model_path)
     if manifest.get("task") != TASK_NAME:
         raise SkdError(f"not a sleep export (task={manifest.get('task')})", folder)
+    rule = manifest.get("normalisation")
+    if not isinstance(rule, dict) or "rule" not in rule:
+        raise SkdError("export records no normalisation rule (made by an older skd); re-run `skd sleep export`", folder)
     out_csv = Path(out)
     out_edf, out_png = out_csv.with_suffix(".edf"), out_csv.with_suffix(".png")
     for p in (out_csv, out_edf, out_png):
         if p.exists() and not overwrite:
             raise SkdError("already exists; pass --overwrite to replace it", p)
-    sig = read_edf_channel(edf, channel or manifest["channel"])
-    x = signal_epochs(sig, int(manifest["fs"]), Path(edf))
+    sig, x, _ = read_recording_epochs(edf, channel or manifest["channel"], int(manifest["fs"]), rule["rule"])
     n = len(x)
     if n == 0:
         raise SkdError("recording is shorter than one 30-s epoch", edf)
-    x, _, _ = zscore(x)  # the whole night: no scoring, so no wake trimming
     cfg = SleepConfig()
     cfg.data.seq_len, cfg.eval.stride = int(manifest["seq_len"]), int(manifest.get("eval_stride", 1))
     probs = predict_nights(module, [x], cfg, torch.device("cpu"))[0]
@@ -317,20 +329,35 @@ def score_stage(model_path: str, edf: str, out: str, channel: str | None = None,
         writer.writerow([i, i * EPOCH_SECONDS, STAGES[s]] + [f"{v:.4f}" for v in p])
     atomic_write_text(out_csv, buf.getvalue())
     atomic_write(out_edf, lambda p: write_edf_hypnogram(p, pred, sig.start))
-    result = {"edf": str(edf), "channel": sig.channel, "epochs": int(n), "csv": str(out_csv), "hypnogram_edf": str(out_edf),
-              "png": str(out_png), "predicted_priors": priors(pred)}
+    result = {"edf": str(edf), "channel": sig.channel, "epochs": int(n), "normalisation": rule["rule"],
+              "csv": str(out_csv), "hypnogram_edf": str(out_edf), "png": str(out_png), "predicted_priors": priors(pred)}
     true = None
     if hypnogram:
         hyp = read_shhs_xml(hypnogram) if hypnogram.lower().endswith(".xml") else read_edf_hypnogram(hypnogram)
         true = np.full(n, -1)
         m = min(n, len(hyp.labels))
-        true[:m] = hyp.labels[:m]
-        scored = true >= 0
-        if scored.any():
-            s = sleep_metrics(true[scored], pred[scored])
-            result.update({k: s[k] for k in ("accuracy", "macro_f1", "kappa")}, scored_epochs=int(scored.sum()))
+        true[:m] = np.where(hyp.labels[:m] >= 0, hyp.labels[:m], -1)
+        result.update(score_against(true, pred, float(manifest.get("trim_minutes", 0.0))))
     plot_hypnogram(out_png, pred, true, title=Path(edf).name)
     return result
+
+
+def score_against(true: np.ndarray, pred: np.ndarray, trim_minutes: float) -> dict:
+    """Metrics of a scored night: on eval's epochs (the trimmed span's scored epochs) at the top
+    level, and on every scored epoch of the night under `whole_night`."""
+    keys = ("accuracy", "macro_f1", "kappa", "epochs")
+    out: dict = {}
+    span = scored_span(true, trim_minutes)
+    if span is not None:
+        first, last = span
+        in_span = np.full(len(true), -1)
+        in_span[first:last + 1] = true[first:last + 1]
+        s = sleep_metrics(in_span, pred)
+        out.update({k: s[k] for k in keys if k != "epochs"}, scored_epochs=s["epochs"], trimmed_span=[first, last])
+    if (true >= 0).any():
+        s = sleep_metrics(true, pred)
+        out["whole_night"] = {**{k: s[k] for k in keys if k != "epochs"}, "scored_epochs": s["epochs"]}
+    return out
 
 
 # -- the whole pipeline on the tiny default --------------------------------------------------------------------------
