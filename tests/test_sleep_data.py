@@ -103,3 +103,79 @@ def test_score_input_equals_prep_on_the_kept_epochs(sleep_raw, tmp_path: Path, r
     night = data.nights[0]
     assert len(whole) > len(night.y)
     assert np.array_equal(whole[row["first_epoch"]:row["first_epoch"] + len(night.y)], np.asarray(night.x))
+
+
+# -- item 2: whole subjects in every split ---------------------------------------------------------------------
+def test_subject_ids() -> None:
+    from skdcli.sleep.splits import subject_of
+
+    assert subject_of("SC4001E0") == subject_of("SC4002E0") == "SC400"
+    assert subject_of("SC4011E0") == "SC401" and subject_of("ST7022J0") == "ST702"
+    assert subject_of("shhs1-200001") == subject_of("shhs2-200001") == "200001"
+    assert subject_of("night-x") == "night-x"
+
+
+def test_dev_and_folds_never_split_a_subject() -> None:
+    from skdcli.sleep.splits import fold_subjects, partition
+    from skdcli.sleep.data import Night
+
+    # Sleep-EDF-20: 20 subjects, 39 nights (subject 13 has one)
+    nights = [Night(f"SC4{s:02d}{n}E0", np.zeros((1, 1)), np.zeros(1), f"SC4{s:02d}") for s in range(20) for n in (1, 2)
+              if (s, n) != (13, 2)]
+    parts = partition(nights, dev_fraction=0.1)
+    train_subjects, dev_subjects = {n.subject for n in parts.train}, {n.subject for n in parts.dev}
+    assert not train_subjects & dev_subjects and len(parts.dev) >= round(0.1 * len(nights)) and not parts.test
+    assert len(parts.train) + len(parts.dev) == len(nights)
+    assert partition(nights, 0.1).dev == parts.dev  # a pure function of the ids
+    groups = fold_subjects([n.subject for n in nights], 4)
+    assert [len(g) for g in groups] == [5, 5, 5, 5] and groups[0] == ["SC400", "SC401", "SC402", "SC403", "SC404"]
+    seen = set()
+    for k in range(4):
+        fold = partition(nights, 0.1, folds=4, fold=k)
+        test = {n.subject for n in fold.test}
+        assert test == set(groups[k]) and not test & {n.subject for n in fold.train + fold.dev}
+        assert not {n.subject for n in fold.train} & {n.subject for n in fold.dev}
+        seen |= test
+    assert seen == {n.subject for n in nights}  # every subject is tested exactly once
+
+
+def test_task_holds_out_both_nights_of_a_dev_subject(sleep_sedf: Path) -> None:
+    # 2 subjects x 2 nights: before issue 15 the dev night (1 of 4, by id hash) had its twin in training
+    from skdcli.sleep.config import SleepConfig
+    from skdcli.sleep.recipe import SleepTask
+
+    task = SleepTask(SleepConfig(), sleep_sedf)
+    train = {task.train_set.nights[k].id for k in range(len(task.train_set.nights))}
+    dev = {n.id for n in task.dev_set.nights}
+    assert len(dev) == 2 and {i[:5] for i in train}.isdisjoint({i[:5] for i in dev})
+    cfg = SleepConfig()
+    cfg.data.folds, cfg.data.fold = 2, 1
+    folded = SleepTask(cfg, sleep_sedf)
+    assert {n.id for n in folded.train_set.nights} == {"SC4001E0", "SC4002E0"} and folded.dev_set is None
+    assert folded.data.held_out(cfg.data)[0] == "test"
+    assert [n.id for n in folded.data.held_out(cfg.data)[1]] == ["SC4011E0", "SC4012E0"]
+
+
+def test_fold_config_is_checked() -> None:
+    from skdcli.engine.errors import SkdError
+    from skdcli.sleep.config import SleepConfig
+
+    for folds, fold, message in ((1, 0, "data.folds must be 0"), (3, 3, "data.fold must be in")):
+        cfg = SleepConfig()
+        cfg.data.folds, cfg.data.fold = folds, fold
+        with pytest.raises(SkdError, match=message):
+            cfg.validate()
+
+
+def test_cross_validation_over_subject_folds(sleep_sedf: Path, tmp_path: Path) -> None:
+    from fixtures_sleep import SLEEP_TINY
+    from skdcli.sleep.recipe import folds_stage
+
+    result = folds_stage(str(sleep_sedf), str(tmp_path / "cv"), 2, sets=[*SLEEP_TINY, "train.batch_size=5"],
+                         max_steps=2, device="cpu")
+    assert [r["subjects"] for r in result["per_fold"]] == [["SC400"], ["SC401"]]
+    assert sum(r["epochs"] for r in result["per_fold"]) == result["pooled"]["epochs"]
+    assert result["pooled"]["epochs"] == sum(r["epochs"] for r in PreparedSleep(sleep_sedf).info["manifest"])
+    assert result["accuracy"]["n"] == 2 and (tmp_path / "cv" / "folds.json").is_file()
+    fold1 = (tmp_path / "cv" / "fold1" / "eval.json").read_text()
+    assert '"split": "test"' in fold1

@@ -130,3 +130,26 @@ def test_engine_order_hook_splits_over_ranks_and_resumes() -> None:
         assert sorted(ranks[0][step * 5:(step + 1) * 5] + ranks[1][step * 5:(step + 1) * 5]) == sorted(full[step * 10:(step + 1) * 10])
     one.start_index = 30
     assert list(one) == full[30:] and len(one) == 170
+
+
+def test_pooled_folds_equal_sklearn_on_the_concatenation() -> None:
+    from skdcli.sleep.metrics import cross_validation_summary, metrics_from_confusion
+
+    rng = np.random.default_rng(0)
+    folds, trues, preds = [], [], []
+    for k in range(3):
+        y = rng.integers(0, 5, 60 + 10 * k)
+        p = np.where(rng.random(len(y)) < 0.6, y, rng.integers(0, 5, len(y)))
+        trues.append(y), preds.append(p)
+        folds.append({"recordings": 2, "subjects": [f"s{k}"], **sleep_metrics(y, p)})
+    direct = sleep_metrics(np.concatenate(trues), np.concatenate(preds))
+    pooled = metrics_from_confusion(direct["confusion"])
+    for key in ("accuracy", "macro_f1", "kappa"):
+        assert pooled[key] == pytest.approx(direct[key], abs=1e-12)
+    assert pooled["per_class_f1"] == direct["per_class_f1"]
+    summary = cross_validation_summary(folds)
+    assert summary["pooled"]["kappa"] == pytest.approx(direct["kappa"], abs=1e-12)
+    accs = [f["accuracy"] for f in folds]
+    assert summary["accuracy"]["mean"] == pytest.approx(np.mean(accs), abs=1e-4)
+    assert summary["accuracy"]["std"] == pytest.approx(np.std(accs, ddof=1), abs=1e-4)
+    assert [r["fold"] for r in summary["per_fold"]] == [0, 1, 2] and summary["per_fold"][2]["epochs"] == 80

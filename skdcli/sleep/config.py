@@ -18,7 +18,11 @@ STAGES = ["W", "N1", "N2", "N3", "REM"]  # class ids 0..4 (R&K S3+S4 -> N3)
 @dataclass
 class DataConfig:
     seq_len: int = 3  # L consecutive 30-s epochs per example (1 = epoch-wise model)
-    dev_fraction: float = 0.2  # recordings held out of the train dataset for periodic eval / best checkpoint
+    dev_fraction: float = 0.2  # share of recordings held out, as whole subjects, for periodic eval / best checkpoint
+    # subject-wise K-fold cross-validation (0 = off): subjects sorted and cut into `folds` groups, group `fold`
+    # is the test set, dev comes from the other subjects (splits.py; `train --folds K` runs every fold)
+    folds: int = 0
+    fold: int = 0
 
 
 @dataclass
@@ -83,6 +87,10 @@ class SleepConfig:
             raise SkdError("data.seq_len must be >= 1")
         if not 0 <= self.data.dev_fraction < 1:
             raise SkdError("data.dev_fraction must be in [0, 1)")
+        if self.data.folds == 1 or self.data.folds < 0:
+            raise SkdError(f"data.folds must be 0 (off) or >= 2, got {self.data.folds}")
+        if not 0 <= self.data.fold < max(self.data.folds, 1):
+            raise SkdError(f"data.fold must be in [0, {max(self.data.folds, 1)}), got {self.data.fold}")
         if self.kd.temperature <= 0:
             raise SkdError("kd.temperature must be > 0")
         if self.model.d_model % self.model.n_heads:

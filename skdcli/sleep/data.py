@@ -26,6 +26,7 @@ from torch.utils.data import Dataset
 
 from ..engine.errors import SkdError
 from ..engine.io import atomic_write, atomic_write_json, atomic_write_jsonl, read_json
+from .splits import Partition, partition, subject_of
 from .normalisation import DEFAULT_NORMALISATION, check_rule, describe, normalise_recording
 from .formats import EPOCH_SECONDS, UNKNOWN, Hypnogram, Signal, read_edf_channel, read_edf_hypnogram, read_shhs_xml
 
@@ -219,7 +220,7 @@ def prepare_dataset(source: str, raw: str | Path, out: str | Path, channel: str 
             meta, reused = old, reused + 1
         else:
             done = process_recording(rec, source, channel, fs, params["trim_minutes"], normalisation)
-            meta = {"id": rec.id, "sources": sources, "params": params, "subject": rec.subject, "night": rec.night}
+            meta = {"id": rec.id, "sources": sources, "params": params, "subject": subject_of(rec.id), "night": rec.night}
             if "skip" in done:
                 meta["skip"] = done["skip"]
                 npz_path.unlink(missing_ok=True)
@@ -264,7 +265,8 @@ def prepare_dataset(source: str, raw: str | Path, out: str | Path, channel: str 
 class Night:
     id: str
     x: np.ndarray  # (n, fs*30)
-    y: np.ndarray  # (n,)
+    y: np.ndarray  # (n,) stage ids, -1 = unscored (context only)
+    subject: str = ""  # splits.subject_of(id): the unit of every train / dev / test split
 
 
 class PreparedSleep:
@@ -285,18 +287,16 @@ class PreparedSleep:
             if not npz.is_file():
                 raise SkdError("recording listed in prep.json is missing", npz)
             with np.load(npz, allow_pickle=False) as z:
-                self.nights.append(Night(row["id"], z["x"], z["y"]))
+                self.nights.append(Night(row["id"], z["x"], z["y"], subject_of(row["id"])))
 
-    def split(self, dev_fraction: float) -> tuple[list[Night], list[Night]]:
-        """Held-out recordings for periodic eval: a deterministic choice by id hash (whole nights,
-        never epochs of a training night, so dev measures generalisation to new recordings)."""
-        ranked = sorted(self.nights, key=lambda n: hashlib.sha256(n.id.encode()).hexdigest())
-        n_dev = int(round(dev_fraction * len(ranked))) if dev_fraction > 0 else 0
-        if dev_fraction > 0 and len(ranked) > 1:
-            n_dev = max(n_dev, 1)
-        n_dev = min(n_dev, len(ranked) - 1)
-        dev_ids = {n.id for n in ranked[:n_dev]}
-        return [n for n in self.nights if n.id not in dev_ids], [n for n in self.nights if n.id in dev_ids]
+    def partition(self, data_cfg) -> Partition:
+        """train / dev / test nights by subject (splits.py) for a `DataConfig` (dev_fraction, folds, fold)."""
+        return partition(self.nights, data_cfg.dev_fraction, data_cfg.folds, data_cfg.fold)
+
+    def held_out(self, data_cfg) -> tuple[str, list[Night]]:
+        """What `eval` scores on the run's own dataset: the fold's test subjects, else the dev subjects."""
+        parts = self.partition(data_cfg)
+        return ("test", parts.test) if data_cfg.folds else ("dev", parts.dev)
 
 
 class WindowDataset(Dataset):

@@ -31,7 +31,7 @@ from .config import STAGES, KDConfig, SleepConfig
 from .data import SOURCES, PreparedSleep, WindowDataset, night_windows, prepare_dataset, read_recording_epochs, scored_span
 from .formats import EPOCH_SECONDS, read_edf_channel, read_edf_hypnogram, read_shhs_xml, write_edf_hypnogram
 from .loss import siamese_self_kd_loss
-from .metrics import mean_std, priors, sleep_metrics
+from .metrics import cross_validation_summary, mean_std, priors, sleep_metrics
 from .model import SleepTransformer
 from .plots import plot_hypnogram
 from .sampling import stratified_order
@@ -60,9 +60,9 @@ class SleepTask(Task):
     def __init__(self, cfg: SleepConfig, data_dir: str | Path):
         self.cfg = cfg
         self.data = PreparedSleep(data_dir)
-        train, dev = self.data.split(cfg.data.dev_fraction)
-        self.train_set = WindowDataset(train, cfg.data.seq_len)
-        self.dev_set = WindowDataset(dev, cfg.data.seq_len) if dev else None
+        parts = self.data.partition(cfg.data)  # whole subjects (splits.py); a fold's test subjects are never seen
+        self.train_set = WindowDataset(parts.train, cfg.data.seq_len)
+        self.dev_set = WindowDataset(parts.dev, cfg.data.seq_len) if parts.dev else None
         if len(self.train_set) == 0:
             raise SkdError(f"no training window of data.seq_len={cfg.data.seq_len} epochs", data_dir)
         self.data_fingerprint = self.data.info.get("fingerprint")
@@ -214,6 +214,36 @@ def repeat_stage(data: str | None, run_dir: str, repeats: int, eval_data: str | 
     return result
 
 
+def folds_stage(data: str | None, run_dir: str, folds: int, config=None, sets=None, baseline=False, sampler=None,
+                seed=None, max_steps=None, device="auto", overwrite=False) -> dict:
+    """Subject-wise K-fold cross-validation (splits.py): fold k trains on the other folds' subjects
+    into RUN_DIR/fold<k> (dev subjects from those), `eval` scores fold k's test subjects; the result
+    is the per-fold table, mean ± sample std over folds and the pooled metrics (RUN_DIR/folds.json)."""
+    if not data:
+        raise SkdError("--folds needs --data DIR (the prepared dataset to cross-validate on)")
+    if folds < 2:
+        raise SkdError(f"--folds must be >= 2, got {folds}")
+    evals = []
+    for k in range(folds):
+        sub = str(Path(run_dir) / f"fold{k}")
+        console.print(f"[cyan]fold {k + 1}/{folds}[/] -> {sub}")
+        if (Path(sub) / "train_summary.json").is_file() and not overwrite:
+            console.print(f"[cyan]  finished run in {sub}: reused (--overwrite retrains)")
+        else:
+            train_run(TASK_NAME, SleepConfig, SleepTask, data=data, run_dir=sub, config=config,
+                      sets=[*(sets or []), f"data.folds={folds}", f"data.fold={k}"],
+                      baseline=(lambda cfg: configure(cfg, baseline, sampler)) if (baseline or sampler) else None,
+                      seed=seed, max_steps=max_steps, device=device, overwrite=overwrite,
+                      summary_extra=_summary_extra(data))
+        evals.append(eval_stage(sub, device=device))
+    cfg = load_run_config(SleepConfig, RunDir(evals[0]["run_dir"]))
+    result = {"task": TASK_NAME, "run_dir": str(run_dir), "data": evals[0]["data"], "kd_method": cfg.kd.method,
+              "sampler": cfg.sampler.kind, "protocol": "subject-wise K-fold (sorted subjects, contiguous groups)",
+              **cross_validation_summary(evals)}
+    atomic_write_json(Path(run_dir) / "folds.json", result)
+    return result
+
+
 def load_model(run: RunDir, cfg: SleepConfig, data: PreparedSleep, device: torch.device) -> SleepTransformer:
     model = SleepTransformer(cfg.model, data.fs * EPOCH_SECONDS, cfg.data.seq_len)
     RunDir.load_weights(model, run.weights_for_eval())
@@ -241,10 +271,9 @@ def eval_stage(run_dir: str, data: str | None = None, cross_dataset: bool = Fals
     same = Path(data).resolve() == Path(train_data).resolve()
     if same and cross_dataset:
         raise SkdError("--cross-dataset needs a dataset other than the one the run trained on", data)
-    nights = test.split(cfg.data.dev_fraction)[1] if same else test.nights
-    split = "dev" if same else "all"
+    split, nights = test.held_out(cfg.data) if same else ("all", test.nights)
     if not nights:
-        raise SkdError("no held-out recordings to evaluate (data.dev_fraction=0); pass --data", data)
+        raise SkdError("no held-out subjects to evaluate (data.dev_fraction=0 or a single subject); pass --data", data)
     dev = resolve_device(device)
     model = load_model(run, cfg, test, dev)
     t0 = time.perf_counter()
@@ -256,6 +285,7 @@ def eval_stage(run_dir: str, data: str | None = None, cross_dataset: bool = Fals
     y_true, y_pred = y_true[y_true >= 0], y_pred[y_true >= 0]  # unscored epochs in a night are context only
     result = {"task": TASK_NAME, "run_dir": str(run.path), "data": str(Path(data).resolve()),
               "cross_dataset": not same, "split": split, "recordings": len(nights),
+              "subjects": sorted({n.subject for n in nights}),
               "kd_method": cfg.kd.method, "sampler": cfg.sampler.kind, **scores,
               "priors": {"train": summary.get("train_priors"), "test_true": priors(y_true), "test_predicted": priors(y_pred)},
               "train_source": summary.get("source"), "test_source": test.info.get("source"),
