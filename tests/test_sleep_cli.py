@@ -17,6 +17,7 @@ from conftest import invoke, invoke_json, sets
 from fixtures_sleep import SLEEP_FIXTURES, SLEEP_TINY
 from skdcli.sleep.data import PreparedSleep, prepare_dataset
 from skdcli.sleep.formats import read_edf_hypnogram
+from skdcli.sleep.sampling import supervised_shares
 from skdcli.sleep.synth import write_shhs_like
 
 
@@ -245,7 +246,8 @@ def test_trainer_batches_come_from_the_recipe_sampler(sleep_shhs: Path, tmp_path
     trainer = Trainer(task, cfg.train, RunDir(tmp_path / "r"), torch.device("cpu"), show_progress=False)
     trainer._build()
     trainer.sampler.set_epoch(2)
-    order, labels = list(trainer.sampler), task.train_set.labels
-    assert len(order) == len(labels) // 10 * 10
-    for b in range(3):  # every global batch of 10 windows: 2 per stage (centre epoch)
-        assert np.bincount([labels[i] for i in order[b * 10:(b + 1) * 10]], minlength=5).tolist() == [2] * 5
+    order, data = list(trainer.sampler), task.train_set
+    assert len(order) == len(data) // 10 * 10 and order == task.epoch_order(data, cfg.train.seed, 2, 10)
+    # what the loss sees (every scored epoch of every window) is balanced over the stages
+    shares = supervised_shares(data.epoch_labels, data.window_starts, data.seq_len, order)
+    assert np.abs(shares - 0.2).max() < 0.03

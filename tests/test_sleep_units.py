@@ -14,7 +14,8 @@ from skdcli.sleep.config import KDConfig, ModelConfig
 from skdcli.sleep.loss import siamese_self_kd_loss
 from skdcli.sleep.metrics import mean_std, sleep_metrics
 from skdcli.sleep.model import SleepTransformer
-from skdcli.sleep.sampling import class_quotas, stratified_order
+from fixtures_sleep import SLEEP_FIXTURES
+from skdcli.sleep.sampling import WindowBalancer, supervised_shares, target_shares, window_compositions
 
 # p1 = softmax([0, ln 3]) = [.25, .75], p2 = [.5, .5], label 1
 L1 = torch.tensor([[[0.0, math.log(3.0)]]])
@@ -92,34 +93,58 @@ def test_metrics_by_hand() -> None:
     assert s["mean"] == pytest.approx(0.6) and s["std"] == pytest.approx(0.1) and s["n"] == 3
 
 
-LABELS = [0] * 50 + [1] * 5 + [2] * 100 + [3] * 20 + [4] * 25
+def sc4001_night() -> np.ndarray:
+    """The real SC4001 night's stages as prep keeps them (841 epochs: W 188, N1 58, N2 250, N3 220, REM 125)."""
+    from skdcli.sleep.data import scored_span
+    from skdcli.sleep.formats import read_edf_hypnogram
+
+    y = read_edf_hypnogram(SLEEP_FIXTURES / "sleep-cassette" / "SC4001EC-Hypnogram.edf").labels[:2650]
+    first, last = scored_span(y, 30.0)
+    return y[first:last + 1]
 
 
-def test_balanced_batches_hold_b_over_5_per_stage() -> None:
-    order = stratified_order(LABELS, 10, seed=0, epoch=1, power=0.0)
-    assert len(order) == 200
-    for b in range(20):
-        assert np.bincount([LABELS[i] for i in order[b * 10:(b + 1) * 10]], minlength=5).tolist() == [2] * 5
-    n1 = [i for i in order if LABELS[i] == 1]
-    assert set(n1[:6]) == {50, 51, 52, 53, 54}  # the minority is used up before any repeat
-    assert order == stratified_order(LABELS, 10, seed=0, epoch=1, power=0.0)  # pure function
-    assert order != stratified_order(LABELS, 10, seed=0, epoch=2, power=0.0)
+def test_balanced_batches_balance_every_supervised_epoch_of_sc4001() -> None:
+    """Issue 15: with L = 10 on SC4001, balancing the centre epoch gave N1 12 % of the epochs the loss sees."""
+    y = sc4001_night()
+    assert len(y) == 841 and np.bincount(y).tolist() == [188, 58, 250, 220, 125]
+    L, B = 10, 20
+    starts = np.arange(len(y) - L + 1)
+    order = WindowBalancer(y, starts, L, power=0.0).order(B, seed=0, epoch=1)
+    assert len(order) == len(starts) // B * B
+    shares = supervised_shares(y, starts, L, order)
+    assert np.abs(shares - 0.2).max() < 0.006 and shares[1] > 0.19
+    comp = window_compositions(y, starts, L)
+    per_batch = [comp[order[b * B:(b + 1) * B]].sum(0) / (B * L) for b in range(len(order) // B)]
+    assert np.abs(np.array(per_batch) - 0.2).max() <= 0.05  # every single batch close to 1/5 per stage
+    n1_epochs = set(np.flatnonzero(y == 1).tolist())
+    covered = {s + i for s in starts[order] for i in range(L)}
+    assert n1_epochs <= covered  # every N1 epoch of the night is used
+    assert order == WindowBalancer(y, starts, L, 0.0).order(B, 0, 1)  # a pure function of (seed, epoch)
+    assert order != WindowBalancer(y, starts, L, 0.0).order(B, 0, 2)
 
 
-def test_selective_quotas_follow_tempered_prior() -> None:
-    rng = np.random.default_rng(0)
-    counts = np.bincount(LABELS)
-    total = sum(class_quotas(counts, 20, 0.5, rng) for _ in range(2000))
-    expected = 20 * np.sqrt(counts) / np.sqrt(counts).sum()
-    assert np.allclose(total / 2000, expected, atol=0.05)
-    order = stratified_order(LABELS, 20, seed=3, epoch=1, power=1.0)
-    per_batch = [np.bincount([LABELS[i] for i in order[b * 20:(b + 1) * 20]], minlength=5) for b in range(10)]
-    assert all(p.sum() == 20 and abs(p[2] - 10) <= 1 for p in per_batch)  # N2 is half the data
+def test_selective_shares_follow_the_tempered_prior() -> None:
+    y = sc4001_night()
+    starts = np.arange(len(y) - 9)
+    counts = np.bincount(y, minlength=5)
+    for power in (0.5, 1.0):
+        shares = supervised_shares(y, starts, 10, WindowBalancer(y, starts, 10, power).order(20, 3, 1))
+        assert np.abs(shares - counts ** power / (counts ** power).sum()).max() < 0.01
+
+
+def test_compositions_count_scored_epochs_only() -> None:
+    y = np.array([0, 1, -1, 1, 4, -1, -1], dtype=np.int8)
+    comp = window_compositions(y, np.array([0, 2, 4]), 3)
+    assert comp.tolist() == [[1, 1, 0, 0, 0], [0, 1, 0, 0, 1], [0, 0, 0, 0, 1]]
+    assert target_shares(np.array([10, 0, 40, 0, 0]), 0.0).tolist() == [0.5, 0.0, 0.5, 0.0, 0.0]
 
 
 def test_engine_order_hook_splits_over_ranks_and_resumes() -> None:
-    data = list(range(len(LABELS)))
-    fn = lambda seed, epoch: stratified_order(LABELS, 10, seed, epoch, 0.0)
+    y = sc4001_night()[:209]
+    starts = np.arange(200)
+    balancer = WindowBalancer(y, starts, 10, 0.0)
+    data = list(range(200))
+    fn = lambda seed, epoch: balancer.order(10, seed, epoch)
     one = ResumableDistributedSampler(data, 1, 0, seed=0, global_batch=10, order_fn=fn)
     two = [ResumableDistributedSampler(data, 2, r, seed=0, global_batch=10, order_fn=fn) for r in range(2)]
     for s in [one, *two]:

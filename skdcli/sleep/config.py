@@ -53,10 +53,12 @@ class KDConfig:
 
 @dataclass
 class SamplerConfig:
-    # random: the engine's shuffle; balanced: every batch holds batch_size/5 epochs of each stage;
-    # selective: stratified batches with tempered class quotas q_c ∝ n_c^power (0 = balanced, 1 = data prior)
+    # random: the engine's shuffle. balanced / selective: every batch's SUPERVISED epochs (all scored positions of
+    # its windows, what the loss sees) are split over the stages with shares q_c ∝ n_c^power (balanced = power 0,
+    # selective = `power`; 1 = the data prior), as closely as windows of consecutive epochs allow (sampling.py)
     kind: str = "selective"
     power: float = 0.5
+    candidates: int = 4  # windows drawn per pick; the one closest to the target shares is kept (1 = braindecode's rule)
 
 
 @dataclass
@@ -97,5 +99,7 @@ class SleepConfig:
             raise SkdError(f"model.d_model={self.model.d_model} must be divisible by model.n_heads={self.model.n_heads}")
         if not 0 <= self.sampler.power <= 1:
             raise SkdError("sampler.power must be in [0, 1]")
+        if self.sampler.candidates < 1:
+            raise SkdError("sampler.candidates must be >= 1")
         if self.eval.stride < 1:
             raise SkdError("eval.stride must be >= 1")

@@ -324,10 +324,6 @@ class WindowDataset(Dataset):
         self.epoch_labels = (np.concatenate([n.y for n in nights]) if nights else np.zeros(0)).astype(np.int8)
         self.window_starts = self.night_offsets[self.night_of] + self.starts
 
-    @property
-    def labels(self) -> list[int]:
-        return [int(v) for v in self.epoch_labels[self.window_starts + self.seq_len // 2]]
-
     def __len__(self) -> int:
         return len(self.starts)
 

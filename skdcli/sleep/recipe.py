@@ -34,7 +34,7 @@ from .loss import siamese_self_kd_loss
 from .metrics import cross_validation_summary, mean_std, priors, sleep_metrics
 from .model import SleepTransformer
 from .plots import plot_hypnogram
-from .sampling import stratified_order
+from .sampling import WindowBalancer
 
 TASK_NAME = "sleep"
 
@@ -66,6 +66,8 @@ class SleepTask(Task):
         if len(self.train_set) == 0:
             raise SkdError(f"no training window of data.seq_len={cfg.data.seq_len} epochs", data_dir)
         self.data_fingerprint = self.data.info.get("fingerprint")
+        self._balancers: dict[int, WindowBalancer] = {}
+        self._last_order: tuple = (None, None)
 
     def build_model(self) -> SleepTransformer:
         return SleepTransformer(self.cfg.model, self.data.fs * EPOCH_SECONDS, self.cfg.data.seq_len)
@@ -77,11 +79,20 @@ class SleepTask(Task):
         return self.dev_set
 
     def epoch_order(self, dataset, seed: int, epoch: int, global_batch: int) -> list[int] | None:
-        kind = self.cfg.sampler.kind
-        if kind == "random":
+        """balanced / selective: batches balanced on the epochs the loss sees (sampling.py). The
+        engine asks for the same epoch more than once (its sampler's __iter__ and the hook check):
+        the last order is kept."""
+        sampler = self.cfg.sampler
+        if sampler.kind == "random":
             return None
-        power = 0.0 if kind == "balanced" else self.cfg.sampler.power
-        return stratified_order(dataset.labels, global_batch, seed, epoch, power)
+        key = (id(dataset), seed, epoch, global_batch)
+        if self._last_order[0] != key:
+            if id(dataset) not in self._balancers:
+                power = 0.0 if sampler.kind == "balanced" else sampler.power
+                self._balancers[id(dataset)] = WindowBalancer(dataset.epoch_labels, dataset.window_starts,
+                                                              dataset.seq_len, power, sampler.candidates)
+            self._last_order = (key, self._balancers[id(dataset)].order(global_batch, seed, epoch))
+        return self._last_order[1]
 
     def compute_loss(self, model, batch: dict, progress: Progress):
         kd, x, y = self.cfg.kd, batch["x"], batch["y"]
