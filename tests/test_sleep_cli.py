@@ -121,18 +121,35 @@ def test_bad_inputs_are_one_line_errors(tmp_path: Path) -> None:
 
 
 def test_bad_shhs_inputs(tmp_path: Path) -> None:
+    """A bad night is skipped and listed with its reason (issue 15: prep of 5,793 SHHS nights must not
+    abort on one); prep fails, naming the first reason, only when no night is left."""
     raw = write_shhs_like(tmp_path / "shhs", recordings=2, epochs=12, seed=5)
-    prep = lambda: invoke("sleep", "prep", "--source", "shhs", "--raw", raw, "--out", tmp_path / "out", "--overwrite")
+    out = tmp_path / "out"
+    prep = lambda: invoke("sleep", "prep", "--source", "shhs", "--raw", raw, "--out", out, "--overwrite", "--json")
+
+    def skipped_reason() -> str:
+        result = prep()
+        assert result.exit_code == 0 and json.loads(result.stdout)["recordings"] == 1, result.stderr
+        assert "skipped 1 recording(s)" in " ".join(result.stderr.split())
+        rows = [json.loads(x) for x in (out / "skipped.jsonl").read_text().splitlines()]
+        assert [r["id"] for r in rows] == ["shhs1-200001"]
+        return rows[0]["reason"]
+
     xml = next(raw.rglob("*-nsrr.xml"))
     good = xml.read_text()
     xml.write_text(good.replace("Wake|0", "Wake|8", 1))
-    assert_one_line_error(prep(), str(xml), "unknown sleep stage code 8")
+    assert str(xml) in skipped_reason() and "unknown sleep stage code 8" in skipped_reason()
     # a scoring shorter than its PSG (another night's file?)
     events = good.split("<ScoredEvent>")
     xml.write_text("<ScoredEvent>".join(events[:-1]) + "</ScoredEvents></PSGAnnotation>\n")
-    assert_one_line_error(prep(), str(xml), "covers", "wrong file pair")
+    reason = skipped_reason()
+    assert str(xml) in reason and "covers" in reason and "wrong file pair" in reason
     xml.unlink()
-    assert_one_line_error(prep(), "shhs1-200001.edf", "no shhs1-200001-nsrr.xml")
+    assert "no shhs1-200001-nsrr.xml" in skipped_reason()
+    # every night bad: one line naming the first reason
+    other = next(raw.rglob("*-profusion.xml"))
+    other.write_text(other.read_text().replace("<SleepStage>", "<SleepStage>x", 1))
+    assert_one_line_error(prep(), "all 2 recordings were skipped", "skipped.jsonl", str(other), "not an integer")
 
 
 def test_train_writes_the_run_directory(sleep_trained_run: Path) -> None:

@@ -179,3 +179,71 @@ def test_cross_validation_over_subject_folds(sleep_sedf: Path, tmp_path: Path) -
     assert result["accuracy"]["n"] == 2 and (tmp_path / "cv" / "folds.json").is_file()
     fold1 = (tmp_path / "cv" / "fold1" / "eval.json").read_text()
     assert '"split": "test"' in fold1
+
+
+# -- item 4: SHHS at full scale --------------------------------------------------------------------------------
+def test_shhs_subjects_file_skipped_nights_and_recorded_channel_fallback(tmp_path: Path) -> None:
+    import json
+
+    from conftest import invoke_json
+
+    raw = tmp_path / "raw"
+    codes = [0, 0, 1, 2, 2, 3, 4, 5, 0, 0]
+    write_shhs_night(raw, "shhs1-200001", codes)
+    write_shhs_night(raw, "shhs1-200002", codes, channels=("EEG(sec)", "EOG(L)"))  # no C4-A1 `EEG`
+    write_shhs_night(raw, "shhs1-200003", codes)
+    edf = raw / "polysomnography" / "edfs" / "shhs1" / "shhs1-200003.edf"
+    edf.write_bytes(edf.read_bytes()[:-5000])  # truncated download
+    write_shhs_night(raw, "shhs1-200004", codes)
+    (raw / "polysomnography" / "annotations-events-nsrr" / "shhs1" / "shhs1-200004-nsrr.xml").unlink()
+    write_shhs_night(raw, "shhs1-200005", codes)  # not selected
+    selection = tmp_path / "selected_shhs1_files.txt"
+    selection.write_text("# a selection like the common 329-subject one\nshhs1-200001\nshhs1-200002.edf\n"
+                         "shhs1-200003\n200004\nshhs1-200009\n")
+    result = invoke_json("sleep", "prep", "--source", "shhs", "--raw", raw, "--out", tmp_path / "prep",
+                         "--subjects", selection, "--no-trim-wake")
+    assert result["recordings"] == 2 and result["skipped"] == 3 and result["channel_fallbacks"] == 1
+    assert result["subjects_file"]["entries"] == 5 and len(result["subjects_file"]["sha256"]) == 64
+    assert result["warnings"] == [{"id": "shhs1-200002", "warning": "channel 'EEG' not in the EDF: read the fallback "
+                                   "'EEG(sec)' instead (C3-A2 instead of C4-A1)"}]
+    skipped = {r["id"]: r["reason"] for r in map(json.loads, (tmp_path / "prep" / "skipped.jsonl").read_text().splitlines())}
+    assert set(skipped) == {"shhs1-200003", "shhs1-200004", "shhs1-200009"}
+    assert "truncated EDF" in skipped["shhs1-200003"] and str(edf) in skipped["shhs1-200003"]
+    assert "no shhs1-200004-nsrr.xml" in skipped["shhs1-200004"]
+    assert "listed in --subjects but no EDF" in skipped["shhs1-200009"]
+    manifest = {r["id"]: r for r in PreparedSleep(tmp_path / "prep").info["manifest"]}
+    assert manifest["shhs1-200002"]["channel"] == "EEG(sec)" and manifest["shhs1-200002"]["fallback_from"] == "EEG"
+    assert manifest["shhs1-200001"]["channel"] == "EEG" and manifest["shhs1-200001"]["fallback_from"] is None
+    # without the fallback the C3-A2-only night is skipped, never read silently in place of C4-A1
+    strict = prepare_dataset("shhs", raw, tmp_path / "strict", subjects=str(selection), trim_wake=False, fallbacks=())
+    assert strict["recordings"] == 1 and strict["channel_fallbacks"] == 0
+
+
+def test_prepared_signals_are_memory_mapped_and_windows_map_few_nights(sleep_shhs: Path) -> None:
+    import pickle
+
+    data = PreparedSleep(sleep_shhs)
+    x = data.nights[0].x
+    assert isinstance(x, np.memmap) and not x.flags.writeable and x.dtype == np.float32
+    assert data.nights[0].y.dtype == np.int8  # labels are the only per-epoch data held in RAM
+    windows = WindowDataset(data.nights, seq_len=3, max_open=2)
+    for k in range(len(data.nights)):  # touch every night
+        windows[int(np.flatnonzero(windows.night_of == k)[0])]
+    assert len(windows._mapped) == 2 and sorted(windows._mapped) == [len(data.nights) - 2, len(data.nights) - 1]
+    assert pickle.loads(pickle.dumps(windows))._mapped == {}  # DataLoader workers map their own
+
+
+def test_a_dataset_prepared_by_an_older_version_is_refused(tmp_path: Path) -> None:
+    from skdcli.engine.errors import SkdError
+
+    (tmp_path / "prep.json").write_text('{"fs": 100, "manifest": []}')
+    with pytest.raises(SkdError, match="prepared by another skd version .* re-run `skd sleep prep"):
+        PreparedSleep(tmp_path)
+
+
+def test_directly_written_prepared_set_reads_like_a_prepped_one(tmp_path: Path) -> None:
+    from skdcli.sleep.synth import write_prepared_like
+
+    data = PreparedSleep(write_prepared_like(tmp_path / "p", nights=3, epochs=20, seed=0))
+    assert [n.id for n in data.nights] == ["shhs1-300001", "shhs1-300002", "shhs1-300003"]
+    assert data.info["epochs"] == 60 and data.nights[2].x.shape == (20, 3000) and data.normalisation == "robust"

@@ -12,6 +12,7 @@ import io
 import os
 import time
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import torch
@@ -28,6 +29,7 @@ from ..engine.schedules import Progress
 from ..engine.stages import load_run_config, recorded_data_dir, train_run
 from ..engine.trainer import Task, count_parameters
 from .config import STAGES, KDConfig, SleepConfig
+from .normalisation import DEFAULT_NORMALISATION
 from .data import SOURCES, PreparedSleep, WindowDataset, night_windows, prepare_dataset, read_recording_epochs, scored_span
 from .formats import EPOCH_SECONDS, read_edf_channel, read_edf_hypnogram, read_shhs_xml, write_edf_hypnogram
 from .loss import siamese_self_kd_loss
@@ -104,13 +106,13 @@ class SleepTask(Task):
 
     def evaluate(self, model, loader, device) -> dict[str, float]:
         nights = loader.dataset.nights
-        probs = predict_nights(model, [n.x for n in nights], self.cfg, device)
+        probs = predict_nights(model, (n.x for n in nights), self.cfg, device)  # one night mapped at a time
         scores = sleep_metrics(np.concatenate([n.y for n in nights]), np.concatenate([p.argmax(1) for p in probs]))
         return {k: scores[k] for k in ("accuracy", "macro_f1", "kappa")}
 
 
 # -- whole-night inference ---------------------------------------------------------------------------------------
-def predict_nights(model, nights: list[np.ndarray], cfg: SleepConfig, device: torch.device,
+def predict_nights(model, nights: Iterable[np.ndarray], cfg: SleepConfig, device: torch.device,
                    batch_size: int = 64) -> list[np.ndarray]:
     """Per-epoch stage probabilities of each night: windows of seq_len every eval.stride epochs,
     each epoch's softmax averaged over the windows that contain it. `model` may be an exported
@@ -147,15 +149,23 @@ def _progress_callback(bar):
 
 
 def prep_stage(source: str, raw: str | None, out: str, channel: str | None = None, fs: int = 100,
-               trim_wake: bool = True, subjects: str | None = None, overwrite: bool = False) -> dict:
+               trim_wake: bool = True, subjects: str | None = None, overwrite: bool = False,
+               normalisation: str = DEFAULT_NORMALISATION, fallbacks: tuple[str, ...] | None = None) -> dict:
     if source not in SOURCES:  # the unknown name first: "needs --raw" would mislead
         raise SkdError(f"--source must be one of {', '.join(SOURCES)}, got '{source}'")
     if not raw:
         raise SkdError(f"--source {source} needs --raw DIR")
     bar = progress_bar(transient=True)
     with bar:
-        return prepare_dataset(source, raw, out, channel=channel, fs=fs, trim_wake=trim_wake, subjects=subjects,
-                               overwrite=overwrite, progress=_progress_callback(bar))
+        result = prepare_dataset(source, raw, out, channel=channel, fs=fs, trim_wake=trim_wake, subjects=subjects,
+                                 normalisation=normalisation, fallbacks=fallbacks, overwrite=overwrite,
+                                 progress=_progress_callback(bar))
+    for w in result["warnings"][:10]:
+        console.print(f"[yellow]warning:[/] {w['id']}: {w['warning']}", highlight=False)
+    if result["skipped"]:
+        console.print(f"[yellow]skipped {result['skipped']} recording(s), listed with the reason in "
+                      f"{result['skipped_list']}", highlight=False)
+    return result
 
 
 def configure(cfg: SleepConfig, baseline: bool, sampler: str | None) -> None:
@@ -288,7 +298,7 @@ def eval_stage(run_dir: str, data: str | None = None, cross_dataset: bool = Fals
     dev = resolve_device(device)
     model = load_model(run, cfg, test, dev)
     t0 = time.perf_counter()
-    probs = predict_nights(model, [n.x for n in nights], cfg, dev)
+    probs = predict_nights(model, (n.x for n in nights), cfg, dev)
     seconds = time.perf_counter() - t0
     y_true = np.concatenate([n.y for n in nights])
     y_pred = np.concatenate([p.argmax(1) for p in probs])
@@ -475,12 +485,12 @@ def bench_stage(data: str | None, steps: int, rounds: int, device: str, sets: li
         task, _ = make(False)
         torch.manual_seed(0)
         model = task.build_model().to(dev).eval()
-        nights = [n.x for n in task.data.nights]
-        predict_nights(model, nights[:1], task.cfg, dev)  # warm-up
+        nights = task.data.nights
+        predict_nights(model, [nights[0].x], task.cfg, dev)  # warm-up
         t0 = time.perf_counter()
-        predict_nights(model, nights, task.cfg, dev)
+        predict_nights(model, (n.x for n in nights), task.cfg, dev)
         infer_seconds = time.perf_counter() - t0
-        epochs = sum(len(x) for x in nights)
+        epochs = sum(len(n.y) for n in nights)
     return {"task": TASK_NAME, **ratios,
             "prep": {"recordings": prepared["recordings"], "psg_hours": round(psg_hours, 3),
                      "seconds": round(prep_seconds, 3), "psg_hours_per_second": round(psg_hours / prep_seconds, 2)},
