@@ -52,14 +52,16 @@ class WindowBalancer:
     def __init__(self, epoch_labels: np.ndarray, window_starts: np.ndarray, seq_len: int, power: float,
                  candidates: int = 4, num_classes: int = NUM_CLASSES):
         labels = np.asarray(epoch_labels)
-        self.starts, self.seq_len, self.candidates = np.asarray(window_starts, dtype=np.int64), seq_len, candidates
+        self.starts, self.seq_len, self.candidates = np.asarray(window_starts), seq_len, candidates
         self.comp = window_compositions(labels, self.starts, seq_len, num_classes)
-        # the windows holding epoch e are [lo[e], hi[e]) (starts are sorted: nights in order)
+        # the windows holding epoch e are [lo[e], hi[e]) (starts are sorted: nights in order); int32 keeps
+        # this per-epoch index small next to the signal it never loads (~40 bytes per epoch in all)
         epochs = np.arange(len(labels))
-        self.lo = np.searchsorted(self.starts, epochs - seq_len + 1, side="left")
-        self.hi = np.searchsorted(self.starts, epochs, side="right")
+        self.lo = np.searchsorted(self.starts, epochs - seq_len + 1, side="left").astype(np.int32)
+        self.hi = np.searchsorted(self.starts, epochs, side="right").astype(np.int32)
+        del epochs
         covered = self.hi > self.lo
-        self.pools = [np.flatnonzero((labels == c) & covered) for c in range(num_classes)]
+        self.pools = [np.flatnonzero((labels == c) & covered).astype(np.int32) for c in range(num_classes)]
         self.counts = np.array([len(p) for p in self.pools])
         self.shares = target_shares(self.counts, power)
 
