@@ -217,6 +217,12 @@ def test_export_and_score_with_the_export_alone(sleep_export: Path, sleep_raw, s
     assert result["scored_epochs"] == row["epochs"] and result["trimmed_span"][0] == row["first_epoch"]
     n_scored = int((read_edf_hypnogram(hyp).labels[:result["epochs"]] >= 0).sum())
     assert result["whole_night"]["scored_epochs"] == n_scored and result["normalisation"] == "robust"
+    # sleep statistics of both hypnograms over the recording (time in bed = the recording)
+    stats = result["sleep_statistics"]
+    assert stats["predicted"]["tib_min"] == stats["true"]["tib_min"] == result["epochs"] / 2
+    true_labels = read_edf_hypnogram(hyp).labels[:result["epochs"]]
+    assert stats["true"]["minutes"]["REM"] == (true_labels == 4).sum() / 2
+    assert sum(stats["predicted"]["minutes"].values()) == stats["predicted"]["tib_min"]
     assert_one_line_error(invoke("sleep", "score", "--model", sleep_export, "--edf", psg, "--out", out),
                           str(out), "--overwrite")
     assert_one_line_error(invoke("sleep", "score", "--model", sleep_export, "--edf", psg, "--out", tmp_path / "x.csv"),

@@ -178,3 +178,33 @@ def test_pooled_folds_equal_sklearn_on_the_concatenation() -> None:
     assert summary["accuracy"]["mean"] == pytest.approx(np.mean(accs), abs=1e-4)
     assert summary["accuracy"]["std"] == pytest.approx(np.std(accs, ddof=1), abs=1e-4)
     assert [r["fold"] for r in summary["per_fold"]] == [0, 1, 2] and summary["per_fold"][2]["epochs"] == 80
+
+
+def test_sleep_statistics_by_hand_and_against_yasa() -> None:
+    import yasa
+
+    from skdcli.sleep.metrics import sleep_statistics
+
+    # 2 W, N1, N2, W, N3, REM, unscored, N2, 2 W -> TIB 5.5 min, SPT 3.5, TST 2.5
+    s = sleep_statistics([0, 0, 1, 2, 0, 3, 4, -1, 2, 0, 0])
+    assert (s["tib_min"], s["spt_min"], s["tst_min"], s["waso_min"], s["unscored_min"]) == (5.5, 3.5, 2.5, 0.5, 0.5)
+    assert s["sleep_onset_latency_min"] == 1.0 and s["rem_latency_min"] == 2.0  # REM 4 epochs after onset
+    assert s["sleep_efficiency_pct"] == pytest.approx(100 * 2.5 / 5.5, abs=1e-4)
+    assert s["minutes"] == {"W": 2.5, "N1": 0.5, "N2": 1.0, "N3": 0.5, "REM": 0.5}
+    assert s["percent"]["N2"] == 40.0 and s["percent"]["W"] == pytest.approx(100 * 2.5 / 5.5, abs=1e-4)
+    none = sleep_statistics([0, 0, -1])
+    assert none["tst_min"] == 0 and none["sleep_onset_latency_min"] is None and none["percent"]["N1"] is None
+    # every value against yasa on Markov hypnograms with movement / unscored epochs
+    rng = np.random.default_rng(0)
+    names = {0: "W", 1: "N1", 2: "N2", 3: "N3", 4: "R", -1: "ART", -2: "UNS"}
+    for _ in range(5):
+        h = np.repeat(rng.choice([0, 1, 2, 3, 4, -1, -2], 60, p=[.3, .1, .3, .1, .14, .03, .03]), rng.integers(1, 12, 60))
+        ours = sleep_statistics(h)
+        ref = yasa.Hypnogram(np.array([names[int(v)] for v in h]), n_stages=5, freq="30s").sleep_statistics()
+        for key, mine in (("TIB", ours["tib_min"]), ("SPT", ours["spt_min"]), ("TST", ours["tst_min"]),
+                          ("WASO", ours["waso_min"]), ("SE", ours["sleep_efficiency_pct"]),
+                          ("SME", ours["sleep_maintenance_efficiency_pct"]), ("SOL", ours["sleep_onset_latency_min"]),
+                          ("Lat_REM", ours["rem_latency_min"] + ours["sleep_onset_latency_min"]),
+                          ("WAKE", ours["minutes"]["W"]), ("N1", ours["minutes"]["N1"]), ("N3", ours["minutes"]["N3"]),
+                          ("REM", ours["minutes"]["REM"]), ("%N2", ours["percent"]["N2"]), ("%REM", ours["percent"]["REM"])):
+            assert mine == pytest.approx(float(ref[key]), abs=1e-3), key

@@ -65,3 +65,34 @@ def cross_validation_summary(folds: list[dict]) -> dict:
             **{m: mean_std([f[m] for f in folds]) for m in ("accuracy", "macro_f1", "kappa")},
             "per_class_f1": {s: mean_std([f["per_class_f1"][s] for f in folds]) for s in STAGES},
             "pooled": pooled}
+
+
+def sleep_statistics(hypnogram, epoch_seconds: float = 30.0) -> dict:
+    """The statistics a sleep lab reads first, from one label per epoch (0 W, 1 N1, 2 N2, 3 N3,
+    4 REM, negative = unscored / movement), over the whole hypnogram taken as time in bed (AASM
+    definitions, as yasa computes them; tests/test_sleep_units.py checks every value against yasa):
+    TIB; SPT = first to last sleep epoch; TST = sleep epochs (N1-REM) in SPT; SE = TST / TIB;
+    SME = TST / SPT; SOL = TIB start to the first sleep epoch; WASO = wake in SPT; REM latency from
+    sleep onset (AASM; yasa's Lat_REM counts from the start: Lat_REM - SOL); minutes per stage;
+    percent of TST for N1-REM and of TIB for W. Unscored epochs count in TIB and SPT only.
+    Undefined values (no sleep, no REM) are None."""
+    h = np.asarray(hypnogram)
+    minutes = epoch_seconds / 60
+    sleep = np.flatnonzero((h >= 1) & (h <= 4))
+    rem = np.flatnonzero(h == 4)
+    span = h[sleep[0]:sleep[-1] + 1] if len(sleep) else h[:0]
+    tib, spt, tst = len(h) * minutes, len(span) * minutes, int(((span >= 1) & (span <= 4)).sum()) * minutes
+    per_stage = {s: int((h == k).sum()) * minutes for k, s in enumerate(STAGES)}
+    r = lambda v: None if v is None else round(float(v), 4)
+    return {
+        "tib_min": r(tib), "spt_min": r(spt), "tst_min": r(tst),
+        "sleep_efficiency_pct": r(100 * tst / tib) if tib else None,
+        "sleep_maintenance_efficiency_pct": r(100 * tst / spt) if spt else None,
+        "sleep_onset_latency_min": r(sleep[0] * minutes) if len(sleep) else None,
+        "waso_min": r(int((span == 0).sum()) * minutes) if len(sleep) else None,
+        "rem_latency_min": r((rem[0] - sleep[0]) * minutes) if len(rem) else None,
+        "unscored_min": r(int((h < 0).sum()) * minutes),
+        "minutes": {s: r(v) for s, v in per_stage.items()},
+        "percent": {s: (r(100 * v / tib) if s == "W" else (r(100 * v / tst) if tst else None)) if tib else None
+                    for s, v in per_stage.items()},
+    }

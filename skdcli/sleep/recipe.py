@@ -33,7 +33,7 @@ from .normalisation import DEFAULT_NORMALISATION
 from .data import SOURCES, PreparedSleep, WindowDataset, night_windows, prepare_dataset, read_recording_epochs, scored_span
 from .formats import EPOCH_SECONDS, read_edf_channel, read_edf_hypnogram, read_shhs_xml, write_edf_hypnogram
 from .loss import siamese_self_kd_loss
-from .metrics import cross_validation_summary, mean_std, priors, sleep_metrics
+from .metrics import cross_validation_summary, mean_std, priors, sleep_metrics, sleep_statistics
 from .model import SleepTransformer
 from .plots import plot_hypnogram
 from .sampling import WindowBalancer
@@ -347,7 +347,10 @@ def export_stage(run_dir: str, out: str | None = None, overwrite: bool = False) 
 def score_stage(model_path: str, edf: str, out: str, channel: str | None = None, hypnogram: str | None = None,
                 overwrite: bool = False) -> dict:
     """Stage a new recording with an export alone: CSV (one row per 30-s epoch, probabilities),
-    an EDF+ hypnogram like Sleep-EDF's, and a PNG hypnogram (true vs predicted with --hypnogram).
+    an EDF+ hypnogram like Sleep-EDF's, a PNG hypnogram (true vs predicted with --hypnogram), and
+    the sleep statistics (metrics.sleep_statistics: TST, SE, SOL, WASO, REM latency, minutes and
+    percent per stage) of the predicted hypnogram and, with --hypnogram, of the true one, both over
+    the whole recording as time in bed (no lights-off/on markers are read).
 
     The night is read and normalised by the export's recorded rule over the whole recording, as
     prep did for the training data (data.read_recording_epochs). With --hypnogram the metrics
@@ -381,7 +384,8 @@ def score_stage(model_path: str, edf: str, out: str, channel: str | None = None,
     atomic_write_text(out_csv, buf.getvalue())
     atomic_write(out_edf, lambda p: write_edf_hypnogram(p, pred, sig.start))
     result = {"edf": str(edf), "channel": sig.channel, "epochs": int(n), "normalisation": rule["rule"],
-              "csv": str(out_csv), "hypnogram_edf": str(out_edf), "png": str(out_png), "predicted_priors": priors(pred)}
+              "csv": str(out_csv), "hypnogram_edf": str(out_edf), "png": str(out_png), "predicted_priors": priors(pred),
+              "sleep_statistics": {"predicted": sleep_statistics(pred)}}
     true = None
     if hypnogram:
         hyp = read_shhs_xml(hypnogram) if hypnogram.lower().endswith(".xml") else read_edf_hypnogram(hypnogram)
@@ -389,6 +393,7 @@ def score_stage(model_path: str, edf: str, out: str, channel: str | None = None,
         m = min(n, len(hyp.labels))
         true[:m] = np.where(hyp.labels[:m] >= 0, hyp.labels[:m], -1)
         result.update(score_against(true, pred, float(manifest.get("trim_minutes", 0.0))))
+        result["sleep_statistics"]["true"] = sleep_statistics(true)
     plot_hypnogram(out_png, pred, true, title=Path(edf).name)
     return result
 
