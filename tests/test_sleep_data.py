@@ -168,17 +168,20 @@ def test_fold_config_is_checked() -> None:
 
 
 def test_cross_validation_over_subject_folds(sleep_sedf: Path, tmp_path: Path) -> None:
+    from conftest import invoke, invoke_json, sets
     from fixtures_sleep import SLEEP_TINY
-    from skdcli.sleep.recipe import folds_stage
 
-    result = folds_stage(str(sleep_sedf), str(tmp_path / "cv"), 2, sets=[*SLEEP_TINY, "train.batch_size=5"],
-                         max_steps=2, device="cpu")
+    cv = ["sleep", "train", "--data", sleep_sedf, "--run-dir", tmp_path / "cv", "--folds", "2"]
+    result = invoke_json(*cv, "--max-steps", "2", *sets(*SLEEP_TINY, "train.batch_size=5"))
     assert [r["subjects"] for r in result["per_fold"]] == [["SC400"], ["SC401"]]
     assert sum(r["epochs"] for r in result["per_fold"]) == result["pooled"]["epochs"]
     assert result["pooled"]["epochs"] == sum(r["epochs"] for r in PreparedSleep(sleep_sedf).info["manifest"])
     assert result["accuracy"]["n"] == 2 and (tmp_path / "cv" / "folds.json").is_file()
-    fold1 = (tmp_path / "cv" / "fold1" / "eval.json").read_text()
-    assert '"split": "test"' in fold1
+    assert '"split": "test"' in (tmp_path / "cv" / "fold1" / "eval.json").read_text()
+    # the human view: one row per fold, mean ± std, pooled; finished folds are reused
+    human = invoke(*cv)
+    text = " ".join(human.stderr.split())
+    assert human.exit_code == 0 and "reused" in text and "fold 1" in text and "pooled" in text and "±" in text
 
 
 # -- item 4: SHHS at full scale --------------------------------------------------------------------------------
