@@ -182,7 +182,8 @@ def test_eval_refuses_another_normalisation(sleep_run: Path, sleep_raw, tmp_path
                           "mismatched normalisation", "'robust'", "'epoch'")
 
 
-def test_export_and_score_with_the_export_alone(sleep_export: Path, sleep_raw, sleep_sedf: Path, tmp_path: Path) -> None:
+def test_export_and_score_with_the_export_alone(sleep_export: Path, sleep_raw, sleep_sedf: Path,
+                                                tmp_path: Path) -> None:
     manifest = json.loads((sleep_export / "manifest.json").read_text())
     assert manifest["task"] == "sleep" and manifest["fs"] == 100 and manifest["parity"]["max_abs_diff"] < 1e-4
     assert manifest["normalisation"]["rule"] == "robust" and manifest["trim_minutes"] == 30.0

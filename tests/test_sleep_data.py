@@ -15,14 +15,18 @@ from skdcli.sleep.data import PreparedSleep, WindowDataset, prepare_dataset, sco
 from skdcli.sleep.synth import _signal, _write_edf, night_eeg, nsrr_xml
 
 
-def write_shhs_night(root: Path, rid: str, codes: list[int], channels: tuple[str, ...] = ("EEG(sec)", "EEG"),
-                     seed: int = 0) -> Path:
+def write_shhs_night(
+    root: Path, rid: str, codes: list[int], channels: tuple[str, ...] = ("EEG(sec)", "EEG"), seed: int = 0
+) -> Path:
     """One SHHS1-layout night with exactly these stage codes (SHHS: 0 W .. 5 REM, 6 movement, 9 unscored)."""
     rng = np.random.default_rng(seed)
     stages = np.asarray([{0: 0, 1: 1, 2: 2, 3: 3, 4: 3, 5: 4}.get(c, 0) for c in codes])
     eeg = night_eeg(stages, 125.0, rng, dataset="shhs")
-    _write_edf(root / "polysomnography" / "edfs" / "shhs1" / f"{rid}.edf",
-               [_signal(eeg, 125.0, ch) for ch in channels], dt.datetime(1985, 1, 1, 22, 0, 0))
+    _write_edf(
+        root / "polysomnography" / "edfs" / "shhs1" / f"{rid}.edf",
+        [_signal(eeg, 125.0, ch) for ch in channels],
+        dt.datetime(1985, 1, 1, 22, 0, 0),
+    )
     xml = root / "polysomnography" / "annotations-events-nsrr" / "shhs1" / f"{rid}-nsrr.xml"
     xml.parent.mkdir(parents=True, exist_ok=True)
     xml.write_text(nsrr_xml(codes, len(codes) * 30.0), encoding="utf-8")
@@ -102,7 +106,7 @@ def test_score_input_equals_prep_on_the_kept_epochs(sleep_raw, tmp_path: Path, r
     _, whole, _ = read_recording_epochs(raw / "sleep-cassette" / f"{row['id']}-PSG.edf", "EEG Fpz-Cz", 100, rule)
     night = data.nights[0]
     assert len(whole) > len(night.y)
-    assert np.array_equal(whole[row["first_epoch"]:row["first_epoch"] + len(night.y)], np.asarray(night.x))
+    assert np.array_equal(whole[row["first_epoch"] : row["first_epoch"] + len(night.y)], np.asarray(night.x))
 
 
 # -- item 2: whole subjects in every split ---------------------------------------------------------------------
@@ -116,12 +120,16 @@ def test_subject_ids() -> None:
 
 
 def test_dev_and_folds_never_split_a_subject() -> None:
-    from skdcli.sleep.splits import fold_subjects, partition
     from skdcli.sleep.data import Night
+    from skdcli.sleep.splits import fold_subjects, partition
 
     # Sleep-EDF-20: 20 subjects, 39 nights (subject 13 has one)
-    nights = [Night(f"SC4{s:02d}{n}E0", np.zeros((1, 1)), np.zeros(1), f"SC4{s:02d}") for s in range(20) for n in (1, 2)
-              if (s, n) != (13, 2)]
+    nights = [
+        Night(f"SC4{s:02d}{n}E0", np.zeros((1, 1)), np.zeros(1), f"SC4{s:02d}")
+        for s in range(20)
+        for n in (1, 2)
+        if (s, n) != (13, 2)
+    ]
     parts = partition(nights, dev_fraction=0.1)
     train_subjects, dev_subjects = {n.subject for n in parts.train}, {n.subject for n in parts.dev}
     assert not train_subjects & dev_subjects and len(parts.dev) >= round(0.1 * len(nights)) and not parts.test
@@ -201,15 +209,33 @@ def test_shhs_subjects_file_skipped_nights_and_recorded_channel_fallback(tmp_pat
     (raw / "polysomnography" / "annotations-events-nsrr" / "shhs1" / "shhs1-200004-nsrr.xml").unlink()
     write_shhs_night(raw, "shhs1-200005", codes)  # not selected
     selection = tmp_path / "selected_shhs1_files.txt"
-    selection.write_text("# a selection like the common 329-subject one\nshhs1-200001\nshhs1-200002.edf\n"
-                         "shhs1-200003\n200004\nshhs1-200009\n")
-    result = invoke_json("sleep", "prep", "--source", "shhs", "--raw", raw, "--out", tmp_path / "prep",
-                         "--subjects", selection, "--no-trim-wake")
+    selection.write_text(
+        "# a selection like the common 329-subject one\nshhs1-200001\nshhs1-200002.edf\n"
+        "shhs1-200003\n200004\nshhs1-200009\n"
+    )
+    result = invoke_json(
+        "sleep",
+        "prep",
+        "--source",
+        "shhs",
+        "--raw",
+        raw,
+        "--out",
+        tmp_path / "prep",
+        "--subjects",
+        selection,
+        "--no-trim-wake",
+    )
     assert result["recordings"] == 2 and result["skipped"] == 3 and result["channel_fallbacks"] == 1
     assert result["subjects_file"]["entries"] == 5 and len(result["subjects_file"]["sha256"]) == 64
-    assert result["warnings"] == [{"id": "shhs1-200002", "warning": "channel 'EEG' not in the EDF: read the fallback "
-                                   "'EEG(sec)' instead (C3-A2 instead of C4-A1)"}]
-    skipped = {r["id"]: r["reason"] for r in map(json.loads, (tmp_path / "prep" / "skipped.jsonl").read_text().splitlines())}
+    assert result["warnings"] == [
+        {
+            "id": "shhs1-200002",
+            "warning": "channel 'EEG' not in the EDF: read the fallback 'EEG(sec)' instead (C3-A2 instead of C4-A1)",
+        }
+    ]
+    lines = (tmp_path / "prep" / "skipped.jsonl").read_text().splitlines()
+    skipped = {r["id"]: r["reason"] for r in map(json.loads, lines)}
     assert set(skipped) == {"shhs1-200003", "shhs1-200004", "shhs1-200009"}
     assert "truncated EDF" in skipped["shhs1-200003"] and str(edf) in skipped["shhs1-200003"]
     assert "no shhs1-200004-nsrr.xml" in skipped["shhs1-200004"]

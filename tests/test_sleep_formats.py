@@ -10,8 +10,14 @@ import pytest
 
 from fixtures_sleep import SLEEP_FIXTURES
 from skdcli.engine.errors import SkdError
-from skdcli.sleep.formats import (check_edf_file, read_edf_channel, read_edf_hypnogram, read_shhs_xml,
-                                  resolve_channel, write_edf_hypnogram)
+from skdcli.sleep.formats import (
+    check_edf_file,
+    read_edf_channel,
+    read_edf_hypnogram,
+    read_shhs_xml,
+    resolve_channel,
+    write_edf_hypnogram,
+)
 from skdcli.sleep.synth import nsrr_xml, profusion_xml
 
 PSG = SLEEP_FIXTURES / "sleep-cassette" / "SC4001E0-PSG.edf"

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
+from fixtures_sleep import SLEEP_FIXTURES
 from skdcli.engine.trainer import ResumableDistributedSampler
 from skdcli.sleep.config import KDConfig, ModelConfig
 from skdcli.sleep.loss import siamese_self_kd_loss
 from skdcli.sleep.metrics import mean_std, sleep_metrics
 from skdcli.sleep.model import SleepTransformer
-from fixtures_sleep import SLEEP_FIXTURES
 from skdcli.sleep.sampling import WindowBalancer, supervised_shares, target_shares, window_compositions
 
 # p1 = softmax([0, ln 3]) = [.25, .75], p2 = [.5, .5], label 1
@@ -198,7 +198,8 @@ def test_sleep_statistics_by_hand_and_against_yasa() -> None:
     rng = np.random.default_rng(0)
     names = {0: "W", 1: "N1", 2: "N2", 3: "N3", 4: "R", -1: "ART", -2: "UNS"}
     for _ in range(5):
-        h = np.repeat(rng.choice([0, 1, 2, 3, 4, -1, -2], 60, p=[.3, .1, .3, .1, .14, .03, .03]), rng.integers(1, 12, 60))
+        runs = rng.choice([0, 1, 2, 3, 4, -1, -2], 60, p=[.3, .1, .3, .1, .14, .03, .03])
+        h = np.repeat(runs, rng.integers(1, 12, 60))
         ours = sleep_statistics(h)
         ref = yasa.Hypnogram(np.array([names[int(v)] for v in h]), n_stages=5, freq="30s").sleep_statistics()
         for key, mine in (("TIB", ours["tib_min"]), ("SPT", ours["spt_min"]), ("TST", ours["tst_min"]),
@@ -206,5 +207,6 @@ def test_sleep_statistics_by_hand_and_against_yasa() -> None:
                           ("SME", ours["sleep_maintenance_efficiency_pct"]), ("SOL", ours["sleep_onset_latency_min"]),
                           ("Lat_REM", ours["rem_latency_min"] + ours["sleep_onset_latency_min"]),
                           ("WAKE", ours["minutes"]["W"]), ("N1", ours["minutes"]["N1"]), ("N3", ours["minutes"]["N3"]),
-                          ("REM", ours["minutes"]["REM"]), ("%N2", ours["percent"]["N2"]), ("%REM", ours["percent"]["REM"])):
+                          ("REM", ours["minutes"]["REM"]), ("%N2", ours["percent"]["N2"]),
+                          ("%REM", ours["percent"]["REM"])):
             assert mine == pytest.approx(float(ref[key]), abs=1e-3), key

@@ -51,11 +51,12 @@ def prep(
                                                           "or SHHS ids (shhs1-200001, 200001), comma-separated or a "
                                                           "FILE with one or more per line (# comments).")] = None,
     normalisation: Annotated[str, typer.Option("--normalisation", help="robust | zscore (per recording, before "
-                                                                        "trimming) | epoch; recorded in the export.")] = "robust",
+                                               "trimming) | epoch; recorded in the export.")] = "robust",
     channel_fallback: Annotated[Optional[list[str]], typer.Option("--channel-fallback", help="Channel read when "
                                 "--channel is missing, recorded as a warning (repeatable; SHHS default: EEG(sec), "
                                 "EEG2 = C3-A2).")] = None,
-    no_channel_fallback: Annotated[bool, typer.Option("--no-channel-fallback", help="Skip a night that lacks --channel.")] = False,
+    no_channel_fallback: Annotated[bool, typer.Option("--no-channel-fallback",
+                                                      help="Skip a night that lacks --channel.")] = False,
     seed: Annotated[int, typer.Option("--seed", help="synthetic: recording seed.")] = 0,
     overwrite: OverwriteOpt = False, json_out: JsonOpt = False, debug: DebugOpt = False,
 ):
@@ -74,7 +75,9 @@ def score(
     edf: Annotated[str, typer.Option("--edf", help="The recording (EDF/EDF+).")],
     out: Annotated[str, typer.Option("--out", help="CSV path; .edf (EDF+ hypnogram) and .png are written beside it.")],
     channel: Annotated[Optional[str], typer.Option("--channel", help="EEG channel (default: the training channel).")] = None,
-    hypnogram: Annotated[Optional[str], typer.Option("--hypnogram", help="True scoring (EDF+ or SHHS XML): metrics on eval's (trimmed) epochs and on the whole night, its sleep statistics, the plot.")] = None,
+    hypnogram: Annotated[Optional[str], typer.Option("--hypnogram", help="True scoring (EDF+ or SHHS XML): metrics on "
+                                                     "eval's (trimmed) epochs and on the whole night, its sleep "
+                                                     "statistics, the plot.")] = None,
     overwrite: OverwriteOpt = False, json_out: JsonOpt = False, debug: DebugOpt = False,
 ):
     """Stage a new recording with an exported model alone."""

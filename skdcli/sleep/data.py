@@ -32,18 +32,29 @@ from torch.utils.data import Dataset
 
 from ..engine.errors import SkdError
 from ..engine.io import atomic_write, atomic_write_json, atomic_write_jsonl, read_json
-from .splits import Partition, partition, subject_of
+from .formats import (
+    EPOCH_SECONDS,
+    UNKNOWN,
+    Hypnogram,
+    Signal,
+    channel_key,
+    read_edf_channel,
+    read_edf_hypnogram,
+    read_shhs_xml,
+)
 from .normalisation import DEFAULT_NORMALISATION, check_rule, describe, normalise_recording
-from .formats import EPOCH_SECONDS, UNKNOWN, Hypnogram, channel_key, Signal, read_edf_channel, read_edf_hypnogram, read_shhs_xml
+from .splits import Partition, partition, subject_of
 
 SOURCES = ("sleep-edf", "shhs")
 PREP_FORMAT = 4  # bumped whenever what prep writes changes, so an incremental prep redoes old recordings
 DEFAULT_CHANNEL = {"sleep-edf": "EEG Fpz-Cz", "shhs": "EEG"}  # SHHS1 `EEG` = C4-A1
 SHHS_SECOND_EEG = ("EEG(sec)", "EEG2")  # C3-A2; channel_key also matches `EEG sec`, `EEG(SEC)`, `EEG 2`
 TRIM_RULE = ("wake trimmed to {m} min before the first and after the last sleep (N1-REM) epoch, on the "
-             "recording's timeline (SeriesSleepNet / DeepSleepNet rule); the kept span starts and ends on a scored epoch")
-UNSCORED_RULE = ("?/movement/unscored epochs (SHHS 6, 9) inside the kept span stay, labelled -1: windows keep their real "
-                 "neighbours and those epochs get no loss and no metric (masked); outside the span they are dropped")
+             "recording's timeline (SeriesSleepNet / DeepSleepNet rule); the kept span starts and ends on a "
+             "scored epoch")
+UNSCORED_RULE = ("?/movement/unscored epochs (SHHS 6, 9) inside the kept span stay, labelled -1: windows keep their "
+                 "real neighbours and those epochs get no loss and no metric (masked); outside the span they are "
+                 "dropped")
 
 
 @dataclass
@@ -146,11 +157,13 @@ def discover_shhs(raw: Path, tokens: list[str] | None = None) -> tuple[list[RawR
             continue
         found.update({rid.lower(), subject_of(rid)})
         if rid.lower() not in xmls:
-            skipped.append({"id": rid, "psg": str(edf), "reason": f"no {rid}-nsrr.xml or {rid}-profusion.xml annotation"})
+            skipped.append({"id": rid, "psg": str(edf),
+                            "reason": f"no {rid}-nsrr.xml or {rid}-profusion.xml annotation"})
             continue
         recs.append(RawRecording(rid, edf, xmls[rid.lower()]))
     for missing in sorted((ids | numbers) - found):
-        skipped.append({"id": missing, "psg": None, "reason": "listed in --subjects but no EDF under the raw directory"})
+        skipped.append({"id": missing, "psg": None,
+                        "reason": "listed in --subjects but no EDF under the raw directory"})
     return recs, skipped
 
 
@@ -274,7 +287,8 @@ def dataset_summary(params: dict, rows: list[dict]) -> dict:
     return {"recordings": len(rows), "epochs": sum(counts), "hours": round(sum(counts) * EPOCH_SECONDS / 3600, 3),
             "class_counts": dict(zip(["W", "N1", "N2", "N3", "REM"], counts)),
             "class_priors": dict(zip(["W", "N1", "N2", "N3", "REM"], [round(c / sum(counts), 4) for c in counts])),
-            "label_map": "W 0, N1 1, N2 2, N3 3 (R&K S3+S4 / SHHS codes 3+4), REM 4; ?/movement/unscored (SHHS 6, 9) -1",
+            "label_map": "W 0, N1 1, N2 2, N3 3 (R&K S3+S4 / SHHS codes 3+4), REM 4; "
+                         "?/movement/unscored (SHHS 6, 9) -1",
             "unscored_rule": UNSCORED_RULE, "normalisation": describe(params["normalisation"]),
             "fingerprint": fingerprint}
 
@@ -328,7 +342,8 @@ def prepare_dataset(source: str, raw: str | Path, out: str | Path, channel: str 
             except READ_ERRORS as exc:  # one bad night does not stop a 5,793-night prep; it is listed
                 text = exc.format() if isinstance(exc, SkdError) else f"{rec.psg}: {exc.__class__.__name__}: {exc}"
                 done = {"skip": text.splitlines()[0] if text else exc.__class__.__name__}
-            meta = {"id": rec.id, "sources": sources, "params": params, "subject": subject_of(rec.id), "night": rec.night}
+            meta = {"id": rec.id, "sources": sources, "params": params, "subject": subject_of(rec.id),
+                    "night": rec.night}
             if "skip" in done:
                 meta["skip"] = done["skip"]
                 x_path.unlink(missing_ok=True)

@@ -60,7 +60,8 @@ def channel_key(label: str) -> str:
     return re.sub(r"[\s()\[\]\-_]", "", label.lower())
 
 
-def resolve_channel(available: list[str], wanted: str, path: Path, fallbacks: tuple[str, ...] = ()) -> tuple[str, str | None]:
+def resolve_channel(available: list[str], wanted: str, path: Path,
+                    fallbacks: tuple[str, ...] = ()) -> tuple[str, str | None]:
     """(label found, the fallback it came from or None). `wanted` is matched exactly, then by
     `channel_key`; only then, in order, each of `fallbacks`. There is no prefix matching: SHHS's
     `EEG` (C4-A1) must never silently become `EEG(sec)` (C3-A2); that substitution is a fallback

@@ -60,5 +60,7 @@ def normalise_recording(x: np.ndarray, rule: str, path: str | Path | None = None
         center, scale = x.mean(), x.std()
     if not scale >= MIN_SCALE_UV:
         raise SkdError(f"the channel is flat (scale {scale:.3g} uV over the recording): nothing to normalise", path)
-    return ((x - center) / scale).astype(np.float32), {"center_uv": round(float(center), 4),
-                                                        "scale_uv": round(float(scale), 4)}
+    return ((x - center) / scale).astype(np.float32), {
+        "center_uv": round(float(center), 4),
+        "scale_uv": round(float(scale), 4),
+    }

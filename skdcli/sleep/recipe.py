@@ -23,12 +23,27 @@ from ..engine.export import load_exported
 from ..engine.io import atomic_write, atomic_write_json, atomic_write_text, read_json
 from ..engine.rundir import RunDir
 from ..engine.schedules import Progress
-from ..engine.stages import (ExportSpec, Pipeline, RecipeHooks, Trained, eval_stage, load_run_config,
-                             recorded_data_dir, train_run)
+from ..engine.stages import (
+    ExportSpec,
+    Pipeline,
+    RecipeHooks,
+    Trained,
+    eval_stage,
+    load_run_config,
+    recorded_data_dir,
+    train_run,
+)
 from ..engine.trainer import Task
 from .config import STAGES, KDConfig, SleepConfig
-from .data import (SOURCES, PreparedSleep, WindowDataset, night_windows, prepare_dataset, read_recording_epochs,
-                   scored_span)
+from .data import (
+    SOURCES,
+    PreparedSleep,
+    WindowDataset,
+    night_windows,
+    prepare_dataset,
+    read_recording_epochs,
+    scored_span,
+)
 from .formats import EPOCH_SECONDS, read_edf_hypnogram, read_shhs_xml, write_edf_hypnogram
 from .loss import siamese_self_kd_loss
 from .metrics import cross_validation_summary, mean_std, priors, sleep_metrics, sleep_statistics
@@ -181,8 +196,9 @@ def write_synthetic(source: str, out: Path, seed: int = 0, overwrite: bool = Fal
 
 def summary_info(data: str) -> dict:
     info = read_json(Path(data) / "prep.json")
-    return {"fs": info["fs"], "channel": info["channel"], "source": info["source"], "train_priors": info["class_priors"],
-            "normalisation": info["normalisation"], "trim_minutes": info["trim_minutes"]}
+    return {"fs": info["fs"], "channel": info["channel"], "source": info["source"],
+            "train_priors": info["class_priors"], "normalisation": info["normalisation"],
+            "trim_minutes": info["trim_minutes"]}
 
 
 class SleepHooks(RecipeHooks):
@@ -287,7 +303,7 @@ class SleepHooks(RecipeHooks):
             raise SkdError(f"mismatched sampling rates: the model was trained at {train_fs} Hz but this dataset was "
                            f"prepared at {test_fs} Hz (re-run prep with --fs {train_fs})", data_dir)
         train_rule = (summary.get("normalisation") or {}).get("rule")
-        test_rule = (info.get("normalisation") or {}).get("rule") if isinstance(info.get("normalisation"), dict) else None
+        test_rule = info["normalisation"].get("rule") if isinstance(info.get("normalisation"), dict) else None
         if train_rule is not None and test_rule != train_rule:
             raise SkdError(f"mismatched normalisation: the model was trained on '{train_rule}' data but this dataset "
                            f"was prepared with '{test_rule}' (re-run prep with --normalisation {train_rule})", data_dir)

@@ -85,5 +85,9 @@ def partition(nights: Sequence[HasSubject], dev_fraction: float, folds: int = 0,
         test_subjects = fold_subjects([n.subject for n in nights], folds)[fold]
     rest = [n for n in nights if n.subject not in set(test_subjects)]
     dev = dev_subjects(rest, dev_fraction)
-    return Partition(train=[n for n in rest if n.subject not in dev], dev=[n for n in rest if n.subject in dev],
-                     test=[n for n in nights if n.subject in set(test_subjects)], test_subjects=test_subjects)
+    return Partition(
+        train=[n for n in rest if n.subject not in dev],
+        dev=[n for n in rest if n.subject in dev],
+        test=[n for n in nights if n.subject in set(test_subjects)],
+        test_subjects=test_subjects,
+    )
