@@ -175,6 +175,7 @@ def test_fold_config_is_checked() -> None:
             cfg.validate()
 
 
+@pytest.mark.slow
 def test_cross_validation_over_subject_folds(sleep_sedf: Path, tmp_path: Path) -> None:
     from conftest import invoke, invoke_json, sets
     from fixtures_sleep import SLEEP_TINY
