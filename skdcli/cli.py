@@ -17,6 +17,7 @@ RECIPES = [
     "skdcli.sleep.cli",
     "skdcli.nlg_smooth.cli",
     "skdcli.nlp_embed.cli",
+    "skdcli.dataset_distill.cli",
     "skdcli.xqa.cli",
 ]
 
