@@ -100,6 +100,7 @@ def task_and_batch(xqa_data: Path, *sets: str):
     task = XqaHooks().make_task(cfg, str(xqa_data))
     torch.manual_seed(0)
     model = task.build_model()
+    task.teachers()  # the copy of the initial model, as the first training step makes it
     batch = task.collate([task.train_dataset()[i] for i in range(8)])
     return task, model, batch
 

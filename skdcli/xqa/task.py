@@ -22,6 +22,7 @@ from torch.utils.data import Dataset
 
 from ..engine.console import console
 from ..engine.errors import SkdError
+from ..engine.io import file_sha256
 from ..engine.schedules import Progress
 from ..engine.teachers import SnapshotTeacher
 from ..engine.trainer import Task, move_to
@@ -168,6 +169,17 @@ class XqaTask(Task):
         self.train_tokens = int(arrays["attention_mask"].sum())
         self._arrays["train"] = _tensors({k: v for k, v in arrays.items() if k != "example_index"})
         self._train = Rows("train", len(arrays["input_ids"]))
+
+    def provenance(self) -> dict:
+        """Where the initial weights came from (the run's provenance.json)."""
+        weights = sorted(p.name for p in self.init.glob("*.safetensors")) or sorted(
+            p.name for p in self.init.glob("*.bin")
+        )
+        return {
+            "init": str(self.init),
+            "init_weights": weights,
+            "init_config_sha256": file_sha256(self.init / "config.json"),
+        }
 
     def data_fingerprint(self) -> str | None:
         return self.data.fingerprint if (self.data_dir / "prep.json").is_file() else None
