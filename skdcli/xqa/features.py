@@ -20,8 +20,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-from torch.utils.data import Dataset
 
 from ..engine.errors import SkdError
 
@@ -148,30 +146,6 @@ def build_eval_features(
         "token_type_ids": np.asarray(enc["token_type_ids"], dtype=np.int8),
     }
     return EvalFeatures(arrays, list(enc["overflow_to_sample_mapping"]), offsets)
-
-
-class FeatureDataset(Dataset):
-    """Feature arrays held as tensors; items are row indices and ``collate_rows`` gathers a batch
-    with one indexing op per array (no per-item dicts to stack)."""
-
-    def __init__(self, arrays: dict[str, np.ndarray]):
-        self.tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()}
-        self.n = len(next(iter(self.tensors.values())))
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, i: int) -> int:
-        return i
-
-    def collate(self, rows: list[int]) -> dict[str, torch.Tensor]:
-        idx = torch.as_tensor(rows, dtype=torch.long)
-        out = {}
-        for k, v in self.tensors.items():
-            x = v.index_select(0, idx)
-            out[k] = x if k == "kd_mask" else x.long()
-        out["row"] = idx
-        return out
 
 
 def postprocess_predictions(

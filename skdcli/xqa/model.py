@@ -73,14 +73,6 @@ def load_qa_model(path: str | Path) -> tuple[nn.Module, list[str]]:
     return model, sorted(info.get("missing_keys", []))
 
 
-def qa_model_from_config(config) -> nn.Module:
-    """The architecture without weights (they come from a run's safetensors next)."""
-    from transformers import AutoModelForQuestionAnswering
-
-    quiet_transformers()
-    return AutoModelForQuestionAnswering.from_config(config, dtype=torch.float32)
-
-
 def span_logits(model: nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     out = model(
         input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], token_type_ids=batch["token_type_ids"]

@@ -26,7 +26,6 @@ Files written (see ``write_corpus``):
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 
@@ -273,7 +272,3 @@ def write_corpus(
         },
     )
     return {"root": str(out), "files": written}
-
-
-def load_json(path: Path) -> dict:
-    return json.loads(Path(path).read_text(encoding="utf-8"))

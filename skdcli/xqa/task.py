@@ -253,13 +253,13 @@ class XqaTask(Task):
             teacher.to(device)
         with torch.inference_mode():
             start, end = span_logits(teacher, batch)
-        # inference tensors cannot be saved for backward: plain copies (B x L floats, negligible)
-        return start.clone(), end.clone()
+        # inference tensors cannot be saved for backward: plain fp32 copies (B x L floats, negligible)
+        return start.float().clone(), end.float().clone()
 
     # -- loss -------------------------------------------------------------------------------------------
     def compute_loss(self, model: nn.Module, batch: dict, progress: Progress) -> tuple[torch.Tensor, dict[str, Any]]:
         kd = self.cfg.kd
-        start, end = span_logits(model, batch)
+        start, end = (z.float() for z in span_logits(model, batch))  # the losses in fp32 under AMP too
         ce = qa_cross_entropy(start, end, batch["start_positions"], batch["end_positions"])
         if kd.method == "ce":
             return ce, {"loss/ce": ce}
