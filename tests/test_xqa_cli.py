@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from typer.testing import CliRunner
 
 from conftest import assert_one_line_error, invoke, invoke_json, sets
 from fixtures_xqa import XQA_TRAIN
+from skdcli.cli import app
 
 FIX = Path(__file__).parent / "fixtures" / "xqa"
 MLQA_ZH = FIX / "mlqa" / "MLQA_V1" / "dev" / "dev-context-en-question-zh.json"
@@ -198,6 +200,13 @@ def test_export_then_answer_from_the_export_alone(xqa_export: Path, tmp_path: Pa
     assert [o["id"] for o in out] == ["a", "b", "3"]
     as_json = invoke_json("xqa", "answer", "--model", xqa_export, "--input", questions)
     assert as_json["answers"] == out
+    piped = CliRunner().invoke(
+        app,
+        ["xqa", "answer", "--model", str(xqa_export), "--input", "-"],
+        input=questions.read_text(encoding="utf-8"),
+        catch_exceptions=False,
+    )
+    assert [json.loads(x) for x in piped.stdout.splitlines()] == out  # JSON lines in on stdin, out on stdout
     questions.write_text('{"id": "x", "question": "Why?", "context": "  "}\n', encoding="utf-8")
     assert_one_line_error(
         invoke("xqa", "answer", "--model", xqa_export, "--input", questions), str(questions), "line 1", "empty context"
