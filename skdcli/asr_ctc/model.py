@@ -142,6 +142,25 @@ class TransformerEncoder(nn.Module):
         return hidden, out_lengths
 
 
+def freeze_feature_encoder(model: nn.Module, path: Path | str = "") -> None:
+    """Freeze the convolutional waveform front-end of a HuBERT / WavLM / wav2vec 2.0 base model.
+
+    Not ``model.freeze_feature_encoder()``: transformers defines it on ``WavLMModel`` and on the
+    ``*ForCTC`` heads but not on ``HubertModel``, so a guard on that method silently left
+    HuBERT's front-end trainable. Every one of these models keeps the front-end in
+    ``feature_extractor``; ``_requires_grad = False`` is what transformers' own
+    ``_freeze_parameters`` sets, so the front-end's forward stops asking for input gradients.
+    """
+    extractor = getattr(model, "feature_extractor", None)
+    if not isinstance(extractor, nn.Module):
+        raise SkdError(f"{type(model).__name__} has no convolutional feature encoder (feature_extractor) to "
+                       "freeze; set model.freeze_feature_encoder=false", path or None)
+    for param in extractor.parameters():
+        param.requires_grad_(False)
+    if hasattr(extractor, "_requires_grad"):
+        extractor._requires_grad = False
+
+
 class HFEncoder(nn.Module):
     """HuBERT / WavLM (transformers) loaded from a local directory; never downloads."""
 
@@ -173,8 +192,8 @@ class HFEncoder(nn.Module):
             console.print(f"[yellow]warning:[/] {path} has config.json but no model.safetensors / pytorch_model.bin: "
                           "the encoder starts from random weights")
             model = AutoModel.from_config(AutoConfig.from_pretrained(path, local_files_only=True))
-        if cfg.model.freeze_feature_encoder and hasattr(model, "freeze_feature_encoder"):
-            model.freeze_feature_encoder()
+        if cfg.model.freeze_feature_encoder:
+            freeze_feature_encoder(model, path)
         return cls(model)
 
     def _make_hook(self, index: int):
