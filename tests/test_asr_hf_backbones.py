@@ -111,3 +111,50 @@ def test_front_end_weights_unchanged_after_training_steps(family: str, hf_dirs: 
     # the step did train the rest of the encoder
     assert not torch.equal(after[prefix + "feature_projection.projection.weight"],
                            before["feature_projection.projection.weight"])
+
+
+# -- item 2: the teacher reads what the model's own CTC head reads ------------------------------------
+
+@pytest.mark.parametrize("stable", [False, True], ids=["post-ln", "stable-ln"])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_taps_equal_output_hidden_states(family: str, stable: bool) -> None:
+    from skdcli.asr_ctc.model import HFEncoder
+
+    model = tiny_model(family, stable)
+    wave, lengths = torch.randn(2, 6000), torch.tensor([6000, 4500])
+    mask = (torch.arange(6000)[None] < lengths[:, None]).long()
+    last_layer: list[torch.Tensor] = []
+    model.encoder.layers[-1].register_forward_hook(lambda m, i, out: last_layer.append(out[0] if isinstance(out, tuple) else out))
+    with torch.no_grad():
+        ref = model(wave, attention_mask=mask, output_hidden_states=True)
+        encoder = HFEncoder(model)
+        hidden, _ = encoder(wave, lengths, (0, 1, 2, 3))
+    assert len(ref.hidden_states) == 4
+    for i in range(3):  # the student may tap any layer l < L: hidden_states[l], as the reference code
+        torch.testing.assert_close(hidden[i], ref.hidden_states[i], rtol=0, atol=0)
+    # The teacher tap is what HubertForCTC / WavLMForCTC feed their lm_head: last_hidden_state.
+    # transformers 4.x also returned it as hidden_states[-1] (the reference code's teacher tap);
+    # 5.x records hidden_states with layer hooks, so for stable-LN models its [-1] is the raw
+    # output of layer L, before the final LayerNorm.
+    torch.testing.assert_close(hidden[3], ref.last_hidden_state, rtol=0, atol=0)
+    if not stable:
+        torch.testing.assert_close(hidden[3], ref.hidden_states[3], rtol=0, atol=0)
+    # stable-LN: the final LayerNorm really changes it (the tap before the fix was layer 3's own output)
+    assert ((hidden[3] - last_layer[-1]).abs().max() > 0.1) == stable
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_stable_ln_truncated_student_reads_before_the_final_norm(family: str) -> None:
+    """The exported student sub-model (layers 1..l) reads hidden_states[l], not a normalised one."""
+    from skdcli.asr_ctc.model import HFEncoder
+
+    model = tiny_model(family, stable=True)
+    wave, lengths = torch.randn(1, 5000), torch.tensor([5000])
+    with torch.no_grad():
+        ref = model(wave, attention_mask=torch.ones(1, 5000, dtype=torch.long), output_hidden_states=True)
+        full = HFEncoder(model)
+        student = full.truncated(2)
+        teacher = full.truncated(3)
+        assert not student.final_norm and teacher.final_norm
+        torch.testing.assert_close(student(wave, lengths, (2,))[0][2], ref.hidden_states[2])
+        torch.testing.assert_close(teacher(wave, lengths, (3,))[0][3], ref.last_hidden_state)

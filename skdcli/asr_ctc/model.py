@@ -162,21 +162,34 @@ def freeze_feature_encoder(model: nn.Module, path: Path | str = "") -> None:
 
 
 class HFEncoder(nn.Module):
-    """HuBERT / WavLM (transformers) loaded from a local directory; never downloads."""
+    """HuBERT / WavLM (transformers) loaded from a local directory; never downloads.
 
-    def __init__(self, hf_model: nn.Module):
+    Taps follow ``output_hidden_states``: tap i is ``hidden_states[i]``, the reference code's
+    student tap. For the last layer of a stable-layer-norm model (HuBERT-Large, WavLM-Large:
+    ``config.do_stable_layer_norm``) that is the output of the encoder's final LayerNorm, which
+    runs after the layer stack and is what the model's own CTC head (``HubertForCTC``) reads;
+    the output of layer L itself is not. Post-LN models (Base) have no such final norm.
+    """
+
+    def __init__(self, hf_model: nn.Module, final_norm: bool | None = None):
         super().__init__()
         self.model = hf_model
         self.num_layers = len(hf_model.encoder.layers)
         self.d_model = hf_model.config.hidden_size
-        self._taps: dict[int, torch.Tensor] = {}
+        # final_norm=False for a truncated sub-model of a stable-layer-norm model: its last layer
+        # is an intermediate layer of the full model, read before the norm (hidden_states[l]).
+        self.final_norm = (bool(getattr(hf_model.config, "do_stable_layer_norm", False))
+                           if final_norm is None else final_norm)
+        self._taps: dict[int | str, torch.Tensor] = {}
         # Forward hooks tap layer outputs without relying on how a transformers version
-        # assembles `hidden_states`: tap i == the reference code's hidden_states[i]; tap 0 is the
-        # input of layer 1 (the embedding after the positional convolution): the output of the
-        # encoder's dropout, which HuBERT / WavLM apply right before their layers.
+        # assembles `hidden_states`: tap 0 is the input of layer 1 (the embedding after the
+        # positional convolution): the output of the encoder's dropout, which HuBERT / WavLM
+        # apply right before their layers.
         hf_model.encoder.dropout.register_forward_hook(self._make_hook(0))
         for i, layer in enumerate(hf_model.encoder.layers, start=1):
             layer.register_forward_hook(self._make_hook(i))
+        if self.final_norm:
+            hf_model.encoder.layer_norm.register_forward_hook(self._make_hook("final_norm"))
 
     @classmethod
     def from_config(cls, cfg: AsrCtcConfig) -> "HFEncoder":
@@ -210,6 +223,8 @@ class HFEncoder(nn.Module):
         # skipped layer passes its input through, so its tap is the previous one, as in HF.
         for i in range(1, max(taps) + 1):
             self._taps.setdefault(i, self._taps[i - 1])
+        if self.final_norm:  # hidden_states[L] of a stable-layer-norm model is after the final LayerNorm
+            self._taps[self.num_layers] = self._taps["final_norm"]
         hidden = {i: self._taps[i] for i in taps}
         self._taps = {}
         return hidden, out_lengths
@@ -225,7 +240,7 @@ class HFEncoder(nn.Module):
         missing, _ = small.load_state_dict(self.model.state_dict(), strict=False)
         if missing:
             raise SkdError(f"cannot truncate the encoder: missing weights {missing[:3]}")
-        return HFEncoder(small.eval())
+        return HFEncoder(small.eval(), final_norm=self.final_norm and num_layers == self.num_layers)
 
 
 class CTCHead(nn.Module):
