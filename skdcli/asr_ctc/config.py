@@ -46,6 +46,11 @@ class ModelConfig:
     spec_augment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
 
 
+# KL reductions of the frame-level KD term (recipes/asr_ctc/README.md §3). With V vocabulary
+# entries and no padding, sequence_mean = V x element_mean = V x official for the same logits.
+KD_REDUCTIONS = ("sequence_mean", "element_mean", "official")
+
+
 @dataclass
 class KDConfig:
     # skd: L = (1-a)·CTC(teacher) + a·(CTC(student) + w·KL(sg(teacher) || student)), frame level
@@ -53,10 +58,14 @@ class KDConfig:
     method: str = "skd"
     temperature: float = 1.0
     t2_scale: bool = True  # multiply the KL by T^2 (ours; the unofficial code has T=1, no factor)
-    reduction: str = "sequence_mean"  # sequence_mean (ours: valid frames only) | element_mean (unofficial code)
+    # sequence_mean (ours): sum over V, mean over each utterance's valid frames, mean over the batch;
+    # element_mean: the same sum over valid frames divided by V * (valid frames in the batch);
+    # official: huutuongtu/skd-ctc's F.kl_div(reduction="mean"), the mean over all B*T'*V elements,
+    # padding frames included, never a T^2 factor. sequence_mean = V x official on unpadded batches.
+    reduction: str = "sequence_mean"
     stop_gradient: bool = True  # detach the teacher posteriors (mandatory per the notes)
     mask_blank_frames: bool = False  # drop frames whose teacher argmax is blank (paper: not helpful)
-    kd_weight: float = 1.0  # w above
+    kd_weight: float = 1.0  # w above; its effect depends on the reduction (x V for sequence_mean)
     alpha: Any = field(default_factory=lambda: {"kind": "clipped_linear_epoch", "t": 0.3})
 
 
@@ -65,6 +74,14 @@ class EvalConfig:
     head: str = "auto"  # head reported as `wer` and exported: auto (student unless kd.method=ctc) | student | teacher
     beam_size: int = 1  # 1 = greedy CTC decoding; >1 = prefix beam search without LM
     spike_utterances: int = 50  # utterances used for the spike-timing analysis
+
+
+def kd_weight_vs_official(kd: KDConfig, vocab_size: int) -> float:
+    """How much heavier the KD term is than the official preset's (kd.reduction=official, w = 1),
+    on batches without padding: sequence_mean sums over the V vocabulary entries where official
+    averages, and both non-official reductions carry the T^2 factor when kd.t2_scale."""
+    scale = kd.kd_weight * (kd.temperature**2 if kd.t2_scale and kd.reduction != "official" else 1.0)
+    return scale * vocab_size if kd.reduction == "sequence_mean" else scale
 
 
 def _train_defaults() -> TrainConfig:
@@ -84,7 +101,7 @@ class AsrCtcConfig:
         check_choice("data.feature", self.data.feature, ["fbank", "waveform"])
         check_choice("model.encoder", self.model.encoder, ["transformer", "hf"])
         check_choice("kd.method", self.kd.method, ["skd", "interctc", "ctc"])
-        check_choice("kd.reduction", self.kd.reduction, ["sequence_mean", "element_mean"])
+        check_choice("kd.reduction", self.kd.reduction, list(KD_REDUCTIONS))
         check_choice("eval.head", self.eval.head, ["auto", "student", "teacher"])
         if self.model.encoder == "hf":
             if not self.model.pretrained:
@@ -98,6 +115,13 @@ class AsrCtcConfig:
                            f"(got {self.model.student_layer})")
         if self.kd.temperature <= 0:
             raise SkdError("kd.temperature must be > 0")
+        if self.kd.reduction == "official":
+            if self.kd.mask_blank_frames:
+                raise SkdError("kd.reduction=official averages over every frame, padding included (the unofficial "
+                               "code); it cannot drop blank frames: set kd.mask_blank_frames=false")
+            if self.kd.t2_scale and self.kd.temperature != 1.0:
+                raise SkdError("kd.reduction=official has no T^2 factor (the unofficial code); set kd.t2_scale=false "
+                               "to use a temperature other than 1")
         try:
             build_weight_schedule(self.kd.alpha)
         except ValueError as exc:

@@ -35,11 +35,28 @@ def ctc_frame_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     The teacher is the same forward pass at full depth: an engine ``DetachedPrediction`` signal
     (stop-gradient unless kd.stop_gradient=false, which the notes report as harmful)."""
     teacher = DetachedPrediction(kd.stop_gradient)(teacher_logits)
+    if kd.reduction == "official":
+        return official_kl_div_mean(student_logits, teacher, kd.temperature)
     mask = ~lengths_to_padding_mask(out_lengths, student_logits.shape[1])
     if kd.mask_blank_frames:
         mask = mask & (teacher.detach().argmax(-1) != 0)
     return kd_kl_loss(student_logits.float(), teacher.float(), kd.temperature, t2_scale=kd.t2_scale,
                       mask=mask, reduction=kd.reduction, detach_teacher=False)
+
+
+def official_kl_div_mean(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                         temperature: float = 1.0) -> torch.Tensor:
+    """The KD term of huutuongtu/skd-ctc @ ac779c8 (train.py), term for term:
+    ``F.kl_div(log_softmax(z_S / T), softmax(z_T / T), reduction="mean")``.
+
+    "mean" divides the summed pointwise KL by every element of the (B, T', V) tensor: padded
+    frames are included (their posteriors are whatever the model emits there) and the per-frame
+    KL is divided by V. No T^2 factor. The caller detaches the teacher (DetachedPrediction).
+    Spelled as sum / numel: PyTorch warns that "mean" will become "batchmean" in a future release,
+    and this must stay the value the unofficial code computed."""
+    log_q = F.log_softmax(student_logits.float() / temperature, dim=-1)
+    p = F.softmax(teacher_logits.float() / temperature, dim=-1)
+    return F.kl_div(log_q, p, reduction="sum") / p.numel()
 
 
 def ctc_self_kd_objective(out: dict[str, torch.Tensor], batch: dict, alpha: float,
