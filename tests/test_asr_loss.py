@@ -51,9 +51,6 @@ def test_objective_weights_by_alpha() -> None:
     assert total.item() == pytest.approx(expected.item(), rel=1e-6)
     plain, plain_logs = ctc_self_kd_objective({k: v for k, v in out.items() if k != "student_logits"}, batch, 0.3,
                                               KDConfig(method="ctc"))
-    inter, inter_logs = ctc_self_kd_objective(out, batch, 0.3, KDConfig(method="interctc"))
-    assert "loss/kd" not in inter_logs
-    assert inter.item() == pytest.approx((0.7 * logs["loss/ctc_teacher"] + 0.3 * logs["loss/ctc_student"]).item(), rel=1e-6)
     assert plain.item() == pytest.approx(logs["loss/ctc_teacher"].item(), rel=1e-6)
 
 
@@ -64,6 +61,23 @@ def test_blank_frame_masking_drops_blank_teacher_frames() -> None:
     kl = 0.25 * math.log(0.5) + 0.75 * math.log(1.5)
     loss = ctc_frame_kd_loss(student, teacher, torch.tensor([2]), KDConfig(mask_blank_frames=True))
     assert loss.item() == pytest.approx(kl, abs=1e-6)
+
+
+def test_interctc_is_standard_interctc_with_a_constant_weight() -> None:
+    # Lee & Watanabe 2021 with one intermediate layer: (1 - 0.3) * CTC_T + 0.3 * CTC_S, whatever
+    # the SKD schedule's a(e) is at that step (here 0.7, late in training).
+    torch.manual_seed(0)
+    out = {"teacher_logits": torch.randn(2, 6, 5), "student_logits": torch.randn(2, 6, 5),
+           "out_lengths": torch.tensor([6, 5])}
+    batch = {"targets": torch.tensor([[1, 2], [3, 0]]), "target_lengths": torch.tensor([2, 1])}
+    ctc_t = ctc_loss(out["teacher_logits"], out["out_lengths"], batch["targets"], batch["target_lengths"])
+    ctc_s = ctc_loss(out["student_logits"], out["out_lengths"], batch["targets"], batch["target_lengths"])
+    for alpha in (0.3, 0.7):
+        inter, logs = ctc_self_kd_objective(out, batch, alpha, KDConfig(method="interctc"))
+        assert inter.item() == pytest.approx(0.7 * ctc_t.item() + 0.3 * ctc_s.item(), rel=1e-6)
+        assert logs["weight/interctc"] == 0.3 and "weight/alpha" not in logs and "loss/kd" not in logs
+    other, _ = ctc_self_kd_objective(out, batch, 0.7, KDConfig(method="interctc", interctc_weight=0.5))
+    assert other.item() == pytest.approx(0.5 * ctc_t.item() + 0.5 * ctc_s.item(), rel=1e-6)
 
 
 def test_official_reduction_is_the_unofficial_codes_kl_div_mean() -> None:
@@ -106,9 +120,13 @@ def test_official_reduction_config_checks() -> None:
     cfg = AsrCtcConfig()
     cfg.kd.reduction = "official"
     cfg.validate()
+    assert "kd.reduction=official" in cfg.system_label
     cfg.kd.mask_blank_frames = True
     with pytest.raises(SkdError, match="cannot drop blank frames"):
         cfg.validate()
     cfg.kd.mask_blank_frames, cfg.kd.temperature = False, 2.0
     with pytest.raises(SkdError, match="no T\\^2 factor"):
         cfg.validate()
+    cfg.kd.method = "interctc"
+    cfg.kd.temperature = 1.0
+    assert "constant weight 0.3" in cfg.system_label

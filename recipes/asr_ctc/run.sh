@@ -14,7 +14,8 @@
 #      dev-clean, test-clean; char tokenizer)
 #   1  train SKD                  -> $RUNS/skd_seed<S>
 #   2  train plain CTC (--baseline, teacher head only)  -> $RUNS/ctc_seed<S>
-#   3  train InterCTC (--set kd.method=interctc: both CTC heads, no KL)  -> $RUNS/interctc_seed<S>
+#   3  train InterCTC (--set kd.method=interctc: standard InterCTC, both CTC heads, constant weight
+#      kd.interctc_weight = 0.3 on the intermediate one, no KL)  -> $RUNS/interctc_seed<S>
 #   4  eval all runs (both heads' WER/CER, spike timing)  -> $RUNS/results/<run>.<split>.eval.json
 #   5  export each run's eval.head (student for skd/interctc, teacher for ctc) and transcribe one
 #      test utterance with the SKD export as a smoke test  -> <run>/export, $RUNS/results/<run>.export.json

@@ -53,8 +53,9 @@ KD_REDUCTIONS = ("sequence_mean", "element_mean", "official")
 
 @dataclass
 class KDConfig:
-    # skd: L = (1-a)·CTC(teacher) + a·(CTC(student) + w·KL(sg(teacher) || student)), frame level
-    # interctc: the same without the KL term (intermediate CTC) ; ctc: plain CTC on the full model
+    # skd:      L = (1-a(e))·CTC(teacher) + a(e)·(CTC(student) + w·KL(sg(teacher) || student)), frame level
+    # interctc: L = (1-lambda)·CTC(teacher) + lambda·CTC(student), constant lambda (Lee & Watanabe 2021)
+    # ctc:      plain CTC on the full model
     method: str = "skd"
     temperature: float = 1.0
     t2_scale: bool = True  # multiply the KL by T^2 (ours; the unofficial code has T=1, no factor)
@@ -67,6 +68,9 @@ class KDConfig:
     mask_blank_frames: bool = False  # drop frames whose teacher argmax is blank (paper: not helpful)
     kd_weight: float = 1.0  # w above; its effect depends on the reduction (x V for sequence_mean)
     alpha: Any = field(default_factory=lambda: {"kind": "clipped_linear_epoch", "t": 0.3})
+    # kd.method=interctc only: the constant weight lambda of the intermediate CTC loss (0.3, the usual
+    # InterCTC setting; see recipes/asr_ctc/README.md §5). The SKD schedule kd.alpha is not used.
+    interctc_weight: float = 0.3
 
 
 @dataclass
@@ -82,6 +86,13 @@ def kd_weight_vs_official(kd: KDConfig, vocab_size: int) -> float:
     averages, and both non-official reductions carry the T^2 factor when kd.t2_scale."""
     scale = kd.kd_weight * (kd.temperature**2 if kd.t2_scale and kd.reduction != "official" else 1.0)
     return scale * vocab_size if kd.reduction == "sequence_mean" else scale
+
+
+def describe_alpha(alpha: Any) -> str:
+    if isinstance(alpha, dict) and alpha.get("kind") == "clipped_linear_epoch":
+        t = alpha.get("t", 0.3)
+        return f"clip((e-1)/(E-1), {t:g}, {1 - t:g})"
+    return str(alpha)
 
 
 def _train_defaults() -> TrainConfig:
@@ -122,10 +133,22 @@ class AsrCtcConfig:
             if self.kd.t2_scale and self.kd.temperature != 1.0:
                 raise SkdError("kd.reduction=official has no T^2 factor (the unofficial code); set kd.t2_scale=false "
                                "to use a temperature other than 1")
+        if not 0.0 <= self.kd.interctc_weight <= 1.0:
+            raise SkdError(f"kd.interctc_weight must be in [0, 1] (got {self.kd.interctc_weight})")
         try:
             build_weight_schedule(self.kd.alpha)
         except ValueError as exc:
             raise SkdError(f"kd.alpha: {exc}") from exc
+
+    @property
+    def system_label(self) -> str:
+        """What was trained, in words, for summaries and result tables."""
+        kd = self.kd
+        if kd.method == "ctc":
+            return "plain CTC (teacher head only)"
+        if kd.method == "interctc":
+            return f"InterCTC (Lee & Watanabe 2021), constant weight {kd.interctc_weight:g} on the intermediate CTC"
+        return f"SKD, frame KL with kd.reduction={kd.reduction}, w={kd.kd_weight:g}, a(e)={describe_alpha(kd.alpha)}"
 
     @property
     def export_head(self) -> str:

@@ -6,6 +6,9 @@ teacher = full encoder + CTC head, student = first l layers + its CTC head, one 
 KD is the frame-level KL between the two heads' posteriors; frames correspond one to one
 because the two heads share the encoder's time axis. Form and a(e) schedule: the unofficial
 reimplementation (see recipes/asr_ctc/README.md for what is the paper's, the code's and ours).
+
+The InterCTC comparison (kd.method=interctc) is the standard intermediate CTC of Lee & Watanabe
+(ICASSP 2021): L = (1 - lambda) * CTC(teacher) + lambda * CTC(student), lambda constant.
 """
 
 from __future__ import annotations
@@ -67,11 +70,12 @@ def ctc_self_kd_objective(out: dict[str, torch.Tensor], batch: dict, alpha: floa
     if kd.method == "ctc":
         return teacher_ctc, {"loss/ctc_teacher": teacher_ctc}
     student_ctc = ctc_loss(out["student_logits"], lens, batch["targets"], batch["target_lengths"])
-    logs: dict[str, torch.Tensor | float] = {"loss/ctc_teacher": teacher_ctc, "loss/ctc_student": student_ctc,
-                                             "weight/alpha": alpha}
-    student_term = student_ctc
-    if kd.method == "skd":
-        kd_term = ctc_frame_kd_loss(out["student_logits"], out["teacher_logits"], lens, kd)
-        logs["loss/kd"] = kd_term
-        student_term = student_term + kd.kd_weight * kd_term
-    return (1.0 - alpha) * teacher_ctc + alpha * student_term, logs
+    logs: dict[str, torch.Tensor | float] = {"loss/ctc_teacher": teacher_ctc, "loss/ctc_student": student_ctc}
+    if kd.method == "interctc":
+        # Standard InterCTC: a constant weight, not the SKD schedule a(e).
+        weight = kd.interctc_weight
+        logs["weight/interctc"] = weight
+        return (1.0 - weight) * teacher_ctc + weight * student_ctc, logs
+    kd_term = ctc_frame_kd_loss(out["student_logits"], out["teacher_logits"], lens, kd)
+    logs["loss/kd"], logs["weight/alpha"] = kd_term, alpha
+    return (1.0 - alpha) * teacher_ctc + alpha * (student_ctc + kd.kd_weight * kd_term), logs
