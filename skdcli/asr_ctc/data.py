@@ -11,6 +11,7 @@ lack. torchaudio is used only for resampling and Kaldi filterbanks.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import io
 import json
@@ -42,6 +43,7 @@ AUDIO_SUFFIXES = (".flac", ".wav")
 SPLITS = ("train", "dev", "test")
 SOURCES = ("librispeech", "manifest", "synthetic")
 PREP_FILE = "prep.json"
+HELD_OUT_SET = "dev-heldout"  # the set name of dev rows held out of the train pool
 
 # progress(advance, total, description): lets the CLI drive a progress bar without this module knowing about it.
 Progress = Callable[[int, int, str], None]
@@ -370,46 +372,43 @@ def generate_synthetic_corpus(out_dir: str | Path, n_train: int = 720, n_dev: in
 # prep: raw corpus -> validated split manifests + tokenizer
 # --------------------------------------------------------------------------------------------
 
-def _split_of(name: str) -> str | None:
+# Official LibriSpeech sets (SLR12) and Mini LibriSpeech (SLR31) are named <role>-...: each set
+# keeps its name and takes its role from it, so WER is reported per set as papers do.
+VALIDATION_ALIASES = ("val", "valid", "validation")  # HF datasets' name for dev
+
+
+def set_role(name: str) -> str | None:
+    """train / dev / test from a set's name (prefix, any case; HF's validation = dev), else None.
+    A set without a role is a train pool from which prep holds out a dev set."""
     lower = name.lower()
+    if lower in VALIDATION_ALIASES:
+        return "dev"
     return next((split for split in SPLITS if lower.startswith(split)), None)
 
 
-def _librispeech_splits(raw: Path) -> dict[str, list[Path]]:
-    """Map train/dev/test to split directories below ``raw``.
+def _librispeech_sets(raw: Path) -> dict[str, Path]:
+    """Named sets of a LibriSpeech-layout tree: {set name: directory}.
 
-    ``raw`` may be the ``LibriSpeech`` directory (or the folder holding it) with split
-    directories named train*/dev*/test*, or one split directory. A lone split, whatever its
-    name, is the train pool from which dev is held out.
+    ``raw`` may be the ``LibriSpeech`` directory (or the folder holding it) with set directories
+    named train*/dev*/test* (``train-clean-100``, ``dev-other``, ...), or one set directory, whose
+    name gives its role (``test-other`` is a test set; a name without a role is a train pool).
     """
     if not raw.is_dir():
         raise SkdError("not a directory", raw)
     subdirs = sorted(p for p in raw.iterdir() if p.is_dir())
-    if not any(_split_of(p.name) for p in subdirs) and (raw / "LibriSpeech").is_dir():
+    if not any(set_role(p.name) for p in subdirs) and (raw / "LibriSpeech").is_dir():
         raw = raw / "LibriSpeech"
         subdirs = sorted(p for p in raw.iterdir() if p.is_dir())
-    found: dict[str, list[Path]] = {}
-    for p in subdirs:
-        if split := _split_of(p.name):
-            found.setdefault(split, []).append(p)
-    if not found:
-        return {"train": [raw]}
-    if "train" not in found:
-        split_dirs = [p for dirs in found.values() for p in dirs]
-        if len(split_dirs) > 1:
-            raise SkdError(f"no train* split directory (found {', '.join(p.name for p in split_dirs)})", raw)
-        return {"train": split_dirs}
-    return found
+    found = {p.name: p for p in subdirs if set_role(p.name)}
+    return found or {raw.name: raw}
 
 
-def _read_librispeech_splits(split_dirs: dict[str, list[Path]]) -> tuple[dict[str, list[Utterance]], list[dict]]:
+def _read_librispeech_sets(set_dirs: dict[str, Path]) -> tuple[dict[str, list[Utterance]], list[dict]]:
     candidates: dict[str, list[Utterance]] = {}
     skipped: list[dict] = []
-    for split, dirs in split_dirs.items():
-        for split_dir in dirs:
-            utterances, dir_skipped = read_librispeech(split_dir)
-            candidates.setdefault(split, []).extend(utterances)
-            skipped.extend(dir_skipped)
+    for name, set_dir in set_dirs.items():
+        candidates[name], dir_skipped = read_librispeech(set_dir)
+        skipped.extend(dir_skipped)
     return candidates, skipped
 
 
@@ -462,11 +461,17 @@ def prepare_dataset(source: str, raw: str | Path | None, out: str | Path, *, tok
                     progress: Progress | None = None) -> dict:
     """The ``prep`` stage: read a corpus, validate every utterance, write manifests and a tokenizer.
 
+    The corpus is read as named sets (LibriSpeech: one per set directory, ``test-clean``,
+    ``dev-other``, ...; manifests: one per file or data directory), each taking its role (train /
+    dev / test) from its name (``set_role``); a set without a role is a train pool. Without a
+    dev set, ``dev_fraction`` of the train rows is held out as the set ``dev-heldout``. Without a
+    train set the dataset is for evaluation only (e.g. ``--raw LibriSpeech/test-other``).
+
     Writes into ``out``: ``{train,dev,test}.jsonl`` (rows id, audio, text, duration,
-    num_samples, sample_rate, sorted by id; duration/num_samples/sample_rate describe the file
-    as stored, resampling happens at load time), ``skipped.jsonl`` ({"path", "reason"} per
-    unusable file or line), ``tokenizer/`` and, last, ``prep.json``, whose presence marks the
-    dataset complete. Returns the ``prep.json`` content.
+    num_samples, sample_rate, set, sorted by id; duration/num_samples/sample_rate
+    describe the audio as stored, resampling happens at load time), ``skipped.jsonl`` ({"path", "reason"} per unusable file or
+    line), ``tokenizer/`` and, last, ``prep.json``, whose presence marks the dataset complete.
+    Returns the ``prep.json`` content.
     """
     if source not in SOURCES:
         raise SkdError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
@@ -477,7 +482,6 @@ def prepare_dataset(source: str, raw: str | Path | None, out: str | Path, *, tok
     out = Path(out).resolve()
 
     # Read the source before claiming `out`, so a bad --raw never costs an existing dataset.
-    split_dirs: dict[str, list[Path]] = {}
     if source != "synthetic":
         if raw is None:
             raise SkdError(f"source {source!r} needs a raw data path")
@@ -488,24 +492,23 @@ def prepare_dataset(source: str, raw: str | Path | None, out: str | Path, *, tok
             raise SkdError(f"lies inside the output directory {out}, which prep replaces; choose another output",
                            raw)
         if source == "librispeech":
-            split_dirs = _librispeech_splits(raw)
-            candidates, skipped = _read_librispeech_splits(split_dirs)
+            candidates, skipped = _read_librispeech_sets(_librispeech_sets(raw))
         else:
-            train, skipped = read_manifest(raw)
-            candidates = {"train": train}
+            utterances, skipped = read_manifest(raw)
+            candidates = {raw.stem: utterances}
     claim_output_dir(out, overwrite, PREP_FILE, "prepared dataset")
     if source == "synthetic":
         raw = generate_synthetic_corpus(out / "raw", seed=seed, progress=progress)
-        split_dirs = _librispeech_splits(raw)
-        candidates, skipped = _read_librispeech_splits(split_dirs)
+        candidates, skipped = _read_librispeech_sets(_librispeech_sets(raw))
+    roles = {name: set_role(name) or "train" for name in candidates}
 
     # Cheap checks first (ids, transcripts, and the fixed char vocabulary), then decode the audio.
     tok: Tokenizer | None = train_tokenizer("char", [], out / "tokenizer", vocab_size) if tokenizer == "char" else None
     pending: list[tuple[str, Utterance]] = []
     seen_ids: set[str] = set()
-    for split, utterances in candidates.items():
+    for name, utterances in candidates.items():
         for utt in utterances:
-            utt = Utterance(utt.id, utt.audio_path, normalize_transcript(utt.text))
+            utt = dataclasses.replace(utt, text=normalize_transcript(utt.text))
             problem = (f"duplicate utterance id {utt.id}" if utt.id in seen_ids
                        else "empty transcript" if not utt.text
                        else _text_problem(tok, utt.text) if tok else None)
@@ -513,26 +516,33 @@ def prepare_dataset(source: str, raw: str | Path | None, out: str | Path, *, tok
             if problem:
                 skipped.append(_skip(utt.audio_path, problem))
             else:
-                pending.append((split, utt))
+                pending.append((name, utt))
 
     rows: dict[str, list[dict]] = {split: [] for split in SPLITS}
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        for (split, utt), audio in zip(pending, pool.map(lambda p: _probe_audio(p[1]), pending)):
+        for (name, utt), audio in zip(pending, pool.map(lambda p: _probe_audio(p[1]), pending)):
             if progress:
                 progress(1, len(pending), "checking audio")
             if isinstance(audio, str):
                 skipped.append(_skip(utt.audio_path, audio))
             else:
-                rows[split].append({"id": utt.id, "audio": str(utt.audio_path), "text": utt.text, **audio})
+                rows[roles[name]].append({"id": utt.id, "audio": str(utt.audio_path), "text": utt.text, **audio,
+                                          "set": name})
 
-    held_out = "dev" not in split_dirs  # manifests have no split dirs, so they always hold out dev
+    held_out = "dev" not in roles.values() and bool(rows["train"])
     if held_out:
         rows["train"], rows["dev"] = _hold_out(rows["train"], dev_fraction, seed)
-    if not rows["train"]:
+        for row in rows["dev"]:
+            row["set"] = HELD_OUT_SET
+    if not any(rows.values()):
         atomic_write_jsonl(out / "skipped.jsonl", skipped)
         raise SkdError(f"no usable utterances ({len(skipped)} skipped, see {out / 'skipped.jsonl'})", raw)
 
     if tok is None:  # sentencepiece learns from train transcripts only, then vets every split
+        if not rows["train"]:
+            raise SkdError(f"{tokenizer} tokenizers are learnt from a train set and these sets "
+                           f"({', '.join(candidates)}) have none; prep evaluation-only sets with --tokenizer char, "
+                           "or together with their train set", raw)
         tok = train_tokenizer(tokenizer, [r["text"] for r in rows["train"]], out / "tokenizer", vocab_size)
         for split in SPLITS:
             kept = []
@@ -553,11 +563,17 @@ def prepare_dataset(source: str, raw: str | Path | None, out: str | Path, *, tok
     for split in SPLITS:
         atomic_write_jsonl(out / f"{split}.jsonl", sorted(rows[split], key=lambda r: r["id"]))
     atomic_write_jsonl(out / "skipped.jsonl", skipped)
+    sets: dict[str, dict] = {}
+    for split in SPLITS:
+        for row in rows[split]:
+            entry = sets.setdefault(row["set"], {"role": split, "utterances": 0, "hours": 0.0})
+            entry["utterances"] += 1
+            entry["hours"] += row["duration"] / 3600
     info = {
         "skd_version": __version__,
         "source": source,
         "raw": str(raw),
-        "splits": {split: [str(d) for d in split_dirs[split]] for split in SPLITS if split in split_dirs},
+        "sets": {name: {**entry, "hours": round(entry["hours"], 4)} for name, entry in sorted(sets.items())},
         "dev_held_out": held_out,
         "dev_fraction": dev_fraction,
         "seed": seed,
@@ -583,6 +599,36 @@ class PreparedData:
     dev: list[dict]
     test: list[dict]
     tokenizer: Tokenizer
+
+    def sets(self, role: str | None = None) -> dict[str, list[dict]]:
+        """{set name: rows} of one role (or of all), in manifest order. Datasets prepared before
+        sets were kept have no ``set`` field: each role is then one set named after it."""
+        grouped: dict[str, list[dict]] = {}
+        for split in SPLITS if role is None else (role,):
+            for row in getattr(self, split):
+                grouped.setdefault(row.get("set", split), []).append(row)
+        return grouped
+
+    def eval_sets(self, split: str) -> dict[str, list[dict]]:
+        """The sets ``eval --split SPLIT`` scores, each on its own.
+
+        SPLIT is a set name (``test-clean``), a role (``test``: each of its sets), ``all`` (every
+        dev and test set) or ``auto`` (the test sets, else the dev sets)."""
+        every = self.sets()
+        if split in every:
+            return {split: every[split]}
+        if split == "auto":
+            split = "test" if self.test else "dev"
+        if split == "all":
+            chosen = {**self.sets("dev"), **self.sets("test")}
+        elif split in SPLITS:
+            chosen = self.sets(split)
+        else:
+            chosen = {}
+        if not chosen:
+            names = ", ".join([*every, *(r for r in SPLITS if getattr(self, r)), "all"])
+            raise SkdError(f"the dataset has no '{split}' set to evaluate (it has: {names})", self.root)
+        return chosen
 
 
 def load_prepared(data_dir: str | Path) -> PreparedData:

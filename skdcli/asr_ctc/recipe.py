@@ -56,6 +56,10 @@ class AsrCtcTask(Task):
 
     def train_dataset(self) -> AsrDataset:
         rows = self.data.train
+        if not rows:
+            names = ", ".join(self.data.sets()) or "none"
+            raise SkdError(f"the dataset has no train set (its sets: {names}); it can only be evaluated "
+                           "(`eval --data`). Prep a train set (e.g. train-clean-100) to train", self.data.root)
         if self.cfg.data.max_train_seconds > 0:
             rows = [r for r in rows if r["duration"] <= self.cfg.data.max_train_seconds]
         return AsrDataset(rows, self.tokenizer, self.features, cache=self.cfg.data.cache_features)
@@ -116,6 +120,53 @@ def decode_and_score(model: CTCSelfKDModel, loader, device: torch.device, cfg: A
     if spikes:
         result["spike_timing"] = aggregate_spike_timing(spikes)
     return result
+
+
+def score_eval_sets(model: CTCSelfKDModel, task: AsrCtcTask, sets: dict[str, list[dict]], device: torch.device,
+                    keep_posteriors: int = 0, on_batch=None) -> dict:
+    """Decode and score each named set on its own (LibriSpeech reports WER per set, never pooled).
+
+    Returns {"sets": {name: {utterances, wer, cer, wer_<head>, cer_<head>, [spike_timing],
+    decode_seconds}}, "refs"/"hyps"/"posteriors" of the first set (examples and the plot)}.
+    ``on_batch()`` is called after each decoded batch (a progress bar)."""
+    cfg = task.cfg
+    result: dict = {"sets": {}}
+    for name, rows in sets.items():
+        loader = DataLoader(AsrDataset(rows, task.tokenizer, task.features), batch_size=cfg.train.batch_size,
+                            shuffle=False, collate_fn=collate_asr)
+
+        def batches(loader=loader):
+            for batch in loader:
+                yield batch
+                if on_batch:
+                    on_batch()
+
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            scored = decode_and_score(model, batches(), device, cfg, task.tokenizer,
+                                      keep_posteriors=keep_posteriors if not result["sets"] else 0)
+        entry = {"utterances": len(rows), **scored["metrics"], "decode_seconds": round(time.perf_counter() - t0, 3)}
+        if "spike_timing" in scored:
+            entry["spike_timing"] = scored["spike_timing"]
+        if not result["sets"]:
+            result.update(refs=scored["refs"], hyps=scored["hyps"], posteriors=scored["posteriors"])
+        result["sets"][name] = entry
+    return result
+
+
+def per_set_table(result: dict):
+    """The human view of an eval over named sets: one row per set, the reported head's WER first."""
+    from rich.table import Table
+
+    sets = result["sets"]
+    heads = [h for h in ("teacher", "student") if any(f"wer_{h}" in m for m in sets.values())]
+    table = Table(title=f"WER / CER per set ({result.get('head', '')} head reported, {result.get('decoder', '')})")
+    for column in ("set", "utts", "WER %", "CER %", *(f"WER % {h}" for h in heads)):
+        table.add_column(column, justify="left" if column == "set" else "right")
+    for name, m in sets.items():
+        table.add_row(name, str(m["utterances"]), f"{100 * m['wer']:.2f}", f"{100 * m['cer']:.2f}",
+                      *(f"{100 * m[f'wer_{h}']:.2f}" for h in heads))
+    return table
 
 
 # -- stages ------------------------------------------------------------------------------------------------
