@@ -21,10 +21,10 @@ def tiny_config(family: str, stable: bool, **overrides):
     from transformers import HubertConfig, WavLMConfig
 
     config_cls = HubertConfig if family == "hubert" else WavLMConfig
-    kwargs = dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64,
-                  conv_dim=(16, 16), conv_kernel=(10, 8), conv_stride=(10, 8), num_conv_pos_embeddings=16,
-                  num_conv_pos_embedding_groups=2, do_stable_layer_norm=stable,
-                  feat_extract_norm="layer" if stable else "group")
+    kwargs = {"hidden_size": 32, "num_hidden_layers": 3, "num_attention_heads": 2, "intermediate_size": 64,
+              "conv_dim": (16, 16), "conv_kernel": (10, 8), "conv_stride": (10, 8), "num_conv_pos_embeddings": 16,
+              "num_conv_pos_embedding_groups": 2, "do_stable_layer_norm": stable,
+              "feat_extract_norm": "layer" if stable else "group"}
     return config_cls(**{**kwargs, **overrides})
 
 
