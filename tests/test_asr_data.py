@@ -91,6 +91,11 @@ def test_char_tokenizer_matches_reference_vocab(tmp_path: Path) -> None:
 
 def test_normalize_transcript() -> None:
     assert normalize_transcript("  HELLO\tThere \n  world ") == "hello there world"
+    assert normalize_transcript("\"It\u2019s a well-known ‘fact’,\" she said - 42 times!", "strip_punctuation") == (
+        "it's a well known fact she said 42 times")
+    assert normalize_transcript("Don't stop.", "lower") == "don't stop."
+    with pytest.raises(SkdError, match="unknown text normalisation"):
+        normalize_transcript("x", "nfkc")
 
 
 @pytest.mark.parametrize("kind", ["bpe", "unigram"])
@@ -222,7 +227,7 @@ def test_read_manifest_malformed_rows_raise_with_line(tmp_path: Path) -> None:
     with pytest.raises(SkdError, match="a.tsv: line 3: expected 2 fields"):
         read_manifest(bad_fields)
     no_text = write_table(tmp_path / "b.tsv", ["audio", "words"], [["x.flac", "hi"]], "\t")
-    with pytest.raises(SkdError, match="b.tsv: line 2: needs an audio"):
+    with pytest.raises(SkdError, match="b.tsv: line 2: a table manifest row needs the fields audio|path and text"):
         read_manifest(no_text)
     (tmp_path / "c.jsonl").write_text('{"audio": "x.flac", "text": "hi"}\n{"audio": "y.flac"\n')
     with pytest.raises(SkdError, match="c.jsonl: line 2: not valid JSON"):

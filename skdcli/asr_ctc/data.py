@@ -1,7 +1,8 @@
 """Data layer of the asr-ctc recipe: audio in, prepared splits on disk, padded batches out.
 
-Reading order: audio I/O and features -> readers of real formats (LibriSpeech tree, TSV/CSV/JSONL
-manifests) -> synthetic espeak-ng corpus -> ``prepare_dataset`` (the ``prep`` stage) ->
+Reading order: audio I/O and features -> readers of real formats (LibriSpeech tree; NeMo, Common
+Voice, HF audiofolder and generic TSV/CSV/JSONL manifests; Kaldi/ESPnet data directories) ->
+synthetic espeak-ng corpus -> ``prepare_dataset`` (the ``prep`` stage) ->
 ``load_prepared`` -> ``AsrDataset`` / ``collate_asr``.
 
 Audio is read with soundfile: ``torchaudio.load`` needs torchcodec, which the project machines
@@ -18,6 +19,7 @@ import json
 import math
 import os
 import random
+import re
 import shutil
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
@@ -34,7 +36,8 @@ from torch.nn.utils.rnn import pad_sequence
 from .. import __version__
 from ..engine.errors import SkdError
 from ..engine.io import atomic_write_json, atomic_write_jsonl, atomic_write_text, claim_output_dir, read_json, read_jsonl
-from .tokenizer import TOKENIZER_KINDS, Tokenizer, load_tokenizer, normalize_transcript, train_tokenizer
+from .tokenizer import (TEXT_NORMS, TOKENIZER_KINDS, Tokenizer, load_tokenizer, normalize_transcript,
+                        train_tokenizer)
 
 SAMPLE_RATE = 16000
 FRAME_LENGTH_MS = 25.0
@@ -53,27 +56,40 @@ Progress = Callable[[int, int, str], None]
 # Audio I/O and features
 # --------------------------------------------------------------------------------------------
 
-def _decode_audio(path: str | Path) -> tuple[np.ndarray, int]:
-    """Decode to mono float32 at the file's own sample rate; every failure names the file."""
+def _decode_audio(path: str | Path, start: float | None = None, end: float | None = None) -> tuple[np.ndarray, int]:
+    """Decode to mono float32 at the file's own sample rate; every failure names the file.
+
+    ``start`` / ``end`` (seconds; None = the file's start / end) read a segment only (Kaldi
+    ``segments``, NeMo ``offset``), seeking instead of decoding the whole recording.
+    """
     path = Path(path)
     if not path.is_file():
         raise SkdError("audio file not found", path)
     if path.stat().st_size == 0:
         raise SkdError("audio file is empty (0 bytes)", path)
     try:
-        data, sample_rate = sf.read(str(path), dtype="float32", always_2d=True)
+        if start is None and end is None:
+            data, sample_rate = sf.read(str(path), dtype="float32", always_2d=True)
+        else:
+            sample_rate = sf.info(str(path)).samplerate
+            first = round((start or 0.0) * sample_rate)
+            last = None if end is None else round(end * sample_rate)
+            data, _ = sf.read(str(path), start=first, stop=last, dtype="float32", always_2d=True)
     except sf.LibsndfileError as exc:
         raise SkdError(f"cannot decode audio ({exc.error_string})", path) from exc
     except (RuntimeError, ValueError) as exc:
         raise SkdError(f"cannot decode audio ({exc})", path) from exc
     if data.shape[0] == 0:
-        raise SkdError("audio file is empty (0 samples)", path)
+        where = "" if start is None and end is None else f" in the segment {start or 0.0:g}-{'end' if end is None else f'{end:g}'} s"
+        raise SkdError(f"audio file is empty (0 samples{where})", path)
     return data.mean(axis=1), sample_rate
 
 
-def read_audio(path: str | Path, target_sr: int = SAMPLE_RATE) -> torch.Tensor:
-    """Mono 1-D float waveform at ``target_sr``; channels are averaged, other rates resampled."""
-    samples, sample_rate = _decode_audio(path)
+def read_audio(path: str | Path, target_sr: int = SAMPLE_RATE, start: float | None = None,
+               end: float | None = None) -> torch.Tensor:
+    """Mono 1-D float waveform at ``target_sr``; channels are averaged, other rates resampled.
+    ``start`` / ``end`` (seconds) select a segment of the file."""
+    samples, sample_rate = _decode_audio(path, start, end)
     wave = torch.from_numpy(np.ascontiguousarray(samples))
     if sample_rate != target_sr:
         wave = torchaudio.functional.resample(wave, sample_rate, target_sr)
@@ -146,6 +162,8 @@ class Utterance:
     id: str
     audio_path: Path
     text: str
+    start: float | None = None  # seconds; a segment of a longer recording (Kaldi segments, NeMo offset)
+    end: float | None = None  # seconds; None = to the end of the file
 
 
 def _skip(path: str | Path, reason: str) -> dict:
@@ -199,23 +217,31 @@ def read_librispeech(raw_dir: str | Path) -> tuple[list[Utterance], list[dict]]:
 
 
 def _manifest_records(path: Path) -> Iterator[tuple[int, dict[str, object]]]:
-    """(line number, record with lower-cased keys) for each row of a JSONL, TSV or CSV manifest."""
+    """(line number, record with lower-cased keys) for each row of a JSON-lines, TSV or CSV manifest.
+
+    ``.jsonl`` and ``.json`` are JSON lines (NeMo names its manifests ``*.json``). ``.tsv`` is
+    read without quote processing, as Common Voice writes it (a sentence may start with a quote);
+    ``.csv`` with standard CSV quoting (HF audiofolder ``metadata.csv``, pandas output).
+    """
     text = _read_text(path)
-    if path.suffix.lower() == ".jsonl":
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".json"):
         for lineno, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise SkdError(f"line {lineno}: not valid JSON ({exc.msg})", path) from exc
+                raise SkdError(f"line {lineno}: not valid JSON ({exc.msg}); expected one JSON object per line",
+                               path) from exc
             if not isinstance(record, dict):
                 raise SkdError(f"line {lineno}: expected a JSON object", path)
             yield lineno, {str(k).lower(): v for k, v in record.items()}
         return
     first_line = text.split("\n", 1)[0]
-    delimiter = {".tsv": "\t", ".csv": ","}.get(path.suffix.lower(), "\t" if "\t" in first_line else ",")
-    reader = csv.reader(io.StringIO(text), delimiter=delimiter)
+    delimiter = {".tsv": "\t", ".csv": ","}.get(suffix, "\t" if "\t" in first_line else ",")
+    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+    reader = csv.reader(io.StringIO(text), delimiter=delimiter, quoting=quoting)
     header = [h.strip().lower() for h in next(reader, [])]
     for row in reader:
         if not any(cell.strip() for cell in row):
@@ -226,40 +252,243 @@ def _manifest_records(path: Path) -> Iterator[tuple[int, dict[str, object]]]:
         yield reader.line_num, dict(zip(header, row))
 
 
-def read_manifest(path: str | Path) -> tuple[list[Utterance], list[dict]]:
-    """Utterances listed in a manifest file.
+# Manifest formats, told apart by their fields (first record): name -> (audio field, text fields).
+MANIFEST_FORMATS = {
+    "nemo": ("audio_filepath", ("text",)),  # NeMo JSON lines: audio_filepath, text, duration[, offset]
+    "audiofolder": ("file_name", ("transcription", "text")),  # HF audiofolder metadata.csv / .jsonl
+    "commonvoice": ("path", ("sentence",)),  # Common Voice TSV; audio in the sibling clips/ folder
+    "table": ("audio|path", ("text", "transcript")),  # generic TSV/CSV/JSONL (huutuongtu/skd-ctc CSVs)
+}
 
-    Accepted: JSONL (``.jsonl``) with keys audio|path and text|transcript; TSV or CSV with a
-    header naming those columns in any case (this covers huutuongtu/skd-ctc's
-    ``,Unnamed: 0,Path,Transcript`` CSVs). An optional id key/column names the utterance,
-    otherwise the audio file name does. Relative audio paths resolve against the manifest's
-    folder. Malformed rows raise; rows whose audio file does not exist are skipped.
+
+def _manifest_format(keys: Iterable[str]) -> str:
+    keys = set(keys)
+    if "audio_filepath" in keys:
+        return "nemo"
+    if "file_name" in keys:
+        return "audiofolder"
+    if {"path", "sentence"} <= keys and not keys & {"text", "transcript"}:
+        return "commonvoice"
+    return "table"
+
+
+def _number(record: dict, key: str, lineno: int, path: Path) -> float | None:
+    value = record.get(key)
+    if value is None or value == "":
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise SkdError(f"line {lineno}: {key} must be a number of seconds (got {value!r})", path) from None
+    if not math.isfinite(number) or number < 0:
+        raise SkdError(f"line {lineno}: {key} must be a non-negative number of seconds (got {value!r})", path)
+    return number
+
+
+def _record_utterance(fmt: str, record: dict, lineno: int, path: Path) -> Utterance:
+    """One manifest record as an Utterance (the audio file may not exist: the caller checks)."""
+    if fmt == "table":
+        audio_key = next((k for k in ("audio", "path") if k in record), None)
+    else:
+        audio_key = MANIFEST_FORMATS[fmt][0] if MANIFEST_FORMATS[fmt][0] in record else None
+    text_key = next((k for k in MANIFEST_FORMATS[fmt][1] if k in record), None)
+    if audio_key is None or text_key is None:
+        audio_field, text_fields = MANIFEST_FORMATS[fmt]
+        raise SkdError(f"line {lineno}: a {fmt} manifest row needs the fields {audio_field} and "
+                       f"{' or '.join(text_fields)}; found {', '.join(record) or 'none'}", path)
+    audio, text = record[audio_key], record[text_key]
+    if not isinstance(audio, str) or not audio.strip():
+        raise SkdError(f"line {lineno}: {audio_key} must be a non-empty string", path)
+    if not isinstance(text, str):
+        raise SkdError(f"line {lineno}: {text_key} must be a string", path)
+    # Relative paths resolve against the manifest's folder; Common Voice names clips/<file>.
+    base = path.parent / "clips" if fmt == "commonvoice" else path.parent
+    audio_path = (base / audio.strip()).resolve()
+    start = end = None
+    if fmt == "nemo" and record.get("offset") not in (None, ""):
+        # NeMo: offset (s) + duration (s) select a segment; without offset, duration describes the file.
+        start = _number(record, "offset", lineno, path)
+        duration = _number(record, "duration", lineno, path)
+        end = None if duration is None else start + duration
+    utt_id = str(record.get("id") or audio_path.stem)
+    if start is not None:
+        utt_id = f"{utt_id}-{round(start * 1000):08d}"  # segments of one file need distinct ids
+    return Utterance(utt_id, audio_path, text, start, end)
+
+
+def read_manifest(path: str | Path) -> tuple[list[Utterance], list[dict]]:
+    """Utterances listed in one manifest file; the format is told by its fields (MANIFEST_FORMATS).
+
+    - NeMo JSON lines (``audio_filepath``, ``text``, ``duration``; an ``offset`` makes the row a
+      segment ``[offset, offset + duration]`` of the file);
+    - Common Voice TSV (``path``, ``sentence``, ...): audio in the ``clips/`` folder beside the TSV;
+    - HF audiofolder ``metadata.csv`` / ``metadata.jsonl`` (``file_name``, ``transcription`` or ``text``);
+    - a generic TSV/CSV/JSONL with ``audio`` or ``path`` and ``text`` or ``transcript`` (covers
+      huutuongtu/skd-ctc's ``,Unnamed: 0,Path,Transcript`` CSVs).
+
+    Keys match in any case. An optional ``id`` names the utterance, otherwise the audio file name
+    does. Relative audio paths resolve against the manifest's folder. Malformed rows raise; rows
+    whose audio file does not exist are skipped.
     """
     path = Path(path).resolve()
     if not path.is_file():
         raise SkdError("manifest file not found", path)
     utterances: list[Utterance] = []
     skipped: list[dict] = []
+    fmt: str | None = None
     for lineno, record in _manifest_records(path):
-        audio_key = next((k for k in ("audio", "path") if k in record), None)
-        text_key = next((k for k in ("text", "transcript") if k in record), None)
-        if audio_key is None or text_key is None:
-            raise SkdError(f"line {lineno}: needs an audio (or path) and a text (or transcript) field; "
-                           f"found {', '.join(record) or 'none'}", path)
-        audio, text = record[audio_key], record[text_key]
-        if not isinstance(audio, str) or not audio.strip():
-            raise SkdError(f"line {lineno}: {audio_key} must be a non-empty string", path)
-        if not isinstance(text, str):
-            raise SkdError(f"line {lineno}: {text_key} must be a string", path)
-        audio_path = (path.parent / audio.strip()).resolve()
-        utt_id = str(record.get("id") or audio_path.stem)
-        if not audio_path.is_file():
-            skipped.append(_skip(audio_path, f"audio file not found (manifest line {lineno})"))
+        fmt = fmt or _manifest_format(record)
+        utt = _record_utterance(fmt, record, lineno, path)
+        if not utt.audio_path.is_file():
+            skipped.append(_skip(utt.audio_path, f"audio file not found (manifest line {lineno})"))
             continue
-        utterances.append(Utterance(utt_id, audio_path, text))
+        utterances.append(utt)
     if not utterances and not skipped:
         raise SkdError("manifest has no rows", path)
     return utterances, skipped
+
+
+def _kaldi_lines(path: Path) -> Iterator[tuple[int, list[str]]]:
+    for lineno, line in enumerate(_read_text(path).splitlines(), 1):
+        if line.strip():
+            yield lineno, line.split(maxsplit=1)
+
+
+def _kaldi_audio_path(data_dir: Path, entry: str) -> Path:
+    """A wav.scp path. Relative ones resolve against the data directory first; Kaldi and ESPnet
+    write them relative to the recipe directory, so the data directory's ancestors come next
+    (first existing file wins; none existing: the data directory's, reported as missing)."""
+    path = Path(entry)
+    if path.is_absolute():
+        return path
+    for base in (data_dir, *data_dir.parents):
+        if (base / path).is_file():
+            return (base / path).resolve()
+    return (data_dir / path).resolve()
+
+
+def read_kaldi_dir(data_dir: str | Path) -> tuple[list[Utterance], list[dict]]:
+    """Utterances of a Kaldi / ESPnet data directory: ``wav.scp`` + ``text``, optional ``segments``.
+
+    ``wav.scp``: ``<recording-id> <audio file>``; command pipes (``<id> sox ... - |``) and ark
+    offsets (``<id> foo.ark:123``) are refused: skd reads audio files. ``text``:
+    ``<utterance-id> <transcript>``. ``segments``: ``<utterance-id> <recording-id> <start> <end>``
+    in seconds (end -1 = to the end of the recording); without it each recording is one
+    utterance named by its recording id. Other files (utt2spk, spk2utt, ...) are not needed.
+    """
+    data_dir = Path(data_dir).resolve()
+    wav_scp, text_file, segments_file = data_dir / "wav.scp", data_dir / "text", data_dir / "segments"
+    for required in (wav_scp, text_file):
+        if not required.is_file():
+            raise SkdError(f"not a Kaldi data directory: no {required.name}", data_dir)
+    recordings: dict[str, Path] = {}
+    for lineno, cols in _kaldi_lines(wav_scp):
+        if len(cols) < 2:
+            raise SkdError(f"line {lineno}: expected '<recording-id> <audio file>'", wav_scp)
+        rec_id, entry = cols[0], cols[1].strip()
+        if entry.endswith("|") or entry.startswith("|"):
+            raise SkdError(f"line {lineno}: recording {rec_id} is a command pipe ({entry!r}); skd reads audio files, "
+                           "not commands: write the audio to files first (e.g. with sox) and list their paths", wav_scp)
+        if len(entry.split()) > 1 or re.search(r"\.ark:\d+$", entry):
+            raise SkdError(f"line {lineno}: recording {rec_id} is not a plain audio file path ({entry!r}); "
+                           "extended filenames and ark offsets are not supported", wav_scp)
+        recordings[rec_id] = _kaldi_audio_path(data_dir, entry)
+    texts: dict[str, str] = {}
+    for lineno, cols in _kaldi_lines(text_file):
+        texts[cols[0]] = cols[1] if len(cols) > 1 else ""
+
+    skipped: list[dict] = []
+    # (utterance id, recording id, start, end)
+    if segments_file.is_file():
+        pieces = []
+        for lineno, cols in _kaldi_lines(segments_file):
+            parts = [cols[0], *cols[1].split()] if len(cols) > 1 else cols
+            if len(parts) != 4:
+                raise SkdError(f"line {lineno}: expected '<utterance-id> <recording-id> <start> <end>'",
+                               segments_file)
+            try:
+                start, end = float(parts[2]), float(parts[3])
+            except ValueError:
+                raise SkdError(f"line {lineno}: start and end must be seconds", segments_file) from None
+            if start < 0 or (end >= 0 and end <= start):
+                raise SkdError(f"line {lineno}: segment {start:g}-{end:g} s is empty or negative", segments_file)
+            pieces.append((parts[0], parts[1], start, None if end < 0 else end))
+    else:
+        pieces = [(rec_id, rec_id, None, None) for rec_id in recordings]
+    utterances: list[Utterance] = []
+    for utt_id, rec_id, start, end in pieces:
+        if rec_id not in recordings:
+            skipped.append(_skip(segments_file, f"segment {utt_id}: recording {rec_id} is not in wav.scp"))
+        elif utt_id not in texts:
+            skipped.append(_skip(recordings[rec_id], f"no line for {utt_id} in {text_file}"))
+        elif not recordings[rec_id].is_file():
+            skipped.append(_skip(recordings[rec_id], f"audio file not found ({wav_scp.name} recording {rec_id})"))
+        else:
+            utterances.append(Utterance(utt_id, recordings[rec_id], texts[utt_id], start, end))
+    used = {p[0] for p in pieces}
+    skipped.extend(_skip(text_file, f"transcript for {u} has no audio (not in {'segments' if segments_file.is_file() else 'wav.scp'})")
+                   for u in texts if u not in used)
+    return utterances, skipped
+
+
+AUDIOFOLDER_METADATA = ("metadata.csv", "metadata.jsonl")
+COMMON_VOICE_SPLITS = ("train", "dev", "test")
+
+
+def _dataset_kind(folder: Path) -> str | None:
+    if (folder / "wav.scp").is_file():
+        return "kaldi"
+    if any((folder / name).is_file() for name in AUDIOFOLDER_METADATA):
+        return "audiofolder"
+    return None
+
+
+def _read_dataset_dir(folder: Path, kind: str) -> tuple[list[Utterance], list[dict]]:
+    if kind == "kaldi":
+        return read_kaldi_dir(folder)
+    metadata = next(folder / name for name in AUDIOFOLDER_METADATA if (folder / name).is_file())
+    return read_manifest(metadata)
+
+
+def read_manifest_source(raw: str | Path) -> tuple[dict[str, list[Utterance]], list[dict]]:
+    """``prep --source manifest --raw PATH``: named sets of utterances, each set's role coming
+    from its name (``set_role``).
+
+    PATH may be one manifest file (a set named by the file's stem; for ``metadata.csv`` /
+    ``metadata.jsonl`` / ``wav.scp`` / ``text`` by its folder), a Kaldi/ESPnet data directory, an HF
+    audiofolder directory, a Common Voice release folder (``train.tsv``, ``dev.tsv``, ``test.tsv``
+    and ``clips/``), or a folder of Kaldi/audiofolder directories (``data/{train,dev,test}``).
+    """
+    raw = Path(raw).resolve()
+    if raw.is_file():
+        if raw.name in ("wav.scp", "text", "segments"):
+            utterances, skipped = read_kaldi_dir(raw.parent)
+            return {raw.parent.name: utterances}, skipped
+        name = raw.parent.name if raw.name.lower() in AUDIOFOLDER_METADATA else raw.stem
+        utterances, skipped = read_manifest(raw)
+        return {name: utterances}, skipped
+    if not raw.is_dir():
+        raise SkdError("manifest file or directory not found", raw)
+    if kind := _dataset_kind(raw):
+        utterances, skipped = _read_dataset_dir(raw, kind)
+        return {raw.name: utterances}, skipped
+    sets: dict[str, list[Utterance]] = {}
+    skipped: list[dict] = []
+    tsvs = [raw / f"{split}.tsv" for split in COMMON_VOICE_SPLITS if (raw / f"{split}.tsv").is_file()]
+    if tsvs and (raw / "clips").is_dir():  # a Common Voice release (validated.tsv etc. are not splits)
+        for tsv in tsvs:
+            sets[tsv.stem], more = read_manifest(tsv)
+            skipped.extend(more)
+        return sets, skipped
+    for sub in sorted(p for p in raw.iterdir() if p.is_dir()):
+        if kind := _dataset_kind(sub):
+            sets[sub.name], more = _read_dataset_dir(sub, kind)
+            skipped.extend(more)
+    if not sets:
+        raise SkdError("no manifest found: expected a manifest file, a Kaldi data directory (wav.scp + text), an "
+                       "audiofolder directory (metadata.csv), a Common Voice folder (train/dev/test.tsv + clips/), "
+                       "or a folder of such directories", raw)
+    return sets, skipped
 
 
 # --------------------------------------------------------------------------------------------
@@ -415,13 +644,16 @@ def _read_librispeech_sets(set_dirs: dict[str, Path]) -> tuple[dict[str, list[Ut
 def _probe_audio(utt: Utterance) -> dict | str:
     """Audio facts for the manifest row, or why the audio is unusable."""
     try:
-        samples, sample_rate = _decode_audio(utt.audio_path)
+        samples, sample_rate = _decode_audio(utt.audio_path, utt.start, utt.end)
     except SkdError as exc:
         return exc.message
     duration = len(samples) / sample_rate
     if duration * 1000 < FRAME_LENGTH_MS:
         return f"audio is shorter than one {FRAME_LENGTH_MS:g} ms frame ({len(samples)} samples)"
-    return {"duration": round(duration, 4), "num_samples": len(samples), "sample_rate": sample_rate}
+    facts = {"duration": round(duration, 4), "num_samples": len(samples), "sample_rate": sample_rate}
+    if utt.start is not None or utt.end is not None:
+        facts["start"], facts["end"] = utt.start or 0.0, utt.end
+    return facts
 
 
 def _text_problem(tokenizer: Tokenizer, text: str) -> str | None:
@@ -458,7 +690,7 @@ def _fingerprint(data_dir: Path) -> str:
 
 def prepare_dataset(source: str, raw: str | Path | None, out: str | Path, *, tokenizer: str = "char",
                     vocab_size: int = 64, dev_fraction: float = 0.05, overwrite: bool = False, seed: int = 0,
-                    progress: Progress | None = None) -> dict:
+                    progress: Progress | None = None, text_norm: str = "lower") -> dict:
     """The ``prep`` stage: read a corpus, validate every utterance, write manifests and a tokenizer.
 
     The corpus is read as named sets (LibriSpeech: one per set directory, ``test-clean``,
@@ -468,8 +700,9 @@ def prepare_dataset(source: str, raw: str | Path | None, out: str | Path, *, tok
     train set the dataset is for evaluation only (e.g. ``--raw LibriSpeech/test-other``).
 
     Writes into ``out``: ``{train,dev,test}.jsonl`` (rows id, audio, text, duration,
-    num_samples, sample_rate, set, sorted by id; duration/num_samples/sample_rate
-    describe the audio as stored, resampling happens at load time), ``skipped.jsonl`` ({"path", "reason"} per unusable file or
+    num_samples, sample_rate, set [, start, end], sorted by id; duration/num_samples/sample_rate
+    describe the audio as stored, resampling happens at load time; start/end (seconds) mark a
+    segment of a longer file), ``skipped.jsonl`` ({"path", "reason"} per unusable file or
     line), ``tokenizer/`` and, last, ``prep.json``, whose presence marks the dataset complete.
     Returns the ``prep.json`` content.
     """
@@ -479,6 +712,8 @@ def prepare_dataset(source: str, raw: str | Path | None, out: str | Path, *, tok
         raise SkdError(f"unknown tokenizer {tokenizer!r}; choose one of {', '.join(TOKENIZER_KINDS)}")
     if not 0 <= dev_fraction < 1:
         raise SkdError(f"dev_fraction must be in [0, 1), got {dev_fraction}")
+    if text_norm not in TEXT_NORMS:
+        raise SkdError(f"unknown text normalisation {text_norm!r}; choose one of {', '.join(TEXT_NORMS)}")
     out = Path(out).resolve()
 
     # Read the source before claiming `out`, so a bad --raw never costs an existing dataset.
@@ -494,8 +729,7 @@ def prepare_dataset(source: str, raw: str | Path | None, out: str | Path, *, tok
         if source == "librispeech":
             candidates, skipped = _read_librispeech_sets(_librispeech_sets(raw))
         else:
-            utterances, skipped = read_manifest(raw)
-            candidates = {raw.stem: utterances}
+            candidates, skipped = read_manifest_source(raw)
     claim_output_dir(out, overwrite, PREP_FILE, "prepared dataset")
     if source == "synthetic":
         raw = generate_synthetic_corpus(out / "raw", seed=seed, progress=progress)
@@ -508,7 +742,7 @@ def prepare_dataset(source: str, raw: str | Path | None, out: str | Path, *, tok
     seen_ids: set[str] = set()
     for name, utterances in candidates.items():
         for utt in utterances:
-            utt = dataclasses.replace(utt, text=normalize_transcript(utt.text))
+            utt = dataclasses.replace(utt, text=normalize_transcript(utt.text, text_norm))
             problem = (f"duplicate utterance id {utt.id}" if utt.id in seen_ids
                        else "empty transcript" if not utt.text
                        else _text_problem(tok, utt.text) if tok else None)
@@ -574,6 +808,7 @@ def prepare_dataset(source: str, raw: str | Path | None, out: str | Path, *, tok
         "source": source,
         "raw": str(raw),
         "sets": {name: {**entry, "hours": round(entry["hours"], 4)} for name, entry in sorted(sets.items())},
+        "text_norm": text_norm,
         "dev_held_out": held_out,
         "dev_fraction": dev_fraction,
         "seed": seed,
@@ -672,7 +907,8 @@ class AsrDataset(torch.utils.data.Dataset):
                     progress(1, len(self.rows), "computing features")
 
     def _features(self, row: dict) -> torch.Tensor:
-        return compute_features(read_audio(row["audio"], self.feature_cfg.sample_rate), self.feature_cfg)
+        wave = read_audio(row["audio"], self.feature_cfg.sample_rate, row.get("start"), row.get("end"))
+        return compute_features(wave, self.feature_cfg)
 
     def __len__(self) -> int:
         return len(self.rows)
