@@ -124,7 +124,8 @@ def test_taps_equal_output_hidden_states(family: str, stable: bool) -> None:
     wave, lengths = torch.randn(2, 6000), torch.tensor([6000, 4500])
     mask = (torch.arange(6000)[None] < lengths[:, None]).long()
     last_layer: list[torch.Tensor] = []
-    model.encoder.layers[-1].register_forward_hook(lambda m, i, out: last_layer.append(out[0] if isinstance(out, tuple) else out))
+    model.encoder.layers[-1].register_forward_hook(
+        lambda m, i, out: last_layer.append(out[0] if isinstance(out, tuple) else out))
     with torch.no_grad():
         ref = model(wave, attention_mask=mask, output_hidden_states=True)
         encoder = HFEncoder(model)

@@ -80,7 +80,8 @@ def _decode_audio(path: str | Path, start: float | None = None, end: float | Non
     except (RuntimeError, ValueError) as exc:
         raise SkdError(f"cannot decode audio ({exc})", path) from exc
     if data.shape[0] == 0:
-        where = "" if start is None and end is None else f" in the segment {start or 0.0:g}-{'end' if end is None else f'{end:g}'} s"
+        stop = "end" if end is None else f"{end:g}"
+        where = "" if start is None and end is None else f" in the segment {start or 0.0:g}-{stop} s"
         raise SkdError(f"audio file is empty (0 samples{where})", path)
     return data.mean(axis=1), sample_rate
 
@@ -394,7 +395,7 @@ def read_kaldi_dir(data_dir: str | Path) -> tuple[list[Utterance], list[dict]]:
                            "extended filenames and ark offsets are not supported", wav_scp)
         recordings[rec_id] = _kaldi_audio_path(data_dir, entry)
     texts: dict[str, str] = {}
-    for lineno, cols in _kaldi_lines(text_file):
+    for _, cols in _kaldi_lines(text_file):
         texts[cols[0]] = cols[1] if len(cols) > 1 else ""
 
     skipped: list[dict] = []
@@ -426,8 +427,8 @@ def read_kaldi_dir(data_dir: str | Path) -> tuple[list[Utterance], list[dict]]:
         else:
             utterances.append(Utterance(utt_id, recordings[rec_id], texts[utt_id], start, end))
     used = {p[0] for p in pieces}
-    skipped.extend(_skip(text_file, f"transcript for {u} has no audio (not in {'segments' if segments_file.is_file() else 'wav.scp'})")
-                   for u in texts if u not in used)
+    listing = "segments" if segments_file.is_file() else "wav.scp"
+    skipped.extend(_skip(text_file, f"transcript for {u} has no audio (not in {listing})") for u in texts if u not in used)
     return utterances, skipped
 
 
