@@ -59,7 +59,7 @@ class DRRNetConfig:
     # L = CE + lambda * tau^2 * [w_off * KL(p_off || p_s) + w_on * KL(p_on || p_s)]   (OURS, notes §4)
     offline: str = "snapshot"  # snapshot (previous generation) | best (best validation checkpoint) | file
     offline_path: str = ""  # offline=file: weights of a trained same-architecture model (or a run dir)
-    generation_epochs: int = 2  # offline=snapshot: the teacher is refreshed every N epochs
+    generation_epochs: int = 8  # offline=snapshot: the teacher is refreshed every N epochs
     online: str = "last"  # last (the last iteration's prediction, DLB-style) | view (another augmented view) | ema
     ema_decay: float = 0.99  # online=ema
     temperature: float = 3.0
@@ -129,7 +129,7 @@ class EvalConfig:
 
 
 def _train_defaults() -> TrainConfig:
-    return TrainConfig(max_steps=300, batch_size=32, lr=3e-3, weight_decay=5e-4, warmup_steps=20,
+    return TrainConfig(max_steps=400, batch_size=32, lr=3e-3, weight_decay=5e-4, warmup_steps=20,
                        eval_every=50, checkpoint_every=100, log_every=1, group_by_length=False,
                        best_metric="accuracy", best_mode="max")
 

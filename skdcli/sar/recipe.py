@@ -10,8 +10,10 @@ The AWA module is a stateful signal too, so kill -9 + --resume continues bit-exa
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,21 +21,22 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from ..engine.cliutil import is_main_process
 from ..engine.config import build_config
-from ..engine.console import console
-from ..engine.distributed import resolve_device
+from ..engine.console import console, metric_table
+from ..engine.contract import StageOptions
 from ..engine.errors import SkdError
-from ..engine.export import export_program, load_exported
+from ..engine.export import load_exported
 from ..engine.io import atomic_write_json, read_json
 from ..engine.rundir import RunDir
 from ..engine.schedules import Progress
-from ..engine.stages import load_run_config, recorded_data_dir, train_run
+from ..engine.stages import ExportSpec, Pipeline, RecipeHooks, Trained, eval_stage, train_run
 from ..engine.teachers import (BestCheckpointTeacher, DetachedPrediction, EMATeacher, PredictionMemory, SnapshotTeacher,
                                TeacherSignal, unwrap_model)
-from ..engine.trainer import Task, count_parameters
+from ..engine.trainer import Task
 from .chips import NormSpec, normalise, read_chip
 from .config import METHODS, SarConfig
-from .data import SPLITS, PrepOptions, PreparedSar, prepare_dataset
+from .data import PrepOptions, PreparedSar, prepare_dataset
 from .loss import (byot_loss, cs_kd_loss, dense_votes, dlb_loss, drrnet_loss, ps_kd_loss, tf_kd_reg_loss,
                    tf_kd_self_loss, zipf_ls_loss)
 from .metrics import classification_metrics, mean_std
@@ -119,13 +122,15 @@ class SarTask(Task):
         # validation scores against the clean labels (prep keeps val/test clean; README §3)
         clean = torch.from_numpy(self.data.clean_labels).long()
         self.val_set = ChipDataset(x[va], clean[va]) if len(va) else None
-        self.data_fingerprint = self.data.info.get("fingerprint")
         self.find_unused_parameters = cfg.kd.method == "byot"
         self._teachers: dict[str, TeacherSignal] = {}
         self.awa: AdaptiveWeightAssignment | None = None
         self.last: LastIterationLogits | None = None
         self.memory: PredictionMemory | None = None
         self._device: torch.device | None = None
+
+    def data_fingerprint(self) -> str | None:
+        return self.data.info.get("fingerprint")
 
     # -- model and its signals --------------------------------------------------------------------------------
     def build_model(self) -> SarNet:
@@ -296,7 +301,7 @@ def predict_logits(model, loader, device) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.cat(outs), torch.cat(ys)
 
 
-# -- stages -----------------------------------------------------------------------------------------------------------
+# -- prep, evaluation, export, inference ---------------------------------------------------------------------------
 def prep_stage(source: str, raw: str | None, out: str, *, classes: str | None = None, label_level: str = "subcategory",
                variant: str = "patch_uint8", pol: str = "vv", name_regex: str | None = None, split: str = "0.6,0.2,0.2",
                seed: int = 0, shots: int = 0, label_noise: float = 0.0, size: int = 64, crop: int = 0,
@@ -313,93 +318,55 @@ def prep_stage(source: str, raw: str | None, out: str, *, classes: str | None = 
     return prepare_dataset(source, raw, out, opts, overwrite=overwrite)
 
 
-def configure(cfg: SarConfig, method: str | None = None, backbone: str | None = None, baseline: bool = False) -> None:
-    """--baseline = plain cross-entropy (kd.method=ce); --method / --backbone set kd.method / model.backbone."""
-    if method:
-        cfg.kd.method = method
-    if baseline:
-        cfg.kd.method = "ce"
-    if backbone:
-        cfg.model.backbone = backbone
-    cfg.validate()
+TINY_SIZE = 48
+TINY_CROP = 64  # the ships sit at the centre of the 96x96 chips: crop 64x64, then resize to 48x48
 
 
-def _summary_extra(cfg: SarConfig) -> dict:
-    return {"method": cfg.kd.method, "backbone": cfg.model.backbone}
+def write_tiny_data(out_dir: str | Path) -> dict:
+    """The embedded tiny default: synthetic SAR chips in the FUSAR-Ship layout (written under
+    OUT/raw), prepared through the real FUSAR reader, centre crop 64 -> 48x48
+    (`prep --source synthetic --crop 64 --size 48`)."""
+    return prep_stage("synthetic", None, str(out_dir), size=TINY_SIZE, crop=TINY_CROP, overwrite=True)
 
 
-def train_stage(data: str | None, run_dir: str, config: str | None = None, sets: list[str] | None = None,
-                method: str | None = None, backbone: str | None = None, baseline: bool = False, seed: int | None = None,
-                max_steps: int | None = None, checkpoint_every: int | None = None, resume: bool = False,
-                device: str = "auto", overwrite: bool = False, show_progress: bool = True) -> dict:
-    change = method or backbone or baseline
-    summary = train_run(TASK_NAME, SarConfig, SarTask, data=data, run_dir=run_dir, config=config, sets=sets,
-                        baseline=(lambda cfg: configure(cfg, method, backbone, baseline)) if change else None,
-                        seed=seed, max_steps=max_steps, checkpoint_every=checkpoint_every, resume=resume,
-                        device=device, overwrite=overwrite, summary_extra=_summary_extra, show_progress=show_progress)
-    awa = plot_awa(RunDir(run_dir).metrics, RunDir(run_dir).plots / "awa_weights.png")
-    if awa:
-        summary.setdefault("plots", []).append(str(awa))
-    return summary
-
-
-def load_run(run_dir: str, data: str | None, device: torch.device) -> tuple[SarConfig, SarTask, SarNet, RunDir]:
-    run = RunDir(run_dir)
-    run.require_trained()
-    cfg = load_run_config(SarConfig, run)
-    task = SarTask(cfg, data or recorded_data_dir(run))
-    model = SarNet(cfg.model.backbone, task.num_classes, task.in_chans, cfg.model.width, cfg.model.dropout,
-                   byot_exits=cfg.kd.method == "byot")
-    RunDir.load_weights(model, run.weights_for_eval())
-    return cfg, task, model.to(device).eval(), run
-
-
-def eval_stage(run_dir: str, data: str | None = None, split: str | None = None, device: str = "auto",
-               repeats: int = 0) -> dict:
-    """Top-1, macro-F1, per-class accuracy, confusion matrix + PNG on the test (or val) split.
-    ``repeats`` N: evaluate RUN_DIR/seed<k> for k < N and report mean ± sample std."""
-    if repeats:
-        subs = sorted(Path(run_dir).glob("seed*"), key=lambda p: int(p.name[4:]) if p.name[4:].isdigit() else 0)
-        subs = [s for s in subs if (s / "config.yaml").is_file()][:repeats]
-        if len(subs) < repeats:
-            raise SkdError(f"--repeats {repeats}: found {len(subs)} trained seed<k> run(s) here "
-                           "(train them with `train --repeats N`)", run_dir)
-        runs = [eval_stage(str(s), data, split, device) for s in subs]
-        result = {"task": TASK_NAME, "run_dir": str(run_dir), "repeats": repeats, "split": runs[0]["split"],
-                  "method": runs[0]["method"], "backbone": runs[0]["backbone"], "std": "sample (ddof=1)",
-                  "accuracy": mean_std([r["accuracy"] for r in runs]), "macro_f1": mean_std([r["macro_f1"] for r in runs]),
-                  "per_class_accuracy": {c: mean_std([r["per_class_accuracy"][c] for r in runs])
-                                         for c in runs[0]["per_class_accuracy"]},
-                  "runs": [r["run_dir"] for r in runs]}
-        atomic_write_json(Path(run_dir) / "eval_repeats.json", result)
-        return result
-    dev = resolve_device(device)
-    cfg, task, model, run = load_run(run_dir, data, dev)
-    split = split or cfg.eval.split
+def split_tensors(task: SarTask, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Standardised chips and CLEAN labels of a split."""
     idx = task.data.indices(split)
     if len(idx) == 0:
         raise SkdError(f"the prepared dataset has no {split} chips (choose --split val|test)", task.data.path)
     x = torch.from_numpy((task.data.x[idx] - task.data.mean) / task.data.std).float()
-    y = torch.from_numpy(task.data.clean_labels[idx]).long()
+    return x, torch.from_numpy(task.data.clean_labels[idx]).long()
+
+
+def evaluate_split(task: SarTask, model, split: str, tta_repeats: int = 0) -> dict:
+    """Top-1, macro-F1, per-class accuracy and confusion on one split; with ``tta_repeats`` N, also N passes
+    over randomly flipped / shifted chips (the training augmentation, seeds 0..N-1): mean ± sample std."""
+    x, y = split_tensors(task, split)
+    dev = next(model.parameters()).device
     loader = torch.utils.data.DataLoader(ChipDataset(x, y), batch_size=128)
     t0 = time.perf_counter()
     logits, y = predict_logits(model, loader, dev)
     seconds = time.perf_counter() - t0
     scores = classification_metrics(y.numpy(), logits.argmax(1).numpy(), task.data.classes)
-    png = plot_confusion(run.path / "plots" / f"confusion_{split}.png", scores["confusion"], task.data.classes,
-                         f"{cfg.kd.method} / {cfg.model.backbone} — {split}: top-1 {scores['accuracy']:.1%}, "
-                         f"macro-F1 {scores['macro_f1']:.3f}")
-    result = {"task": TASK_NAME, "run_dir": str(run.path), "data": str(task.data.path.resolve()), "split": split,
-              "method": cfg.kd.method, "backbone": cfg.model.backbone, **scores,
-              "nll": round(float(F.cross_entropy(logits, y)), 4), "classes": task.data.classes,
-              "confusion_png": str(png), "chips_per_second": round(len(y) / max(seconds, 1e-9), 1),
-              "weights": str(run.weights_for_eval())}
-    atomic_write_json(run.eval_json, result)
+    result = {**scores, "nll": round(float(F.cross_entropy(logits, y)), 4),
+              "chips_per_second": round(len(y) / max(seconds, 1e-9), 1)}
+    if tta_repeats:
+        accs, f1s = [], []
+        for k in range(tta_repeats):
+            torch.manual_seed(k)
+            xa = torch.cat([task.augment(x[i:i + 256]) for i in range(0, len(x), 256)])
+            aug = predict_logits(model, torch.utils.data.DataLoader(ChipDataset(xa, y), batch_size=128), dev)[0]
+            s = classification_metrics(y.numpy(), aug.argmax(1).numpy(), task.data.classes)
+            accs.append(s["accuracy"])
+            f1s.append(s["macro_f1"])
+        result["repeats"] = {"n": tta_repeats, "what": "random flips/shifts of the test chips (augment.*), seeds 0..N-1",
+                             "accuracy": mean_std(accs), "macro_f1": mean_std(f1s)}
     return result
 
 
-class _Classifier(torch.nn.Module):
-    """What the export runs: chips (B, C, S, S) in [0, 1] -> logits; the train standardisation inside."""
+class ChipClassifier(torch.nn.Module):
+    """What the export runs: chips (B, C, S, S) in [0, 1] (prep's normalisation) -> logits; the train split's
+    standardisation is inside, so a user feeds normalised chips only."""
 
     def __init__(self, net: SarNet, mean: float, std: float):
         super().__init__()
@@ -410,119 +377,282 @@ class _Classifier(torch.nn.Module):
         return self.net((x - self.mean) / self.std)
 
 
-def export_stage(run_dir: str, out: str | None = None, overwrite: bool = False) -> dict:
-    dev = torch.device("cpu")
-    cfg, task, model, run = load_run(run_dir, None, dev)
-    model.exits = torch.nn.ModuleList()  # BYOT's shallow exits are training-only
-    module = _Classifier(model, task.data.mean, task.data.std).eval()
-    c, s = task.in_chans, task.data.x.shape[-1]
-    gen = torch.Generator().manual_seed(0)
-    batch = torch.export.Dim("chips", min=1, max=4096)
-    out_dir = Path(out) if out else run.export_dir
-    info = task.data.info
-
-    def write_extra(folder: Path) -> dict:
-        return {"task": TASK_NAME, "classes": task.data.classes, "channels": c, "size": int(s),
-                "normalisation": info["normalisation"], "train_mean": task.data.mean, "train_std": task.data.std,
-                "source": info["source"], "options": info.get("options", {}),
-                "model": {"backbone": cfg.model.backbone, "width": cfg.model.width, "dropout": cfg.model.dropout},
-                "method": cfg.kd.method, "inputs": [f"chips (B, {c}, {s}, {s}) float32 in [0, 1]"],
-                "outputs": [f"logits (B, {task.num_classes})"], "parameters": count_parameters(module)}
-
-    manifest = export_program(module, (torch.rand(2, c, s, s, generator=gen),), out_dir, dynamic_shapes=({0: batch},),
-                              write_extra=write_extra, overwrite=overwrite,
-                              parity_inputs=[(torch.rand(3, c, s, s, generator=gen),), (torch.rand(1, c, s, s, generator=gen),)])
-    return {"task": TASK_NAME, "export_dir": str(out_dir), "parameters": manifest["parameters"],
-            "parity_max_abs_diff": manifest["parity"]["max_abs_diff"], "files": sorted(manifest["files"])}
-
-
-def predict_stage(model_path: str, chips: list[str], gradcam_dir: str | None = None, overwrite: bool = False) -> dict:
-    """Class and probabilities per chip with an export alone; optional Grad-CAM PNG per chip (the
-    export's safetensors weights rebuilt into the eager network, which gives gradients)."""
+def predict_chips(model_path: str, chips: list[str], gradcam_dir: str | None = None, overwrite: bool = False) -> dict:
+    """Class and probabilities per chip with an export alone (same reader and normalisation as prep,
+    from the manifest); optional Grad-CAM PNG per chip: the export's safetensors weights rebuilt into the
+    eager network, which gives the gradients."""
     if not chips:
         raise SkdError("give at least one chip file")
-    module, manifest, folder = load_exported(model_path)
-    if manifest.get("task") != TASK_NAME:
-        raise SkdError(f"not a sar export (task={manifest.get('task')})", folder)
+    module, manifest, folder = load_exported(model_path, task=TASK_NAME)
     n = manifest["normalisation"]
     spec = NormSpec(n["scale"], n["p_lo"], n["p_hi"], n["crop"], n["size"])
     channels = int(manifest["channels"])
     if channels != 1:
         raise SkdError(f"this export takes {channels} channels (VV+VH); predict reads single-polarisation chips", folder)
-    arrays = []
-    for chip in chips:
-        arrays.append(normalise(read_chip(chip), spec)[None])
-    x = torch.from_numpy(np.stack(arrays)).float()
+    pngs = [Path(gradcam_dir) / f"{Path(c).stem}_gradcam.png" for c in chips] if gradcam_dir else []
+    for png in pngs:
+        if png.exists() and not overwrite:
+            raise SkdError("already exists; pass --overwrite to replace it", png)
+    x = torch.from_numpy(np.stack([normalise(read_chip(c), spec)[None] for c in chips])).float()
     with torch.no_grad():
         probs = torch.softmax(module(x).float(), -1)
     classes = manifest["classes"]
-    rows = [{"chip": str(c), "class": classes[int(p.argmax())], "probabilities": {k: round(float(v), 4)
-                                                                                 for k, v in zip(classes, p)}}
-            for c, p in zip(chips, probs)]
+    rows = [{"chip": str(c), "class": classes[int(p.argmax())],
+             "probabilities": {k: round(float(v), 4) for k, v in zip(classes, p)}} for c, p in zip(chips, probs)]
     if gradcam_dir:
         mm = manifest["model"]
-        net = SarNet(mm["backbone"], len(classes), channels, mm["width"], mm["dropout"])
-        RunDir.load_weights(net, folder / manifest["weights"], strict=False)
-        wrapped = _Classifier(net, float(manifest["train_mean"]), float(manifest["train_std"]))
-        cams, _ = gradcam(net, (x - wrapped.mean) / wrapped.std)
-        for row, chip, xi, cam in zip(rows, chips, x, cams):
-            png = Path(gradcam_dir) / f"{Path(chip).stem}_gradcam.png"
-            if png.exists() and not overwrite:
-                raise SkdError("already exists; pass --overwrite to replace it", png)
+        net = ChipClassifier(SarNet(mm["backbone"], len(classes), channels, mm["width"], mm["dropout"]),
+                             float(manifest["train_mean"]), float(manifest["train_std"]))
+        RunDir.load_weights(net, folder / manifest["weights"])
+        cams, _ = gradcam(net.net, (x - net.mean) / net.std)
+        for row, png, xi, cam in zip(rows, pngs, x, cams):
             top = row["probabilities"][row["class"]]
-            plot_gradcam(png, xi[0].numpy(), cam.numpy(), f"{Path(chip).name}: {row['class']} ({top:.0%})")
+            plot_gradcam(png, xi[0].numpy(), cam.numpy(), f"{Path(row['chip']).name}: {row['class']} ({top:.0%})")
             row["gradcam_png"] = str(png)
     return {"task": TASK_NAME, "model": str(folder), "predictions": rows}
 
 
-def train_repeats(data: str, run_dir: str, repeats: int, seed: int | None = None, **kw) -> dict:
-    """N seeds into RUN_DIR/seed<k>; finished seeds are kept, unfinished ones resumed."""
-    first = 0 if seed is None else seed
-    summaries = []
-    for s in range(first, first + repeats):
-        sub = Path(run_dir) / f"seed{s}"
-        summaries.append(_train_or_reuse(data, str(sub), seed=s, **kw))
-    return {"task": TASK_NAME, "run_dir": str(run_dir), "repeats": repeats, "seeds": list(range(first, first + repeats)),
-            "method": summaries[0].get("method"), "train_seconds": [s.get("train_seconds") for s in summaries]}
+def prediction_lines(result: dict) -> list[str]:
+    """One line per chip: path, class, then every class probability."""
+    return [f"{r['chip']}\t{r['class']}\t" + " ".join(f"{k}={v:.4f}" for k, v in r["probabilities"].items())
+            + (f"\t{r['gradcam_png']}" if "gradcam_png" in r else "") for r in result["predictions"]]
 
 
-def _train_or_reuse(data: str, run_dir: str, overwrite: bool = False, **kw) -> dict:
-    run = RunDir(run_dir)
-    if run.is_finished() and not overwrite:
-        console.print(f"[cyan]finished run in {run_dir}: reused (--overwrite retrains)")
-        return read_json(run.summary)
-    if run.config.is_file() and not overwrite:
-        console.print(f"[cyan]unfinished run in {run_dir}: resumed")
-        return train_stage(None, run_dir, resume=True, device=kw.get("device", "auto"), show_progress=False)
-    return train_stage(data, run_dir, overwrite=overwrite, show_progress=False, **kw)
+# -- the hooks the engine's shared stages call ----------------------------------------------------------------------
+class SarHooks(RecipeHooks):
+    name = TASK_NAME
+    config_class = SarConfig
+    baseline = ("kd.method=ce",)
+    summary_keys = {"method": "kd.method", "backbone": "model.backbone"}
+    tiny_data_note = "synthetic SAR chips in the FUSAR-Ship layout (Category/Subcategory/*.tiff + meta.csv)"
+    prep = staticmethod(prep_stage)
+
+    def make_task(self, cfg: SarConfig, data_dir: str) -> SarTask:
+        return SarTask(cfg, data_dir)
+
+    def write_tiny_data(self, out: Path) -> None:
+        write_tiny_data(out)
+
+    def summary_extra(self, cfg: SarConfig, data_dir: str) -> dict:
+        info = read_json(Path(data_dir) / "prep.json")
+        return {**super().summary_extra(cfg, data_dir), "classes": info["classes"], "shots": info["shots"],
+                "label_noise": info["label_noise"]["rate"], "source": info["source"]}
+
+    def train(self, opts: StageOptions) -> dict:
+        repeats = opts.extra.get("repeats") or 1
+        if repeats > 1:
+            return self.repeat(opts, repeats)
+        summary = train_run(self, opts)
+        if is_main_process():
+            run = RunDir(opts.run_dir)
+            awa = plot_awa(run.metrics, run.plots / "awa_weights.png")
+            if awa:
+                summary["plots"] = [*summary.get("plots", []), str(awa)]
+        return summary
+
+    def repeat(self, opts: StageOptions, repeats: int) -> dict:
+        """N seeds -> RUN_DIR/seed<k> (finished ones reused, unfinished resumed), each evaluated: mean ± std."""
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise SkdError("--repeats trains the seeds one after another; under torchrun launch one "
+                           "`skd sar train --seed S` per seed")
+        first = 0 if opts.seed is None else opts.seed
+        runs = []
+        for s in range(first, first + repeats):
+            sub = str(Path(opts.run_dir) / f"seed{s}")
+            console.print(f"[cyan]repeat:[/] seed {s} -> {sub}")
+            self.train_or_reuse(opts.but(run_dir=sub, seed=s, extra={}))
+            runs.append(eval_stage(self, opts.but(command="eval", run_dir=sub, data=None, sets=[], extra={})))
+        result = {"task": TASK_NAME, "run_dir": str(opts.run_dir), "repeats": repeats,
+                  "seeds": list(range(first, first + repeats)), "method": runs[0]["method"],
+                  "backbone": runs[0]["backbone"], "split": runs[0]["split"], "std": "sample (ddof=1)",
+                  "accuracy": mean_std([r["accuracy"] for r in runs]), "macro_f1": mean_std([r["macro_f1"] for r in runs]),
+                  "per_class_accuracy": {c: mean_std([r["per_class_accuracy"][c] for r in runs])
+                                         for c in runs[0]["per_class_accuracy"]}}
+        atomic_write_json(Path(opts.run_dir) / "repeats.json", result)
+        return result
+
+    def train_or_reuse(self, opts: StageOptions) -> dict:
+        run = RunDir(opts.run_dir)
+        if run.is_finished() and not opts.overwrite:
+            console.print(f"[cyan]  finished run in {run.path}: reused (--overwrite retrains)")
+            return read_json(run.summary)
+        if run.config.is_file() and not opts.overwrite:
+            console.print(f"[cyan]  unfinished run in {run.path}: resumed")
+            return self.train(opts.but(resume=True, config=None, sets=[], baseline=False, seed=None, data=None))
+        return self.train(opts)
+
+    def check_data_for(self, run: RunDir, cfg: SarConfig, data_dir: str) -> None:
+        """Another prepared dataset must have the classes, channels and chip size the run was trained on."""
+        prep = Path(data_dir) / "prep.json"
+        if not prep.is_file() or not run.provenance.is_file():
+            return  # make_task says what is wrong with the directory
+        trained_on = Path(read_json(run.provenance).get("data_dir", ""))
+        if not (trained_on / "prep.json").is_file() or trained_on.resolve() == Path(data_dir).resolve():
+            return
+        a, b = read_json(trained_on / "prep.json"), read_json(prep)
+        for key in ("classes", "channels", "size"):
+            if a.get(key) != b.get(key):
+                raise SkdError(f"the run was trained on {key} {a.get(key)}, this dataset has {b.get(key)}", data_dir)
+
+    def evaluate_run(self, trained: Trained, opts: StageOptions) -> dict:
+        cfg, task = trained.cfg, trained.task
+        split = opts.extra.get("split") or cfg.eval.split
+        if split not in ("val", "test"):
+            raise SkdError(f"--split must be val or test, got '{split}'")
+        scores = evaluate_split(task, trained.model, split, int(opts.extra.get("repeats") or 0))
+        png = plot_confusion(trained.run.plots / f"confusion_{split}.png", scores["confusion"], task.data.classes,
+                             f"{cfg.kd.method} / {cfg.model.backbone} — {split}: top-1 {scores['accuracy']:.1%}, "
+                             f"macro-F1 {scores['macro_f1']:.3f}")
+        return {"task": TASK_NAME, "run_dir": str(trained.run.path), "data": str(Path(trained.data_dir).resolve()),
+                "split": split, "method": cfg.kd.method, "backbone": cfg.model.backbone, **scores,
+                "classes": task.data.classes, "confusion_png": str(png), "weights": str(trained.run.weights_for_eval())}
+
+    def eval_file(self, opts: StageOptions, result: dict) -> str:
+        return "eval.json" if result["split"] == "test" else f"eval_{result['split']}.json"
+
+    def export_spec(self, trained: Trained, opts: StageOptions) -> ExportSpec:
+        cfg, task, net = trained.cfg, trained.task, trained.model
+        net.exits = torch.nn.ModuleList()  # BYOT's shallow exits are training-only
+        module = ChipClassifier(net, task.data.mean, task.data.std).eval()
+        c, s = task.in_chans, int(task.data.x.shape[-1])
+        gen = torch.Generator().manual_seed(0)
+        info = task.data.info
+        return ExportSpec(
+            module, (torch.rand(2, c, s, s, generator=gen),), dynamic_shapes=({0: torch.export.Dim("chips", min=1,
+                                                                                                  max=4096)},),
+            parity_inputs=[(torch.rand(3, c, s, s, generator=gen),), (torch.rand(1, c, s, s, generator=gen),)],
+            manifest={"classes": task.data.classes, "channels": c, "size": s, "normalisation": info["normalisation"],
+                      "train_mean": task.data.mean, "train_std": task.data.std, "source": info["source"],
+                      "options": info.get("options", {}), "method": cfg.kd.method,
+                      "model": {"backbone": cfg.model.backbone, "width": cfg.model.width, "dropout": cfg.model.dropout},
+                      "inputs": [f"chips (B, {c}, {s}, {s}) float32 in [0, 1] (prep's normalisation)"],
+                      "outputs": [f"logits (B, {task.num_classes})"]},
+            result_keys=("classes",))
+
+    def pipeline(self, p: Pipeline) -> dict:
+        """Tiny default: DRRNet-SKD in RUN_DIR and the CE baseline in RUN_DIR/ce, both evaluated on the test
+        split (top-1, macro-F1, confusion PNG), DRRNet exported, one test chip predicted with Grad-CAM."""
+        systems = [("ce", p.run.path)] if p.opts.baseline else [("drrnet", p.run.path), ("ce", p.run.path / "ce")]
+        results = {}
+        for name, rd in systems:
+            p.train(run_dir=rd, baseline=name == "ce", extra={})
+            results[name] = p.evaluate(run_dir=rd, extra={})
+        exported = p.export(extra={})
+        test_row = next(r for r in PreparedSar(p.data).index_rows() if r["split"] == "test")
+        predicted = predict_chips(exported["export_dir"], [test_row["files"][0]],
+                                  gradcam_dir=str(p.run.path / "gradcam"), overwrite=True)
+        main = results[systems[0][0]]
+        out = {"task": TASK_NAME, "run_dir": str(p.run.path), "data": p.data, "split": main["split"],
+               **{name: {k: r[k] for k in ("accuracy", "macro_f1", "per_class_accuracy")} for name, r in results.items()},
+               "confusion_png": main["confusion_png"], "export_dir": exported["export_dir"],
+               "parity_max_abs_diff": exported["parity_max_abs_diff"], "prediction": predicted["predictions"][0]}
+        if not p.opts.baseline:
+            out["awa_png"] = str(p.run.plots / "awa_weights.png")
+        return out
+
+    def report(self, command: str, result: dict) -> Any:
+        if command == "run" and "accuracy" not in result:
+            rows = [(name, result[name]["accuracy"], result[name]["macro_f1"]) for name in ("drrnet", "ce") if name in result]
+            return metric_table(f"sar run — {result['split']} split", ("system", "top-1", "macro-F1"), rows,
+                                caption=f"confusion: {result['confusion_png']}")
+        if command == "eval":
+            rows = [(c, a) for c, a in result["per_class_accuracy"].items()]
+            rows += [("top-1", result["accuracy"]), ("macro-F1", result["macro_f1"])]
+            if "repeats" in result:
+                rows += [(f"top-1 ({result['repeats']['n']} TTA passes)", result["repeats"]["accuracy"])]
+            return metric_table(f"sar eval: {result['method']} / {result['backbone']} ({result['split']})",
+                                ("class", "accuracy"), rows, caption=f"confusion: {result['confusion_png']}")
+        if command == "train" and "repeats" in result:
+            return metric_table(f"sar train --repeats {result['repeats']}: {result['method']}", ("metric", "mean ± std"),
+                                [("top-1", result["accuracy"]), ("macro-F1", result["macro_f1"])])
+        return None
+
+    # -- bench ------------------------------------------------------------------------------------------------------
+    def bench_extra(self, make, data: str, device: torch.device, steps: int, rounds: int, timed: dict) -> dict:
+        """Images/s at 128x128 on ResNet-18 (1-channel, 5 classes): a CE and a DRRNet train step (batch 32)
+        and inference (batch 64), measured on random chips in memory."""
+        return {"resnet18_128": resnet18_throughput(device, steps=max(3, min(steps, 10)))}
 
 
-def compare_stage(data: str, run_dir: str, methods: list[str], seeds: int = 3, *, config: str | None = None,
-                  sets: list[str] | None = None, backbone: str | None = None, max_steps: int | None = None,
-                  device: str = "auto", overwrite: bool = False, split: str | None = None) -> dict:
-    """Every method x N seeds into RUN_DIR/<method>/seed<k>, each evaluated; one table (mean ± std).
-    TF-KD's ``self`` variant is taught by the CE run of the same seed."""
+def resnet18_throughput(device: torch.device, steps: int = 5, batch: int = 32) -> dict:
+    from .config import AWAConfig
+
+    torch.manual_seed(0)
+    net = SarNet("resnet18", 5, 1).to(device)
+    x = torch.randn(batch, 1, 128, 128, device=device)
+    y = torch.randint(0, 5, (batch,), device=device)
+    opt = torch.optim.AdamW(net.parameters(), 1e-3)
+    teacher = SnapshotTeacher(net, initial="copy")
+    teacher.model.to(device)
+    awa = AdaptiveWeightAssignment(AWAConfig())
+    last = LastIterationLogits()
+    idx = torch.arange(batch, device=device)
+
+    def step(kd: bool) -> None:
+        logits = net(x)
+        if kd:
+            mask, online = last.lookup(idx, 5)
+            w_off, w_on = awa.weights(Progress(0, 1, 1, 1))
+            loss, _ = drrnet_loss(logits, y, teacher(x), online, mask, w_off, w_on, 3.0, 1.0)
+            last.store(idx, logits)
+        else:
+            loss = F.cross_entropy(logits, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        float(loss)
+
+    out = {"batch": batch, "steps": steps, "device": str(device)}
+    for name, kd in (("train_ce", False), ("train_drrnet", True)):
+        step(kd)  # warm-up
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step(kd)
+        out[f"{name}_images_per_second"] = round(steps * batch / (time.perf_counter() - t0), 1)
+    net.eval()
+    xi = torch.randn(64, 1, 128, 128, device=device)
+    with torch.no_grad():
+        net(xi)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            float(net(xi).sum())
+    out["inference_images_per_second"] = round(steps * 64 / (time.perf_counter() - t0), 1)
+    return out
+
+
+# -- compare: every method x N seeds ----------------------------------------------------------------------------------
+def compare_methods(data: str, run_dir: str, methods: list[str], seeds: int = 3, *, config: str | None = None,
+                    sets: list[str] | None = None, backbone: str | None = None, max_steps: int | None = None,
+                    device: str = "auto", overwrite: bool = False, split: str | None = None) -> dict:
+    """Every method x N seeds into RUN_DIR/<method>/seed<k> (finished runs reused, unfinished resumed),
+    each evaluated; one table of mean ± sample std. TF-KD's ``self`` variant is taught by the CE run of
+    the same seed."""
     unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise SkdError(f"--methods: {unknown} unknown; valid: {', '.join(METHODS)}")
+    if unknown or not methods:
+        raise SkdError(f"--methods: {unknown or 'none given'}; valid: {', '.join(METHODS)}")
     if seeds < 1:
         raise SkdError("--seeds must be >= 1")
+    if not (Path(data) / "prep.json").is_file():
+        raise SkdError("not a prepared sar dataset (no prep.json)", data)
+    hooks = SarHooks()
     cfg0 = build_config(SarConfig, config, sets)
-    order = sorted(methods, key=lambda m: 0 if m == "ce" else 1)  # the CE runs first: TF-KD self needs them
+    order = sorted(methods, key=lambda m: 0 if m == "ce" else 1)  # CE first: TF-KD self needs its runs
     table = {}
     for m in order:
         evals = []
         for s in range(seeds):
-            sub = str(Path(run_dir) / m / f"seed{s}")
-            extra = list(sets or [])
+            sub = Path(run_dir) / m / f"seed{s}"
+            extra = [*(sets or []), f"kd.method={m}"] + ([f"model.backbone={backbone}"] if backbone else [])
             if m == "tf-kd" and cfg0.kd.tf_kd.variant == "self" and not cfg0.kd.tf_kd.teacher:
                 if "ce" not in methods:
                     raise SkdError("tf-kd with kd.tf_kd.variant=self in compare needs ce among --methods (its teacher)")
                 extra.append(f"kd.tf_kd.teacher={Path(run_dir) / 'ce' / f'seed{s}'}")
             console.print(f"[cyan]compare:[/] {m} seed {s} -> {sub}")
-            _train_or_reuse(data, sub, config=config, sets=extra, method=m, backbone=backbone, seed=s,
-                            max_steps=max_steps, device=device, overwrite=overwrite)
-            evals.append(eval_stage(sub, None, split, device))
+            opts = StageOptions(command="train", run_dir=str(sub), data=data, config=config, sets=extra, seed=s,
+                                max_steps=max_steps, device=device, overwrite=overwrite)
+            hooks.train_or_reuse(opts)
+            evals.append(eval_stage(hooks, StageOptions(command="eval", run_dir=str(sub), device=device,
+                                                        extra={"split": split})))
         table[m] = {"accuracy": mean_std([e["accuracy"] for e in evals]),
                     "macro_f1": mean_std([e["macro_f1"] for e in evals])}
     info = PreparedSar(data).info
@@ -534,61 +664,9 @@ def compare_stage(data: str, run_dir: str, methods: list[str], seeds: int = 3, *
     return result
 
 
-def compare_table(result: dict):
-    from rich.table import Table
-
-    t = Table(title=f"sar compare: {result['backbone']}, {result['seeds']} seed(s), {result['split']} split "
-                    f"(shots={result['shots'] or 'all'}, label noise={result['label_noise']})")
-    for col in ("method", "top-1 (%)", "macro-F1 (%)"):
-        t.add_column(col)
-    for m, row in result["methods"].items():
-        a, f = row["accuracy"], row["macro_f1"]
-        t.add_row(m, f"{100 * a['mean']:.1f} ± {100 * a['std']:.1f}", f"{100 * f['mean']:.1f} ± {100 * f['std']:.1f}")
-    return t
-
-
-# -- the tiny default ----------------------------------------------------------------------------------------------------
-TINY_SIZE = 48
-
-
-def write_tiny_data(out_dir: str | Path) -> dict:
-    """The embedded tiny default: synthetic SAR chips in the FUSAR-Ship layout (written under
-    OUT/raw), prepared through the real FUSAR reader at 48x48 (same as `prep --source synthetic`)."""
-    return prep_stage("synthetic", None, str(out_dir), size=TINY_SIZE, overwrite=True)
-
-
-def run_all_stages(run_dir: str, data: str | None = None, config: str | None = None, sets: list[str] | None = None,
-                   seed: int | None = None, max_steps: int | None = None, device: str = "auto",
-                   overwrite: bool = False) -> dict:
-    """prep (synthetic FUSAR-like) -> train DRRNet-SKD and the CE baseline -> eval both -> export DRRNet ->
-    predict one test chip with Grad-CAM."""
-    t0 = time.perf_counter()
-    run = RunDir(run_dir)
-    if (run.path / "drrnet" / "config.yaml").is_file() and not overwrite:
-        raise SkdError("already holds a run; pass --overwrite to replace it", run.path)
-    if data is None:
-        data = str(run.path / "data")
-        if not (Path(data) / "prep.json").is_file():
-            console.print("[cyan]prep:[/] writing synthetic SAR chips in the FUSAR-Ship layout")
-            write_tiny_data(data)
-    results = {}
-    for name, method in (("drrnet", "drrnet"), ("ce", "ce")):
-        console.print(f"[cyan]train[/] {name}")
-        train_stage(data, str(run.path / name), config=config, sets=sets, method=method, seed=seed, max_steps=max_steps,
-                    device=device, overwrite=overwrite)
-        results[name] = eval_stage(str(run.path / name), None, None, device)
-    console.print("[cyan]export[/] drrnet")
-    exported = export_stage(str(run.path / "drrnet"), overwrite=True)
-    prepared = PreparedSar(data)
-    test_row = next(r for r in prepared.index_rows() if r["split"] == "test")
-    chip = test_row["files"][0]
-    if not Path(chip).is_absolute():
-        chip = str(Path(data) / chip)
-    predicted = predict_stage(exported["export_dir"], [chip], gradcam_dir=str(run.path / "gradcam"), overwrite=True)
-    d, c = results["drrnet"], results["ce"]
-    return {"task": TASK_NAME, "run_dir": str(run.path), "data": data, "split": d["split"],
-            "drrnet": {k: d[k] for k in ("accuracy", "macro_f1", "per_class_accuracy")},
-            "ce": {k: c[k] for k in ("accuracy", "macro_f1", "per_class_accuracy")},
-            "confusion_png": d["confusion_png"], "awa_png": str(run.path / "drrnet" / "plots" / "awa_weights.png"),
-            "export_dir": exported["export_dir"], "parity_max_abs_diff": exported["parity_max_abs_diff"],
-            "prediction": predicted["predictions"][0], "total_seconds": round(time.perf_counter() - t0, 1)}
+def compare_report(result: dict) -> Any:
+    rows = [(m, r["accuracy"], r["macro_f1"]) for m, r in result["methods"].items()]
+    return metric_table(f"sar compare: {result['backbone']}, {result['seeds']} seed(s), {result['split']} split",
+                        ("method", "top-1", "macro-F1"), rows,
+                        caption=f"shots={result['shots'] or 'all'}, label noise={result['label_noise']}; "
+                                "mean ± sample std over seeds")

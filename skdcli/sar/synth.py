@@ -74,7 +74,7 @@ def draw_chip(cls: ShipClass, rng: np.random.Generator, size: int = 96) -> np.nd
     t = along / half_l  # -1 stern ... +1 bow
     taper = np.where(t > 0.6, np.clip((1 - t) / 0.4, 0, 1), 1.0)
     hull = (np.abs(t) <= 1) & (np.abs(across) <= half_w * taper)
-    ship = hull * rng.uniform(0.8, 1.2)
+    ship = hull * rng.uniform(0.4, 0.7)
 
     def spot(pos: float, off: float, r_along: float, r_across: float, gain: float) -> np.ndarray:
         return gain * np.exp(-(((along - pos * half_l) / r_along) ** 2 + ((across - off) / r_across) ** 2))
@@ -84,23 +84,23 @@ def draw_chip(cls: ShipClass, rng: np.random.Generator, size: int = 96) -> np.nd
     if s == "hatches":  # 5-7 transverse hatch bars
         n = int(rng.integers(5, 8))
         for p in np.linspace(-0.55, 0.65, n):
-            ship = ship + hull * spot(p, 0, length / (5 * n), half_w * 3, rng.uniform(1.0, 2.0))
+            ship = ship + hull * spot(p, 0, length / (5 * n), half_w * 3, rng.uniform(1.5, 3.0))
     elif s == "containers":  # two rows of container stacks, some bays empty
         n = int(rng.integers(6, 10))
         for p in np.linspace(-0.5, 0.7, n):
             for off in (-half_w / 2, half_w / 2):
                 if rng.random() < 0.8:
-                    ship = ship + hull * spot(p, off, length / (3.5 * n), half_w / 3, rng.uniform(1.0, 2.0))
+                    ship = ship + hull * spot(p, off, length / (3.5 * n), half_w / 3, rng.uniform(1.5, 3.0))
         bridge_at = rng.uniform(-0.8, -0.6)
     elif s == "cranes":  # 2-4 crane posts: strong point scatterers on the centre line
         for p in rng.uniform(-0.5, 0.6, int(rng.integers(2, 5))):
             ship = ship + spot(p, 0, 1.2, 1.2, rng.uniform(3.0, 6.0))
     elif s == "smooth":  # tanker: a faint pipeline along the deck and a bright bow
-        ship = ship + hull * spot(0.1, 0, half_l * 0.7, 0.8, 0.6) + spot(0.85, 0, 1.5, 1.5, rng.uniform(2.0, 4.0))
+        ship = ship + hull * spot(0.1, 0, half_l * 0.7, 0.8, 0.8) + spot(0.85, 0, 1.5, 1.5, rng.uniform(3.0, 5.0))
     bridge_gain = rng.uniform(2.0, 4.0) if s != "deckhouse" else rng.uniform(3.0, 6.0)
     ship = ship + spot(bridge_at, 0, max(length / 14, 1.2), half_w * 0.8, bridge_gain)
 
-    scr = 10 ** (rng.uniform(3, 11) / 10)  # ship-to-clutter ratio, 3-11 dB
+    scr = 10 ** (rng.uniform(4, 12) / 10)  # ship-to-clutter ratio, 4-12 dB
     reflectivity = sea + scr * gaussian_filter(ship, sigma=rng.uniform(0.6, 1.2))
     looks = int(rng.choice([1, 2, 4]))
     intensity = reflectivity * rng.gamma(looks, 1.0 / looks, (size, size))
