@@ -128,6 +128,7 @@ class SarTask(Task):
         self.last: LastIterationLogits | None = None
         self.memory: PredictionMemory | None = None
         self._device: torch.device | None = None
+        self.warm_offline = False  # bench: start with an offline teacher, so every timed step pays its forward
 
     def data_fingerprint(self) -> str | None:
         return self.data.info.get("fingerprint")
@@ -153,6 +154,8 @@ class SarTask(Task):
             else:
                 t["online"] = DetachedPrediction()
             t["awa"] = self.awa = AdaptiveWeightAssignment(dr.awa)
+            if self.warm_offline and not t["offline"].ready:
+                t["offline"].refresh(model)
         elif kd.method == "dlb":
             t["last"] = self.last = LastIterationLogits()
         elif kd.method == "ps-kd":
@@ -568,6 +571,11 @@ class SarHooks(RecipeHooks):
         return None
 
     # -- bench ------------------------------------------------------------------------------------------------------
+    def bench_task(self, cfg: SarConfig, data_dir: str) -> SarTask:
+        task = SarTask(cfg, data_dir)
+        task.warm_offline = True  # the DRRNet/CE ratio must include the offline teacher's forward
+        return task
+
     def bench_extra(self, make, data: str, device: torch.device, steps: int, rounds: int, timed: dict) -> dict:
         """Images/s at 128x128 on ResNet-18 (1-channel, 5 classes): a CE and a DRRNet train step (batch 32)
         and inference (batch 64), measured on random chips in memory."""
@@ -600,7 +608,7 @@ def resnet18_throughput(device: torch.device, steps: int = 5, batch: int = 32) -
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        float(loss)
+        loss.item()
 
     out = {"batch": batch, "steps": steps, "device": str(device)}
     for name, kd in (("train_ce", False), ("train_drrnet", True)):
