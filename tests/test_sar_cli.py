@@ -21,31 +21,79 @@ from skdcli.sar.synth import SHIP_CLASSES, write_fusar_like
 
 def test_prep_cli_records_shots_and_label_noise(tmp_path: Path) -> None:
     raw = write_fusar_like(tmp_path / "raw", per_class=8, size=48, classes=SHIP_CLASSES[:3])
-    result = invoke_json("sar", "prep", "--source", "fusar", "--raw", raw, "--out", tmp_path / "p", "--size", "24",
-                         "--shots", "3", "--label-noise", "0.3", "--seed", "5", "--classes", "GeneralCargo,BulkCarrier,ContainerShip")
+    result = invoke_json(
+        "sar",
+        "prep",
+        "--source",
+        "fusar",
+        "--raw",
+        raw,
+        "--out",
+        tmp_path / "p",
+        "--size",
+        "24",
+        "--shots",
+        "3",
+        "--label-noise",
+        "0.3",
+        "--seed",
+        "5",
+        "--classes",
+        "GeneralCargo,BulkCarrier,ContainerShip",
+    )
     assert result["classes"] == ["GeneralCargo", "BulkCarrier", "ContainerShip"]  # --classes order = class ids
     assert result["shots"] == 3 and set(result["split_counts"]["train"].values()) == {3}
     info = json.loads((tmp_path / "p" / "prep.json").read_text())
     assert info["label_noise"]["rate"] == 0.3 and info["split"]["seed"] == 5 and info["normalisation"]["size"] == 24
     again = invoke("sar", "prep", "--source", "fusar", "--raw", raw, "--out", tmp_path / "p")
     assert_one_line_error(again, str(tmp_path / "p"), "--overwrite")
-    assert_one_line_error(invoke("sar", "prep", "--source", "fusar", "--raw", tmp_path / "missing", "--out", tmp_path / "q"),
-                          str(tmp_path / "missing"), "not found")
+    assert_one_line_error(
+        invoke("sar", "prep", "--source", "fusar", "--raw", tmp_path / "missing", "--out", tmp_path / "q"),
+        str(tmp_path / "missing"),
+        "not found",
+    )
     assert not (tmp_path / "q").exists()
 
 
 @pytest.mark.parametrize("method", [m for m in METHODS if m != "drrnet"])
 def test_every_baseline_trains_through_the_cli(method: str, sar_data: Path, sar_run: Path, tmp_path: Path) -> None:
-    extra = ["kd.tf_kd.variant=self", f"kd.tf_kd.teacher={sar_run}", "kd.tf_kd.alpha=0.95",
-             "kd.tf_kd.temperature=6", "kd.tf_kd.multiplier=50"] if method == "tf-kd" else []
-    summary = invoke_json("sar", "train", "--data", sar_data, "--run-dir", tmp_path / method, "--method", method,
-                          "--max-steps", "3", *sets(*SAR_TINY, "train.eval_every=0", *extra))
+    extra = (
+        [
+            "kd.tf_kd.variant=self",
+            f"kd.tf_kd.teacher={sar_run}",
+            "kd.tf_kd.alpha=0.95",
+            "kd.tf_kd.temperature=6",
+            "kd.tf_kd.multiplier=50",
+        ]
+        if method == "tf-kd"
+        else []
+    )
+    summary = invoke_json(
+        "sar",
+        "train",
+        "--data",
+        sar_data,
+        "--run-dir",
+        tmp_path / method,
+        "--method",
+        method,
+        "--max-steps",
+        "3",
+        *sets(*SAR_TINY, "train.eval_every=0", *extra),
+    )
     assert summary["method"] == method and summary["steps"] == 3
     rows = [json.loads(x) for x in (tmp_path / method / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in rows if r["split"] == "train"]
     assert len(train) == 3 and all(r["loss"] == r["loss"] for r in train)
-    expected = {"cs-kd": "loss/cls", "ps-kd": "loss/soft_ce", "tf-kd": "loss/kl_teacher", "byot": "loss/kl_exit3",
-                "dlb": "loss/kl_last", "zipf-ls": "loss/zipf", "ce": "loss/ce"}[method]
+    expected = {
+        "cs-kd": "loss/cls",
+        "ps-kd": "loss/soft_ce",
+        "tf-kd": "loss/kl_teacher",
+        "byot": "loss/kl_exit3",
+        "dlb": "loss/kl_last",
+        "zipf-ls": "loss/zipf",
+        "ce": "loss/ce",
+    }[method]
     assert expected in train[-1]
     if method == "dlb":
         assert train[0]["loss/kl_last"] == 0.0 and train[1]["loss/kl_last"] > 0  # half of batch 2 was in batch 1
@@ -87,12 +135,17 @@ def test_export_and_predict_one_line_per_chip_with_gradcam(sar_export: Path, sar
     for line in lines:
         chip, cls, probs, png = line.split("\t")
         values = dict(kv.split("=") for kv in probs.split())
-        assert cls in classes and list(values) == classes and sum(map(float, values.values())) == pytest.approx(1, abs=1e-3)
+        assert (
+            cls in classes
+            and list(values) == classes
+            and sum(map(float, values.values())) == pytest.approx(1, abs=1e-3)
+        )
         assert Path(png).is_file()
     js = invoke_json("sar", "predict", "--model", sar_export, chips[0])
     assert js["predictions"][0]["chip"] == str(chips[0])
-    assert_one_line_error(invoke("sar", "predict", "--model", sar_export, chips[0], "--gradcam", tmp_path / "cam"),
-                          "--overwrite")
+    assert_one_line_error(
+        invoke("sar", "predict", "--model", sar_export, chips[0], "--gradcam", tmp_path / "cam"), "--overwrite"
+    )
     bad = tmp_path / "bad.tiff"
     bad.write_bytes(b"II*\x00garbage")
     assert_one_line_error(invoke("sar", "predict", "--model", sar_export, bad), str(bad), "unreadable chip")
@@ -100,11 +153,26 @@ def test_export_and_predict_one_line_per_chip_with_gradcam(sar_export: Path, sar
 
 
 def test_compare_two_methods_two_seeds_and_reuse(sar_data: Path, tmp_path: Path) -> None:
-    args = ["sar", "compare", "--data", sar_data, "--run-dir", tmp_path / "cmp", "--methods", "ce,dlb", "--seeds", "2",
-            "--max-steps", "2", *sets(*SAR_TINY, "train.eval_every=0")]
+    args = [
+        "sar",
+        "compare",
+        "--data",
+        sar_data,
+        "--run-dir",
+        tmp_path / "cmp",
+        "--methods",
+        "ce,dlb",
+        "--seeds",
+        "2",
+        "--max-steps",
+        "2",
+        *sets(*SAR_TINY, "train.eval_every=0"),
+    ]
     result = invoke_json(*args)
     assert list(result["methods"]) == ["ce", "dlb"] and result["methods"]["dlb"]["accuracy"]["n"] == 2
-    assert (tmp_path / "cmp" / "dlb" / "seed1" / "eval.json").is_file() and (tmp_path / "cmp" / "compare.json").is_file()
+    assert (tmp_path / "cmp" / "dlb" / "seed1" / "eval.json").is_file() and (
+        tmp_path / "cmp" / "compare.json"
+    ).is_file()
     stamp = (tmp_path / "cmp" / "ce" / "seed0" / "train_summary.json").stat().st_mtime_ns
     human = invoke(*args)
     assert human.exit_code == 0 and "dlb" in human.stderr and "±" in human.stderr
@@ -113,8 +181,20 @@ def test_compare_two_methods_two_seeds_and_reuse(sar_data: Path, tmp_path: Path)
 
 
 def test_train_repeats_gives_mean_and_std(sar_data: Path, tmp_path: Path) -> None:
-    result = invoke_json("sar", "train", "--data", sar_data, "--run-dir", tmp_path / "rep", "--baseline", "--repeats",
-                         "2", "--max-steps", "2", *sets(*SAR_TINY, "train.eval_every=0"))
+    result = invoke_json(
+        "sar",
+        "train",
+        "--data",
+        sar_data,
+        "--run-dir",
+        tmp_path / "rep",
+        "--baseline",
+        "--repeats",
+        "2",
+        "--max-steps",
+        "2",
+        *sets(*SAR_TINY, "train.eval_every=0"),
+    )
     assert result["method"] == "ce" and result["accuracy"]["n"] == 2 and result["seeds"] == [0, 1]
 
 
@@ -132,13 +212,40 @@ def test_pretrained_weights_from_a_local_file(sar_data: Path, tmp_path: Path) ->
     assert torch.equal(net.net.layer1[0].conv1.weight, rgb.layer1[0].conv1.weight)
     pt = tmp_path / "resnet18.pt"
     torch.save({"state_dict": rgb.state_dict()}, pt)
-    summary = invoke_json("sar", "train", "--data", sar_data, "--run-dir", tmp_path / "r18", "--backbone", "resnet18",
-                          "--baseline", "--max-steps", "1", *sets(*SAR_TINY, "train.eval_every=0", f"model.pretrained={pt}"))
+    summary = invoke_json(
+        "sar",
+        "train",
+        "--data",
+        sar_data,
+        "--run-dir",
+        tmp_path / "r18",
+        "--backbone",
+        "resnet18",
+        "--baseline",
+        "--max-steps",
+        "1",
+        *sets(*SAR_TINY, "train.eval_every=0", f"model.pretrained={pt}"),
+    )
     assert summary["backbone"] == "resnet18"
     junk = tmp_path / "junk.pt"
     torch.save({"layer.weight": torch.zeros(3)}, junk)
-    assert_one_line_error(invoke("sar", "train", "--data", sar_data, "--run-dir", tmp_path / "j", "--backbone",
-                                 "resnet18", "--max-steps", "1", *sets(f"model.pretrained={junk}")), str(junk), "no tensor")
+    assert_one_line_error(
+        invoke(
+            "sar",
+            "train",
+            "--data",
+            sar_data,
+            "--run-dir",
+            tmp_path / "j",
+            "--backbone",
+            "resnet18",
+            "--max-steps",
+            "1",
+            *sets(f"model.pretrained={junk}"),
+        ),
+        str(junk),
+        "no tensor",
+    )
 
 
 @pytest.mark.parametrize("backbone", [b for b in BACKBONES if b != "resnet10t"])
@@ -151,11 +258,24 @@ def test_torchvision_backbones_take_one_channel(backbone: str) -> None:
 
 
 def test_bad_training_inputs(sar_data: Path, tmp_path: Path) -> None:
-    assert_one_line_error(invoke("sar", "train", "--data", sar_data, "--run-dir", tmp_path / "a", "--method", "kd"),
-                          "kd.method", "drrnet")
-    assert_one_line_error(invoke("sar", "train", "--data", sar_data, "--run-dir", tmp_path / "b",
-                                 *sets("kd.drrnet.offline=file")), "offline_path")
-    assert_one_line_error(invoke("sar", "train", "--data", sar_data, "--run-dir", tmp_path / "c",
-                                 *sets("kd.drrnet.offline=file", f"kd.drrnet.offline_path={tmp_path / 'nope'}")),
-                          str(tmp_path / "nope"), "not found")
+    assert_one_line_error(
+        invoke("sar", "train", "--data", sar_data, "--run-dir", tmp_path / "a", "--method", "kd"), "kd.method", "drrnet"
+    )
+    assert_one_line_error(
+        invoke("sar", "train", "--data", sar_data, "--run-dir", tmp_path / "b", *sets("kd.drrnet.offline=file")),
+        "offline_path",
+    )
+    assert_one_line_error(
+        invoke(
+            "sar",
+            "train",
+            "--data",
+            sar_data,
+            "--run-dir",
+            tmp_path / "c",
+            *sets("kd.drrnet.offline=file", f"kd.drrnet.offline_path={tmp_path / 'nope'}"),
+        ),
+        str(tmp_path / "nope"),
+        "not found",
+    )
     assert_one_line_error(invoke("sar", "train", "--data", tmp_path, "--run-dir", tmp_path / "d"), "prep.json")

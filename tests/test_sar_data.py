@@ -14,7 +14,7 @@ import tifffile
 
 from skdcli.engine.errors import SkdError
 from skdcli.sar.chips import NormSpec, normalise, read_chip, to_amplitude
-from skdcli.sar.data import PrepOptions, PreparedSar, prepare_dataset
+from skdcli.sar.data import PreparedSar, PrepOptions, prepare_dataset
 from skdcli.sar.synth import SHIP_CLASSES, write_fusar_like, write_imagefolder_like, write_opensarship_like
 
 
@@ -25,8 +25,13 @@ def small(**kw) -> PrepOptions:
 @pytest.fixture(scope="module")
 def fusar_raw(tmp_path_factory) -> Path:
     # three dtypes in one tree (uint16, float32, uint8): every TIFF reader path
-    return write_fusar_like(tmp_path_factory.mktemp("fusar") / "FUSAR-Ship1.0", per_class=6, size=24,
-                            classes=SHIP_CLASSES[:3], dtypes=("uint16", "float32", "uint8"))
+    return write_fusar_like(
+        tmp_path_factory.mktemp("fusar") / "FUSAR-Ship1.0",
+        per_class=6,
+        size=24,
+        classes=SHIP_CLASSES[:3],
+        dtypes=("uint16", "float32", "uint8"),
+    )
 
 
 def test_fusar_layout_and_meta(fusar_raw: Path, tmp_path: Path) -> None:
@@ -138,8 +143,9 @@ def test_split_is_stable_and_split_file(fusar_raw: Path, tmp_path: Path) -> None
     assert a["split_counts"] == b["split_counts"]
     rows = PreparedSar(tmp_path / "a").index_rows()
     split_file = tmp_path / "split.csv"
-    split_file.write_text("id,split\n" + "".join(f"{r['id']},{'train' if i % 3 else 'test'}\n"
-                                                 for i, r in enumerate(rows[:-1])))
+    split_file.write_text(
+        "id,split\n" + "".join(f"{r['id']},{'train' if i % 3 else 'test'}\n" for i, r in enumerate(rows[:-1]))
+    )
     c = prepare_dataset("fusar", fusar_raw, tmp_path / "c", small(split=str(split_file)))
     assert c["chips"] == 17 and c["skipped"] == 1
     assert json.loads((tmp_path / "c" / "prep.json").read_text())["split"]["file"] == str(split_file.resolve())
@@ -150,10 +156,15 @@ def test_shots_and_a_class_left_without_training_chips(fusar_raw: Path, tmp_path
     assert set(five["split_counts"]["train"].values()) == {2} and five["shots"] == 2
     rows = PreparedSar(tmp_path / "k2").index_rows()
     split_file = tmp_path / "split.csv"  # every GeneralCargo chip in test
-    split_file.write_text("".join(f"{r['id']},{'test' if r['class'] == 'GeneralCargo' else 'train'}\n"
-                                  for r in PreparedSar(tmp_path / "k2").index_rows()))
-    split_file.write_text("".join(f"{p.stem},{'test' if 'S03' in p.stem else 'train'}\n"
-                                  for p in sorted(fusar_raw.rglob("*.tiff"))))
+    split_file.write_text(
+        "".join(
+            f"{r['id']},{'test' if r['class'] == 'GeneralCargo' else 'train'}\n"
+            for r in PreparedSar(tmp_path / "k2").index_rows()
+        )
+    )
+    split_file.write_text(
+        "".join(f"{p.stem},{'test' if 'S03' in p.stem else 'train'}\n" for p in sorted(fusar_raw.rglob("*.tiff")))
+    )
     with pytest.raises(SkdError, match=r"\['GeneralCargo'\] have 0 training chips after --shots 2"):
         prepare_dataset("fusar", fusar_raw, tmp_path / "zero", small(split=str(split_file), shots=2))
     assert rows  # the first prep is untouched by the failed one

@@ -11,8 +11,18 @@ import torch
 
 from skdcli.engine.schedules import Progress
 from skdcli.sar.config import AWAConfig
-from skdcli.sar.loss import (byot_loss, cs_kd_loss, dense_votes, dlb_loss, drrnet_loss, ps_kd_loss, tf_kd_reg_loss,
-                             tf_kd_self_loss, zipf_ls_loss, zipf_ranks)
+from skdcli.sar.loss import (
+    byot_loss,
+    cs_kd_loss,
+    dense_votes,
+    dlb_loss,
+    drrnet_loss,
+    ps_kd_loss,
+    tf_kd_reg_loss,
+    tf_kd_self_loss,
+    zipf_ls_loss,
+    zipf_ranks,
+)
 from skdcli.sar.sampling import overlapping_order, paired_order
 from skdcli.sar.signals import AdaptiveWeightAssignment, LastIterationLogits
 
@@ -62,15 +72,18 @@ def test_ps_kd_soft_targets_mix_label_and_last_epoch() -> None:
     loss, _ = ps_kd_loss(T(A, C), torch.tensor([0, 2]), past, filled, alpha_t=0.4)
     q0 = [0.6 + 0.4 * 0.2, 0.4 * 0.5, 0.4 * 0.3]  # (1-a) onehot + a past
     q1 = [0.0, 0.0, 1.0]  # never predicted: its one-hot label (official: memory starts one-hot)
-    want = (-sum(q * math.log(p) for q, p in zip(q0, softmax(A)))
-            - sum(q * math.log(p) for q, p in zip(q1, softmax(C)) if q)) / 2
+    want = (
+        -sum(q * math.log(p) for q, p in zip(q0, softmax(A)))
+        - sum(q * math.log(p) for q, p in zip(q1, softmax(C)) if q)
+    ) / 2
     assert float(loss) == pytest.approx(want, abs=1e-10)
 
 
 def test_tf_kd_reg_matches_the_official_formula() -> None:
     # official: (1-a) CE + a * multiplier * KLDivLoss()(log_softmax(z), softmax(p_d / T)), mean over B*K
-    loss, terms = tf_kd_reg_loss(T(A), torch.tensor([1]), alpha=0.1, temperature=20.0, multiplier=100.0,
-                                 correct_prob=0.9)
+    loss, terms = tf_kd_reg_loss(
+        T(A), torch.tensor([1]), alpha=0.1, temperature=20.0, multiplier=100.0, correct_prob=0.9
+    )
     pd = [0.05, 0.9, 0.05]
     target = softmax(pd, 20.0)
     elem = sum(t * (math.log(t) - math.log(q)) for t, q in zip(target, softmax(A))) / 3
@@ -89,15 +102,23 @@ def test_tf_kd_self_scales_by_t2_and_multiplier() -> None:
 
 def test_byot_deepest_teaches_every_exit() -> None:
     f1, f2, fd = T([1.0, 2.0]), T([0.0, 1.0]), T([0.5, 0.5])
-    loss, terms = byot_loss([f1, f2], [T(A), T(B)], fd, T(C), torch.tensor([1]), alpha=0.3, temperature=3.0,
-                            feature_weight=0.03)
+    loss, terms = byot_loss(
+        [f1, f2], [T(A), T(B)], fd, T(C), torch.tensor([1]), alpha=0.3, temperature=3.0, feature_weight=0.03
+    )
     want = ce(C, 1)
     for z, f in ((A, [1.0, 2.0]), (B, [0.0, 1.0])):
         l2 = sum((a - b) ** 2 for a, b in zip(f, [0.5, 0.5]))
         want += 0.7 * ce(z, 1) + 0.3 * 9 * kl(softmax(C, 3), softmax(z, 3)) + 0.03 * l2
     assert float(loss) == pytest.approx(want, abs=1e-10)
-    assert set(terms) == {"loss/ce_deep", "loss/ce_exit1", "loss/kl_exit1", "loss/l2_exit1", "loss/ce_exit2",
-                          "loss/kl_exit2", "loss/l2_exit2"}
+    assert set(terms) == {
+        "loss/ce_deep",
+        "loss/ce_exit1",
+        "loss/kl_exit1",
+        "loss/l2_exit1",
+        "loss/ce_exit2",
+        "loss/kl_exit2",
+        "loss/l2_exit2",
+    }
 
 
 def test_byot_teacher_side_is_detached() -> None:
@@ -146,8 +167,9 @@ def test_zipf_ls_targets_non_target_classes_by_rank() -> None:
 
 def test_drrnet_weights_both_teachers_and_skips_missing_ones() -> None:
     y = torch.tensor([0, 1])
-    loss, terms = drrnet_loss(T(A, C), y, T(B, B), T(C, A), torch.tensor([True, False]), w_off=0.7, w_on=0.3,
-                              temperature=2.0, weight=0.5)
+    loss, terms = drrnet_loss(
+        T(A, C), y, T(B, B), T(C, A), torch.tensor([True, False]), w_off=0.7, w_on=0.3, temperature=2.0, weight=0.5
+    )
     k_off = 4 * (kl(softmax(B, 2), softmax(A, 2)) + kl(softmax(B, 2), softmax(C, 2))) / 2
     k_on = 4 * kl(softmax(C, 2), softmax(A, 2))
     want = (ce(A, 0) + ce(C, 1)) / 2 + 0.5 * (0.7 * k_off + 0.3 * k_on)
@@ -222,12 +244,12 @@ def test_overlapping_order_repeats_half_of_the_last_batch() -> None:
     for epoch in (1, 2, 3):
         order = overlapping_order(n, seed=0, epoch=epoch, global_batch=gb)
         assert len(order) == n // gb * gb
-        batches = [order[i:i + gb] for i in range(0, len(order), gb)]
+        batches = [order[i : i + gb] for i in range(0, len(order), gb)]
         for prev, cur in zip(batches, batches[1:]):
-            assert cur[: gb // 2] == prev[gb // 2:]
+            assert cur[: gb // 2] == prev[gb // 2 :]
     e1, e2 = overlapping_order(n, 0, 1, gb), overlapping_order(n, 0, 2, gb)
-    assert e2[: gb // 2] == e1[-gb // 2:]  # the two engine epochs of one permutation continue each other
-    new = set(e1[gb // 2:: 1]) | set(e2)
+    assert e2[: gb // 2] == e1[-gb // 2 :]  # the two engine epochs of one permutation continue each other
+    new = set(e1[gb // 2 :: 1]) | set(e2)
     assert len(new) >= n // (gb // 2) * (gb // 2) - gb  # together they bring (almost) every chip
     assert overlapping_order(n, 0, 1, gb) == e1  # a pure function of (seed, epoch)
 

@@ -48,8 +48,12 @@ def test_sigkill_then_resume_is_bit_identical(sar_data: Path, tmp_path: Path) ->
     assert done.returncode == 0, done.stderr
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-c", SLOW_CLI, *common, "--run-dir", str(killed), *TRAIN_SETS],
-                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SLOW_CLI, *common, "--run-dir", str(killed), *TRAIN_SETS],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 300
     while not (killed / "checkpoints" / "step_00000006").exists():  # past the first generation (5 steps)
         assert proc.poll() is None, "training ended before it could be killed"
@@ -68,7 +72,9 @@ def test_sigkill_then_resume_is_bit_identical(sar_data: Path, tmp_path: Path) ->
     final = f"step_{STEPS:08d}"
     a, b = (load_file(r / "checkpoints" / final / "model.safetensors") for r in (straight, killed))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    sa, sb = (torch.load(r / "checkpoints" / final / "state.pt", weights_only=True)["teachers"] for r in (straight, killed))
+    sa, sb = (
+        torch.load(r / "checkpoints" / final / "state.pt", weights_only=True)["teachers"] for r in (straight, killed)
+    )
     assert sa["awa"] == sb["awa"] and sa["awa"]["updates"] == STEPS
     assert sa["offline"]["generation"] == sb["offline"]["generation"] == 2
     assert all(torch.equal(sa["offline"]["model"][k], sb["offline"]["model"][k]) for k in sa["offline"]["model"])

@@ -80,8 +80,9 @@ def read_chip(path: str | Path) -> Chip:
     except SkdError:
         raise
     except Exception as exc:  # tifffile / Pillow raise many kinds for corrupt files
-        raise SkdError(f"unreadable chip ({exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''})",
-                       path) from exc
+        raise SkdError(
+            f"unreadable chip ({exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''})", path
+        ) from exc
     if arr.size == 0:  # tifffile warns and returns nothing for a TIFF without a valid first page
         raise SkdError("unreadable chip (no image data)", path)
     return to_amplitude(arr, path)
@@ -129,8 +130,9 @@ def normalise(chip: Chip, spec: NormSpec) -> np.ndarray:
     x = _square(x, spec.crop)
     t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None, None]
     if t.shape[-1] != spec.size:
-        t = F.interpolate(t, size=(spec.size, spec.size), mode="bilinear", align_corners=False,
-                          antialias=t.shape[-1] > spec.size)
+        t = F.interpolate(
+            t, size=(spec.size, spec.size), mode="bilinear", align_corners=False, antialias=t.shape[-1] > spec.size
+        )
     return t[0, 0].clamp_(0.0, 1.0).numpy()
 
 
@@ -140,12 +142,12 @@ def _square(x: np.ndarray, crop: int) -> np.ndarray:
     h, w = x.shape
     if crop:
         top, left = max((h - crop) // 2, 0), max((w - crop) // 2, 0)
-        x = x[top:top + crop, left:left + crop]
+        x = x[top : top + crop, left : left + crop]
         h, w = x.shape
     side = max(h, w)
     if h == w:
         return x
     out = np.zeros((side, side), dtype=x.dtype)
     top, left = (side - h) // 2, (side - w) // 2
-    out[top:top + h, left:left + w] = x
+    out[top : top + h, left : left + w] = x
     return out

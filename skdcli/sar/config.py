@@ -20,7 +20,9 @@ BACKBONES = ("resnet10t", "resnet18", "resnet50", "vgg16", "densenet121", "mobil
 
 @dataclass
 class ModelConfig:
-    backbone: str = "resnet10t"  # resnet10t (ours, CPU-sized) | torchvision resnet18/resnet50/vgg16/densenet121/mobilenet_v2
+    backbone: str = (
+        "resnet10t"  # resnet10t (ours, CPU-sized) | torchvision resnet18/resnet50/vgg16/densenet121/mobilenet_v2
+    )
     width: int = 16  # resnet10t only: channels of the first stage (then x2 per stage)
     dropout: float = 0.0  # before the classifier (resnet10t / resnet*; vgg/densenet/mobilenet keep torchvision's)
     # A local file of initial weights (safetensors, or a torch state dict read with weights_only=True);
@@ -129,9 +131,19 @@ class EvalConfig:
 
 
 def _train_defaults() -> TrainConfig:
-    return TrainConfig(max_steps=400, batch_size=32, lr=3e-3, weight_decay=5e-4, warmup_steps=20,
-                       eval_every=50, checkpoint_every=100, log_every=1, group_by_length=False,
-                       best_metric="accuracy", best_mode="max")
+    return TrainConfig(
+        max_steps=400,
+        batch_size=32,
+        lr=3e-3,
+        weight_decay=5e-4,
+        warmup_steps=20,
+        eval_every=50,
+        checkpoint_every=100,
+        log_every=1,
+        group_by_length=False,
+        best_metric="accuracy",
+        best_mode="max",
+    )
 
 
 @dataclass
@@ -153,8 +165,13 @@ class SarConfig:
         check_choice("kd.tf_kd.variant", kd.tf_kd.variant, ["reg", "self"])
         check_choice("kd.tf_kd.reduction", kd.tf_kd.reduction, ["element_mean", "batchmean"])
         check_choice("eval.split", self.eval.split, ["test", "val"])
-        for name, t in (("drrnet", dr.temperature), ("cs_kd", kd.cs_kd.temperature), ("tf_kd", kd.tf_kd.temperature),
-                        ("byot", kd.byot.temperature), ("dlb", kd.dlb.temperature)):
+        for name, t in (
+            ("drrnet", dr.temperature),
+            ("cs_kd", kd.cs_kd.temperature),
+            ("tf_kd", kd.tf_kd.temperature),
+            ("byot", kd.byot.temperature),
+            ("dlb", kd.dlb.temperature),
+        ):
             if t <= 0:
                 raise SkdError(f"kd.{name}.temperature must be > 0, got {t}")
         if not 0 <= dr.awa.eps < 0.5:
@@ -179,8 +196,9 @@ class SarConfig:
             raise SkdError("kd.tf_kd.correct_prob must be in (0, 1]")
         if kd.method == "dlb" or (kd.method == "drrnet" and dr.online == "last"):
             if self.train.batch_size % 2:
-                raise SkdError(f"kd.method={kd.method} needs an even train.batch_size (halves), got "
-                               f"{self.train.batch_size}")
+                raise SkdError(
+                    f"kd.method={kd.method} needs an even train.batch_size (halves), got {self.train.batch_size}"
+                )
         if self.model.width < 4:
             raise SkdError("model.width must be >= 4")
         if self.augment.shift < 0:

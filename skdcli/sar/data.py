@@ -27,7 +27,6 @@ import json
 import os
 import re
 import shutil
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -96,14 +95,24 @@ def discover_fusar(raw: Path, label_level: str) -> tuple[list[RawChip], list[dic
     for chip_id, row in rows.items():
         folder = PathLikeBackslash(row["path"])
         if chip_id not in files:
-            skipped.append({"file": str(base / Path(*folder.parts) / f"{chip_id}.tiff"), "id": chip_id,
-                            "reason": "meta.csv row has no chip file"})
+            skipped.append(
+                {
+                    "file": str(base / Path(*folder.parts) / f"{chip_id}.tiff"),
+                    "id": chip_id,
+                    "reason": "meta.csv row has no chip file",
+                }
+            )
             continue
         path = files[chip_id]
         rel = path.parent.relative_to(base).parts
-        if tuple(rel[-len(folder.parts):]) != folder.parts:
-            skipped.append({"file": str(path), "id": chip_id,
-                            "reason": f"chip is in {'/'.join(rel)} but meta.csv says {row['path']}"})
+        if tuple(rel[-len(folder.parts) :]) != folder.parts:
+            skipped.append(
+                {
+                    "file": str(path),
+                    "id": chip_id,
+                    "reason": f"chip is in {'/'.join(rel)} but meta.csv says {row['path']}",
+                }
+            )
             continue
         label = folder.parts[0] if label_level == "category" else folder.parts[-1]
         meta = {k: v for k, v in row.items() if k not in ("id", "path") and k}
@@ -204,8 +213,8 @@ def ratio_split(labels: np.ndarray, ratio: tuple[float, float, float], seed: int
         perm = idx[np.random.default_rng([seed, int(c)]).permutation(len(idx))]
         n_val, n_test = round(ratio[1] * len(idx)), round(ratio[2] * len(idx))
         n_train = len(idx) - n_val - n_test
-        split[perm[n_train:n_train + n_val]] = 1
-        split[perm[n_train + n_val:]] = 2
+        split[perm[n_train : n_train + n_val]] = 1
+        split[perm[n_train + n_val :]] = 2
     return split
 
 
@@ -272,8 +281,14 @@ def _discover(source: str, raw: Path, opts: PrepOptions) -> tuple[list[RawChip],
     return discover_imagefolder(raw)
 
 
-def prepare_dataset(source: str, raw: str | Path | None, out: str | Path, opts: PrepOptions | None = None,
-                    overwrite: bool = False, progress: Callable[[int, int], None] | None = None) -> dict:
+def prepare_dataset(
+    source: str,
+    raw: str | Path | None,
+    out: str | Path,
+    opts: PrepOptions | None = None,
+    overwrite: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict:
     opts = opts or PrepOptions()
     if source not in SOURCES:
         raise SkdError(f"--source must be one of {', '.join(SOURCES)}, got '{source}'")
@@ -296,8 +311,9 @@ def prepare_dataset(source: str, raw: str | Path | None, out: str | Path, opts: 
         if source == "synthetic":
             from .synth import write_fusar_like
 
-            raw_path = write_fusar_like(tmp / "raw", per_class=opts.synthetic_per_class, size=opts.synthetic_chip_size,
-                                        seed=opts.seed)
+            raw_path = write_fusar_like(
+                tmp / "raw", per_class=opts.synthetic_per_class, size=opts.synthetic_chip_size, seed=opts.seed
+            )
             final_raw = out / "raw"
         else:
             if not raw:
@@ -305,8 +321,14 @@ def prepare_dataset(source: str, raw: str | Path | None, out: str | Path, opts: 
             raw_path = final_raw = Path(raw)
             if not raw_path.is_dir():
                 raise SkdError("raw dataset directory not found", raw_path)
-        info = _prepare_into(source, raw_path, tmp, opts, progress,
-                             rename=(str(raw_path), str(final_raw)) if source == "synthetic" else None)
+        info = _prepare_into(
+            source,
+            raw_path,
+            tmp,
+            opts,
+            progress,
+            rename=(str(raw_path), str(final_raw)) if source == "synthetic" else None,
+        )
         info["raw"] = str(final_raw.resolve()) if source != "synthetic" else str(final_raw)
         atomic_write_json(tmp / "prep.json", info)
         if out.exists():
@@ -316,17 +338,34 @@ def prepare_dataset(source: str, raw: str | Path | None, out: str | Path, opts: 
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
-    return {"out": str(out), **{k: info[k] for k in ("source", "chips", "classes", "split_counts", "skipped",
-                                                    "label_noise", "shots", "size", "channels")}}
+    return {
+        "out": str(out),
+        **{
+            k: info[k]
+            for k in (
+                "source",
+                "chips",
+                "classes",
+                "split_counts",
+                "skipped",
+                "label_noise",
+                "shots",
+                "size",
+                "channels",
+            )
+        },
+    }
 
 
-def _prepare_into(source: str, raw: Path, out: Path, opts: PrepOptions, progress,
-                  rename: tuple[str, str] | None = None) -> dict:
+def _prepare_into(
+    source: str, raw: Path, out: Path, opts: PrepOptions, progress, rename: tuple[str, str] | None = None
+) -> dict:
     """``rename`` (old, new): path prefix of files that are moved with the output (synthetic raw/)."""
     chips, skipped = _discover(source, raw, opts)
     if not chips:
-        raise SkdError("no chips found" + (f" ({len(skipped)} skipped, see the reasons with --json)" if skipped else ""),
-                       raw)
+        raise SkdError(
+            "no chips found" + (f" ({len(skipped)} skipped, see the reasons with --json)" if skipped else ""), raw
+        )
     available = sorted({c.label for c in chips})
     if opts.classes:
         classes = [c.strip() for c in opts.classes.split(",") if c.strip()]
@@ -335,7 +374,9 @@ def _prepare_into(source: str, raw: Path, out: Path, opts: PrepOptions, progress
             raise SkdError(f"--classes: {unknown} not found; classes here: {', '.join(available)}", raw)
         for c in chips:
             if c.label not in classes:
-                skipped.append({"file": str(c.files[0]), "id": c.chip_id, "reason": f"class {c.label} not in --classes"})
+                skipped.append(
+                    {"file": str(c.files[0]), "id": c.chip_id, "reason": f"class {c.label} not in --classes"}
+                )
         chips = [c for c in chips if c.label in classes]
     else:
         classes = available
@@ -373,21 +414,28 @@ def _prepare_into(source: str, raw: Path, out: Path, opts: PrepOptions, progress
                 skipped.append({"file": str(c.files[0]), "id": c.chip_id, "reason": "not in the split file"})
             else:
                 split[i] = SPLITS.index(s)
-        split_rule = {"file": str(Path(opts.split).resolve()), "sha256": hashlib.sha256(Path(opts.split).read_bytes()).hexdigest()}
+        split_rule = {
+            "file": str(Path(opts.split).resolve()),
+            "sha256": hashlib.sha256(Path(opts.split).read_bytes()).hexdigest(),
+        }
     else:
         ratio = parse_split_ratio(opts.split)
         split = ratio_split(clean, ratio, opts.seed)
         split_rule = {"fractions": list(ratio), "seed": opts.seed, "stratified": True}
     if opts.shots:
         split = take_shots(clean, split, opts.shots, opts.seed, classes)
-    counts = {s: {classes[c]: int(((split == k) & (clean == c)).sum()) for c in range(len(classes))}
-              for k, s in enumerate(SPLITS)}
+    counts = {
+        s: {classes[c]: int(((split == k) & (clean == c)).sum()) for c in range(len(classes))}
+        for k, s in enumerate(SPLITS)
+    }
     empty = [c for c, n in counts["train"].items() if n == 0]
     if empty:
         after = f" after --shots {opts.shots}" if opts.shots else ""
         raise SkdError(f"class(es) {empty} have 0 training chips{after}; check --classes/--split", raw)
     short = {c: n for c, n in counts["train"].items() if opts.shots and n < opts.shots}
-    noisy = add_label_noise(clean, split, opts.label_noise, len(classes), opts.seed) if opts.label_noise else clean.copy()
+    noisy = (
+        add_label_noise(clean, split, opts.label_noise, len(classes), opts.seed) if opts.label_noise else clean.copy()
+    )
 
     keep = split >= 0
     x, clean, noisy, split = x[keep], clean[keep], noisy[keep], split[keep]
@@ -398,15 +446,25 @@ def _prepare_into(source: str, raw: Path, out: Path, opts: PrepOptions, progress
     np.save(out / "labels.npy", noisy)
     np.save(out / "clean_labels.npy", clean)
     np.save(out / "split.npy", split)
+
     def shown(f: Path) -> str:
         return str(f).replace(rename[0], rename[1], 1) if rename else str(f)
 
     for row in skipped:
         row["file"] = shown(Path(row["file"]))
-    rows = [{"i": i, "id": c.chip_id, "files": [shown(f) for f in c.files], "class": classes[int(clean[i])],
-             "split": SPLITS[int(split[i])], "noisy": bool(noisy[i] != clean[i]),
-             **({"label": classes[int(noisy[i])]} if noisy[i] != clean[i] else {}), "meta": c.meta}
-            for i, c in enumerate(kept)]
+    rows = [
+        {
+            "i": i,
+            "id": c.chip_id,
+            "files": [shown(f) for f in c.files],
+            "class": classes[int(clean[i])],
+            "split": SPLITS[int(split[i])],
+            "noisy": bool(noisy[i] != clean[i]),
+            **({"label": classes[int(noisy[i])]} if noisy[i] != clean[i] else {}),
+            "meta": c.meta,
+        }
+        for i, c in enumerate(kept)
+    ]
     atomic_write_jsonl(out / "index.jsonl", rows)
     atomic_write_jsonl(out / "skipped.jsonl", skipped)
     digest = hashlib.sha256()
@@ -414,16 +472,35 @@ def _prepare_into(source: str, raw: Path, out: Path, opts: PrepOptions, progress
         digest.update((out / name).read_bytes())
     flipped = np.flatnonzero(noisy != clean)
     return {
-        "source": source, "chips": int(len(x)), "classes": classes, "channels": int(x.shape[1]), "size": int(x.shape[-1]),
-        "normalisation": opts.norm.to_dict(), "train_mean": mean, "train_std": std,
-        "options": {"label_level": opts.label_level, "variant": opts.variant, "pol": opts.pol,
-                    "name_regex": opts.name_regex} if source == "opensarship" else
-                   ({"label_level": opts.label_level} if source in ("fusar", "synthetic") else {}),
-        "split": split_rule, "split_counts": counts,
-        "shots": opts.shots, "shots_short": short,
-        "label_noise": {"rate": opts.label_noise, "kind": "symmetric (to another class, uniformly)", "seed": opts.seed,
-                        "flipped": int(len(flipped)), "flipped_ids": [kept[i].chip_id for i in flipped]},
-        "rgb_converted": rgb_converted, "skipped": len(skipped),
+        "source": source,
+        "chips": int(len(x)),
+        "classes": classes,
+        "channels": int(x.shape[1]),
+        "size": int(x.shape[-1]),
+        "normalisation": opts.norm.to_dict(),
+        "train_mean": mean,
+        "train_std": std,
+        "options": {
+            "label_level": opts.label_level,
+            "variant": opts.variant,
+            "pol": opts.pol,
+            "name_regex": opts.name_regex,
+        }
+        if source == "opensarship"
+        else ({"label_level": opts.label_level} if source in ("fusar", "synthetic") else {}),
+        "split": split_rule,
+        "split_counts": counts,
+        "shots": opts.shots,
+        "shots_short": short,
+        "label_noise": {
+            "rate": opts.label_noise,
+            "kind": "symmetric (to another class, uniformly)",
+            "seed": opts.seed,
+            "flipped": int(len(flipped)),
+            "flipped_ids": [kept[i].chip_id for i in flipped],
+        },
+        "rgb_converted": rgb_converted,
+        "skipped": len(skipped),
         "fingerprint": digest.hexdigest()[:16],
     }
 

@@ -15,8 +15,17 @@ from torch import Tensor
 from ..engine.losses import kd_kl_loss, soft_target_cross_entropy
 
 
-def drrnet_loss(logits: Tensor, y: Tensor, offline: Tensor | None, online: Tensor | None, online_mask: Tensor | None,
-                w_off: float, w_on: float, temperature: float, weight: float) -> tuple[Tensor, dict]:
+def drrnet_loss(
+    logits: Tensor,
+    y: Tensor,
+    offline: Tensor | None,
+    online: Tensor | None,
+    online_mask: Tensor | None,
+    w_off: float,
+    w_on: float,
+    temperature: float,
+    weight: float,
+) -> tuple[Tensor, dict]:
     """L = CE + lambda T² [w_off KL(p_off || p_s) + w_on KL(p_on || p_s)]   (OURS; notes §4).
 
     A teacher that does not exist yet (no previous generation, no last iteration) adds 0.
@@ -34,7 +43,9 @@ def drrnet_loss(logits: Tensor, y: Tensor, offline: Tensor | None, online: Tenso
     return loss, {"loss/ce": ce, "loss/kl_offline": kl_off, "loss/kl_online": kl_on}
 
 
-def cs_kd_loss(logits: Tensor, pair_logits: Tensor, y: Tensor, temperature: float, weight: float) -> tuple[Tensor, dict]:
+def cs_kd_loss(
+    logits: Tensor, pair_logits: Tensor, y: Tensor, temperature: float, weight: float
+) -> tuple[Tensor, dict]:
     """CS-KD (Yun et al., CVPR 2020; alinlab/cs-kd train.py): CE on the anchors +
     lambda * T² * KL(softmax(z(x')/T) || softmax(z(x)/T)), summed over classes and divided by the
     batch size; x' another chip of the same class, its prediction without gradient."""
@@ -43,7 +54,9 @@ def cs_kd_loss(logits: Tensor, pair_logits: Tensor, y: Tensor, temperature: floa
     return ce + weight * cls, {"loss/ce": ce, "loss/cls": cls}
 
 
-def ps_kd_loss(logits: Tensor, y: Tensor, past_probs: Tensor, past_filled: Tensor, alpha_t: float) -> tuple[Tensor, dict]:
+def ps_kd_loss(
+    logits: Tensor, y: Tensor, past_probs: Tensor, past_filled: Tensor, alpha_t: float
+) -> tuple[Tensor, dict]:
     """PS-KD (Kim et al., ICCV 2021; lgcnsai/PS-KD-Pytorch): soft-target CE against
     (1 - alpha_t) onehot(y) + alpha_t p_{e-1}(x), the chip's prediction from the previous epoch.
     A chip never predicted yet uses its one-hot label (the official code fills the memory with one-hot
@@ -60,8 +73,15 @@ def _kl_reduce(log_p_teacher: Tensor, log_q_student: Tensor, reduction: str) -> 
     return per_elem.mean() if reduction == "element_mean" else per_elem.sum() / per_elem.shape[0]
 
 
-def tf_kd_reg_loss(logits: Tensor, y: Tensor, alpha: float, temperature: float, multiplier: float,
-                   correct_prob: float, reduction: str = "element_mean") -> tuple[Tensor, dict]:
+def tf_kd_reg_loss(
+    logits: Tensor,
+    y: Tensor,
+    alpha: float,
+    temperature: float,
+    multiplier: float,
+    correct_prob: float,
+    reduction: str = "element_mean",
+) -> tuple[Tensor, dict]:
     """Tf-KD_reg (Yuan et al., CVPR 2020; official my_loss_function.loss_kd_regularization):
     virtual teacher p_d = a on the true class, (1-a)/(K-1) elsewhere; target softmax(p_d / T) (the
     temperature is applied to the probabilities, as the official code does); student log_softmax(z) at T=1;
@@ -74,8 +94,15 @@ def tf_kd_reg_loss(logits: Tensor, y: Tensor, alpha: float, temperature: float, 
     return (1.0 - alpha) * ce + alpha * kl, {"loss/ce": ce, "loss/kl_virtual": kl}
 
 
-def tf_kd_self_loss(logits: Tensor, teacher_logits: Tensor, y: Tensor, alpha: float, temperature: float,
-                    multiplier: float, reduction: str = "element_mean") -> tuple[Tensor, dict]:
+def tf_kd_self_loss(
+    logits: Tensor,
+    teacher_logits: Tensor,
+    y: Tensor,
+    alpha: float,
+    temperature: float,
+    multiplier: float,
+    reduction: str = "element_mean",
+) -> tuple[Tensor, dict]:
     """Tf-KD_self (official loss_kd_self): a trained copy of the same network teaches;
     L = (1-alpha) CE + alpha * T² * multiplier * KL(softmax(t/T) || softmax(z/T)), KL averaged as above."""
     ce = F.cross_entropy(logits, y)
@@ -85,8 +112,16 @@ def tf_kd_self_loss(logits: Tensor, teacher_logits: Tensor, y: Tensor, alpha: fl
     return (1.0 - alpha) * ce + alpha * kl, {"loss/ce": ce, "loss/kl_teacher": kl}
 
 
-def byot_loss(exit_feats: list[Tensor], exit_logits: list[Tensor], deep_feat: Tensor, deep_logits: Tensor, y: Tensor,
-              alpha: float, temperature: float, feature_weight: float) -> tuple[Tensor, dict]:
+def byot_loss(
+    exit_feats: list[Tensor],
+    exit_logits: list[Tensor],
+    deep_feat: Tensor,
+    deep_logits: Tensor,
+    y: Tensor,
+    alpha: float,
+    temperature: float,
+    feature_weight: float,
+) -> tuple[Tensor, dict]:
     """BYOT (Zhang et al., ICCV 2019): the deepest classifier learns from the labels; every shallow exit i
     from (1-alpha) CE + alpha T² KL(q_deep^T || q_i^T) (batch mean) + lambda ||f_i - f_deep||² (squared
     L2 over the feature, batch mean); the deepest logits and feature are detached (the teacher)."""
@@ -103,8 +138,9 @@ def byot_loss(exit_feats: list[Tensor], exit_logits: list[Tensor], deep_feat: Te
     return loss, terms
 
 
-def dlb_loss(logits: Tensor, y: Tensor, last_logits: Tensor | None, last_mask: Tensor | None, temperature: float,
-             weight: float) -> tuple[Tensor, dict]:
+def dlb_loss(
+    logits: Tensor, y: Tensor, last_logits: Tensor | None, last_mask: Tensor | None, temperature: float, weight: float
+) -> tuple[Tensor, dict]:
     """DLB (Shen et al., CVPR 2022): CE on the whole batch + alpha T² KL(p_{t-1}^T || p_t^T) on the chips
     that were also in the last iteration (half of each batch), whose softened predictions from then
     are the targets; mean over those chips."""
@@ -128,8 +164,9 @@ def dense_votes(dense_logits: Tensor) -> Tensor:
     return F.one_hot(dense_logits.argmax(-1), k).sum(dim=1).to(dense_logits.dtype)
 
 
-def zipf_ls_loss(logits: Tensor, y: Tensor, rank_scores: Tensor, weight: float, power: float = 1.0,
-                 loss_mask: bool = False) -> tuple[Tensor, dict]:
+def zipf_ls_loss(
+    logits: Tensor, y: Tensor, rank_scores: Tensor, weight: float, power: float = 1.0, loss_mask: bool = False
+) -> tuple[Tensor, dict]:
     """Zipf's LS (Liang et al., ECCV 2022; megvii-research/zipfls loss): over the NON-target classes,
     target d_k ∝ rank_k^-power (ranks of ``rank_scores``: the logits, or the dense votes), student =
     softmax of the non-target logits; KL(d || student) per chip, batch mean (or mean over the correctly

@@ -23,5 +23,9 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list
 def mean_std(values: list[float]) -> dict:
     """Mean and sample standard deviation (ddof=1; 0 for one value)."""
     arr = np.asarray(values, dtype=float)
-    return {"mean": round(float(arr.mean()), 4), "std": round(float(arr.std(ddof=1)) if len(arr) > 1 else 0.0, 4),
-            "n": int(len(arr)), "values": [round(float(v), 4) for v in arr]}
+    return {
+        "mean": round(float(arr.mean()), 4),
+        "std": round(float(arr.std(ddof=1)) if len(arr) > 1 else 0.0, 4),
+        "n": int(len(arr)),
+        "values": [round(float(v), 4) for v in arr],
+    }

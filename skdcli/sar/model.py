@@ -35,12 +35,17 @@ class ResNet10T(nn.Module):
         super().__init__()
         from torchvision.models.resnet import BasicBlock
 
-        self.stem = nn.Sequential(nn.Conv2d(in_chans, width, 3, 2, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True))
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_chans, width, 3, 2, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)
+        )
         layers, c_in = [], width
         for i in range(4):
             c_out, stride = width * 2**i, 1 if i == 0 else 2
-            down = None if stride == 1 and c_in == c_out else nn.Sequential(
-                nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+            down = (
+                None
+                if stride == 1 and c_in == c_out
+                else nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+            )
             layers.append(BasicBlock(c_in, c_out, stride, down))
             c_in = c_out
         self.layer1, self.layer2, self.layer3, self.layer4 = layers
@@ -72,9 +77,15 @@ class SepConv(nn.Sequential):
 
     def __init__(self, c_in: int, c_out: int, stride: int):
         super().__init__(
-            nn.ReLU(), nn.Conv2d(c_in, c_in, 3, stride, 1, groups=c_in, bias=False), nn.Conv2d(c_in, c_in, 1, bias=False),
-            nn.BatchNorm2d(c_in), nn.ReLU(), nn.Conv2d(c_in, c_in, 3, 1, 1, groups=c_in, bias=False),
-            nn.Conv2d(c_in, c_out, 1, bias=False), nn.BatchNorm2d(c_out))
+            nn.ReLU(),
+            nn.Conv2d(c_in, c_in, 3, stride, 1, groups=c_in, bias=False),
+            nn.Conv2d(c_in, c_in, 1, bias=False),
+            nn.BatchNorm2d(c_in),
+            nn.ReLU(),
+            nn.Conv2d(c_in, c_in, 3, 1, 1, groups=c_in, bias=False),
+            nn.Conv2d(c_in, c_out, 1, bias=False),
+            nn.BatchNorm2d(c_out),
+        )
 
 
 class ByotExit(nn.Module):
@@ -95,12 +106,22 @@ class ByotExit(nn.Module):
 
 
 class SarNet(nn.Module):
-    def __init__(self, backbone: str, num_classes: int, in_chans: int = 1, width: int = 16, dropout: float = 0.0,
-                 byot_exits: bool = False):
+    def __init__(
+        self,
+        backbone: str,
+        num_classes: int,
+        in_chans: int = 1,
+        width: int = 16,
+        dropout: float = 0.0,
+        byot_exits: bool = False,
+    ):
         super().__init__()
         self.backbone = backbone
-        self.net = ResNet10T(in_chans, num_classes, width) if backbone == "resnet10t" else \
-            _torchvision(backbone, num_classes, in_chans)
+        self.net = (
+            ResNet10T(in_chans, num_classes, width)
+            if backbone == "resnet10t"
+            else _torchvision(backbone, num_classes, in_chans)
+        )
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.exits = nn.ModuleList()
         if byot_exits:
@@ -109,8 +130,9 @@ class SarNet(nn.Module):
                 self.eval()
                 chans = [f.shape[1] for f in self.features(torch.zeros(1, in_chans, 64, 64))]
                 self.train(was)
-            self.exits = nn.ModuleList(ByotExit(c, chans[-1], len(chans) - 1 - i, num_classes)
-                                       for i, c in enumerate(chans[:-1]))
+            self.exits = nn.ModuleList(
+                ByotExit(c, chans[-1], len(chans) - 1 - i, num_classes) for i, c in enumerate(chans[:-1])
+            )
 
     # -- stages ---------------------------------------------------------------------------------------------
     def features(self, x: Tensor) -> list[Tensor]:
@@ -123,14 +145,18 @@ class SarNet(nn.Module):
                 outs.append(x)
         elif b in ("vgg16", "mobilenet_v2"):
             start = 0
-            for end in (VGG16_STAGE_ENDS if b == "vgg16" else MOBILENET_STAGE_ENDS):
+            for end in VGG16_STAGE_ENDS if b == "vgg16" else MOBILENET_STAGE_ENDS:
                 x = n.features[start:end](x)
                 outs.append(x)
                 start = end
         else:  # densenet121
             f = n.features
-            parts = ((f.conv0, f.norm0, f.relu0, f.pool0, f.denseblock1), (f.transition1, f.denseblock2),
-                     (f.transition2, f.denseblock3), (f.transition3, f.denseblock4, f.norm5))
+            parts = (
+                (f.conv0, f.norm0, f.relu0, f.pool0, f.denseblock1),
+                (f.transition1, f.denseblock2),
+                (f.transition2, f.denseblock3),
+                (f.transition3, f.denseblock4, f.norm5),
+            )
             for part in parts:
                 for m in part:
                     x = m(x)
@@ -211,7 +237,9 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise SkdError(f"cannot read weights ({exc.__class__.__name__}: {str(exc).splitlines()[0][:200]})", path) from exc
+        raise SkdError(
+            f"cannot read weights ({exc.__class__.__name__}: {str(exc).splitlines()[0][:200]})", path
+        ) from exc
     for key in ("state_dict", "model", "net"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
@@ -237,8 +265,12 @@ def load_pretrained(model: SarNet, path: str | Path) -> dict:
             if value.shape == mine.shape:
                 mine.copy_(value)
                 loaded.append(target)
-            elif value.dim() == 4 and value.shape[1] == 3 and value.shape[0] == mine.shape[0] and \
-                    value.shape[2:] == mine.shape[2:]:
+            elif (
+                value.dim() == 4
+                and value.shape[1] == 3
+                and value.shape[0] == mine.shape[0]
+                and value.shape[2:] == mine.shape[2:]
+            ):
                 mine.copy_(value.sum(dim=1, keepdim=True).repeat(1, mine.shape[1], 1, 1) / mine.shape[1])
                 reshaped.append(target)
             else:
@@ -256,7 +288,7 @@ def gradcam(model: SarNet, x: Tensor, class_index: Tensor | None = None) -> tupl
         fmap = model.features(x)[-1].detach().requires_grad_(True)
         logits = model.classify(fmap)
         idx = logits.argmax(1) if class_index is None else class_index
-        grad, = torch.autograd.grad(logits.gather(1, idx[:, None]).sum(), fmap)
+        (grad,) = torch.autograd.grad(logits.gather(1, idx[:, None]).sum(), fmap)
     cam = F.relu((grad.mean(dim=(2, 3), keepdim=True) * fmap).sum(1, keepdim=True))
     cam = F.interpolate(cam, size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
     peak = cam.flatten(1).max(1).values.clamp(min=1e-12)[:, None, None]

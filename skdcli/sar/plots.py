@@ -26,8 +26,15 @@ def plot_confusion(path: str | Path, confusion: list[list[int]], classes: list[s
     ax.imshow(rows, cmap="Blues", vmin=0, vmax=1)
     for i in range(k):
         for j in range(k):
-            ax.text(j, i, f"{int(cm[i, j])}\n{rows[i, j]:.0%}", ha="center", va="center", fontsize=8,
-                    color="white" if rows[i, j] > 0.6 else "black")
+            ax.text(
+                j,
+                i,
+                f"{int(cm[i, j])}\n{rows[i, j]:.0%}",
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if rows[i, j] > 0.6 else "black",
+            )
     ax.set_xticks(range(k), classes, rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(k), classes, fontsize=8)
     ax.set_xlabel("predicted")

@@ -31,14 +31,29 @@ from ..engine.io import atomic_write_json, read_json
 from ..engine.rundir import RunDir
 from ..engine.schedules import Progress
 from ..engine.stages import ExportSpec, Pipeline, RecipeHooks, Trained, eval_stage, train_run
-from ..engine.teachers import (BestCheckpointTeacher, DetachedPrediction, EMATeacher, PredictionMemory, SnapshotTeacher,
-                               TeacherSignal, unwrap_model)
+from ..engine.teachers import (
+    BestCheckpointTeacher,
+    DetachedPrediction,
+    EMATeacher,
+    PredictionMemory,
+    SnapshotTeacher,
+    TeacherSignal,
+)
 from ..engine.trainer import Task
 from .chips import NormSpec, normalise, read_chip
 from .config import METHODS, SarConfig
-from .data import PrepOptions, PreparedSar, prepare_dataset
-from .loss import (byot_loss, cs_kd_loss, dense_votes, dlb_loss, drrnet_loss, ps_kd_loss, tf_kd_reg_loss,
-                   tf_kd_self_loss, zipf_ls_loss)
+from .data import PreparedSar, PrepOptions, prepare_dataset
+from .loss import (
+    byot_loss,
+    cs_kd_loss,
+    dense_votes,
+    dlb_loss,
+    drrnet_loss,
+    ps_kd_loss,
+    tf_kd_reg_loss,
+    tf_kd_self_loss,
+    zipf_ls_loss,
+)
 from .metrics import classification_metrics, mean_std
 from .model import SarNet, build_model, gradcam, read_state_dict
 from .plots import plot_awa, plot_confusion, plot_gradcam
@@ -92,8 +107,9 @@ def _load_frozen(teacher: SnapshotTeacher, path: str) -> None:
     missing = [k for k in missing if not k.startswith("exits.")]
     unexpected = [k for k in unexpected if not k.startswith("exits.")]
     if missing or unexpected:
-        raise SkdError(f"teacher does not fit this backbone (missing {missing[:3]}, unexpected {unexpected[:3]})",
-                       weights)
+        raise SkdError(
+            f"teacher does not fit this backbone (missing {missing[:3]}, unexpected {unexpected[:3]})", weights
+        )
 
 
 def _gather(t: torch.Tensor) -> torch.Tensor:
@@ -232,18 +248,22 @@ class SarTask(Task):
         elif m == "ps-kd":
             logits = model(xa)
             alpha_t = kd.ps_kd.alpha_T * progress.epoch / max(progress.total_epochs, 1)
-            loss, terms = ps_kd_loss(logits, y, self.memory[idx], self.memory.filled[idx.to(self.memory.filled.device)],
-                                     alpha_t)
+            loss, terms = ps_kd_loss(
+                logits, y, self.memory[idx], self.memory.filled[idx.to(self.memory.filled.device)], alpha_t
+            )
             self.memory.update(_gather(idx), _gather(torch.softmax(logits.detach().float(), -1)))
             logs["weight/alpha_t"] = alpha_t
         elif m == "tf-kd":
             logits = model(xa)
             c = kd.tf_kd
             if c.variant == "reg":
-                loss, terms = tf_kd_reg_loss(logits, y, c.alpha, c.temperature, c.multiplier, c.correct_prob, c.reduction)
+                loss, terms = tf_kd_reg_loss(
+                    logits, y, c.alpha, c.temperature, c.multiplier, c.correct_prob, c.reduction
+                )
             else:
-                loss, terms = tf_kd_self_loss(logits, self._teachers["teacher"](xa), y, c.alpha, c.temperature,
-                                              c.multiplier, c.reduction)
+                loss, terms = tf_kd_self_loss(
+                    logits, self._teachers["teacher"](xa), y, c.alpha, c.temperature, c.multiplier, c.reduction
+                )
         elif m == "byot":
             feats, exit_logits, deep_feat, logits = model(xa, output="exits")
             c = kd.byot
@@ -283,9 +303,15 @@ class SarTask(Task):
         loss, terms = drrnet_loss(logits, y, offline, online, mask, w_off, w_on, dr.temperature, dr.weight)
         acc = (logits.detach().argmax(1) == y).float().mean()
         self.awa.update(float(acc), float(terms["loss/ce"].detach()))
-        logs.update({"weight/off": w_off, "weight/on": w_on, "awa/accuracy_ema": self.awa.acc_ema,
-                     "teacher/offline_ready": float(offline is not None),
-                     "teacher/online_coverage": float(mask.float().mean()) if mask is not None else 1.0})
+        logs.update(
+            {
+                "weight/off": w_off,
+                "weight/on": w_on,
+                "awa/accuracy_ema": self.awa.acc_ema,
+                "teacher/offline_ready": float(offline is not None),
+                "teacher/online_coverage": float(mask.float().mean()) if mask is not None else 1.0,
+            }
+        )
         return loss, terms, logits
 
     # -- evaluation -------------------------------------------------------------------------------------------------
@@ -305,17 +331,43 @@ def predict_logits(model, loader, device) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 # -- prep, evaluation, export, inference ---------------------------------------------------------------------------
-def prep_stage(source: str, raw: str | None, out: str, *, classes: str | None = None, label_level: str = "subcategory",
-               variant: str = "patch_uint8", pol: str = "vv", name_regex: str | None = None, split: str = "0.6,0.2,0.2",
-               seed: int = 0, shots: int = 0, label_noise: float = 0.0, size: int = 64, crop: int = 0,
-               scale: str = "auto", percentiles: str = "1,99.9", per_class: int = 80, overwrite: bool = False) -> dict:
+def prep_stage(
+    source: str,
+    raw: str | None,
+    out: str,
+    *,
+    classes: str | None = None,
+    label_level: str = "subcategory",
+    variant: str = "patch_uint8",
+    pol: str = "vv",
+    name_regex: str | None = None,
+    split: str = "0.6,0.2,0.2",
+    seed: int = 0,
+    shots: int = 0,
+    label_noise: float = 0.0,
+    size: int = 64,
+    crop: int = 0,
+    scale: str = "auto",
+    percentiles: str = "1,99.9",
+    per_class: int = 80,
+    overwrite: bool = False,
+) -> dict:
     try:
         p_lo, p_hi = (float(v) for v in percentiles.split(","))
     except ValueError as exc:
         raise SkdError(f"--percentiles expects LO,HI like 1,99.9, got '{percentiles}'") from exc
-    opts = PrepOptions(classes=classes, label_level=label_level, variant=variant, pol=pol, split=split, seed=seed,
-                       shots=shots, label_noise=label_noise, norm=NormSpec(scale, p_lo, p_hi, crop, size),
-                       synthetic_per_class=per_class)
+    opts = PrepOptions(
+        classes=classes,
+        label_level=label_level,
+        variant=variant,
+        pol=pol,
+        split=split,
+        seed=seed,
+        shots=shots,
+        label_noise=label_noise,
+        norm=NormSpec(scale, p_lo, p_hi, crop, size),
+        synthetic_per_class=per_class,
+    )
     if name_regex:
         opts.name_regex = name_regex
     return prepare_dataset(source, raw, out, opts, overwrite=overwrite)
@@ -351,19 +403,26 @@ def evaluate_split(task: SarTask, model, split: str, tta_repeats: int = 0) -> di
     logits, y = predict_logits(model, loader, dev)
     seconds = time.perf_counter() - t0
     scores = classification_metrics(y.numpy(), logits.argmax(1).numpy(), task.data.classes)
-    result = {**scores, "nll": round(float(F.cross_entropy(logits, y)), 4),
-              "chips_per_second": round(len(y) / max(seconds, 1e-9), 1)}
+    result = {
+        **scores,
+        "nll": round(float(F.cross_entropy(logits, y)), 4),
+        "chips_per_second": round(len(y) / max(seconds, 1e-9), 1),
+    }
     if tta_repeats:
         accs, f1s = [], []
         for k in range(tta_repeats):
             torch.manual_seed(k)
-            xa = torch.cat([task.augment(x[i:i + 256]) for i in range(0, len(x), 256)])
+            xa = torch.cat([task.augment(x[i : i + 256]) for i in range(0, len(x), 256)])
             aug = predict_logits(model, torch.utils.data.DataLoader(ChipDataset(xa, y), batch_size=128), dev)[0]
             s = classification_metrics(y.numpy(), aug.argmax(1).numpy(), task.data.classes)
             accs.append(s["accuracy"])
             f1s.append(s["macro_f1"])
-        result["repeats"] = {"n": tta_repeats, "what": "random flips/shifts of the test chips (augment.*), seeds 0..N-1",
-                             "accuracy": mean_std(accs), "macro_f1": mean_std(f1s)}
+        result["repeats"] = {
+            "n": tta_repeats,
+            "what": "random flips/shifts of the test chips (augment.*), seeds 0..N-1",
+            "accuracy": mean_std(accs),
+            "macro_f1": mean_std(f1s),
+        }
     return result
 
 
@@ -391,7 +450,9 @@ def predict_chips(model_path: str, chips: list[str], gradcam_dir: str | None = N
     spec = NormSpec(n["scale"], n["p_lo"], n["p_hi"], n["crop"], n["size"])
     channels = int(manifest["channels"])
     if channels != 1:
-        raise SkdError(f"this export takes {channels} channels (VV+VH); predict reads single-polarisation chips", folder)
+        raise SkdError(
+            f"this export takes {channels} channels (VV+VH); predict reads single-polarisation chips", folder
+        )
     pngs = [Path(gradcam_dir) / f"{Path(c).stem}_gradcam.png" for c in chips] if gradcam_dir else []
     for png in pngs:
         if png.exists() and not overwrite:
@@ -400,12 +461,21 @@ def predict_chips(model_path: str, chips: list[str], gradcam_dir: str | None = N
     with torch.no_grad():
         probs = torch.softmax(module(x).float(), -1)
     classes = manifest["classes"]
-    rows = [{"chip": str(c), "class": classes[int(p.argmax())],
-             "probabilities": {k: round(float(v), 4) for k, v in zip(classes, p)}} for c, p in zip(chips, probs)]
+    rows = [
+        {
+            "chip": str(c),
+            "class": classes[int(p.argmax())],
+            "probabilities": {k: round(float(v), 4) for k, v in zip(classes, p)},
+        }
+        for c, p in zip(chips, probs)
+    ]
     if gradcam_dir:
         mm = manifest["model"]
-        net = ChipClassifier(SarNet(mm["backbone"], len(classes), channels, mm["width"], mm["dropout"]),
-                             float(manifest["train_mean"]), float(manifest["train_std"]))
+        net = ChipClassifier(
+            SarNet(mm["backbone"], len(classes), channels, mm["width"], mm["dropout"]),
+            float(manifest["train_mean"]),
+            float(manifest["train_std"]),
+        )
         RunDir.load_weights(net, folder / manifest["weights"])
         cams, _ = gradcam(net.net, (x - net.mean) / net.std)
         for row, png, xi, cam in zip(rows, pngs, x, cams):
@@ -417,8 +487,12 @@ def predict_chips(model_path: str, chips: list[str], gradcam_dir: str | None = N
 
 def prediction_lines(result: dict) -> list[str]:
     """One line per chip: path, class, then every class probability."""
-    return [f"{r['chip']}\t{r['class']}\t" + " ".join(f"{k}={v:.4f}" for k, v in r["probabilities"].items())
-            + (f"\t{r['gradcam_png']}" if "gradcam_png" in r else "") for r in result["predictions"]]
+    return [
+        f"{r['chip']}\t{r['class']}\t"
+        + " ".join(f"{k}={v:.4f}" for k, v in r["probabilities"].items())
+        + (f"\t{r['gradcam_png']}" if "gradcam_png" in r else "")
+        for r in result["predictions"]
+    ]
 
 
 # -- the hooks the engine's shared stages call ----------------------------------------------------------------------
@@ -438,8 +512,13 @@ class SarHooks(RecipeHooks):
 
     def summary_extra(self, cfg: SarConfig, data_dir: str) -> dict:
         info = read_json(Path(data_dir) / "prep.json")
-        return {**super().summary_extra(cfg, data_dir), "classes": info["classes"], "shots": info["shots"],
-                "label_noise": info["label_noise"]["rate"], "source": info["source"]}
+        return {
+            **super().summary_extra(cfg, data_dir),
+            "classes": info["classes"],
+            "shots": info["shots"],
+            "label_noise": info["label_noise"]["rate"],
+            "source": info["source"],
+        }
 
     def train(self, opts: StageOptions) -> dict:
         repeats = opts.extra.get("repeats") or 1
@@ -456,8 +535,10 @@ class SarHooks(RecipeHooks):
     def repeat(self, opts: StageOptions, repeats: int) -> dict:
         """N seeds -> RUN_DIR/seed<k> (finished ones reused, unfinished resumed), each evaluated: mean ± std."""
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            raise SkdError("--repeats trains the seeds one after another; under torchrun launch one "
-                           "`skd sar train --seed S` per seed")
+            raise SkdError(
+                "--repeats trains the seeds one after another; under torchrun launch one "
+                "`skd sar train --seed S` per seed"
+            )
         first = 0 if opts.seed is None else opts.seed
         runs = []
         for s in range(first, first + repeats):
@@ -465,12 +546,21 @@ class SarHooks(RecipeHooks):
             console.print(f"[cyan]repeat:[/] seed {s} -> {sub}")
             self.train_or_reuse(opts.but(run_dir=sub, seed=s, extra={}))
             runs.append(eval_stage(self, opts.but(command="eval", run_dir=sub, data=None, sets=[], extra={})))
-        result = {"task": TASK_NAME, "run_dir": str(opts.run_dir), "repeats": repeats,
-                  "seeds": list(range(first, first + repeats)), "method": runs[0]["method"],
-                  "backbone": runs[0]["backbone"], "split": runs[0]["split"], "std": "sample (ddof=1)",
-                  "accuracy": mean_std([r["accuracy"] for r in runs]), "macro_f1": mean_std([r["macro_f1"] for r in runs]),
-                  "per_class_accuracy": {c: mean_std([r["per_class_accuracy"][c] for r in runs])
-                                         for c in runs[0]["per_class_accuracy"]}}
+        result = {
+            "task": TASK_NAME,
+            "run_dir": str(opts.run_dir),
+            "repeats": repeats,
+            "seeds": list(range(first, first + repeats)),
+            "method": runs[0]["method"],
+            "backbone": runs[0]["backbone"],
+            "split": runs[0]["split"],
+            "std": "sample (ddof=1)",
+            "accuracy": mean_std([r["accuracy"] for r in runs]),
+            "macro_f1": mean_std([r["macro_f1"] for r in runs]),
+            "per_class_accuracy": {
+                c: mean_std([r["per_class_accuracy"][c] for r in runs]) for c in runs[0]["per_class_accuracy"]
+            },
+        }
         atomic_write_json(Path(opts.run_dir) / "repeats.json", result)
         return result
 
@@ -503,12 +593,25 @@ class SarHooks(RecipeHooks):
         if split not in ("val", "test"):
             raise SkdError(f"--split must be val or test, got '{split}'")
         scores = evaluate_split(task, trained.model, split, int(opts.extra.get("repeats") or 0))
-        png = plot_confusion(trained.run.plots / f"confusion_{split}.png", scores["confusion"], task.data.classes,
-                             f"{cfg.kd.method} / {cfg.model.backbone} — {split}: top-1 {scores['accuracy']:.1%}, "
-                             f"macro-F1 {scores['macro_f1']:.3f}")
-        return {"task": TASK_NAME, "run_dir": str(trained.run.path), "data": str(Path(trained.data_dir).resolve()),
-                "split": split, "method": cfg.kd.method, "backbone": cfg.model.backbone, **scores,
-                "classes": task.data.classes, "confusion_png": str(png), "weights": str(trained.run.weights_for_eval())}
+        png = plot_confusion(
+            trained.run.plots / f"confusion_{split}.png",
+            scores["confusion"],
+            task.data.classes,
+            f"{cfg.kd.method} / {cfg.model.backbone} — {split}: top-1 {scores['accuracy']:.1%}, "
+            f"macro-F1 {scores['macro_f1']:.3f}",
+        )
+        return {
+            "task": TASK_NAME,
+            "run_dir": str(trained.run.path),
+            "data": str(Path(trained.data_dir).resolve()),
+            "split": split,
+            "method": cfg.kd.method,
+            "backbone": cfg.model.backbone,
+            **scores,
+            "classes": task.data.classes,
+            "confusion_png": str(png),
+            "weights": str(trained.run.weights_for_eval()),
+        }
 
     def eval_file(self, opts: StageOptions, result: dict) -> str:
         return "eval.json" if result["split"] == "test" else f"eval_{result['split']}.json"
@@ -521,16 +624,26 @@ class SarHooks(RecipeHooks):
         gen = torch.Generator().manual_seed(0)
         info = task.data.info
         return ExportSpec(
-            module, (torch.rand(2, c, s, s, generator=gen),), dynamic_shapes=({0: torch.export.Dim("chips", min=1,
-                                                                                                  max=4096)},),
+            module,
+            (torch.rand(2, c, s, s, generator=gen),),
+            dynamic_shapes=({0: torch.export.Dim("chips", min=1, max=4096)},),
             parity_inputs=[(torch.rand(3, c, s, s, generator=gen),), (torch.rand(1, c, s, s, generator=gen),)],
-            manifest={"classes": task.data.classes, "channels": c, "size": s, "normalisation": info["normalisation"],
-                      "train_mean": task.data.mean, "train_std": task.data.std, "source": info["source"],
-                      "options": info.get("options", {}), "method": cfg.kd.method,
-                      "model": {"backbone": cfg.model.backbone, "width": cfg.model.width, "dropout": cfg.model.dropout},
-                      "inputs": [f"chips (B, {c}, {s}, {s}) float32 in [0, 1] (prep's normalisation)"],
-                      "outputs": [f"logits (B, {task.num_classes})"]},
-            result_keys=("classes",))
+            manifest={
+                "classes": task.data.classes,
+                "channels": c,
+                "size": s,
+                "normalisation": info["normalisation"],
+                "train_mean": task.data.mean,
+                "train_std": task.data.std,
+                "source": info["source"],
+                "options": info.get("options", {}),
+                "method": cfg.kd.method,
+                "model": {"backbone": cfg.model.backbone, "width": cfg.model.width, "dropout": cfg.model.dropout},
+                "inputs": [f"chips (B, {c}, {s}, {s}) float32 in [0, 1] (prep's normalisation)"],
+                "outputs": [f"logits (B, {task.num_classes})"],
+            },
+            result_keys=("classes",),
+        )
 
     def pipeline(self, p: Pipeline) -> dict:
         """Tiny default: DRRNet-SKD in RUN_DIR and the CE baseline in RUN_DIR/ce, both evaluated on the test
@@ -542,32 +655,55 @@ class SarHooks(RecipeHooks):
             results[name] = p.evaluate(run_dir=rd, extra={})
         exported = p.export(extra={})
         test_row = next(r for r in PreparedSar(p.data).index_rows() if r["split"] == "test")
-        predicted = predict_chips(exported["export_dir"], [test_row["files"][0]],
-                                  gradcam_dir=str(p.run.path / "gradcam"), overwrite=True)
+        predicted = predict_chips(
+            exported["export_dir"], [test_row["files"][0]], gradcam_dir=str(p.run.path / "gradcam"), overwrite=True
+        )
         main = results[systems[0][0]]
-        out = {"task": TASK_NAME, "run_dir": str(p.run.path), "data": p.data, "split": main["split"],
-               **{name: {k: r[k] for k in ("accuracy", "macro_f1", "per_class_accuracy")} for name, r in results.items()},
-               "confusion_png": main["confusion_png"], "export_dir": exported["export_dir"],
-               "parity_max_abs_diff": exported["parity_max_abs_diff"], "prediction": predicted["predictions"][0]}
+        out = {
+            "task": TASK_NAME,
+            "run_dir": str(p.run.path),
+            "data": p.data,
+            "split": main["split"],
+            **{name: {k: r[k] for k in ("accuracy", "macro_f1", "per_class_accuracy")} for name, r in results.items()},
+            "confusion_png": main["confusion_png"],
+            "export_dir": exported["export_dir"],
+            "parity_max_abs_diff": exported["parity_max_abs_diff"],
+            "prediction": predicted["predictions"][0],
+        }
         if not p.opts.baseline:
             out["awa_png"] = str(p.run.plots / "awa_weights.png")
         return out
 
     def report(self, command: str, result: dict) -> Any:
         if command == "run" and "accuracy" not in result:
-            rows = [(name, result[name]["accuracy"], result[name]["macro_f1"]) for name in ("drrnet", "ce") if name in result]
-            return metric_table(f"sar run — {result['split']} split", ("system", "top-1", "macro-F1"), rows,
-                                caption=f"confusion: {result['confusion_png']}")
+            rows = [
+                (name, result[name]["accuracy"], result[name]["macro_f1"])
+                for name in ("drrnet", "ce")
+                if name in result
+            ]
+            return metric_table(
+                f"sar run — {result['split']} split",
+                ("system", "top-1", "macro-F1"),
+                rows,
+                caption=f"confusion: {result['confusion_png']}",
+            )
         if command == "eval":
             rows = [(c, a) for c, a in result["per_class_accuracy"].items()]
             rows += [("top-1", result["accuracy"]), ("macro-F1", result["macro_f1"])]
             if "repeats" in result:
                 rows += [(f"top-1 ({result['repeats']['n']} TTA passes)", result["repeats"]["accuracy"])]
-            return metric_table(f"sar eval: {result['method']} / {result['backbone']} ({result['split']})",
-                                ("class", "accuracy"), rows, caption=f"confusion: {result['confusion_png']}")
+            return metric_table(
+                f"sar eval: {result['method']} / {result['backbone']} ({result['split']})",
+                ("class", "accuracy"),
+                rows,
+                caption=f"confusion: {result['confusion_png']}",
+            )
         if command == "train" and "repeats" in result:
-            return metric_table(f"sar train --repeats {result['repeats']}: {result['method']}", ("metric", "mean ± std"),
-                                [("top-1", result["accuracy"]), ("macro-F1", result["macro_f1"])])
+            return metric_table(
+                f"sar train --repeats {result['repeats']}: {result['method']}",
+                ("metric", "mean ± std"),
+                [("top-1", result["accuracy"]), ("macro-F1", result["macro_f1"])],
+            )
         return None
 
     # -- bench ------------------------------------------------------------------------------------------------------
@@ -629,9 +765,20 @@ def resnet18_throughput(device: torch.device, steps: int = 5, batch: int = 32) -
 
 
 # -- compare: every method x N seeds ----------------------------------------------------------------------------------
-def compare_methods(data: str, run_dir: str, methods: list[str], seeds: int = 3, *, config: str | None = None,
-                    sets: list[str] | None = None, backbone: str | None = None, max_steps: int | None = None,
-                    device: str = "auto", overwrite: bool = False, split: str | None = None) -> dict:
+def compare_methods(
+    data: str,
+    run_dir: str,
+    methods: list[str],
+    seeds: int = 3,
+    *,
+    config: str | None = None,
+    sets: list[str] | None = None,
+    backbone: str | None = None,
+    max_steps: int | None = None,
+    device: str = "auto",
+    overwrite: bool = False,
+    split: str | None = None,
+) -> dict:
     """Every method x N seeds into RUN_DIR/<method>/seed<k> (finished runs reused, unfinished resumed),
     each evaluated; one table of mean ± sample std. TF-KD's ``self`` variant is taught by the CE run of
     the same seed."""
@@ -656,25 +803,47 @@ def compare_methods(data: str, run_dir: str, methods: list[str], seeds: int = 3,
                     raise SkdError("tf-kd with kd.tf_kd.variant=self in compare needs ce among --methods (its teacher)")
                 extra.append(f"kd.tf_kd.teacher={Path(run_dir) / 'ce' / f'seed{s}'}")
             console.print(f"[cyan]compare:[/] {m} seed {s} -> {sub}")
-            opts = StageOptions(command="train", run_dir=str(sub), data=data, config=config, sets=extra, seed=s,
-                                max_steps=max_steps, device=device, overwrite=overwrite)
+            opts = StageOptions(
+                command="train",
+                run_dir=str(sub),
+                data=data,
+                config=config,
+                sets=extra,
+                seed=s,
+                max_steps=max_steps,
+                device=device,
+                overwrite=overwrite,
+            )
             hooks.train_or_reuse(opts)
-            evals.append(eval_stage(hooks, StageOptions(command="eval", run_dir=str(sub), device=device,
-                                                        extra={"split": split})))
-        table[m] = {"accuracy": mean_std([e["accuracy"] for e in evals]),
-                    "macro_f1": mean_std([e["macro_f1"] for e in evals])}
+            evals.append(
+                eval_stage(hooks, StageOptions(command="eval", run_dir=str(sub), device=device, extra={"split": split}))
+            )
+        table[m] = {
+            "accuracy": mean_std([e["accuracy"] for e in evals]),
+            "macro_f1": mean_std([e["macro_f1"] for e in evals]),
+        }
     info = PreparedSar(data).info
-    result = {"task": TASK_NAME, "run_dir": str(run_dir), "data": str(Path(data).resolve()), "seeds": seeds,
-              "split": split or cfg0.eval.split, "backbone": backbone or cfg0.model.backbone,
-              "shots": info.get("shots"), "label_noise": info.get("label_noise", {}).get("rate"),
-              "std": "sample (ddof=1)", "methods": {m: table[m] for m in methods}}
+    result = {
+        "task": TASK_NAME,
+        "run_dir": str(run_dir),
+        "data": str(Path(data).resolve()),
+        "seeds": seeds,
+        "split": split or cfg0.eval.split,
+        "backbone": backbone or cfg0.model.backbone,
+        "shots": info.get("shots"),
+        "label_noise": info.get("label_noise", {}).get("rate"),
+        "std": "sample (ddof=1)",
+        "methods": {m: table[m] for m in methods},
+    }
     atomic_write_json(Path(run_dir) / "compare.json", result)
     return result
 
 
 def compare_report(result: dict) -> Any:
     rows = [(m, r["accuracy"], r["macro_f1"]) for m, r in result["methods"].items()]
-    return metric_table(f"sar compare: {result['backbone']}, {result['seeds']} seed(s), {result['split']} split",
-                        ("method", "top-1", "macro-F1"), rows,
-                        caption=f"shots={result['shots'] or 'all'}, label noise={result['label_noise']}; "
-                                "mean ± sample std over seeds")
+    return metric_table(
+        f"sar compare: {result['backbone']}, {result['seeds']} seed(s), {result['split']} split",
+        ("method", "top-1", "macro-F1"),
+        rows,
+        caption=f"shots={result['shots'] or 'all'}, label noise={result['label_noise']}; mean ± sample std over seeds",
+    )

@@ -31,7 +31,7 @@ def overlapping_order(n: int, seed: int, epoch: int, global_batch: int) -> list[
     order: list[int] = []
     for k in range(first, first + batches):
         for c in (k % chunks, (k + 1) % chunks):
-            order.extend(perm[c * half:(c + 1) * half].tolist())
+            order.extend(perm[c * half : (c + 1) * half].tolist())
     return order
 
 

@@ -37,8 +37,9 @@ class LastIterationLogits(TeacherSignal):
     def lookup(self, idx: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
         cached = self.indices.to(idx.device)
         if cached.numel() == 0:
-            return torch.zeros(len(idx), dtype=torch.bool, device=idx.device), torch.zeros(len(idx), num_classes,
-                                                                                           device=idx.device)
+            return torch.zeros(len(idx), dtype=torch.bool, device=idx.device), torch.zeros(
+                len(idx), num_classes, device=idx.device
+            )
         eq = idx[:, None] == cached[None, :]
         mask = eq.any(dim=1)
         pos = eq.float().argmax(dim=1)

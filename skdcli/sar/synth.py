@@ -126,8 +126,15 @@ def _write_tiff(path: Path, array: np.ndarray) -> None:
     tifffile.imwrite(str(path), array)
 
 
-def write_fusar_like(root: str | Path, per_class: int = 60, *, size: int = 96, seed: int = 0,
-                     classes: tuple[ShipClass, ...] = SHIP_CLASSES, dtypes: tuple[str, ...] = ("uint16",)) -> Path:
+def write_fusar_like(
+    root: str | Path,
+    per_class: int = 60,
+    *,
+    size: int = 96,
+    seed: int = 0,
+    classes: tuple[ShipClass, ...] = SHIP_CLASSES,
+    dtypes: tuple[str, ...] = ("uint16",),
+) -> Path:
     """FUSAR-Ship v1.0 layout: ``Category/Subcategory/Ship_CxxSyyNzzzz.tiff`` + ``meta.csv``.
 
     ``dtypes`` cycles over the chips (uint16, float32, uint8), so one tree exercises every reader path.
@@ -143,18 +150,39 @@ def write_fusar_like(root: str | Path, per_class: int = 60, *, size: int = 96, s
         for n in range(1, per_class + 1):
             chip_id = f"Ship_C{c_idx:02d}S{s_idx:02d}N{n:04d}"
             amp = draw_chip(cls, rng, size)
-            _write_tiff(root / cls.category / cls.subcategory / f"{chip_id}.tiff", _to_dtype(amp, dtypes[k % len(dtypes)]))
+            _write_tiff(
+                root / cls.category / cls.subcategory / f"{chip_id}.tiff", _to_dtype(amp, dtypes[k % len(dtypes)])
+            )
             k += 1
             spacing = rng.uniform(1.1, 1.8)
-            rows.append([chip_id, str(int(rng.integers(100000000, 999999999))), str(int(rng.uniform(*cls.length) * spacing)),
-                         str(int(rng.uniform(*cls.length) * spacing / rng.uniform(*cls.aspect))), "DH",
-                         f"{rng.uniform(20, 50):.2f}", f"{spacing:.6f}", f"{spacing * rng.uniform(0.6, 1.0):.6f}",
-                         f"{cls.category}\\{cls.subcategory}"])
+            rows.append(
+                [
+                    chip_id,
+                    str(int(rng.integers(100000000, 999999999))),
+                    str(int(rng.uniform(*cls.length) * spacing)),
+                    str(int(rng.uniform(*cls.length) * spacing / rng.uniform(*cls.aspect))),
+                    "DH",
+                    f"{rng.uniform(20, 50):.2f}",
+                    f"{spacing:.6f}",
+                    f"{spacing * rng.uniform(0.6, 1.0):.6f}",
+                    f"{cls.category}\\{cls.subcategory}",
+                ]
+            )
     write_fusar_meta(root / "meta.csv", rows)
     return root
 
 
-FUSAR_META_COLUMNS = ["id", "mmsi", "length", "width", "polarMode", "centerLookAngle", "heightspace", "widthspace", "path"]
+FUSAR_META_COLUMNS = [
+    "id",
+    "mmsi",
+    "length",
+    "width",
+    "polarMode",
+    "centerLookAngle",
+    "heightspace",
+    "widthspace",
+    "path",
+]
 
 
 def write_fusar_meta(path: Path, rows: list[list[str]]) -> None:
@@ -168,8 +196,15 @@ def write_fusar_meta(path: Path, rows: list[list[str]]) -> None:
 OPENSARSHIP_CLASSES = (SHIP_CLASSES[0], SHIP_CLASSES[1], SHIP_CLASSES[3])  # the common 3-class subset
 
 
-def write_opensarship_like(root: str | Path, per_class: int = 12, *, size: int = 64, seed: int = 0, scenes: int = 2,
-                           classes: tuple[ShipClass, ...] = OPENSARSHIP_CLASSES) -> Path:
+def write_opensarship_like(
+    root: str | Path,
+    per_class: int = 12,
+    *,
+    size: int = 64,
+    seed: int = 0,
+    scenes: int = 2,
+    classes: tuple[ShipClass, ...] = OPENSARSHIP_CLASSES,
+) -> Path:
     """OpenSARShip-like scene folders: ``<scene>/Patch`` (uint16 amplitude), ``Patch_Uint8`` (8-bit
     display) and ``Patch_Cal`` (float32 calibrated intensity), each chip in VV and VH, named
     ``<Class>_<scene>_<n>_<pol>.tif`` (class = the name's prefix before the first ``_``)."""
@@ -188,8 +223,14 @@ def write_opensarship_like(root: str | Path, per_class: int = 12, *, size: int =
     return root
 
 
-def write_imagefolder_like(root: str | Path, per_class: int = 10, *, size: int = 48, seed: int = 0,
-                           classes: tuple[ShipClass, ...] = SHIP_CLASSES[:3]) -> Path:
+def write_imagefolder_like(
+    root: str | Path,
+    per_class: int = 10,
+    *,
+    size: int = 48,
+    seed: int = 0,
+    classes: tuple[ShipClass, ...] = SHIP_CLASSES[:3],
+) -> Path:
     """``<class>/<n>.png`` 8-bit grayscale chips (any ImageFolder tree)."""
     from PIL import Image
 
