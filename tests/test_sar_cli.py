@@ -279,3 +279,52 @@ def test_bad_training_inputs(sar_data: Path, tmp_path: Path) -> None:
         "not found",
     )
     assert_one_line_error(invoke("sar", "train", "--data", tmp_path, "--run-dir", tmp_path / "d"), "prep.json")
+
+
+@pytest.mark.parametrize(
+    "switches",
+    [
+        ["kd.drrnet.offline=best", "kd.drrnet.online=view", "kd.drrnet.awa.mode=loss"],
+        ["kd.drrnet.online=ema", "kd.drrnet.awa.mode=perf", "kd.drrnet.awa.source=val"],
+        ["kd.drrnet.awa.mode=linear"],
+        ["kd.drrnet.awa.mode=fixed", "kd.drrnet.awa.fixed_on=0.3"],
+    ],
+    ids=["best-view-loss", "ema-val", "linear", "fixed"],
+)
+def test_every_drrnet_reading_is_a_switch_that_trains(switches: list[str], sar_data: Path, tmp_path: Path) -> None:
+    invoke_json(
+        "sar",
+        "train",
+        "--data",
+        sar_data,
+        "--run-dir",
+        tmp_path / "r",
+        "--max-steps",
+        "4",
+        *sets(*SAR_TINY, "train.eval_every=2", *switches),
+    )
+    rows = [json.loads(x) for x in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in rows if r["split"] == "train"]
+    assert all(r["weight/off"] + r["weight/on"] == pytest.approx(1.0) for r in train)
+    if "kd.drrnet.awa.mode=fixed" in switches:
+        assert {round(r["weight/on"], 6) for r in train} == {0.3}
+    if "kd.drrnet.offline=best" in switches:  # the best checkpoint after the step-2 validation teaches steps 3-4
+        assert [r["teacher/offline_ready"] for r in train] == [0.0, 0.0, 1.0, 1.0]
+    if "kd.drrnet.online=view" in switches or "kd.drrnet.online=ema" in switches:
+        assert all(r["loss/kl_online"] > 0 for r in train)
+
+
+def test_drrnet_offline_teacher_from_a_file(sar_data: Path, sar_run: Path, tmp_path: Path) -> None:
+    invoke_json(
+        "sar",
+        "train",
+        "--data",
+        sar_data,
+        "--run-dir",
+        tmp_path / "f",
+        "--max-steps",
+        "2",
+        *sets(*SAR_TINY, "train.eval_every=0", "kd.drrnet.offline=file", f"kd.drrnet.offline_path={sar_run}"),
+    )
+    rows = [json.loads(x) for x in (tmp_path / "f" / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["teacher/offline_ready"] == 1.0 and r["loss/kl_offline"] > 0 for r in rows if r["split"] == "train")
