@@ -64,7 +64,7 @@ class KDConfig:
     # official: huutuongtu/skd-ctc's F.kl_div(reduction="mean"), the mean over all B*T'*V elements,
     # padding frames included, never a T^2 factor. sequence_mean = V x official on unpadded batches.
     reduction: str = "sequence_mean"
-    stop_gradient: bool = True  # detach the teacher posteriors (mandatory per the notes)
+    stop_gradient: bool = True  # detach the teacher posteriors (recipes/asr_ctc/README.md: training without it is harmful)
     mask_blank_frames: bool = False  # drop frames whose teacher argmax is blank (paper: not helpful)
     kd_weight: float = 1.0  # w above; its effect depends on the reduction (x V for sequence_mean)
     alpha: Any = field(default_factory=lambda: {"kind": "clipped_linear_epoch", "t": 0.3})

@@ -36,7 +36,7 @@ def ctc_frame_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     """Frame-level KL(teacher || student) over the vocabulary, on valid (unpadded) frames.
 
     The teacher is the same forward pass at full depth: an engine ``DetachedPrediction`` signal
-    (stop-gradient unless kd.stop_gradient=false, which the notes report as harmful)."""
+    (stop-gradient unless kd.stop_gradient=false, reported as harmful: recipes/asr_ctc/README.md)."""
     teacher = DetachedPrediction(kd.stop_gradient)(teacher_logits)
     if kd.reduction == "official":
         return official_kl_div_mean(student_logits, teacher, kd.temperature)

@@ -58,7 +58,7 @@ class AWAConfig:
 
 @dataclass
 class DRRNetConfig:
-    # L = CE + lambda * tau^2 * [w_off * KL(p_off || p_s) + w_on * KL(p_on || p_s)]   (OURS, notes §4)
+    # L = CE + lambda * tau^2 * [w_off * KL(p_off || p_s) + w_on * KL(p_on || p_s)]   (OURS: recipes/sar/README.md)
     offline: str = "snapshot"  # snapshot (previous generation) | best (best validation checkpoint) | file
     offline_path: str = ""  # offline=file: weights of a trained same-architecture model (or a run dir)
     generation_epochs: int = 8  # offline=snapshot: the teacher is refreshed every N epochs

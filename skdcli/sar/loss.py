@@ -1,4 +1,4 @@
-"""The losses of DRRNet-SKD (OUR reading, notes §4) and of each self-KD baseline (from its own paper and,
+"""The losses of DRRNet-SKD (OUR reading: recipes/sar/README.md) and of each self-KD baseline (from its own paper and,
 where it exists, its official code; recipes/sar/README.md §5 has the provenance of every constant).
 
 Every function returns (loss to backpropagate, named terms to log). Logits are (B, K).
@@ -26,7 +26,7 @@ def drrnet_loss(
     temperature: float,
     weight: float,
 ) -> tuple[Tensor, dict]:
-    """L = CE + lambda T² [w_off KL(p_off || p_s) + w_on KL(p_on || p_s)]   (OURS; notes §4).
+    """L = CE + lambda T² [w_off KL(p_off || p_s) + w_on KL(p_on || p_s)]   (OURS: recipes/sar/README.md).
 
     A teacher that does not exist yet (no previous generation, no last iteration) adds 0.
     ``online_mask`` (B,) marks the rows the online teacher covers (DLB-style: the chips that were

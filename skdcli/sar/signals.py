@@ -3,7 +3,7 @@ and a resumed run continues bit-exactly (their state is plain tensors and floats
 
     LastIterationLogits       the online teacher "from the last iteration" (DLB; DRRNet online=last):
                               each chip's logits from the previous optimizer step, looked up by dataset index
-    AdaptiveWeightAssignment  DRRNet's AWA module (OURS, notes §4): the two reverse-changing weights
+    AdaptiveWeightAssignment  DRRNet's AWA module (OURS: recipes/sar/README.md): the two reverse-changing weights
                               (w_off, w_on), w_off + w_on = 1, from the network's performance
 """
 
