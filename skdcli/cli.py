@@ -18,6 +18,7 @@ RECIPES = [
     "skdcli.nlg_smooth.cli",
     "skdcli.nlp_embed.cli",
     "skdcli.dataset_distill.cli",
+    "skdcli.sar.cli",
     "skdcli.xqa.cli",
 ]
 

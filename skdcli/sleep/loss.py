@@ -1,4 +1,4 @@
-"""The Siamese self-KD objective (form: PROPOSAL of the paper notes §4; the paper's is not public).
+"""The Siamese self-KD objective (form: ours, recipes/sleep/README.md provenance table; the paper's is not public).
 
     skd: L = 1/2 [CE(y, p1) + CE(y, p2)] + w · T² · D(p1_T, p2_T)
     ce:  L = CE(y, p)                                            (the --baseline)

@@ -364,10 +364,7 @@ class SleepHooks(RecipeHooks):
         """Tiny default: synthetic SHHS-like -> train -> eval --cross-dataset on Sleep-EDF-like -> export -> score."""
         eval_data = p.opts.extra.get("eval_data") or make_tiny_datasets(p.run.path / "data")[1]
         trained = p.train(extra={})
-        # eval_stage directly: Pipeline.evaluate passes its own `data` too (a TypeError with data=...)
-        console.print("[cyan]eval --cross-dataset[/]")
-        evaluated = eval_stage(self, p.opts.but(command="eval", data=eval_data, sets=[], run_dir=str(p.run.path),
-                                                extra={"cross_dataset": True}))
+        evaluated = p.evaluate(data=eval_data, extra={"cross_dataset": True})
         exported = p.export()
         first = sorted((Path(eval_data).parent / "raw_sleep_edf").rglob("*-PSG.edf"))
         scored = {}
