@@ -19,6 +19,7 @@ RECIPES = [
     "skdcli.nlp_embed.cli",
     "skdcli.dataset_distill.cli",
     "skdcli.sar.cli",
+    "skdcli.xqa.cli",
 ]
 
 app = typer.Typer(name="skd", help="Self-knowledge-distillation recipes on one shared engine.",
