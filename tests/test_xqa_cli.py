@@ -155,10 +155,10 @@ def test_compare_runs_with_wilcoxon(xqa_data: Path, xqa_run: Path, tmp_path: Pat
     invoke_json(
         "xqa", "train", "--data", xqa_data, "--run-dir", ce, "--baseline", "--max-steps", "6", *sets(*XQA_TRAIN)
     )
-    assert_one_line_error(invoke("xqa", "eval", "--run-dir", xqa_run, "--compare", ce), "no mlqa/test evaluation")
+    assert_one_line_error(invoke("xqa", "eval", "--compare", xqa_run, ce), "no mlqa/test evaluation")
     invoke_json("xqa", "eval", "--run-dir", ce)
     invoke_json("xqa", "eval", "--run-dir", xqa_run)
-    res = invoke_json("xqa", "eval", "--run-dir", xqa_run, "--compare", ce)
+    res = invoke_json("xqa", "eval", "--compare", xqa_run, ce)
     assert res["method_a"] == "skd_map" and res["method_b"] == "ce"
     assert res["gxlt"]["n"] == 4 * 25 and 0.0 <= res["gxlt"]["p_value"] <= 1.0
     assert res["xlt"]["n"] == 4 * 5 and sorted(res["per_language"]) == ["ar", "de", "en", "es", "zh"]

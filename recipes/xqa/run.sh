@@ -127,7 +127,7 @@ if run_stage 4; then
   for line in "${selected[@]}"; do
     read -r sys rd <<< "$line"
     [[ $sys == ce ]] && continue
-    to_file "$RESULTS/test/wilcoxon_${sys}_vs_ce.json" "$SKD" xqa eval --run-dir "$rd" --compare "$ce" --json
+    to_file "$RESULTS/test/wilcoxon_${sys}_vs_ce.json" "$SKD" xqa eval --compare "$rd" "$ce" --json
   done
 fi
 

@@ -85,6 +85,11 @@ class RecipeHooks:
         by default what ``prep --source synthetic`` writes."""
         self.prep("synthetic", None, str(out), overwrite=True)
 
+    def evaluate_recorded(self, opts: StageOptions) -> dict | None:
+        """An eval that needs no model, such as a significance test between runs already evaluated: its
+        result, or None (the default) to load the run and call ``evaluate_run``."""
+        return None
+
     def evaluate_run(self, trained: Trained, opts: StageOptions) -> dict:
         """The eval stage's result (the engine writes it into the run as ``eval_file(opts, result)``)."""
         raise NotImplementedError
@@ -274,6 +279,9 @@ def load_trained(hooks: RecipeHooks, run_dir: str | Path, data: str | None = Non
 
 
 def eval_stage(hooks: RecipeHooks, opts: StageOptions) -> dict:
+    recorded = hooks.evaluate_recorded(opts)
+    if recorded is not None:
+        return recorded
     trained = load_trained(hooks, opts.run_dir, opts.data, resolve_device(opts.device), opts.sets)
     result = hooks.evaluate_run(trained, opts)
     atomic_write_json(trained.run.path / hooks.eval_file(opts, result), result)

@@ -62,7 +62,9 @@ RECIPE = Recipe(
         Flag("--split", "dev | test.", default="test", commands=("eval",)),
         Flag(
             "--compare",
-            "Another evaluated run: Wilcoxon signed-rank test of --run-dir vs it (same --suite/--split).",
+            "RUN_A RUN_B: two evaluated runs, the paper's Wilcoxon signed-rank test on their example-level F1 "
+            "(same --suite/--split; writes RUN_A/compare.json).",
+            tuple[str, str],
             commands=("eval",),
         ),
         Flag(

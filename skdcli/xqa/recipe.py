@@ -283,8 +283,6 @@ class XqaHooks(RecipeHooks):
     def evaluate_run(self, trained: Trained, opts: StageOptions) -> dict:
         suite = opts.extra.get("suite") or "mlqa"
         split = opts.extra.get("split") or "test"
-        if opts.extra.get("compare"):
-            return compare_runs(trained.run.path, opts.extra["compare"], suite, split)
         cfg, task = trained.cfg, trained.task
         device = next(trained.model.parameters()).device
         agg, examples = evaluate_model(trained.model, task.tokenizer, cfg, trained.data_dir, suite, split, device)
@@ -302,8 +300,14 @@ class XqaHooks(RecipeHooks):
             f"{system_name(cfg)}: {suite} {split} F1 (question x context language)",
         )
 
-    def eval_file(self, opts: StageOptions, result: dict) -> str:
-        return "compare.json" if opts.extra.get("compare") else "eval.json"
+    def evaluate_recorded(self, opts: StageOptions) -> dict | None:
+        """`eval --compare RUN_A RUN_B`: the paper's Wilcoxon test from the two runs' recorded evaluations."""
+        if not opts.extra.get("compare"):
+            return None
+        run_a, run_b = opts.extra["compare"]
+        result = compare_runs(run_a, run_b, opts.extra.get("suite") or "mlqa", opts.extra.get("split") or "test")
+        atomic_write_json(Path(run_a) / "compare.json", result)
+        return result
 
     # -- export -------------------------------------------------------------------------------------------
     def export_spec(self, trained: Trained, opts: StageOptions) -> ExportSpec:
