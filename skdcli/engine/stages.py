@@ -85,6 +85,11 @@ class RecipeHooks:
         by default what ``prep --source synthetic`` writes."""
         self.prep("synthetic", None, str(out), overwrite=True)
 
+    def evaluate_recorded(self, opts: StageOptions) -> dict | None:
+        """An eval that needs no model, such as a significance test between runs already evaluated: its
+        result, or None (the default) to load the run and call ``evaluate_run``."""
+        return None
+
     def evaluate_run(self, trained: Trained, opts: StageOptions) -> dict:
         """The eval stage's result (the engine writes it into the run as ``eval_file(opts, result)``)."""
         raise NotImplementedError
@@ -236,7 +241,8 @@ def train_run(hooks: RecipeHooks, opts: StageOptions, show_progress: bool = True
             run.write_config(config_to_yaml(cfg))
             if not opts.resume or not run.provenance.is_file():
                 run.write_provenance(cfg.train.seed, task.data_fingerprint(),
-                                     {"task": hooks.name, "data_dir": str(Path(data).resolve()), "device": str(dev)})
+                                     {**task.provenance(), "task": hooks.name, "data_dir": str(Path(data).resolve()),
+                                      "device": str(dev)})
         barrier()
         trainer = Trainer(task, cfg.train, run, dev, dist_info, show_progress=show_progress)
         result = trainer.fit(resume=opts.resume).to_dict()
@@ -273,6 +279,9 @@ def load_trained(hooks: RecipeHooks, run_dir: str | Path, data: str | None = Non
 
 
 def eval_stage(hooks: RecipeHooks, opts: StageOptions) -> dict:
+    recorded = hooks.evaluate_recorded(opts)
+    if recorded is not None:
+        return recorded
     trained = load_trained(hooks, opts.run_dir, opts.data, resolve_device(opts.device), opts.sets)
     result = hooks.evaluate_run(trained, opts)
     atomic_write_json(trained.run.path / hooks.eval_file(opts, result), result)
@@ -304,18 +313,20 @@ class Pipeline:
 
     def train(self, run_dir: str | Path | None = None, **changes: Any) -> dict:
         console.print(f"[cyan]train[/] {run_dir or ''}")
-        return train_stage(self.hooks, self.opts.but(command="train", data=self.data,
-                                                     run_dir=str(run_dir or self.opts.run_dir), **changes))
+        return train_stage(self.hooks, self._options("train", run_dir, {"data": self.data}, changes))
 
     def evaluate(self, run_dir: str | Path | None = None, **changes: Any) -> dict:
         console.print(f"[cyan]eval[/] {run_dir or ''}")
-        return eval_stage(self.hooks, self.opts.but(command="eval", data=self.data, sets=[],
-                                                    run_dir=str(run_dir or self.opts.run_dir), **changes))
+        return eval_stage(self.hooks, self._options("eval", run_dir, {"data": self.data, "sets": []}, changes))
 
     def export(self, run_dir: str | Path | None = None, **changes: Any) -> dict:
         console.print("[cyan]export[/]")
-        return export_stage(self.hooks, self.opts.but(command="export", sets=[], out=None, overwrite=True,
-                                                      run_dir=str(run_dir or self.opts.run_dir), **changes))
+        return export_stage(self.hooks, self._options("export", run_dir, {"sets": [], "out": None, "overwrite": True},
+                                                      changes))
+
+    def _options(self, command: str, run_dir: str | Path | None, defaults: dict, changes: dict) -> StageOptions:
+        """The run command's options, as the stage ``command`` on ``run_dir``: ``defaults`` then ``changes``."""
+        return self.opts.but(command=command, run_dir=str(run_dir or self.opts.run_dir), **{**defaults, **changes})
 
 
 def pipeline_stage(hooks: RecipeHooks, opts: StageOptions) -> dict:
