@@ -30,7 +30,8 @@ RECIPE = Recipe(
         Flag("--baselines/--no-baselines", "Also train CE and uniform LS (RUN_DIR/compare/).", bool, True,
              commands=("run",)),
         Flag("--compare/--no-compare", "Train every comparison system side by side (CE, LS, LS-unigram, confidence "
-             "penalty, TF-KD, PS-KD, ALS-SK in both smoothing directions) over --seeds.", bool, False,
+             "penalty, TF-KD, PS-KD, ALS-SK in both smoothing directions) over --seeds (with --no-baselines: "
+             "ALS-SK alone over the seeds).", bool, False,
              commands=("run",)),
         Flag("--seeds", "Seeds of every system, e.g. 0,1,2 (default: 0,1,2 with --compare, else --seed).",
              commands=("run",)),

@@ -248,10 +248,11 @@ class NlgSmoothHooks(RecipeHooks):
 
     def pipeline(self, p: Pipeline) -> dict:
         """Toy pair -> train ALS-SK and its baselines (CE, uniform LS; with --compare every comparison system,
-        over --seeds, default 0,1,2) -> eval each on test -> export the ALS-SK run (RUN_DIR)."""
+        over --seeds, default 0,1,2; --no-baselines: ALS-SK alone) -> eval each on test -> export the ALS-SK
+        run (RUN_DIR)."""
         extra = p.opts.extra
         main = "ce" if p.opts.baseline else "als_sk"
-        others = COMPARE if extra.get("compare") else (BASELINES if extra.get("baselines", True) else {})
+        others = (COMPARE if extra.get("compare") else BASELINES) if extra.get("baselines", True) else {}
         systems = {main: [], **{name: sets for name, sets in others.items() if name != main}}
         default = COMPARE_SEEDS if extra.get("compare") else [p.opts.seed]
         seeds = parse_seeds(extra.get("seeds"), default)

@@ -25,7 +25,8 @@ RECIPE = Recipe(
         Flag("--split", "test | valid | train.", default="test", commands=("eval",)),
         Flag("--baselines/--no-baselines", "Also train plain CE, uniform LS and the noise and random controls "
              "(NMT: CE, noise, random) under RUN_DIR/compare/.", bool, True, commands=("run",)),
-        Flag("--compare/--no-compare", "Every system side by side over --seeds (default 0,1,2).", bool, False,
+        Flag("--compare/--no-compare", "Every system side by side over --seeds (default 0,1,2; with --no-baselines: "
+             "SKD alone over the seeds).", bool, False,
              commands=("run",)),
         Flag("--seeds", "Seeds of every system, e.g. 0,1,2 (default: 0,1,2 with --compare, else --seed).",
              commands=("run",)),

@@ -338,7 +338,7 @@ class NlpEmbedHooks(RecipeHooks):
         extra = p.opts.extra
         nmt = dataset_mode(p.data) == "nmt"
         main = "ce" if p.opts.baseline else "skd"
-        others = (NMT_BASELINES if nmt else BASELINES) if extra.get("baselines", True) or extra.get("compare") else {}
+        others = (NMT_BASELINES if nmt else BASELINES) if extra.get("baselines", True) else {}
         systems = {main: [], **{name: sets for name, sets in others.items() if name != main}}
         seeds = parse_seeds(extra.get("seeds"), COMPARE_SEEDS if extra.get("compare") else [p.opts.seed])
         headline = NMT_HEADLINE if nmt else HEADLINE
