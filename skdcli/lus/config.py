@@ -162,6 +162,9 @@ class FeatureConfig:
     crop_scale: list[float] = field(default_factory=lambda: [0.4, 1.0])  # official video: centre crop ratio in [0.4, 1]
     cache_dir: str = ""  # "" = DATA/feature_cache
     batch_size: int = 256
+    # standardise features with the training fold's mean / std before the trained heads (linear probe, video
+    # aggregator), as MAE's linear probing does (ours; the official heads take raw features). KNN stays raw.
+    standardize: bool = True
 
 
 @dataclass

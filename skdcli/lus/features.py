@@ -106,7 +106,7 @@ def compute_features(vit: VisionTransformer, frames: np.ndarray, groups: list[tu
         chunks: list[torch.Tensor] = []
         done = pending = 0
         for i, (start, n) in enumerate(groups):
-            x = torch.from_numpy(np.ascontiguousarray(frames[start:start + n])).to(device)
+            x = torch.from_numpy(np.array(frames[start:start + n])).to(device)
             chunks.append(clean_view(x, aug, size) if v == 0 else clip_view(x, aug, size, crop_scale, gen))
             pending += n
             if pending >= batch_size or i == len(groups) - 1:

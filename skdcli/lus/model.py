@@ -262,11 +262,30 @@ class MeanPooling(nn.Module):
         return F.normalize(x, dim=-1).mean(1), x.new_full((b, t), 1.0 / t)
 
 
+class Standardize(nn.Module):
+    """(x - mean) / std with fixed statistics of the training fold's features (MAE-style linear probing:
+    a normalisation without affine parameters before the head). Identity until ``set`` is called."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
+
+    @torch.no_grad()
+    def set(self, feats: Tensor) -> None:
+        self.mean.copy_(feats.mean(0))
+        self.std.copy_(feats.std(0).clamp_min(1e-6))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (x - self.mean) / self.std
+
+
 class VideoHead(nn.Module):
-    """Frame features (B, T, D) -> (logits (B, 3), beta (B, T)): aggregator + dropout + linear classifier."""
+    """Frame features (B, T, D) -> (logits (B, 3), beta (B, T)): [standardise] + aggregator + dropout + linear."""
 
     def __init__(self, dim: int, cfg: VideoConfig):
         super().__init__()
+        self.norm = Standardize(dim)
         self.aggregator_name = cfg.aggregator
         if cfg.aggregator == "mean":
             self.pool: nn.Module = MeanPooling()
@@ -278,7 +297,7 @@ class VideoHead(nn.Module):
         self.classifier = nn.Linear(out, NUM_CLASSES)
 
     def forward(self, feats: Tensor) -> tuple[Tensor, Tensor]:
-        v, beta = self.pool(feats)
+        v, beta = self.pool(self.norm(feats))
         return self.classifier(self.dropout(v)), beta
 
 
@@ -287,10 +306,11 @@ class FrameHead(nn.Module):
 
     def __init__(self, dim: int):
         super().__init__()
+        self.norm = Standardize(dim)
         self.classifier = nn.Linear(dim, NUM_CLASSES)
 
     def forward(self, feats: Tensor) -> Tensor:
-        return self.classifier(feats)
+        return self.classifier(self.norm(feats))
 
 
 class FineTuneModel(nn.Module):

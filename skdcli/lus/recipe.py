@@ -234,7 +234,10 @@ class FrameTask(_FoldTask):
     def build_model(self) -> nn.Module:
         if self.finetune:
             return FineTuneModel(copy.deepcopy(self.backbone.model).requires_grad_(True).train())
-        return FrameHead(self.backbone.model.embed_dim)
+        head = FrameHead(self.backbone.model.embed_dim)
+        if self.cfg.features.standardize:
+            head.norm.set(self.features.labelled[0, self.train_ids])
+        return head
 
     def train_dataset(self) -> Dataset:
         return IndexDataset(self.train_ids)
@@ -313,21 +316,31 @@ class VideoTask(_FoldTask):
     def class_means(self) -> torch.Tensor:
         """Centroid init: class means of the L2-normalised clean features of the training clips' frames (the
         official intent, commented out in its code); classes absent from the fold fall back to torch.rand."""
-        feats = F.normalize(self.features.clips[0], dim=-1)
+        feats = self.features.clips[0]
+        if self.cfg.features.standardize:  # the centroids live where the aggregator sees the features
+            train = feats[self.train_frames()]
+            feats = (feats - train.mean(0)) / train.std(0).clamp_min(1e-6)
+        feats = F.normalize(feats, dim=-1)
         rows = torch.rand(self.cfg.video.num_clusters, feats.shape[1])
         for c in range(min(NUM_CLASSES, self.cfg.video.num_clusters)):
-            idx = [j for i in self.train_ids if self.labels[i] == c
-                   for j in range(self.offsets[i], self.offsets[i] + self.lengths[i])]
+            idx = self.train_frames(c)
             if idx:
                 rows[c] = feats[idx].mean(0)
         return rows
 
     def build_model(self) -> VideoHead:
         head = VideoHead(self.backbone.model.embed_dim, self.cfg.video)
+        if self.cfg.features.standardize:
+            head.norm.set(self.features.clips[0, self.train_frames()])
         if self.cfg.video.aggregator != "mean":
             init = self.class_means() if self.cfg.video.centroid_init == "class_means" else None
             head.pool.init_assignment(init)
         return head
+
+    def train_frames(self, label: int | None = None) -> list[int]:
+        """Frame rows (in the feature cache) of the training clips (of one class)."""
+        return [j for i in self.train_ids if label is None or self.labels[i] == label
+                for j in range(self.offsets[i], self.offsets[i] + self.lengths[i])]
 
     def train_dataset(self) -> Dataset:
         return IndexDataset(self.train_ids)
