@@ -43,7 +43,7 @@ def _upsample(a: np.ndarray, size: int) -> np.ndarray:
 
 
 def plot_attention_overlay(path: Path, frames: np.ndarray, attn: np.ndarray, top: np.ndarray, beta: np.ndarray,
-                           title: str) -> None:
+                           title: str, frame_idx: np.ndarray | None = None) -> None:
     """For each chosen frame: the frame, and the [CLS]->patch attention of the last block (mean over heads,
     normalised to [0, 1]) overlaid as a heat map."""
     n = len(top)
@@ -55,7 +55,8 @@ def plot_attention_overlay(path: Path, frames: np.ndarray, attn: np.ndarray, top
         a = (a - a.min()) / max(float(a.max() - a.min()), 1e-8)
         heat = _upsample(a, frame.shape[0])
         axes[0, col].imshow(frame, cmap="gray", vmin=0, vmax=1)
-        axes[0, col].set_title(f"frame {t}: beta {beta[t]:.3f}", fontsize=8)
+        shown = int(frame_idx[t]) if frame_idx is not None else int(t)
+        axes[0, col].set_title(f"frame {shown}: beta {beta[t]:.3f}", fontsize=8)
         axes[1, col].imshow(frame, cmap="gray", vmin=0, vmax=1)
         axes[1, col].imshow(heat, cmap="jet", alpha=0.45, vmin=0, vmax=1)
         axes[1, col].set_title("last-layer [CLS] attention", fontsize=8)

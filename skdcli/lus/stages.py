@@ -207,7 +207,7 @@ def score_stage(model: str, videos: list[str], out: str, top_frames: int = 3, ov
         plot_frame_weights(targets[0], beta, idx, CLASS_NAMES[pred], probs, CLASS_NAMES, path.name,
                            uniform=manifest.get("method") != "dual_vlad")
         top = np.argsort(-beta, kind="stable")[:top_frames]
-        plot_attention_overlay(targets[1], frames[idx], attn, top, beta, path.name)
+        plot_attention_overlay(targets[1], frames[idx], attn, top, beta, path.name, idx)
         result = {"video": str(path), "severity": CLASS_NAMES[pred], "class": pred,
                   "probabilities": {c: round(float(p), 4) for c, p in zip(CLASS_NAMES, probs)},
                   "frames_decoded": decoded, "frames_after_fps": len(frames), "source_fps": src_fps,
