@@ -41,12 +41,26 @@ class HookTask(Task):
 
 def test_hook_called_once_per_step_with_grads(tmp_path):
     task = HookTask()
-    cfg = TrainConfig(max_steps=4, batch_size=4, grad_accum=2, lr=0.1, weight_decay=0.0, warmup_steps=0, eval_every=0,
-                      checkpoint_every=0, log_every=1, group_by_length=False, grad_clip=0.0)
+    cfg = TrainConfig(
+        max_steps=4,
+        batch_size=4,
+        grad_accum=2,
+        lr=0.1,
+        weight_decay=0.0,
+        warmup_steps=0,
+        eval_every=0,
+        checkpoint_every=0,
+        log_every=1,
+        group_by_length=False,
+        grad_clip=0.0,
+    )
     trainer = Trainer(task, cfg, RunDir(tmp_path), torch.device("cpu"), show_progress=False)
     seen = []
-    trainer.fit(on_step=lambda step: seen.append(
-        (step, trainer.model[1].weight.detach().clone(), trainer.optimizer.param_groups[0]["weight_decay"])))
+    trainer.fit(
+        on_step=lambda step: seen.append(
+            (step, trainer.model[1].weight.detach().clone(), trainer.optimizer.param_groups[0]["weight_decay"])
+        )
+    )
     assert [c[0] for c in task.calls] == [0, 1, 2, 3]  # once per optimizer step (grad_accum=2 micro-batches)
     assert all(c[1] for c in task.calls)  # gradients complete when the hook runs
     assert [round(w, 6) for _, _, w in seen] == [0.1, 0.2, 0.3, 0.4]  # the scheduled decay reached the optimizer

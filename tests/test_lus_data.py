@@ -13,7 +13,14 @@ import pytest
 from PIL import Image
 
 from skdcli.engine.errors import SkdError
-from skdcli.lus.data import PreparedLus, assign_folds, decode_video, prepare_dataset, read_npy_clip, sample_frame_indices
+from skdcli.lus.data import (
+    PreparedLus,
+    assign_folds,
+    decode_video,
+    prepare_dataset,
+    read_npy_clip,
+    sample_frame_indices,
+)
 from skdcli.lus.synth import write_medivlad_like, write_video_folder
 
 FIXTURES = Path(__file__).parent / "fixtures" / "lus"
@@ -94,7 +101,10 @@ def test_bad_inputs(tmp_path: Path):
         s.pix_fmt = "yuv420p"
         c.start_encoding()
     info = prepare_dataset("videos", raw, tmp_path / "p", size=32)
-    reasons = {Path(s["file"]).name: s["reason"] for s in map(json.loads, (tmp_path / "p" / "skipped.jsonl").read_text().splitlines())}
+    reasons = {
+        Path(s["file"]).name: s["reason"]
+        for s in map(json.loads, (tmp_path / "p" / "skipped.jsonl").read_text().splitlines())
+    }
     assert set(reasons) == {"corrupt.mp4", "empty.avi"} and info["clips"] == 2
     assert reasons["empty.avi"] == "no frames" and reasons["corrupt.mp4"].startswith("cannot decode")
 
@@ -131,7 +141,9 @@ def test_medivlad_layout_and_folds(tmp_path: Path):
     for r in data.labelled:
         assert (r["name"] in train1) == (r["fold"] == 1)
         assert r["label"] == [0, 1, 1, 2][int(r["name"].rsplit("_", 1)[1])]
-    assert not {c["patient"] for c in data.clips if c["fold"] == 1} & {c["patient"] for c in data.clips if c["fold"] == 2}
+    assert not {c["patient"] for c in data.clips if c["fold"] == 1} & {
+        c["patient"] for c in data.clips if c["fold"] == 2
+    }
     # clip frames equal the .npy content (already at the target size)
     first = data.clips[0]
     raw = np.load(root / "data" / "15_frames_processed" / f"{first['name']}.npy")
@@ -151,6 +163,8 @@ def test_npy_float_and_short_clip_sampling(tmp_path: Path):
 def test_assign_folds_balances_and_is_disjoint():
     patients = {f"p{i}": [i % 3] * (1 + i % 2) for i in range(12)}
     folds = assign_folds(patients, seed=0)
-    per_fold = {f: np.bincount([l for p, ls in patients.items() if folds[p] == f for l in ls], minlength=3) for f in (1, 2)}
+    per_fold = {
+        f: np.bincount([l for p, ls in patients.items() if folds[p] == f for l in ls], minlength=3) for f in (1, 2)
+    }
     assert np.abs(per_fold[1] - per_fold[2]).max() <= 2
     assert assign_folds(patients, seed=0) == folds  # deterministic

@@ -25,9 +25,19 @@ from skdcli.lus.model import VisionTransformer
 from skdcli.lus.recipe import DinoTask, VideoTask
 
 REPO = Path(__file__).resolve().parent.parent
-TINY_DINO = ["model.embed_dim=24", "model.depth=1", "model.num_heads=2", "dino.out_dim=32", "dino.hidden_dim=32",
-             "dino.bottleneck_dim=16", "aug.local_crops_number=2", "train.batch_size=8", "dino.epoch_steps=3",
-             "train.log_every=1", "train.warmup_steps=2"]
+TINY_DINO = [
+    "model.embed_dim=24",
+    "model.depth=1",
+    "model.num_heads=2",
+    "dino.out_dim=32",
+    "dino.hidden_dim=32",
+    "dino.bottleneck_dim=16",
+    "aug.local_crops_number=2",
+    "train.batch_size=8",
+    "dino.epoch_steps=3",
+    "train.log_every=1",
+    "train.warmup_steps=2",
+]
 
 
 @pytest.fixture(scope="session")
@@ -45,14 +55,21 @@ def _cfg(cls, sets):
 
 
 def test_dino_step_mechanics(lus_small_data):
-    cfg = _cfg(PretrainConfig, TINY_DINO + ["model.img_size=16", "aug.local_size=8", "model.patch_size=4",
-                                            "dino.momentum_teacher=0.9"])
+    cfg = _cfg(
+        PretrainConfig,
+        TINY_DINO + ["model.img_size=16", "aug.local_size=8", "model.patch_size=4", "dino.momentum_teacher=0.9"],
+    )
     task = DinoTask(cfg, lus_small_data)
     torch.manual_seed(0)
     model = task.build_model()
-    opt = torch.optim.AdamW([{"params": [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]},
-                             {"params": [p for p in model.parameters() if p.requires_grad and p.ndim < 2],
-                              "weight_decay": 0.0}], lr=1e-2, weight_decay=0.1)
+    opt = torch.optim.AdamW(
+        [
+            {"params": [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]},
+            {"params": [p for p in model.parameters() if p.requires_grad and p.ndim < 2], "weight_decay": 0.0},
+        ],
+        lr=1e-2,
+        weight_decay=0.1,
+    )
     order = task.epoch_order(task.train_dataset(), 0, 1, 8)
     assert len(order) == len(task.train_set) // 8 * 8 and len(set(order)) > 8
     last_layer0 = model.head.last_layer.weight_v.detach().clone()
@@ -60,7 +77,7 @@ def test_dino_step_mechanics(lus_small_data):
         progress = Progress(step, 20, 1, 1)
         teachers = task.teachers()
         teacher_before = {k: v.clone() for k, v in teachers["ema"].model.state_dict().items()}
-        loss, logs = task.compute_loss(model, task.collate(order[step * 8:(step + 1) * 8]), progress)
+        loss, logs = task.compute_loss(model, task.collate(order[step * 8 : (step + 1) * 8]), progress)
         opt.zero_grad()
         loss.backward()
         task.before_optimizer_step(model, opt, progress)
@@ -75,13 +92,26 @@ def test_dino_step_mechanics(lus_small_data):
         student = model.state_dict()
         for k, v in teachers["ema"].model.state_dict().items():  # theta_t <- d theta_t + (1 - d) theta_s
             assert torch.allclose(v, d * teacher_before[k] + (1 - d) * student[k], atol=1e-6)
-        assert logs["weight/teacher_temp"] == pytest.approx(0.04 if step < 3 else 0.06)  # linspace(0.04, 0.06, 2) per epoch
+        assert logs["weight/teacher_temp"] == pytest.approx(
+            0.04 if step < 3 else 0.06
+        )  # linspace(0.04, 0.06, 2) per epoch
     assert teachers["center"].center.abs().sum() > 0
 
 
 def test_video_training_never_reruns_the_vit(lus_small_data, monkeypatch, tmp_path):
-    cfg = _cfg(LusConfig, ["model.img_size=16", "model.patch_size=4", "model.embed_dim=16", "model.depth=1",
-                           "model.num_heads=2", "video.seq_len=4", "train.max_steps=3", "train.batch_size=4"])
+    cfg = _cfg(
+        LusConfig,
+        [
+            "model.img_size=16",
+            "model.patch_size=4",
+            "model.embed_dim=16",
+            "model.depth=1",
+            "model.num_heads=2",
+            "video.seq_len=4",
+            "train.max_steps=3",
+            "train.batch_size=4",
+        ],
+    )
     first = VideoTask(cfg, lus_small_data)
     assert not first.features.from_cache and first.features.cache_file.is_file()
 
@@ -116,8 +146,19 @@ fn(data, run_dir, sets=None if resume else sets, resume=resume, device="cpu", sh
 
 def _run(cls: str, delay: float, kind: str, data: Path, run_dir: Path, resume: bool, sets: list[str], wait=True):
     import json
-    args = [sys.executable, "-c", SLOW_STAGE, cls, str(delay), kind, str(data), str(run_dir), "1" if resume else "0",
-            json.dumps(sets)]
+
+    args = [
+        sys.executable,
+        "-c",
+        SLOW_STAGE,
+        cls,
+        str(delay),
+        kind,
+        str(data),
+        str(run_dir),
+        "1" if resume else "0",
+        json.dumps(sets),
+    ]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     if wait:
         done = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
@@ -148,12 +189,27 @@ def _final_state(run_dir: Path, steps: int):
 def test_kill9_then_resume_is_bit_exact(kind, lus_small_data, tmp_path):
     if kind == "pretrain":
         cls, steps = "DinoTask", 8
-        sets = TINY_DINO + ["model.img_size=16", "aug.local_size=8", "model.patch_size=4", f"train.max_steps={steps}",
-                            "train.keep_checkpoints=20", "dino.center_mode=per_position"]
+        sets = TINY_DINO + [
+            "model.img_size=16",
+            "aug.local_size=8",
+            "model.patch_size=4",
+            f"train.max_steps={steps}",
+            "train.keep_checkpoints=20",
+            "dino.center_mode=per_position",
+        ]
     else:
         cls, steps = "VideoTask", 8
-        sets = ["model.img_size=16", "model.patch_size=4", "model.embed_dim=16", "model.depth=1", "model.num_heads=2",
-                "video.seq_len=4", f"train.max_steps={steps}", "train.batch_size=4", "train.keep_checkpoints=20"]
+        sets = [
+            "model.img_size=16",
+            "model.patch_size=4",
+            "model.embed_dim=16",
+            "model.depth=1",
+            "model.num_heads=2",
+            "video.seq_len=4",
+            f"train.max_steps={steps}",
+            "train.batch_size=4",
+            "train.keep_checkpoints=20",
+        ]
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     _run(cls, 0.0, kind, lus_small_data, straight, False, sets)
     proc = _run(cls, 0.15, kind, lus_small_data, killed, False, sets, wait=False)
@@ -169,6 +225,13 @@ def test_kill9_then_resume_is_bit_exact(kind, lus_small_data, tmp_path):
         assert torch.equal(s1["teachers"]["center"]["center"], s2["teachers"]["center"]["center"])
         assert s1["optimizer"]["param_groups"][0]["weight_decay"] == s2["optimizer"]["param_groups"][0]["weight_decay"]
     import json
-    losses = [[(r["step"], r["loss"]) for r in map(json.loads, (d / "metrics.jsonl").read_text().splitlines())
-               if r["split"] == "train"] for d in (straight, killed)]
+
+    losses = [
+        [
+            (r["step"], r["loss"])
+            for r in map(json.loads, (d / "metrics.jsonl").read_text().splitlines())
+            if r["split"] == "train"
+        ]
+        for d in (straight, killed)
+    ]
     assert losses[0] == losses[1]

@@ -12,8 +12,16 @@ import torch.nn.functional as F
 from skdcli.lus.augment import gaussian_kernels, resized_crop, sample_crop_boxes, solarize
 from skdcli.lus.config import SCORE_TO_CLASS, DinoConfig, VideoConfig
 from skdcli.lus.data import sample_frame_indices
-from skdcli.lus.loss import (DinoCentre, clip_per_parameter, cosine_value, dino_loss, knn_scores, teacher_momentum,
-                             teacher_temperature, weight_decay_at)
+from skdcli.lus.loss import (
+    DinoCentre,
+    clip_per_parameter,
+    cosine_value,
+    dino_loss,
+    knn_scores,
+    teacher_momentum,
+    teacher_temperature,
+    weight_decay_at,
+)
 from skdcli.lus.metrics import classification_metrics
 from skdcli.lus.model import MeanPooling, VladPooling
 
@@ -65,9 +73,17 @@ def test_centre_update_all_and_per_position_quirk():
 
 
 def test_schedules():
-    d = DinoConfig(epoch_steps=10, warmup_teacher_temp_epochs=3, warmup_teacher_temp=0.04, teacher_temp=0.06,
-                   momentum_teacher=0.998, weight_decay_end=0.5)
-    assert [teacher_temperature(d, s) for s in (0, 9, 10, 19, 20, 500)] == pytest.approx([0.04, 0.04, 0.05, 0.05, 0.06, 0.06])
+    d = DinoConfig(
+        epoch_steps=10,
+        warmup_teacher_temp_epochs=3,
+        warmup_teacher_temp=0.04,
+        teacher_temp=0.06,
+        momentum_teacher=0.998,
+        weight_decay_end=0.5,
+    )
+    assert [teacher_temperature(d, s) for s in (0, 9, 10, 19, 20, 500)] == pytest.approx(
+        [0.04, 0.04, 0.05, 0.05, 0.06, 0.06]
+    )
     assert teacher_momentum(d, 0, 100) == pytest.approx(0.998)
     assert teacher_momentum(d, 50, 100) == pytest.approx(0.999)
     assert teacher_momentum(d, 100, 100) == pytest.approx(1.0)
@@ -146,8 +162,13 @@ def test_dual_vlad_frame_attention():
     r = (a.unsqueeze(-1) * (xn.unsqueeze(1) - pool.centroids)).reshape(5, 12)
     scores = pool.att_score(torch.tanh(pool.att_hidden(r))).squeeze(-1)
     assert torch.allclose(beta[0], (scores / 1.2).softmax(0), atol=1e-6)
-    hand = _vlad_by_hand(x[0].numpy(), pool.centroids.detach().numpy(), pool.assign.weight.detach().numpy(),
-                         pool.assign.bias.detach().numpy(), beta[0].detach().numpy())
+    hand = _vlad_by_hand(
+        x[0].numpy(),
+        pool.centroids.detach().numpy(),
+        pool.assign.weight.detach().numpy(),
+        pool.assign.bias.detach().numpy(),
+        beta[0].detach().numpy(),
+    )
     assert np.allclose(out[0].detach().numpy(), hand, atol=1e-5)
 
 

@@ -33,9 +33,15 @@ def _rand(n: int, gen: torch.Generator | None, device: torch.device) -> Tensor:
     return torch.rand(n, generator=gen, device="cpu").to(device) if gen is not None else torch.rand(n, device=device)
 
 
-def sample_crop_boxes(n: int, height: int, width: int, scale: tuple[float, float],
-                      ratio: tuple[float, float] = (3 / 4, 4 / 3), gen: torch.Generator | None = None,
-                      attempts: int = 10) -> Tensor:
+def sample_crop_boxes(
+    n: int,
+    height: int,
+    width: int,
+    scale: tuple[float, float],
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    gen: torch.Generator | None = None,
+    attempts: int = 10,
+) -> Tensor:
     """(n, 4) boxes (top, left, h, w) in pixels, torchvision RandomResizedCrop.get_params, vectorised."""
     area = height * width
     u = torch.rand(n, attempts, 4, generator=gen)
@@ -86,8 +92,14 @@ def resized_crop(x: Tensor, boxes: Tensor, size: int, flip: Tensor | None = None
     return out.clamp_(0, 1) if mode == "bicubic" else out
 
 
-def color_jitter(x: Tensor, brightness: float, contrast: float, prob: float,
-                 gen: torch.Generator | None = None, factors: tuple[Tensor, Tensor, Tensor] | None = None) -> Tensor:
+def color_jitter(
+    x: Tensor,
+    brightness: float,
+    contrast: float,
+    prob: float,
+    gen: torch.Generator | None = None,
+    factors: tuple[Tensor, Tensor, Tensor] | None = None,
+) -> Tensor:
     """Brightness and contrast jitter in a random order per sample, applied with probability ``prob``.
     ``factors`` = (b, c, contrast_first) per sample overrides the draws (a clip's frames share them)."""
     n = x.shape[0]
@@ -120,8 +132,9 @@ def gaussian_kernels(sigma: Tensor, kernel_size: int) -> Tensor:
     return pdf / pdf.sum(1, keepdim=True)
 
 
-def gaussian_blur(x: Tensor, prob: float, kernel_size: int, sigma_range: tuple[float, float],
-                  gen: torch.Generator | None = None) -> Tensor:
+def gaussian_blur(
+    x: Tensor, prob: float, kernel_size: int, sigma_range: tuple[float, float], gen: torch.Generator | None = None
+) -> Tensor:
     """Blur each sample with probability ``prob`` (sigma ~ U(sigma_range)); one grouped conv for all."""
     n, ch, height, width = x.shape
     u = torch.rand(n, 2, generator=gen).to(x.device) if gen is not None else torch.rand(n, 2, device=x.device)
@@ -183,8 +196,9 @@ def multi_crop(frames: Tensor, aug: AugConfig, global_size: int) -> tuple[Tensor
     g2 = pipeline(x, global_size, aug.global_crops_scale, aug.blur_prob_global, aug.solarize_prob)
     locals_ = None
     if aug.local_crops_number:
-        locals_ = pipeline(x.repeat(aug.local_crops_number, 1, 1, 1), aug.local_size, aug.local_crops_scale,
-                           aug.blur_prob_local)
+        locals_ = pipeline(
+            x.repeat(aug.local_crops_number, 1, 1, 1), aug.local_size, aug.local_crops_scale, aug.blur_prob_local
+        )
     return torch.cat([g1, g2]), locals_
 
 
@@ -204,8 +218,9 @@ def clean_view(frames: Tensor, aug: AugConfig, size: int) -> Tensor:
     return normalize(x, aug)
 
 
-def clip_view(frames: Tensor, aug: AugConfig, size: int, crop_scale: tuple[float, float],
-              gen: torch.Generator) -> Tensor:
+def clip_view(
+    frames: Tensor, aug: AugConfig, size: int, crop_scale: tuple[float, float], gen: torch.Generator
+) -> Tensor:
     """One augmented view of a whole clip (T, H, W), the same draw for every frame (official video
     training: hflip 0.5, ColorJiggle(brightness 0.4, contrast 0.4) per video, a centre crop of
     ratio ~ U(crop_scale) with p = 0.5)."""

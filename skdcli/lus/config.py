@@ -100,9 +100,22 @@ class PretrainDataConfig:
 def _pretrain_train() -> TrainConfig:
     # official: AdamW, lr 5e-4 * B / 256 (B = 32 -> 6.25e-5) cosine to 1e-6 after a 10-epoch warm-up,
     # wd 0.1 -> 0.5, 100 epochs x 100 iterations. Tiny: a higher lr for a short run.
-    return TrainConfig(max_steps=120, batch_size=24, lr=2e-3, weight_decay=0.1, betas=[0.9, 0.999],
-                       warmup_steps=20, min_lr_ratio=0.01, grad_clip=0.0, eval_every=0, checkpoint_every=40,
-                       log_every=5, group_by_length=False, best_metric="knn_acc", best_mode="max")
+    return TrainConfig(
+        max_steps=120,
+        batch_size=24,
+        lr=2e-3,
+        weight_decay=0.1,
+        betas=[0.9, 0.999],
+        warmup_steps=20,
+        min_lr_ratio=0.01,
+        grad_clip=0.0,
+        eval_every=0,
+        checkpoint_every=40,
+        log_every=5,
+        group_by_length=False,
+        best_metric="knn_acc",
+        best_mode="max",
+    )
 
 
 @dataclass
@@ -120,13 +133,18 @@ class PretrainConfig:
         check_choice("dino.center_mode", self.dino.center_mode, ["all", "per_position"])
         _check_vit(self.model)
         a, d = self.aug, self.dino
-        for name, (lo, hi) in (("aug.global_crops_scale", a.global_crops_scale), ("aug.local_crops_scale", a.local_crops_scale)):
+        for name, (lo, hi) in (
+            ("aug.global_crops_scale", a.global_crops_scale),
+            ("aug.local_crops_scale", a.local_crops_scale),
+        ):
             if not 0 < lo <= hi <= 1:
                 raise SkdError(f"{name} must be [lo, hi] with 0 < lo <= hi <= 1, got {[lo, hi]}")
         if a.local_crops_number < 0:
             raise SkdError("aug.local_crops_number must be >= 0")
         if a.local_crops_number and a.local_size % self.model.patch_size:
-            raise SkdError(f"aug.local_size={a.local_size} must be a multiple of model.patch_size={self.model.patch_size}")
+            raise SkdError(
+                f"aug.local_size={a.local_size} must be a multiple of model.patch_size={self.model.patch_size}"
+            )
         if a.global_size and a.global_size % self.model.patch_size:
             raise SkdError(f"aug.global_size={a.global_size} must be a multiple of model.patch_size")
         if a.blur_kernel % 2 == 0 or a.blur_kernel < 1:
@@ -143,8 +161,10 @@ class PretrainConfig:
         if d.head_layers < 1 or d.out_dim < 2:
             raise SkdError("dino.head_layers must be >= 1 and dino.out_dim >= 2")
         if self.train.grad_clip:
-            raise SkdError("pretraining clips each parameter's gradient (dino.clip_grad, as the official code); "
-                           "leave train.grad_clip at 0")
+            raise SkdError(
+                "pretraining clips each parameter's gradient (dino.clip_grad, as the official code); "
+                "leave train.grad_clip at 0"
+            )
 
 
 @dataclass
@@ -198,9 +218,22 @@ class VideoConfig:
 
 
 def _head_train() -> TrainConfig:
-    return TrainConfig(max_steps=150, batch_size=8, lr=2e-3, weight_decay=1e-5, betas=[0.9, 0.999], warmup_steps=10,
-                       min_lr_ratio=0.025, grad_clip=0.0, eval_every=0, checkpoint_every=50, log_every=10,
-                       group_by_length=False, best_metric="accuracy", best_mode="max")
+    return TrainConfig(
+        max_steps=150,
+        batch_size=8,
+        lr=2e-3,
+        weight_decay=1e-5,
+        betas=[0.9, 0.999],
+        warmup_steps=10,
+        min_lr_ratio=0.025,
+        grad_clip=0.0,
+        eval_every=0,
+        checkpoint_every=50,
+        log_every=10,
+        group_by_length=False,
+        best_metric="accuracy",
+        best_mode="max",
+    )
 
 
 @dataclass
@@ -231,8 +264,10 @@ class LusConfig:
         check_choice("video.centroid_init", self.video.centroid_init, ["class_means", "random"])
         _check_vit(self.model)
         if self.level == "video" and self.frame.mode == "finetune":
-            raise SkdError("video training keeps the backbone frozen on cached features (the official backbone "
-                           "warm-up never ends); --finetune-backbone is for --level frame")
+            raise SkdError(
+                "video training keeps the backbone frozen on cached features (the official backbone "
+                "warm-up never ends); --finetune-backbone is for --level frame"
+            )
         if self.video.seq_len < 1 or self.video.num_clusters < 1:
             raise SkdError("video.seq_len and video.num_clusters must be >= 1")
         if self.video.attention_temperature <= 0 or self.knn.temperature <= 0:

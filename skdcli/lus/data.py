@@ -52,8 +52,20 @@ SOURCES = ("medivlad", "videos", "pocus", "synthetic")
 VIDEO_EXTENSIONS = {".mp4", ".avi", ".mov", ".mpeg", ".mpg", ".gif", ".mkv", ".webm", ".m4v", ".wmv"}
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 LABELLED_NAME = re.compile(r"^(?P<video>.+)_index(?P<index>\d+)_(?P<score>[^_]+)$")
-CLIP_FIELDS = ["clip", "name", "patient", "score", "label", "fold", "kind", "n_frames", "offset", "fps",
-               "source_fps", "source"]
+CLIP_FIELDS = [
+    "clip",
+    "name",
+    "patient",
+    "score",
+    "label",
+    "fold",
+    "kind",
+    "n_frames",
+    "offset",
+    "fps",
+    "source_fps",
+    "source",
+]
 LABELLED_FIELDS = ["name", "clip", "patient", "frame", "score", "label", "fold"]
 
 
@@ -85,12 +97,13 @@ def decode_video(path: str | Path, size: int, fps: float) -> tuple[np.ndarray, f
                     if last_bin is not None and b <= last_bin:
                         continue
                     last_bin = b
-                frames.append(frame.reformat(width=size, height=size, format="gray",
-                                             interpolation="AREA").to_ndarray())
+                frames.append(frame.reformat(width=size, height=size, format="gray", interpolation="AREA").to_ndarray())
     except ClipError:
         raise
     except (av.error.FFmpegError, OSError, ValueError, IndexError) as exc:
-        raise ClipError(f"cannot decode ({exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from exc
+        raise ClipError(
+            f"cannot decode ({exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+        ) from exc
     if not frames:
         raise ClipError("no frames")
     return np.stack(frames), src_fps, decoded
@@ -193,6 +206,7 @@ def assign_folds(patient_labels: dict[str, list[int]], seed: int = 0) -> dict[st
         def cost(f: int) -> tuple[float, int]:
             other = 3 - f
             return float(((counts[f] + c - counts[other]) ** 2).sum()), sizes[f]
+
         fold = min((1, 2), key=cost)
         counts[fold] += c
         sizes[fold] += 1
@@ -319,7 +333,9 @@ def records_videos(raw: Path, labels: Path | None, skip: Skip) -> list[ClipRecor
             reader = csv.DictReader(fh)
             fields = [f.strip().lower() for f in (reader.fieldnames or [])]
             if "file" not in fields or "label" not in fields:
-                raise SkdError(f"needs the columns file,label[,patient]; got {','.join(reader.fieldnames or [])}", labels)
+                raise SkdError(
+                    f"needs the columns file,label[,patient]; got {','.join(reader.fieldnames or [])}", labels
+                )
             for line, row in enumerate(reader, start=2):
                 row = {k.strip().lower(): (v or "").strip() for k, v in row.items() if k}
                 if not row.get("file"):
@@ -405,16 +421,25 @@ def _save_stack(path: Path, arrays: list[np.ndarray], size: int) -> int:
     out = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(total, size, size))
     pos = 0
     for a in arrays:
-        out[pos:pos + len(a)] = a
+        out[pos : pos + len(a)] = a
         pos += len(a)
     out.flush()
     del out
     return total
 
 
-def prepare_dataset(source: str, raw: str | Path | None, out: str | Path, *, size: int = 224, fps: float = 15.0,
-                    labels: str | Path | None = None, frames_per_clip: int = 3, overwrite: bool = False,
-                    progress: Callable[[int, int], None] | None = None) -> dict:
+def prepare_dataset(
+    source: str,
+    raw: str | Path | None,
+    out: str | Path,
+    *,
+    size: int = 224,
+    fps: float = 15.0,
+    labels: str | Path | None = None,
+    frames_per_clip: int = 3,
+    overwrite: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict:
     """Read ``raw`` with the ``source`` reader into the prepared layout at ``out``; returns prep.json."""
     if source not in SOURCES:
         raise SkdError(f"--source must be one of {', '.join(SOURCES)}, got '{source}'")
@@ -434,6 +459,7 @@ def prepare_dataset(source: str, raw: str | Path | None, out: str | Path, *, siz
 
     if source == "synthetic":
         from .synth import write_medivlad_like
+
         if raw is None:
             raise SkdError("--source synthetic needs --raw DIR (where the synthetic MeDiVLAD layout is written)")
         raw = write_medivlad_like(raw, size=size)
@@ -469,10 +495,22 @@ def prepare_dataset(source: str, raw: str | Path | None, out: str | Path, *, siz
         clip_id = -1
         if frames is not None:
             clip_id = len(clip_rows)
-            clip_rows.append({"clip": clip_id, "name": rec.name, "patient": rec.patient, "score": rec.score,
-                              "label": label, "fold": rec.fold, "kind": kind, "n_frames": len(frames),
-                              "offset": offset, "fps": round(min(fps, src_fps), 4) if src_fps else "",
-                              "source_fps": round(src_fps, 4) if src_fps else "", "source": str(rec.source)})
+            clip_rows.append(
+                {
+                    "clip": clip_id,
+                    "name": rec.name,
+                    "patient": rec.patient,
+                    "score": rec.score,
+                    "label": label,
+                    "fold": rec.fold,
+                    "kind": kind,
+                    "n_frames": len(frames),
+                    "offset": offset,
+                    "fps": round(min(fps, src_fps), 4) if src_fps else "",
+                    "source_fps": round(src_fps, 4) if src_fps else "",
+                    "source": str(rec.source),
+                }
+            )
             clip_frames.append(frames)
             offset += len(frames)
         # labelled frames: the official PNGs, else evenly spaced frames of a labelled clip
@@ -484,14 +522,32 @@ def prepare_dataset(source: str, raw: str | Path | None, out: str | Path, *, siz
                 except ClipError as exc:
                     skip(png, str(exc))
                     continue
-                labelled_rows.append({"name": frame_name, "clip": clip_id, "patient": rec.patient, "frame": index,
-                                      "score": frame_score, "label": SCORE_TO_CLASS[frame_score], "fold": rec.fold})
+                labelled_rows.append(
+                    {
+                        "name": frame_name,
+                        "clip": clip_id,
+                        "patient": rec.patient,
+                        "frame": index,
+                        "score": frame_score,
+                        "label": SCORE_TO_CLASS[frame_score],
+                        "fold": rec.fold,
+                    }
+                )
                 labelled_frames.append(img[None])
         elif rec.score >= 0 and frames is not None:
             picks = sorted(set(np.linspace(0, len(frames) - 1, min(frames_per_clip, len(frames))).round().astype(int)))
             for i in picks:
-                labelled_rows.append({"name": f"{rec.name}_index{i}_{rec.score}", "clip": clip_id, "patient": rec.patient,
-                                      "frame": int(i), "score": rec.score, "label": label, "fold": rec.fold})
+                labelled_rows.append(
+                    {
+                        "name": f"{rec.name}_index{i}_{rec.score}",
+                        "clip": clip_id,
+                        "patient": rec.patient,
+                        "frame": int(i),
+                        "score": rec.score,
+                        "label": label,
+                        "fold": rec.fold,
+                    }
+                )
                 labelled_frames.append(frames[i][None])
     if not clip_rows and not labelled_rows:
         raise SkdError(f"no readable clip ({len(skipped)} skipped; see the reasons with --debug)", raw)
@@ -509,15 +565,27 @@ def prepare_dataset(source: str, raw: str | Path | None, out: str | Path, *, siz
             fh.writelines(json.dumps(s) + "\n" for s in skipped)
         counts = {}
         for level, rows in (("videos", [r for r in clip_rows if r["kind"] == "video"]), ("frames", labelled_rows)):
-            counts[level] = {f"fold{f}": [sum(1 for r in rows if r["fold"] == f and r["label"] == c) for c in range(3)]
-                             for f in (1, 2)}
-        info = {"task": "lus", "source": source, "raw": str(raw.resolve()), "size": size, "fps": fps,
-                "clips": len(clip_rows), "frames": n_frames, "labelled_frames": n_labelled,
-                "patients": len({r["patient"] for r in clip_rows} | {r["patient"] for r in labelled_rows}),
-                "unlabelled_clips": sum(1 for r in clip_rows if r["score"] < 0),
-                "class_counts": counts, "classes": ["score 0", "score 1-2", "score 3"],
-                "skipped": len(skipped), "fingerprint": _fingerprint(tmp),
-                "seconds": round(time.perf_counter() - t0, 2)}
+            counts[level] = {
+                f"fold{f}": [sum(1 for r in rows if r["fold"] == f and r["label"] == c) for c in range(3)]
+                for f in (1, 2)
+            }
+        info = {
+            "task": "lus",
+            "source": source,
+            "raw": str(raw.resolve()),
+            "size": size,
+            "fps": fps,
+            "clips": len(clip_rows),
+            "frames": n_frames,
+            "labelled_frames": n_labelled,
+            "patients": len({r["patient"] for r in clip_rows} | {r["patient"] for r in labelled_rows}),
+            "unlabelled_clips": sum(1 for r in clip_rows if r["score"] < 0),
+            "class_counts": counts,
+            "classes": ["score 0", "score 1-2", "score 3"],
+            "skipped": len(skipped),
+            "fingerprint": _fingerprint(tmp),
+            "seconds": round(time.perf_counter() - t0, 2),
+        }
         atomic_write_json(tmp / "prep.json", info)
         if out.exists():
             shutil.rmtree(out)
@@ -546,8 +614,9 @@ class PreparedLus:
             self.labelled_frames = np.load(self.path / "labelled.npy", mmap_mode="r")
         except (OSError, ValueError) as exc:
             raise SkdError(f"cannot read the prepared frames ({exc})", self.path) from exc
-        if len(self.labelled_frames) != len(self.labelled) or (self.clips and len(self.frames) !=
-                                                               self.clips[-1]["offset"] + self.clips[-1]["n_frames"]):
+        if len(self.labelled_frames) != len(self.labelled) or (
+            self.clips and len(self.frames) != self.clips[-1]["offset"] + self.clips[-1]["n_frames"]
+        ):
             raise SkdError("frames.npy / labelled.npy do not match clips.csv / labelled.csv", self.path)
 
     @property
@@ -564,7 +633,7 @@ class PreparedLus:
 
     def clip_frames(self, i: int) -> np.ndarray:
         c = self.clips[i]
-        return self.frames[c["offset"]:c["offset"] + c["n_frames"]]
+        return self.frames[c["offset"] : c["offset"] + c["n_frames"]]
 
     def video_clips(self, fold: int) -> list[int]:
         """Labelled video clips of a fold file."""
@@ -574,8 +643,9 @@ class PreparedLus:
         return [i for i, r in enumerate(self.labelled) if r["fold"] == fold]
 
 
-def sample_frame_indices(n: int, length: int, random_offset: bool = False,
-                         rand: Callable[[int], int] | None = None) -> np.ndarray:
+def sample_frame_indices(
+    n: int, length: int, random_offset: bool = False, rand: Callable[[int], int] | None = None
+) -> np.ndarray:
     """``length`` frame indices of an ``n``-frame clip, as the official video pipeline samples them.
 
     Evaluation (and any clip with n <= length): pytorchvideo's uniform_temporal_subsample,

@@ -68,7 +68,7 @@ def teacher_from_pretrain_run(path: str | Path) -> tuple[VisionTransformer, Pret
     if not teacher:
         raise SkdError("checkpoint holds no EMA teacher", latest)
     vit = VisionTransformer(ViTConfig(**{**cfg.model.__dict__, "drop_path_rate": 0.0}))
-    sd = {k[len("backbone."):]: v for k, v in teacher.items() if k.startswith("backbone.")}
+    sd = {k[len("backbone.") :]: v for k, v in teacher.items() if k.startswith("backbone.")}
     load_backbone_weights(vit, sd, latest)
     return vit.eval(), cfg
 
@@ -94,9 +94,17 @@ def load_backbone(cfg: LusConfig, device: torch.device | str = "cpu") -> Backbon
 
 
 @torch.no_grad()
-def compute_features(vit: VisionTransformer, frames: np.ndarray, groups: list[tuple[int, int]], views: int,
-                     aug: AugConfig, crop_scale: tuple[float, float], device: torch.device,
-                     batch_size: int = 256, seed: int = 0) -> torch.Tensor:
+def compute_features(
+    vit: VisionTransformer,
+    frames: np.ndarray,
+    groups: list[tuple[int, int]],
+    views: int,
+    aug: AugConfig,
+    crop_scale: tuple[float, float],
+    device: torch.device,
+    batch_size: int = 256,
+    seed: int = 0,
+) -> torch.Tensor:
     """[CLS] features (views, N, D) of uint8 frames (N, S, S). View 0 is clean; view v >= 1 applies one
     augmented draw per group (a clip's frames share it), from a generator seeded by (seed, v)."""
     size = vit.cfg.img_size
@@ -106,12 +114,12 @@ def compute_features(vit: VisionTransformer, frames: np.ndarray, groups: list[tu
         chunks: list[torch.Tensor] = []
         done = pending = 0
         for i, (start, n) in enumerate(groups):
-            x = torch.from_numpy(np.array(frames[start:start + n])).to(device)
+            x = torch.from_numpy(np.array(frames[start : start + n])).to(device)
             chunks.append(clean_view(x, aug, size) if v == 0 else clip_view(x, aug, size, crop_scale, gen))
             pending += n
             if pending >= batch_size or i == len(groups) - 1:
                 feats = vit(torch.cat(chunks)).float().cpu()
-                out[v, done:done + len(feats)] = feats
+                out[v, done : done + len(feats)] = feats
                 done += len(feats)
                 chunks, pending = [], 0
     return out
@@ -128,9 +136,24 @@ class FeatureSet:
 def cached_features(backbone: Backbone, data: PreparedLus, cfg: LusConfig, device: torch.device) -> FeatureSet:
     """Features of every clip frame and labelled frame for this backbone, from the cache when present."""
     f = cfg.features
-    key_text = "|".join(map(str, (backbone.fingerprint, data.fingerprint, f.views, list(f.crop_scale),
-                                  backbone.model.cfg.img_size, cfg.aug.mean, cfg.aug.std, cfg.aug.hflip,
-                                  cfg.aug.brightness, cfg.aug.contrast, "v1")))
+    key_text = "|".join(
+        map(
+            str,
+            (
+                backbone.fingerprint,
+                data.fingerprint,
+                f.views,
+                list(f.crop_scale),
+                backbone.model.cfg.img_size,
+                cfg.aug.mean,
+                cfg.aug.std,
+                cfg.aug.hflip,
+                cfg.aug.brightness,
+                cfg.aug.contrast,
+                "v1",
+            ),
+        )
+    )
     key = hashlib.sha256(key_text.encode()).hexdigest()[:20]
     folder = Path(f.cache_dir) if f.cache_dir else data.path / "feature_cache"
     file = folder / f"{key}.safetensors"
@@ -141,13 +164,27 @@ def cached_features(backbone: Backbone, data: PreparedLus, cfg: LusConfig, devic
         except Exception:  # a damaged cache entry is recomputed, never trusted
             console.print(f"[yellow]feature cache {file} unreadable: recomputing")
     clip_groups = [(c["offset"], c["n_frames"]) for c in data.clips]
-    clips = compute_features(backbone.model, data.frames, clip_groups, f.views, cfg.aug, tuple(f.crop_scale),
-                             device, f.batch_size)
-    labelled = compute_features(backbone.model, data.labelled_frames, [(i, 1) for i in range(len(data.labelled))],
-                                f.views, cfg.aug, tuple(f.crop_scale), device, f.batch_size, seed=1)
+    clips = compute_features(
+        backbone.model, data.frames, clip_groups, f.views, cfg.aug, tuple(f.crop_scale), device, f.batch_size
+    )
+    labelled = compute_features(
+        backbone.model,
+        data.labelled_frames,
+        [(i, 1) for i in range(len(data.labelled))],
+        f.views,
+        cfg.aug,
+        tuple(f.crop_scale),
+        device,
+        f.batch_size,
+        seed=1,
+    )
     try:
-        atomic_write(file, lambda p: save_file({"clips": clips.contiguous(), "labelled": labelled.contiguous()},
-                                               str(p), metadata={"key": key_text}))
+        atomic_write(
+            file,
+            lambda p: save_file(
+                {"clips": clips.contiguous(), "labelled": labelled.contiguous()}, str(p), metadata={"key": key_text}
+            ),
+        )
         saved: Path | None = file
     except OSError as exc:  # e.g. a read-only dataset: features stay in memory
         console.print(f"[yellow]cannot write the feature cache ({exc.__class__.__name__}); continuing without it")

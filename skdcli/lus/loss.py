@@ -22,8 +22,9 @@ from ..engine.teachers import TeacherSignal
 from .config import DinoConfig
 
 
-def dino_loss(student: Tensor, teacher: Tensor, center: Tensor, student_temp: float, teacher_temp: float,
-              n_global: int = 2) -> tuple[Tensor, Tensor]:
+def dino_loss(
+    student: Tensor, teacher: Tensor, center: Tensor, student_temp: float, teacher_temp: float, n_global: int = 2
+) -> tuple[Tensor, Tensor]:
     """(loss, teacher probabilities).
 
     ``student``: (n_crops * B, K) logits ordered [crop 1 | crop 2 | ...]; ``teacher``: (n_global * B, K);
@@ -118,8 +119,15 @@ def clip_per_parameter(params, clip: float) -> None:
 
 # -- KNN (DINO's knn_classifier) --------------------------------------------------------------------------------------
 @torch.no_grad()
-def knn_scores(train_feats: Tensor, train_labels: Tensor, test_feats: Tensor, k_max: int, temperature: float,
-               num_classes: int, exclude: Tensor | None = None) -> Tensor:
+def knn_scores(
+    train_feats: Tensor,
+    train_labels: Tensor,
+    test_feats: Tensor,
+    k_max: int,
+    temperature: float,
+    num_classes: int,
+    exclude: Tensor | None = None,
+) -> Tensor:
     """Class votes for every k = 1..k_max: (k_max, N_test, C). Cosine similarity, weights exp(sim / T).
     ``exclude`` (N_test, N_train) bool: pairs that may not be neighbours (same patient, for model selection)."""
     train = F.normalize(train_feats.float(), dim=-1)

@@ -235,7 +235,7 @@ class VladPooling(nn.Module):
         c = self.centroids
         self.assign.weight.copy_(2 * self.alpha * c)
         norm = c.norm(dim=1)
-        self.assign.bias.copy_(-self.alpha * (norm ** 2 if self.bias_norm == "squared" else norm))
+        self.assign.bias.copy_(-self.alpha * (norm**2 if self.bias_norm == "squared" else norm))
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """x: (B, T, D) -> (vlad (B, K*D), beta (B, T))."""
@@ -325,7 +325,7 @@ class FineTuneModel(nn.Module):
         return self.head(self.backbone(x))
 
 
-# -- exportable scorers: normalised grey frames in, everything `score` needs out -----------------------------------------
+# -- exportable scorers: normalised grey frames in, everything `score` needs out ---------------------------------------
 class VideoScorer(nn.Module):
     """(T, 1, S, S) normalised frames of one video -> (probs (3,), beta (T,), attention (T, heads, h, w))."""
 
@@ -356,10 +356,12 @@ def _hf_to_timm(sd: dict[str, Tensor]) -> dict[str, Tensor]:
     """Hugging Face ViTModel names -> timm names (q, k, v concatenated into qkv)."""
     sd = {k.removeprefix("vit."): v for k, v in sd.items()}
     out: dict[str, Tensor] = {
-        "cls_token": sd["embeddings.cls_token"], "pos_embed": sd["embeddings.position_embeddings"],
+        "cls_token": sd["embeddings.cls_token"],
+        "pos_embed": sd["embeddings.position_embeddings"],
         "patch_embed.proj.weight": sd["embeddings.patch_embeddings.projection.weight"],
         "patch_embed.proj.bias": sd["embeddings.patch_embeddings.projection.bias"],
-        "norm.weight": sd["layernorm.weight"], "norm.bias": sd["layernorm.bias"],
+        "norm.weight": sd["layernorm.weight"],
+        "norm.bias": sd["layernorm.bias"],
     }
     i = 0
     while f"encoder.layer.{i}.attention.attention.query.weight" in sd:
@@ -381,7 +383,7 @@ def _hf_to_timm(sd: dict[str, Tensor]) -> dict[str, Tensor]:
 def _strip(sd: dict[str, Tensor], prefixes: tuple[str, ...]) -> dict[str, Tensor]:
     for prefix in prefixes:
         if any(k.startswith(prefix) for k in sd):
-            sd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+            sd = {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
     return sd
 
 
@@ -411,7 +413,9 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Tens
         else:
             sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise SkdError(f"cannot read checkpoint ({exc.__class__.__name__}: {str(exc).splitlines()[0][:200]})", path) from exc
+        raise SkdError(
+            f"cannot read checkpoint ({exc.__class__.__name__}: {str(exc).splitlines()[0][:200]})", path
+        ) from exc
     if isinstance(sd, dict) and "teacher" in sd and isinstance(sd["teacher"], dict):
         sd = sd["teacher"]
     elif isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
@@ -421,7 +425,7 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Tens
     if not isinstance(sd, dict) or not all(isinstance(v, Tensor) for v in sd.values()):
         raise SkdError("not a state dict of tensors", path)
     sd = _strip(dict(sd), ("module.",))
-    head = {k[len("head."):]: v for k, v in sd.items() if k.startswith("head.")} or None
+    head = {k[len("head.") :]: v for k, v in sd.items() if k.startswith("head.")} or None
     sd = _strip({k: v for k, v in sd.items() if not k.startswith("head.")}, ("backbone.",))
     if any(k.startswith(("embeddings.", "vit.embeddings.")) for k in sd):
         try:
@@ -433,8 +437,9 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Tens
     return sd, head, config
 
 
-def vit_config_from_state(sd: dict[str, Tensor], config: dict, num_heads: int = 0,
-                          drop_path_rate: float = 0.0) -> ViTConfig:
+def vit_config_from_state(
+    sd: dict[str, Tensor], config: dict, num_heads: int = 0, drop_path_rate: float = 0.0
+) -> ViTConfig:
     """The architecture a checkpoint implies (heads from config.json, else ``num_heads``, else dim // 64)."""
     w = sd["patch_embed.proj.weight"]
     dim, patch = w.shape[0], w.shape[-1]
@@ -443,8 +448,16 @@ def vit_config_from_state(sd: dict[str, Tensor], config: dict, num_heads: int = 
     depth = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("blocks."))
     mlp_hidden = sd["blocks.0.mlp.fc1.weight"].shape[0]
     heads = int(config.get("num_attention_heads") or num_heads or max(dim // 64, 1))
-    return ViTConfig(img_size=side * patch, patch_size=patch, embed_dim=dim, depth=depth, num_heads=heads,
-                     mlp_ratio=mlp_hidden / dim, qkv_bias="blocks.0.attn.qkv.bias" in sd, drop_path_rate=drop_path_rate)
+    return ViTConfig(
+        img_size=side * patch,
+        patch_size=patch,
+        embed_dim=dim,
+        depth=depth,
+        num_heads=heads,
+        mlp_ratio=mlp_hidden / dim,
+        qkv_bias="blocks.0.attn.qkv.bias" in sd,
+        drop_path_rate=drop_path_rate,
+    )
 
 
 def load_backbone_weights(model: VisionTransformer, sd: dict[str, Tensor], where: str | Path) -> None:
@@ -455,8 +468,11 @@ def load_backbone_weights(model: VisionTransformer, sd: dict[str, Tensor], where
         sd["patch_embed.proj.weight"] = w.sum(1, keepdim=True)
     pos = sd["pos_embed"]
     if pos.shape != model.pos_embed.shape:
-        raise SkdError(f"position embeddings {tuple(pos.shape)} do not fit the model {tuple(model.pos_embed.shape)} "
-                       "(set model.img_size / patch_size to the checkpoint's)", where)
+        raise SkdError(
+            f"position embeddings {tuple(pos.shape)} do not fit the model {tuple(model.pos_embed.shape)} "
+            "(set model.img_size / patch_size to the checkpoint's)",
+            where,
+        )
     missing, unexpected = model.load_state_dict(sd, strict=False)
     if missing or unexpected:
         raise SkdError(f"checkpoint does not fit the ViT: missing {missing[:4]}, unexpected {unexpected[:4]}", where)

@@ -17,18 +17,27 @@ def _save(fig: Figure, path: Path) -> None:
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
 
 
-def plot_frame_weights(path: Path, beta: np.ndarray, frame_idx: np.ndarray, predicted: str, probs: np.ndarray,
-                       classes: list[str], title: str, uniform: bool = False) -> None:
+def plot_frame_weights(
+    path: Path,
+    beta: np.ndarray,
+    frame_idx: np.ndarray,
+    predicted: str,
+    probs: np.ndarray,
+    classes: list[str],
+    title: str,
+    uniform: bool = False,
+) -> None:
     fig = Figure(figsize=(7, 3.2))
     ax, ax_p = fig.add_gridspec(1, 2, width_ratios=[3, 1]).subplots()
     ax.bar(np.arange(len(beta)), beta, color="tab:blue")
     ax.set_xticks(np.arange(len(beta)), [str(int(i)) for i in frame_idx], fontsize=7)
     ax.set_xlabel("sampled frame (index after fps resampling)")
     ax.set_ylabel("frame weight beta_t")
-    ax.set_title(f"{title}: {predicted}" + (" (aggregator without frame attention: uniform)" if uniform else ""),
-                 fontsize=9)
+    ax.set_title(
+        f"{title}: {predicted}" + (" (aggregator without frame attention: uniform)" if uniform else ""), fontsize=9
+    )
     ax.axhline(1.0 / len(beta), color="gray", lw=0.8, ls="--")
-    ax_p.barh(np.arange(len(classes)), probs, color=["tab:green", "tab:orange", "tab:red"][:len(classes)])
+    ax_p.barh(np.arange(len(classes)), probs, color=["tab:green", "tab:orange", "tab:red"][: len(classes)])
     ax_p.set_yticks(np.arange(len(classes)), classes, fontsize=8)
     ax_p.set_xlim(0, 1)
     ax_p.set_xlabel("probability")
@@ -42,8 +51,15 @@ def _upsample(a: np.ndarray, size: int) -> np.ndarray:
     return np.pad(up, ((0, size - up.shape[0]), (0, size - up.shape[1])), mode="edge")
 
 
-def plot_attention_overlay(path: Path, frames: np.ndarray, attn: np.ndarray, top: np.ndarray, beta: np.ndarray,
-                           title: str, frame_idx: np.ndarray | None = None) -> None:
+def plot_attention_overlay(
+    path: Path,
+    frames: np.ndarray,
+    attn: np.ndarray,
+    top: np.ndarray,
+    beta: np.ndarray,
+    title: str,
+    frame_idx: np.ndarray | None = None,
+) -> None:
     """For each chosen frame: the frame, and the [CLS]->patch attention of the last block (mean over heads,
     normalised to [0, 1]) overlaid as a heat map."""
     n = len(top)

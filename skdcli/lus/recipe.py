@@ -27,8 +27,15 @@ from .augment import clean_view, finetune_crops, multi_crop
 from .config import NUM_CLASSES, LusConfig, PretrainConfig
 from .data import PreparedLus, sample_frame_indices
 from .features import Backbone, FeatureSet, cached_features, load_backbone
-from .loss import (DinoCentre, clip_per_parameter, dino_loss, knn_scores, teacher_momentum, teacher_temperature,
-                   weight_decay_at)
+from .loss import (
+    DinoCentre,
+    clip_per_parameter,
+    dino_loss,
+    knn_scores,
+    teacher_momentum,
+    teacher_temperature,
+    weight_decay_at,
+)
 from .metrics import classification_metrics
 from .model import DinoModel, FineTuneModel, FrameHead, VideoHead, load_backbone_weights, read_checkpoint
 
@@ -52,7 +59,7 @@ def _ids(items: list[int]) -> torch.Tensor:
     return torch.tensor(items, dtype=torch.long)
 
 
-# -- DINO pretraining ----------------------------------------------------------------------------------------------------
+# -- DINO pretraining --------------------------------------------------------------------------------------------------
 class DinoTask(Task):
     """DINO on every clip frame (labels unused). One draw = a uniformly chosen clip, then a uniformly
     chosen frame of it (official WeightedRandomSampler + RandomSelect); an epoch of the engine has as
@@ -82,8 +89,10 @@ class DinoTask(Task):
                 try:
                     model.head.load_state_dict(head)
                 except RuntimeError:
-                    console.print(f"[yellow]{self.cfg.init}: its DINO head does not fit dino.* (out_dim, hidden_dim, "
-                                  "bottleneck_dim): the head starts from random weights")
+                    console.print(
+                        f"[yellow]{self.cfg.init}: its DINO head does not fit dino.* (out_dim, hidden_dim, "
+                        "bottleneck_dim): the head starts from random weights"
+                    )
         self._model, self._ema, self._centre = model, None, None
         return model
 
@@ -126,17 +135,23 @@ class DinoTask(Task):
         centre.update(teacher)
         with torch.no_grad():
             entropy = -(q * q.clamp_min(1e-12).log()).sum(-1).mean()
-        return loss, {"loss/dino": loss.detach(), "weight/teacher_temp": temp,
-                      "weight/teacher_momentum": ema.current_decay(),
-                      "weight/weight_decay": weight_decay_at(self.cfg.train.weight_decay, d, progress.step,
-                                                             self.cfg.train.max_steps),
-                      "teacher_entropy": entropy, "center_norm": centre.center.norm(dim=-1).mean()}
+        return loss, {
+            "loss/dino": loss.detach(),
+            "weight/teacher_temp": temp,
+            "weight/teacher_momentum": ema.current_decay(),
+            "weight/weight_decay": weight_decay_at(
+                self.cfg.train.weight_decay, d, progress.step, self.cfg.train.max_steps
+            ),
+            "teacher_entropy": entropy,
+            "center_norm": centre.center.norm(dim=-1).mean(),
+        }
 
     def before_optimizer_step(self, model, optimizer, progress: Progress) -> None:
         d = self.cfg.dino
         # group 0 = the decayed weights (the engine's grouping = DINO's get_params_groups)
-        optimizer.param_groups[0]["weight_decay"] = weight_decay_at(self.cfg.train.weight_decay, d, progress.step,
-                                                                    self.cfg.train.max_steps)
+        optimizer.param_groups[0]["weight_decay"] = weight_decay_at(
+            self.cfg.train.weight_decay, d, progress.step, self.cfg.train.max_steps
+        )
         bare = unwrap_model(model)
         if d.clip_grad > 0:
             clip_per_parameter(bare.parameters(), d.clip_grad)
@@ -151,8 +166,10 @@ class DinoTask(Task):
         for f in (1, 2):
             ids = self.monitor[f]
             x = torch.from_numpy(np.stack([self.data.labelled_frames[i] for i in ids])).to(device)
-            feats[f] = (vit(clean_view(x, self.cfg.aug, self.cfg.model.img_size)).float(),
-                        _ids([self.data.labelled[i]["label"] for i in ids]).to(device))
+            feats[f] = (
+                vit(clean_view(x, self.cfg.aug, self.cfg.model.img_size)).float(),
+                _ids([self.data.labelled[i]["label"] for i in ids]).to(device),
+            )
         accs = []
         for f in (1, 2):
             (tr, ytr), (te, yte) = feats[f], feats[3 - f]
@@ -169,7 +186,7 @@ class SupervisedCropsTask(DinoTask):
         super().__init__(cfg, data_dir)
         self.frame_label = np.full(len(self.data.frames), -100, dtype=np.int64)
         for c in self.data.clips:
-            self.frame_label[c["offset"]:c["offset"] + c["n_frames"]] = c["label"] if c["label"] >= 0 else -100
+            self.frame_label[c["offset"] : c["offset"] + c["n_frames"]] = c["label"] if c["label"] >= 0 else -100
 
     def build_model(self) -> nn.Module:
         model = super().build_model()
@@ -196,12 +213,18 @@ class SupervisedCropsTask(DinoTask):
             clip_per_parameter(unwrap_model(model).parameters(), self.cfg.dino.clip_grad)
 
 
-# -- frame and video heads -------------------------------------------------------------------------------------------------
+# -- frame and video heads ---------------------------------------------------------------------------------------------
 class _FoldTask(Task):
     """Shared by the frame and video tasks: the prepared data, the frozen backbone and its cached features."""
 
-    def __init__(self, cfg: LusConfig, data_dir: str | Path, device: torch.device | str = "cpu",
-                 backbone: Backbone | None = None, features: FeatureSet | None = None):
+    def __init__(
+        self,
+        cfg: LusConfig,
+        data_dir: str | Path,
+        device: torch.device | str = "cpu",
+        backbone: Backbone | None = None,
+        features: FeatureSet | None = None,
+    ):
         self.cfg = cfg
         self.data = PreparedLus(data_dir)
         self.data_fingerprint = self.data.fingerprint
@@ -246,8 +269,13 @@ class FrameTask(_FoldTask):
         labels = self.labels.to(ids.device)[ids]
         if self.finetune:
             frames = torch.from_numpy(np.stack([self.data.labelled_frames[i] for i in ids.tolist()])).to(ids.device)
-            x = finetune_crops(frames, self.cfg.aug, self.backbone.model.cfg.img_size,
-                               tuple(self.cfg.frame.crop_scale), self.cfg.frame.hflip)
+            x = finetune_crops(
+                frames,
+                self.cfg.aug,
+                self.backbone.model.cfg.img_size,
+                tuple(self.cfg.frame.crop_scale),
+                self.cfg.frame.hflip,
+            )
             logits = model(x)
         else:
             view = torch.randint(self.views, (len(ids),))
@@ -261,9 +289,11 @@ class FrameTask(_FoldTask):
         if self.finetune:
             out = []
             for k in range(0, len(ids), 256):
-                chunk = ids[k:k + 256]
+                chunk = ids[k : k + 256]
                 x = torch.from_numpy(np.stack([self.data.labelled_frames[i] for i in chunk])).to(device)
-                out.append(model(clean_view(x, self.cfg.aug, self.backbone.model.cfg.img_size)).softmax(-1).float().cpu())
+                out.append(
+                    model(clean_view(x, self.cfg.aug, self.backbone.model.cfg.img_size)).softmax(-1).float().cpu()
+                )
             return torch.cat(out).numpy()
         return model(self.features.labelled[0, ids].to(device)).softmax(-1).float().cpu().numpy()
 
@@ -291,11 +321,28 @@ class FrameTask(_FoldTask):
             k = int(np.argmax([s["accuracy"] for s in sweep])) + 1
         chosen = sweep[k - 1]
         best = max(range(kc.k_max), key=lambda i: sweep[i]["accuracy"])
-        return {"k": k, "selected_on": kc.select_k, "accuracy": chosen["accuracy"], "weighted_f1": chosen["weighted_f1"],
-                "auc": chosen["auc"], "confusion": chosen["confusion"],
-                "max_over_k": {"k": best + 1, "accuracy": sweep[best]["accuracy"], "note": "official protocol (optimistic)"},
-                "sweep": [{"k": i + 1, "accuracy": round(s["accuracy"], 4), "weighted_f1": round(s["weighted_f1"], 4),
-                           "train_fold_loo_accuracy": round(inner_acc[i], 4)} for i, s in enumerate(sweep)]}
+        return {
+            "k": k,
+            "selected_on": kc.select_k,
+            "accuracy": chosen["accuracy"],
+            "weighted_f1": chosen["weighted_f1"],
+            "auc": chosen["auc"],
+            "confusion": chosen["confusion"],
+            "max_over_k": {
+                "k": best + 1,
+                "accuracy": sweep[best]["accuracy"],
+                "note": "official protocol (optimistic)",
+            },
+            "sweep": [
+                {
+                    "k": i + 1,
+                    "accuracy": round(s["accuracy"], 4),
+                    "weighted_f1": round(s["weighted_f1"], 4),
+                    "train_fold_loo_accuracy": round(inner_acc[i], 4),
+                }
+                for i, s in enumerate(sweep)
+            ],
+        }
 
 
 def _vote_probs(votes: torch.Tensor) -> np.ndarray:
@@ -339,8 +386,12 @@ class VideoTask(_FoldTask):
 
     def train_frames(self, label: int | None = None) -> list[int]:
         """Frame rows (in the feature cache) of the training clips (of one class)."""
-        return [j for i in self.train_ids if label is None or self.labels[i] == label
-                for j in range(self.offsets[i], self.offsets[i] + self.lengths[i])]
+        return [
+            j
+            for i in self.train_ids
+            if label is None or self.labels[i] == label
+            for j in range(self.offsets[i], self.offsets[i] + self.lengths[i])
+        ]
 
     def train_dataset(self) -> Dataset:
         return IndexDataset(self.train_ids)

@@ -39,8 +39,17 @@ def _smooth(x: np.ndarray, passes: int = 1) -> np.ndarray:
     """A cheap 3x3 box blur (edge-padded), to give speckle a grain larger than one pixel."""
     for _ in range(passes):
         p = np.pad(x, 1, mode="edge")
-        x = (p[:-2, :-2] + p[:-2, 1:-1] + p[:-2, 2:] + p[1:-1, :-2] + p[1:-1, 1:-1] + p[1:-1, 2:]
-             + p[2:, :-2] + p[2:, 1:-1] + p[2:, 2:]) / 9.0
+        x = (
+            p[:-2, :-2]
+            + p[:-2, 1:-1]
+            + p[:-2, 2:]
+            + p[1:-1, :-2]
+            + p[1:-1, 1:-1]
+            + p[1:-1, 2:]
+            + p[2:, :-2]
+            + p[2:, 1:-1]
+            + p[2:, 2:]
+        ) / 9.0
     return x
 
 
@@ -59,18 +68,34 @@ class ClipSpec:
         self.rib_x = rng.uniform(0.05, 0.95) * s if rng.random() < 0.25 else None
         self.rib_w = rng.uniform(0.05, 0.1) * s
         # B-lines: (x position, width, intensity, visibility probability per frame)
-        n_b = {0: int(rng.random() < 0.15), 1: int(rng.integers(1, 3)), 2: int(rng.integers(3, 6)),
-               3: int(rng.integers(0, 3))}[score]
-        self.blines = [(rng.uniform(0.15, 0.85) * s,
-                        (rng.uniform(0.7, 1.1) if score < 2 else rng.uniform(1.0, 2.6)) * s / 32,
-                        rng.uniform(0.3, 0.5) if score == 0 else rng.uniform(0.65, 0.95),
-                        rng.uniform(0.6, 0.95)) for _ in range(n_b)]
-        self.alines = {0: rng.uniform(0.4, 0.6), 1: rng.uniform(0.1, 0.25), 2: rng.uniform(0.0, 0.1),
-                       3: rng.uniform(0.0, 0.1)}[score]
+        n_b = {
+            0: int(rng.random() < 0.15),
+            1: int(rng.integers(1, 3)),
+            2: int(rng.integers(3, 6)),
+            3: int(rng.integers(0, 3)),
+        }[score]
+        self.blines = [
+            (
+                rng.uniform(0.15, 0.85) * s,
+                (rng.uniform(0.7, 1.1) if score < 2 else rng.uniform(1.0, 2.6)) * s / 32,
+                rng.uniform(0.3, 0.5) if score == 0 else rng.uniform(0.65, 0.95),
+                rng.uniform(0.6, 0.95),
+            )
+            for _ in range(n_b)
+        ]
+        self.alines = {
+            0: rng.uniform(0.4, 0.6),
+            1: rng.uniform(0.1, 0.25),
+            2: rng.uniform(0.0, 0.1),
+            3: rng.uniform(0.0, 0.1),
+        }[score]
         self.irregular = {0: 0.0, 1: 0.4, 2: 1.0, 3: 1.2}[score] * rng.uniform(0.6, 1.2)
         # consolidation: centre x, half-width, depth below the pleura, visibility probability
-        self.consolidation = ((rng.uniform(0.3, 0.7) * s, rng.uniform(0.2, 0.35) * s, rng.uniform(0.3, 0.5) * s,
-                               rng.uniform(0.7, 0.95)) if score == 3 else None)
+        self.consolidation = (
+            (rng.uniform(0.3, 0.7) * s, rng.uniform(0.2, 0.35) * s, rng.uniform(0.3, 0.5) * s, rng.uniform(0.7, 0.95))
+            if score == 3
+            else None
+        )
         self.bronchograms = rng.uniform(0, 1, size=(int(rng.integers(2, 6)), 2))
         self.slide_speed = rng.uniform(0.3, 1.2) * rng.choice([-1, 1])
         self.phase = rng.uniform(0, 2 * np.pi)
@@ -86,19 +111,19 @@ def render_frame(spec: ClipSpec, t: int, rng: np.random.Generator) -> tuple[np.n
     py = spec.pleura_y + 0.8 * np.sin(x / s * 7 + spec.phase) * spec.irregular / 2
     img = np.zeros((s, s), np.float32)
     # chest wall: soft-tissue layers above the pleura
-    wall = (y < py)
+    wall = y < py
     for k, level in enumerate(spec.wall_bands):
         band = np.exp(-((y - (k + 0.6) * spec.pleura_y / 3.5) ** 2) / (2 * (0.05 * s) ** 2))
         img += wall * band * level
     img += wall * 0.18
     # pleural line (thicker and broken as the score rises)
     thick = 0.9 + 0.5 * spec.irregular
-    line = np.exp(-((y - py) ** 2) / (2 * thick ** 2))
+    line = np.exp(-((y - py) ** 2) / (2 * thick**2))
     if spec.irregular > 0.5:
-        gaps = (np.sin(x / s * 23 + spec.phase * 3) > 0.75 - 0.2 * spec.irregular)
+        gaps = np.sin(x / s * 23 + spec.phase * 3) > 0.75 - 0.2 * spec.irregular
         line = line * np.where(gaps, 0.35, 1.0)
     img += 0.95 * line
-    lung = (y > py + 1.5)
+    lung = y > py + 1.5
     # lung: dark air with a sliding texture
     slide = np.sin((x + spec.slide_speed * t * 2) / s * 31 + y / s * 5) * 0.04 + 0.1
     img += lung * slide
@@ -111,7 +136,7 @@ def render_frame(spec: ClipSpec, t: int, rng: np.random.Generator) -> tuple[np.n
         if rng.random() > p_visible:
             continue
         finding = finding or spec.score in (1, 2)
-        col = np.exp(-((x - bx - drift) ** 2) / (2 * bw ** 2))
+        col = np.exp(-((x - bx - drift) ** 2) / (2 * bw**2))
         img = np.maximum(img, lung * col * level * (0.75 + 0.25 * np.exp(-(y - py) / s)))
     if spec.consolidation is not None:
         cx, hw, depth, p_visible = spec.consolidation
@@ -147,8 +172,15 @@ def render_clip(score: int, n_frames: int, size: int, rng: np.random.Generator) 
     return np.stack(frames), list(visible), "convex" if spec.convex else "linear"
 
 
-def write_medivlad_like(root: str | Path, patients: int = 24, clips_per_patient: int = 2, size: int = 32,
-                        frames: tuple[int, int] = (10, 20), labelled_per_clip: int = 2, seed: int = 0) -> Path:
+def write_medivlad_like(
+    root: str | Path,
+    patients: int = 24,
+    clips_per_patient: int = 2,
+    size: int = 32,
+    frames: tuple[int, int] = (10, 20),
+    labelled_per_clip: int = 2,
+    seed: int = 0,
+) -> Path:
     """Write a synthetic dataset in the official MeDiVLAD layout under ROOT/data; returns ROOT.
 
     Patients alternate between the two fold files (patient-disjoint, as the official CSVs), each
@@ -176,7 +208,9 @@ def write_medivlad_like(root: str | Path, patients: int = 24, clips_per_patient:
             arr = (clip * 255).round().astype(np.uint8)[:, None]
             np.save(clips_dir / f"{name}.npy", arr, allow_pickle=False)
             candidates = [i for i, v in enumerate(visible) if v] or list(range(n))
-            chosen = sorted(rng.choice(candidates, size=min(labelled_per_clip, len(candidates)), replace=False).tolist())
+            chosen = sorted(
+                rng.choice(candidates, size=min(labelled_per_clip, len(candidates)), replace=False).tolist()
+            )
             for i in chosen:
                 frame_name = f"{name}_index{i}_{score}"
                 Image.fromarray(arr[i, 0]).save(frames_dir / f"{frame_name}.png")
@@ -190,8 +224,9 @@ def write_medivlad_like(root: str | Path, patients: int = 24, clips_per_patient:
     return root
 
 
-def write_video_folder(out: str | Path, clips: list[tuple[str, int, int]], size: int = 64, fps: int = 15,
-                       seed: int = 0) -> Path:
+def write_video_folder(
+    out: str | Path, clips: list[tuple[str, int, int]], size: int = 64, fps: int = 15, seed: int = 0
+) -> Path:
     """A plain folder of synthetic clips + labels.csv (file,label,patient) for `prep --source videos`.
 
     ``clips``: (file name with extension .mp4 / .avi / .gif / .mov, LUS score, patient id). Encoded with
