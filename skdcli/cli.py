@@ -7,20 +7,25 @@ from typing import Annotated, Optional
 import typer
 
 from . import __version__
-from .asr_ctc.cli import app as asr_ctc_app
 from .engine.cliutil import DebugOpt, JsonOpt, run_stage
-from .nlg_smooth.cli import app as nlg_smooth_app
-from .nlp_embed.cli import app as nlp_embed_app
-from .retrieval.cli import app as retrieval_app
-from .sleep.cli import app as sleep_app
+from .engine.contract import DeviceOpt, SetOpt, load_recipe_app
+
+# The registry: one line per recipe (its cli module, which builds `app` from its RECIPE), in --help order.
+RECIPES = [
+    "skdcli.retrieval.cli",
+    "skdcli.asr_ctc.cli",
+    "skdcli.sleep.cli",
+    "skdcli.nlg_smooth.cli",
+    "skdcli.nlp_embed.cli",
+]
 
 app = typer.Typer(name="skd", help="Self-knowledge-distillation recipes on one shared engine.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
-app.add_typer(retrieval_app, name="retrieval")
-app.add_typer(asr_ctc_app, name="asr-ctc")
-app.add_typer(sleep_app, name="sleep")
-app.add_typer(nlg_smooth_app, name="nlg-smooth")
-app.add_typer(nlp_embed_app, name="nlp-embed")
+RECIPE_APPS = {}
+for _module in RECIPES:
+    _app = load_recipe_app(_module)
+    RECIPE_APPS[_app.recipe.name] = _app
+    app.add_typer(_app, name=_app.recipe.name)
 
 
 def _version(value: bool) -> None:
@@ -42,36 +47,25 @@ def env(json_out: JsonOpt = False, debug: DebugOpt = False):
     run_stage("skd env", environment_report, json_out, debug)
 
 
-BENCHES = {  # task -> module with bench_stage(data, steps, rounds, device, sets)
-    "retrieval": "skdcli.retrieval.bench",
-    "asr-ctc": "skdcli.asr_ctc.recipe",
-    "sleep": "skdcli.sleep.recipe",
-    "nlg-smooth": "skdcli.nlg_smooth.recipe",
-    "nlp-embed": "skdcli.nlp_embed.recipe",
-}
-
-
 @app.command()
 def bench(
-    task: Annotated[str, typer.Argument(help="Task to benchmark: " + ", ".join(BENCHES))],
+    task: Annotated[str, typer.Argument(help="Task to benchmark: " + ", ".join(RECIPE_APPS))],
     data: Annotated[Optional[str], typer.Option("--data", help="Prepared dataset (default: generate the tiny one).")] = None,
     steps: Annotated[int, typer.Option("--steps", help="Timed steps per variant per round.")] = 20,
     rounds: Annotated[int, typer.Option("--rounds", help="Alternating rounds.")] = 3,
-    sets: Annotated[Optional[list[str]], typer.Option("--set", help="Config override (repeatable).")] = None,
-    device: Annotated[str, typer.Option("--device")] = "auto",
+    sets: SetOpt = None,
+    device: DeviceOpt = "auto",
     out: Annotated[Optional[str], typer.Option("--out", help="Also write the result to this JSON file.")] = None,
     json_out: JsonOpt = False, debug: DebugOpt = False,
 ):
     """Engine vs hand-written PyTorch loop, and SKD vs --baseline step time (ratios)."""
-    import importlib
-
     from .engine.errors import SkdError
     from .engine.io import atomic_write_json
 
     def go() -> dict:
-        if task not in BENCHES:
-            raise SkdError(f"no benchmark for task '{task}'; available: {', '.join(BENCHES)}")
-        result = importlib.import_module(BENCHES[task]).bench_stage(data, steps, rounds, device, sets)
+        if task not in RECIPE_APPS:
+            raise SkdError(f"no benchmark for task '{task}'; available: {', '.join(RECIPE_APPS)}")
+        result = RECIPE_APPS[task].recipe.load_hooks().bench(data, steps, rounds, device, sets)
         if out:
             atomic_write_json(out, result)
         return result

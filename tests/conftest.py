@@ -20,12 +20,6 @@ from skdcli.cli import app
 
 REPO = Path(__file__).resolve().parent.parent
 
-# A model small enough that a training step takes a few milliseconds on 2 CPU cores.
-TINY_MODEL = ["model.d_model=32", "model.num_layers=2", "model.student_layer=1", "model.num_heads=2",
-              "model.ff_dim=64", "model.conv_channels=8", "train.batch_size=8", "train.warmup_steps=2",
-              "train.log_every=1"]
-
-
 def sets(*items: str) -> list[str]:
     """`--set a=b --set c=d ...` as a CLI argument list."""
     return [arg for item in items for arg in ("--set", item)]
@@ -44,35 +38,25 @@ def invoke_json(*args: str) -> dict:
     return json.loads(lines[0])
 
 
+def assert_one_line_error(result, *needles: str, exit_code: int | None = None) -> None:
+    """The error contract: a non-zero exit (``exit_code`` if given), one `error: ...` line on stderr naming
+    what is wrong (each needle appears in it), no traceback, nothing on stdout."""
+    assert result.exit_code != 0 if exit_code is None else result.exit_code == exit_code, \
+        (result.exit_code, result.stderr)
+    assert "Traceback" not in result.stderr and result.stdout == ""
+    text = " ".join(result.stderr.split())  # rich may wrap a long line
+    assert text.startswith("error:"), result.stderr
+    for needle in needles:
+        assert needle in text, result.stderr
+
+
 def run_cli_subprocess(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "skdcli", *map(str, args)], capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, **(env or {})}, cwd=REPO)
 
 
-@pytest.fixture(scope="session")
-def tiny_corpus(tmp_path_factory) -> Path:
-    """48/8/8 synthetic utterances, prepared with the char tokenizer."""
-    from skdcli.asr_ctc.data import generate_synthetic_corpus, prepare_dataset
-
-    root = tmp_path_factory.mktemp("corpus")
-    raw = generate_synthetic_corpus(root / "raw", n_train=48, n_dev=8, n_test=8, seed=0)
-    prepare_dataset("librispeech", raw, root / "prepared")
-    return root / "prepared"
-
-
-@pytest.fixture(scope="session")
-def trained_run(tiny_corpus, tmp_path_factory) -> Path:
-    """A finished 6-step SKD run (shared by the eval / export / transcribe tests; treat as read-only)."""
-    run_dir = tmp_path_factory.mktemp("runs") / "skd"
-    invoke_json("asr-ctc", "train", "--data", tiny_corpus, "--run-dir", run_dir, "--max-steps", "6",
-                *sets(*TINY_MODEL, "train.eval_every=3", "train.checkpoint_every=3"))
-    return run_dir
-
-
-# Each recipe keeps its session fixtures in tests/fixtures_<task>.py; importing them here makes
-# them visible to every test module (the smoke tests name them in recipes/<task>/smoke.yaml) and
-# defines each exactly once, so a session fixture is built once per test session.
-from fixtures_sleep import *  # noqa: E402,F401,F403
-from fixtures_retrieval import *  # noqa: E402,F401,F403
-from fixtures_nlp_embed import *  # noqa: E402,F401,F403
-from fixtures_nlg_smooth import *  # noqa: E402,F401,F403
+# Each recipe keeps its session fixtures (and the golden trajectory of its shared tiny run) in
+# tests/fixtures_<task>.py; they are loaded as plugins here, so a session fixture is built once per
+# test session and every test module (and recipes/<task>/smoke.yaml) can name it. A new recipe's
+# fixtures file is picked up by being there.
+pytest_plugins = sorted(p.stem for p in Path(__file__).parent.glob("fixtures_*.py"))

@@ -14,6 +14,16 @@ NLG_TINY_MODEL = ["model.d_model=32", "model.num_heads=2", "model.ff_dim=64", "m
                   "eval.batch_size=32", "eval.beam_size=2"]
 
 
+GOLDEN_TRAJECTORY = {  # step -> the values the shared tiny run logs (tests/test_golden_trajectories.py)
+    1: {'loss': 6.019028, 'loss/ce': 5.964724, 'loss/prior': 6.120541, 'weight/alpha': 0.381361, 'weight/prior_generation': 0.0},
+    2: {'loss': 6.001895, 'loss/ce': 5.957529, 'loss/prior': 6.105669, 'weight/alpha': 0.3846857, 'weight/prior_generation': 0.0},
+    3: {'loss': 5.949996, 'loss/ce': 5.871117, 'loss/prior': 6.083673, 'weight/alpha': 0.3898479, 'weight/prior_generation': 0.0},
+    4: {'loss': 5.81549, 'loss/ce': 5.657757, 'loss/prior': 6.052133, 'weight/alpha': 0.3966264, 'weight/prior_generation': 0.0},
+    5: {'loss': 5.003376, 'loss/ce': 5.444645, 'loss/prior': 4.254125, 'weight/alpha': 0.4067644, 'weight/prior_generation': 1.0},
+    6: {'loss': 4.964837, 'loss/ce': 5.400015, 'loss/prior': 4.244982, 'weight/alpha': 0.4087107, 'weight/prior_generation': 1.0},
+}
+
+
 @pytest.fixture(scope="session")
 def nlg_smooth_corpus(tmp_path_factory) -> Path:
     """The synthetic toy pair (400/24/24 sentences), prepared with a joint sentencepiece model."""

@@ -17,6 +17,16 @@ NLP_EMBED_TINY = ["model.d_embed=16", "model.d_hidden=16", "train.batch_size=8",
                   "train.log_every=1", "kd.refresh_every=2", "kd.topk=4", "kd.beta=0.5"]
 
 
+GOLDEN_TRAJECTORY = {  # step -> the values the shared tiny run logs (tests/test_golden_trajectories.py)
+    1: {'loss': 4.604629, 'loss/ce': 4.605237, 'loss/soft': 4.60402, 'weight/beta': 0.5},
+    2: {'loss': 4.61592, 'loss/ce': 4.617612, 'loss/soft': 4.614228, 'weight/beta': 0.5},
+    3: {'loss': 4.60844, 'loss/ce': 4.609712, 'loss/soft': 4.607169, 'weight/beta': 0.5},
+    4: {'loss': 4.613212, 'loss/ce': 4.614515, 'loss/soft': 4.611909, 'weight/beta': 0.5},
+    5: {'loss': 4.60577, 'loss/ce': 4.605738, 'loss/soft': 4.605803, 'weight/beta': 0.5},
+    6: {'loss': 4.60444, 'loss/ce': 4.604572, 'loss/soft': 4.604308, 'weight/beta': 0.5},
+}
+
+
 @pytest.fixture(scope="session")
 def nlp_embed_corpus(tmp_path_factory) -> Path:
     """The synthetic class-based Markov corpus (96 words in 8 classes), prepared."""

@@ -17,6 +17,16 @@ SLEEP_TINY = ["model.d_model=16", "model.n_heads=2", "model.patch_len=100", "tra
               "train.warmup_steps=2", "train.log_every=1"]
 
 
+GOLDEN_TRAJECTORY = {  # step -> the values the shared tiny run logs (tests/test_golden_trajectories.py)
+    1: {'loss': 1.90747, 'loss/ce': 1.825904, 'loss/kd': 0.08156555, 'weight/kd': 1.0},
+    2: {'loss': 1.785518, 'loss/ce': 1.702063, 'loss/kd': 0.08345576, 'weight/kd': 1.0},
+    3: {'loss': 1.794414, 'loss/ce': 1.715417, 'loss/kd': 0.07899663, 'weight/kd': 1.0},
+    4: {'loss': 1.738067, 'loss/ce': 1.660614, 'loss/kd': 0.07745363, 'weight/kd': 1.0},
+    5: {'loss': 1.633291, 'loss/ce': 1.561438, 'loss/kd': 0.07185254, 'weight/kd': 1.0},
+    6: {'loss': 1.601698, 'loss/ce': 1.558521, 'loss/kd': 0.04317689, 'weight/kd': 1.0},
+}
+
+
 @pytest.fixture(scope="session")
 def sleep_raw(tmp_path_factory) -> dict[str, Path]:
     from skdcli.sleep.synth import write_shhs_like, write_sleep_edf_like
@@ -45,7 +55,7 @@ def sleep_sedf(sleep_raw, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def sleep_trained_run(sleep_shhs, tmp_path_factory) -> Path:
+def sleep_run(sleep_shhs, tmp_path_factory) -> Path:
     """A finished 6-step SKD + selective-sampling run on the SHHS-like set."""
     run_dir = tmp_path_factory.mktemp("sleep_runs") / "skd"
     invoke_json("sleep", "train", "--data", sleep_shhs, "--run-dir", run_dir, "--max-steps", "6",
@@ -54,6 +64,6 @@ def sleep_trained_run(sleep_shhs, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def sleep_export(sleep_trained_run) -> Path:
-    invoke_json("sleep", "export", "--run-dir", sleep_trained_run)
-    return sleep_trained_run / "export"
+def sleep_export(sleep_run) -> Path:
+    invoke_json("sleep", "export", "--run-dir", sleep_run)
+    return sleep_run / "export"

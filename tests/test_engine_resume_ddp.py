@@ -21,7 +21,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import REPO, TINY_MODEL, run_cli_subprocess, sets
+from conftest import REPO, run_cli_subprocess, sets
+from fixtures_asr_ctc import TINY_MODEL
 
 # Runs the CLI with every training step slowed down by 50 ms, so the kill lands mid-training.
 SLOW_CLI = """

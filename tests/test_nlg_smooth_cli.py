@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import REPO, invoke, invoke_json, sets
+from conftest import REPO, assert_one_line_error, invoke, invoke_json, sets
 from fixtures_nlg_smooth import NLG_TINY_MODEL
 from skdcli.engine.config import build_config
 from skdcli.nlg_smooth.config import NlgSmoothConfig
@@ -19,22 +19,8 @@ from skdcli.nlg_smooth.config import NlgSmoothConfig
 RECIPE = REPO / "recipes" / "nlg_smooth"
 
 
-def one_line_error(result, *needles: str) -> None:
-    assert result.exit_code != 0
-    assert "Traceback" not in result.stderr and result.stdout == ""
-    text = " ".join(result.stderr.split())
-    for needle in needles:
-        assert needle in text, result.stderr
-
-
 def metrics(run: Path, split: str) -> list[dict]:
     return [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if r["split"] == split]
-
-
-def test_help_lists_every_stage() -> None:
-    out = invoke("nlg-smooth", "--help").stdout
-    for stage in ("prep", "train", "eval", "export", "translate", "run"):
-        assert stage in out
 
 
 def test_prep_cli_and_its_errors(tmp_path: Path) -> None:
@@ -43,8 +29,8 @@ def test_prep_cli_and_its_errors(tmp_path: Path) -> None:
     assert info["counts"]["train"] > 1000 and info["tokenizer"]["vocab_size"] <= 200
     for name in ("train.src", "train.tgt", "valid.src", "test.tgt", "prep.json", "tokenizer/spm.model", "raw/train.de"):
         assert (out / name).is_file(), name
-    one_line_error(invoke("nlg-smooth", "prep", "--source", "synthetic", "--out", out), str(out), "--overwrite")
-    one_line_error(invoke("nlg-smooth", "prep", "--source", "europarl", "--raw", tmp_path, "--out", tmp_path / "o"),
+    assert_one_line_error(invoke("nlg-smooth", "prep", "--source", "synthetic", "--out", out), str(out), "--overwrite")
+    assert_one_line_error(invoke("nlg-smooth", "prep", "--source", "europarl", "--raw", tmp_path, "--out", tmp_path / "o"),
                    "unknown source 'europarl'")
     jsonl = tmp_path / "pairs.jsonl"
     jsonl.write_text("".join(json.dumps({"de": f"satz nummer {i}", "en": f"sentence number {i}"}) + "\n"
@@ -56,7 +42,7 @@ def test_prep_cli_and_its_errors(tmp_path: Path) -> None:
     raw.mkdir()
     (raw / "train.de").write_text("a\nb\nc\n")
     (raw / "train.en").write_text("x\ny\n")
-    one_line_error(invoke("nlg-smooth", "prep", "--source", "iwslt14", "--raw", raw, "--out", tmp_path / "o"),
+    assert_one_line_error(invoke("nlg-smooth", "prep", "--source", "iwslt14", "--raw", raw, "--out", tmp_path / "o"),
                    f"{raw / 'train.de'} has 3 lines but {raw / 'train.en'} has 2 lines")
 
 
@@ -109,11 +95,11 @@ def test_baseline_and_methods_are_recorded(nlg_smooth_corpus: Path, tmp_path: Pa
                           *args, *sets(*NLG_TINY_MODEL, "train.eval_every=0"))
         assert res["method"] == method
         assert yaml.safe_load((run / "config.yaml").read_text())["loss"]["method"] == method
-    one_line_error(invoke("nlg-smooth", "train", "--data", nlg_smooth_corpus, "--run-dir", tmp_path / "x",
+    assert_one_line_error(invoke("nlg-smooth", "train", "--data", nlg_smooth_corpus, "--run-dir", tmp_path / "x",
                           *sets("loss.method=kd")), "loss.method: 'kd' is not one of")
-    one_line_error(invoke("nlg-smooth", "train", "--data", tmp_path / "none", "--run-dir", tmp_path / "y"),
+    assert_one_line_error(invoke("nlg-smooth", "train", "--data", tmp_path / "none", "--run-dir", tmp_path / "y"),
                    "prepared dataset not found")
-    one_line_error(invoke("nlg-smooth", "train", "--data", nlg_smooth_corpus, "--run-dir", tmp_path / "z",
+    assert_one_line_error(invoke("nlg-smooth", "train", "--data", nlg_smooth_corpus, "--run-dir", tmp_path / "z",
                           *sets(*NLG_TINY_MODEL, "model.max_positions=6")), "more than the model's limit of 4")
 
 
@@ -143,7 +129,7 @@ def test_eval_writes_scores_plot_and_translations(nlg_smooth_run: Path) -> None:
     assert json.loads((nlg_smooth_run / "eval.json").read_text())["bleu"] == res["bleu"]
     greedy = invoke_json("nlg-smooth", "eval", "--run-dir", nlg_smooth_run, "--beam-size", "1", "--split", "valid")
     assert greedy["decoder"] == "greedy" and greedy["split"] == "valid"
-    one_line_error(invoke("nlg-smooth", "eval", "--run-dir", nlg_smooth_run.parent / "missing"), "run directory not found")
+    assert_one_line_error(invoke("nlg-smooth", "eval", "--run-dir", nlg_smooth_run.parent / "missing"), "run directory not found")
 
 
 def test_export_and_translate(nlg_smooth_export: Path, nlg_smooth_corpus: Path, tmp_path: Path) -> None:
@@ -161,10 +147,10 @@ def test_export_and_translate(nlg_smooth_export: Path, nlg_smooth_corpus: Path, 
     lines = proc.stdout.split("\n")[:-1]
     assert len(lines) == 4 and lines[1] == ""
     assert lines[0] == res["translations"][0]["hyp"] and lines[2] == res["translations"][1]["hyp"]
-    one_line_error(invoke("nlg-smooth", "translate", "--model", nlg_smooth_export, "la " * 300),
+    assert_one_line_error(invoke("nlg-smooth", "translate", "--model", nlg_smooth_export, "la " * 300),
                    "argument: line 1", "more than the model's limit")
-    one_line_error(invoke("nlg-smooth", "translate", "--model", tmp_path, "x"), "no manifest.json")
-    one_line_error(invoke("nlg-smooth", "export", "--run-dir", nlg_smooth_export.parent.parent / "nope"),
+    assert_one_line_error(invoke("nlg-smooth", "translate", "--model", tmp_path, "x"), "no manifest.json")
+    assert_one_line_error(invoke("nlg-smooth", "export", "--run-dir", nlg_smooth_export.parent.parent / "nope"),
                    "run directory not found")
 
 

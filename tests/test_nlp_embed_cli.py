@@ -74,11 +74,12 @@ def test_eval_reports_perplexity_and_calibration(nlp_embed_run: Path, tmp_path: 
 
 
 def test_perplexity_matches_a_hand_computation(nlp_embed_run: Path) -> None:
-    from skdcli.engine.rundir import RunDir
-    from skdcli.nlp_embed.recipe import load_trained
+    from skdcli.engine.stages import load_trained
+    from skdcli.nlp_embed.recipe import HOOKS
 
     result = invoke_json("nlp-embed", "eval", "--run-dir", nlp_embed_run, "--split", "test")
-    cfg, task, model = load_trained(RunDir(nlp_embed_run), str(task_data(nlp_embed_run)), torch.device("cpu"))
+    trained = load_trained(HOOKS, nlp_embed_run)
+    cfg, task, model = trained.cfg, trained.task, trained.model
     stream, bptt = task.corpus.streams["test"], cfg.data.bptt
     nll, n = 0.0, 0
     with torch.no_grad():

@@ -13,24 +13,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import invoke, invoke_json, sets
+from conftest import assert_one_line_error, invoke, invoke_json, sets
 from fixtures_sleep import SLEEP_FIXTURES, SLEEP_TINY
 from skdcli.sleep.formats import read_edf_hypnogram
 from skdcli.sleep.synth import write_shhs_like
-
-
-def assert_one_line_error(result, *needles: str) -> None:
-    assert result.exit_code != 0
-    assert "Traceback" not in result.stderr and result.stdout == ""
-    text = " ".join(result.stderr.split())
-    for needle in needles:
-        assert needle in text, result.stderr
-
-
-def test_help_lists_every_stage() -> None:
-    out = invoke("sleep", "--help").stdout
-    for stage in ("prep", "train", "eval", "export", "score", "run"):
-        assert stage in out
 
 
 def test_prep_shhs_layout_resamples_and_expands_xml(sleep_shhs: Path) -> None:
@@ -92,9 +78,9 @@ def test_bad_inputs_are_one_line_errors(tmp_path: Path) -> None:
     empty.mkdir()
     assert_one_line_error(prep("sleep-edf", empty), str(empty), "no recordings found")
     # an unknown source is named as such, with or without --raw
-    assert_one_line_error(prep("shhs2", empty), "--source must be one of sleep-edf, shhs, got 'shhs2'")
+    assert_one_line_error(prep("shhs2", empty), "--source must be one of sleep-edf, shhs, synthetic, synthetic-sleep-edf, got 'shhs2'")
     assert_one_line_error(invoke("sleep", "prep", "--source", "shhs2", "--out", tmp_path / "o"),
-                          "--source must be one of sleep-edf, shhs, got 'shhs2'")
+                          "--source must be one of sleep-edf, shhs, synthetic, synthetic-sleep-edf, got 'shhs2'")
     # a missing channel lists the channels present
     raw = _pair(tmp_path, "channel")
     assert_one_line_error(prep("sleep-edf", raw, "--channel", "EEG C4-A1"), "SC4001E0-PSG.edf",
@@ -130,8 +116,8 @@ def test_bad_shhs_inputs(tmp_path: Path) -> None:
     assert_one_line_error(prep(), "shhs1-200001.edf", "no shhs1-200001-nsrr.xml")
 
 
-def test_train_writes_the_run_directory(sleep_trained_run: Path) -> None:
-    run = sleep_trained_run
+def test_train_writes_the_run_directory(sleep_run: Path) -> None:
+    run = sleep_run
     for name in ("config.yaml", "provenance.json", "metrics.jsonl", "train_summary.json", "plots/loss.png",
                  "checkpoints/latest.json", "checkpoints/best/model.safetensors"):
         assert (run / name).exists(), name
@@ -146,24 +132,24 @@ def test_train_writes_the_run_directory(sleep_trained_run: Path) -> None:
     assert state["step"] == 6
 
 
-def test_eval_dev_and_cross_dataset(sleep_trained_run: Path, sleep_sedf: Path) -> None:
-    dev = invoke_json("sleep", "eval", "--run-dir", sleep_trained_run)
+def test_eval_dev_and_cross_dataset(sleep_run: Path, sleep_sedf: Path) -> None:
+    dev = invoke_json("sleep", "eval", "--run-dir", sleep_run)
     assert dev["split"] == "dev" and dev["recordings"] == 1 and not dev["cross_dataset"]
-    cross = invoke_json("sleep", "eval", "--run-dir", sleep_trained_run, "--data", sleep_sedf, "--cross-dataset")
+    cross = invoke_json("sleep", "eval", "--run-dir", sleep_run, "--data", sleep_sedf, "--cross-dataset")
     assert cross["cross_dataset"] and cross["recordings"] == 4 and cross["test_source"] == "sleep-edf"
     assert 0 <= cross["accuracy"] <= 1 and set(cross["per_class_f1"]) == {"W", "N1", "N2", "N3", "REM"}
     assert np.array(cross["confusion"]).sum() == cross["epochs"]
     assert set(cross["priors"]) == {"train", "test_true", "test_predicted"}
     assert cross["priors"]["train"] != cross["priors"]["test_true"]  # the two sets' label bias differs
-    assert (sleep_trained_run / "eval_cross.json").is_file()
-    assert_one_line_error(invoke("sleep", "eval", "--run-dir", sleep_trained_run, "--cross-dataset"), "--data")
+    assert (sleep_run / "eval_cross.json").is_file()
+    assert_one_line_error(invoke("sleep", "eval", "--run-dir", sleep_run, "--cross-dataset"), "--data")
 
 
-def test_eval_refuses_mismatched_rates(sleep_trained_run: Path, sleep_raw, tmp_path: Path) -> None:
+def test_eval_refuses_mismatched_rates(sleep_run: Path, sleep_raw, tmp_path: Path) -> None:
     out = tmp_path / "sedf50"
     invoke_json("sleep", "prep", "--source", "sleep-edf", "--raw", sleep_raw["sleep-edf"], "--out", out,
                 "--fs", "50", "--subjects", "0")
-    assert_one_line_error(invoke("sleep", "eval", "--run-dir", sleep_trained_run, "--data", out, "--cross-dataset"),
+    assert_one_line_error(invoke("sleep", "eval", "--run-dir", sleep_run, "--data", out, "--cross-dataset"),
                           "mismatched sampling rates", "100 Hz", "50 Hz")
 
 

@@ -7,7 +7,8 @@
 #                          [--seeds "0 1 2"] [--eval-splits "dev test"] [--beam-size N]
 #                          [--train-args "..."] [--overwrite]
 #   Each flag has an environment-variable twin (DATA_ROOT, DATA, RUNS, DEVICE, NGPU, CONFIG,
-#   SEEDS, EVAL_SPLITS, BEAM_SIZE, TRAIN_ARGS, OVERWRITE=1); a flag wins over the variable.
+#   SEEDS, EVAL_SPLITS, BEAM_SIZE, TRAIN_ARGS, OVERWRITE=1); a flag wins over the variable
+#   (recipes/common.sh parses them).
 #
 # Stages (ESPnet style: runs stages N..M, default 0..6):
 #   0  download + extract + prep LibriSpeech (data_scripts/librispeech.sh: train-clean-100,
@@ -32,82 +33,22 @@
 # only (--resume keeps the run's own config.yaml).
 set -euo pipefail
 
-# -- settings --------------------------------------------------------------------------------
+# -- settings (each has a --flag and an environment twin; see recipes/common.sh) ---------------------
 DATA_ROOT=${DATA_ROOT:-data/librispeech_raw}         # downloaded archives + extracted LibriSpeech/
 DATA=${DATA:-data/librispeech}                       # the prepared dataset (skd asr-ctc prep --out)
 RUNS=${RUNS:-runs/asr_ctc_librispeech}               # one run directory per system and seed
-DEVICE=${DEVICE:-cuda}
-NGPU=${NGPU:-1}                                      # > 1: torchrun --nproc-per-node $NGPU (training)
 CONFIG=${CONFIG:-recipes/asr_ctc/librispeech.yaml}
-SEEDS=${SEEDS:-0}                                    # e.g. "0 1 2"
 EVAL_SPLITS=${EVAL_SPLITS:-test}                     # any of: dev test
 BEAM_SIZE=${BEAM_SIZE:-1}                            # 1 = greedy CTC; > 1 = prefix beam search, no LM
-TRAIN_ARGS=${TRAIN_ARGS:-}                           # extra `skd asr-ctc train` args, e.g. "--set train.lr=5e-4"
-OVERWRITE=${OVERWRITE:-0}
-SKD=${SKD:-skd}
-stage=0
-stop_stage=6
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)   # repository root (for data_scripts/)
+STOP_STAGE=${STOP_STAGE:-6}
+source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"  # options, run_stage, log, die, skd_train, to_file
 
-die() { echo "run.sh: error: $*" >&2; exit 1; }
-log() { echo "run.sh: $*" >&2; }
-
-while [[ $# -gt 0 ]]; do
-  case "$1" in
-    --stage)       stage=$2; shift 2 ;;
-    --stop-stage)  stop_stage=$2; shift 2 ;;
-    --config)      CONFIG=$2; shift 2 ;;
-    --data-root)   DATA_ROOT=$2; shift 2 ;;
-    --data)        DATA=$2; shift 2 ;;
-    --runs)        RUNS=$2; shift 2 ;;
-    --device)      DEVICE=$2; shift 2 ;;
-    --ngpu)        NGPU=$2; shift 2 ;;
-    --seeds)       SEEDS=$2; shift 2 ;;
-    --eval-splits) EVAL_SPLITS=$2; shift 2 ;;
-    --beam-size)   BEAM_SIZE=$2; shift 2 ;;
-    --train-args)  TRAIN_ARGS=$2; shift 2 ;;
-    --overwrite)   OVERWRITE=1; shift ;;
-    -h|--help)     sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-    *)             die "unknown argument '$1' (see --help)" ;;
-  esac
-done
-[[ $stage =~ ^[0-9]+$ && $stop_stage =~ ^[0-9]+$ ]] || die "--stage/--stop-stage take integers"
-
-run_stage() { [[ $stage -le $1 && $stop_stage -ge $1 ]]; }
 RESULTS=$RUNS/results
 METHODS="skd ctc interctc"
-read -r -a train_extra <<< "$TRAIN_ARGS"
-
-# -- helpers ---------------------------------------------------------------------------------
 train() {  # train NAME SEED [extra skd asr-ctc train args...]
   local name=$1 seed=$2
   shift 2
-  local rd=$RUNS/${name}_seed$seed
-  local launcher=("$SKD")
-  if [[ $NGPU -gt 1 ]]; then
-    launcher=(torchrun --standalone --nproc-per-node "$NGPU" -m skdcli)
-  fi
-  if [[ -f $rd/train_summary.json && $OVERWRITE != 1 ]]; then
-    log "$name seed $seed: finished run in $rd, skipping (--overwrite to retrain)"
-    return
-  fi
-  if [[ -f $rd/config.yaml && $OVERWRITE != 1 ]]; then
-    log "$name seed $seed: unfinished run in $rd, resuming"
-    "${launcher[@]}" asr-ctc train --run-dir "$rd" --data "$DATA" --resume --device "$DEVICE"
-    return
-  fi
-  local args=(asr-ctc train --config "$CONFIG" --data "$DATA" --run-dir "$rd" --seed "$seed"
-              --device "$DEVICE" "$@" ${train_extra[@]+"${train_extra[@]}"})
-  [[ $OVERWRITE == 1 ]] && args+=(--overwrite)
-  log "$name seed $seed: ${launcher[*]} ${args[*]}"
-  "${launcher[@]}" "${args[@]}"
-}
-
-to_file() {  # to_file DEST cmd...: write the command's stdout to DEST only if it succeeds
-  local dest=$1
-  shift
-  "$@" > "$dest.tmp"
-  mv "$dest.tmp" "$dest"
+  skd_train asr-ctc "$RUNS/${name}_seed$seed" "$DATA" "$seed" "$@"
 }
 
 # -- stage 0: data ------------------------------------------------------------------------------
@@ -127,33 +68,21 @@ for seed in $SEEDS; do
 done
 
 # -- stage 4: eval ----------------------------------------------------------------------------------
-if run_stage 4; then
-  mkdir -p "$RESULTS"
-  for method in $METHODS; do
-    for seed in $SEEDS; do
-      rd=$RUNS/${method}_seed$seed
-      [[ -f $rd/train_summary.json ]] || { log "stage 4: no finished run in $rd, skipping"; continue; }
-      for split in $EVAL_SPLITS; do
-        log "stage 4: eval $rd on $split (beam $BEAM_SIZE)"
-        # eval also writes $rd/eval.json (the last split evaluated); keep one copy per split
-        to_file "$RESULTS/${method}_seed$seed.$split.eval.json" \
-          "$SKD" asr-ctc eval --run-dir "$rd" --split "$split" --beam-size "$BEAM_SIZE" --device "$DEVICE" --json
-      done
-    done
+evaluate() {  # evaluate RUN_DIR: every split of EVAL_SPLITS
+  local split
+  for split in $EVAL_SPLITS; do
+    log "stage 4: eval $1 on $split (beam $BEAM_SIZE)"
+    # eval also writes $1/eval.json (the last split evaluated); keep one copy per split
+    to_file "$RESULTS/$(basename "$1").$split.eval.json" \
+      "$SKD" asr-ctc eval --run-dir "$1" --split "$split" --beam-size "$BEAM_SIZE" --device "$DEVICE" --json
   done
-fi
+}
+if run_stage 4; then each_finished_run "$METHODS" evaluate; fi
 
 # -- stage 5: export ----------------------------------------------------------------------------------
+export_run() { log "stage 5: export $1"; to_file "$RESULTS/$(basename "$1").export.json" "$SKD" asr-ctc export --run-dir "$1" --overwrite --json; }
 if run_stage 5; then
-  mkdir -p "$RESULTS"
-  for method in $METHODS; do
-    for seed in $SEEDS; do
-      rd=$RUNS/${method}_seed$seed
-      [[ -f $rd/train_summary.json ]] || { log "stage 5: no finished run in $rd, skipping"; continue; }
-      log "stage 5: export $rd"
-      to_file "$RESULTS/${method}_seed$seed.export.json" "$SKD" asr-ctc export --run-dir "$rd" --overwrite --json
-    done
-  done
+  each_finished_run "$METHODS" export_run
   first_seed=${SEEDS%% *}
   if [[ -d $RUNS/skd_seed$first_seed/export ]]; then
     wav=$(python -c 'import json, sys

@@ -26,52 +26,12 @@ RAW=${RAW:-data/iwslt14.tokenized.de-en}
 DATA=${DATA:-data/iwslt14}
 RUNS=${RUNS:-runs/nlg_smooth_iwslt14}
 CONFIG=${CONFIG:-recipes/nlg_smooth/iwslt14.yaml}
-DEVICE=${DEVICE:-cuda}
-NGPU=${NGPU:-1}
-SEEDS=${SEEDS:-0}
 METHODS=${METHODS:-als_sk ce ls confpen}
 BEAM_SIZE=${BEAM_SIZE:-5}
 LENPEN=${LENPEN:-1.0}
-TRAIN_ARGS=${TRAIN_ARGS:-}
-OVERWRITE=${OVERWRITE:-0}
-SKD=${SKD:-skd}
-stage=0
-stop_stage=4
-
-die() { echo "run.sh: error: $*" >&2; exit 1; }
-log() { echo "run.sh: $*" >&2; }
-
-while [[ $# -gt 0 ]]; do
-  case "$1" in
-    --stage)       stage=$2; shift 2 ;;
-    --stop-stage)  stop_stage=$2; shift 2 ;;
-    --raw)         RAW=$2; shift 2 ;;
-    --data)        DATA=$2; shift 2 ;;
-    --runs)        RUNS=$2; shift 2 ;;
-    --config)      CONFIG=$2; shift 2 ;;
-    --device)      DEVICE=$2; shift 2 ;;
-    --ngpu)        NGPU=$2; shift 2 ;;
-    --seeds)       SEEDS=$2; shift 2 ;;
-    --methods)     METHODS=$2; shift 2 ;;
-    --beam-size)   BEAM_SIZE=$2; shift 2 ;;
-    --lenpen)      LENPEN=$2; shift 2 ;;
-    --train-args)  TRAIN_ARGS=$2; shift 2 ;;
-    --overwrite)   OVERWRITE=1; shift ;;
-    -h|--help)     sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-    *)             die "unknown argument '$1' (see --help)" ;;
-  esac
-done
-[[ $stage =~ ^[0-9]+$ && $stop_stage =~ ^[0-9]+$ ]] || die "--stage/--stop-stage take integers"
-run_stage() { [[ $stage -le $1 && $stop_stage -ge $1 ]]; }
+STOP_STAGE=${STOP_STAGE:-4}
+source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"  # options, run_stage, log, die, skd_train, to_file
 RESULTS=$RUNS/results
-read -r -a train_extra <<< "$TRAIN_ARGS"
-
-to_file() {  # to_file DEST cmd...: write the command's stdout to DEST only if it succeeds
-  local dest=$1
-  shift
-  "$@" > "$dest.tmp"
-  mv "$dest.tmp" "$dest"
-}
 
 if run_stage 0; then
   [[ -d $RAW ]] || die "stage 0: $RAW not found (run fairseq's prepare-iwslt14.sh first)"
@@ -86,40 +46,19 @@ if run_stage 0; then
 fi
 
 if run_stage 1; then
-  launcher=("$SKD")
-  [[ $NGPU -gt 1 ]] && launcher=(torchrun --standalone --nproc-per-node "$NGPU" -m skdcli)
   for seed in $SEEDS; do
     for method in $METHODS; do
-      rd=$RUNS/${method}_seed$seed
-      if [[ -f $rd/train_summary.json && $OVERWRITE != 1 ]]; then
-        log "stage 1: $rd finished, skipping"; continue
-      fi
-      if [[ -f $rd/config.yaml && $OVERWRITE != 1 ]]; then
-        log "stage 1: resuming $rd"
-        "${launcher[@]}" nlg-smooth train --run-dir "$rd" --data "$DATA" --resume --device "$DEVICE"
-        continue
-      fi
-      args=(nlg-smooth train --config "$CONFIG" --data "$DATA" --run-dir "$rd" --seed "$seed" --device "$DEVICE"
-            --set "loss.method=$method" ${train_extra[@]+"${train_extra[@]}"})
-      [[ $OVERWRITE == 1 ]] && args+=(--overwrite)
-      log "stage 1: ${launcher[*]} ${args[*]}"
-      "${launcher[@]}" "${args[@]}"
+      skd_train nlg-smooth "$RUNS/${method}_seed$seed" "$DATA" "$seed" --set "loss.method=$method"
     done
   done
 fi
 
-if run_stage 2; then
-  mkdir -p "$RESULTS"
-  for seed in $SEEDS; do
-    for method in $METHODS; do
-      rd=$RUNS/${method}_seed$seed
-      [[ -f $rd/train_summary.json ]] || { log "stage 2: no finished run in $rd, skipping"; continue; }
-      log "stage 2: eval $rd (beam $BEAM_SIZE, lenpen $LENPEN)"
-      to_file "$RESULTS/${method}_seed$seed.eval.json" "$SKD" nlg-smooth eval --run-dir "$rd" --split test \
-        --beam-size "$BEAM_SIZE" --lenpen "$LENPEN" --device "$DEVICE" --json
-    done
-  done
-fi
+evaluate() {  # evaluate RUN_DIR
+  log "stage 2: eval $1 (beam $BEAM_SIZE, lenpen $LENPEN)"
+  to_file "$RESULTS/$(basename "$1").eval.json" "$SKD" nlg-smooth eval --run-dir "$1" --split test \
+    --beam-size "$BEAM_SIZE" --lenpen "$LENPEN" --device "$DEVICE" --json
+}
+if run_stage 2; then each_finished_run "$METHODS" evaluate; fi
 
 if run_stage 3; then
   first_seed=${SEEDS%% *}

@@ -31,44 +31,15 @@ set -euo pipefail
 
 SOURCE=${SOURCE:-ptb}
 RAW=${RAW:-data/ptb_raw}
-DATA=${DATA:-data/nlp_embed_$SOURCE}
+DATA=${DATA:-}
 CONFIG=${CONFIG:-recipes/nlp_embed/ptb.yaml}
-RUNS=${RUNS:-runs/nlp_embed_$SOURCE}
-DEVICE=${DEVICE:-cuda}
-NGPU=${NGPU:-1}
-SEEDS=${SEEDS:-0}
-TRAIN_ARGS=${TRAIN_ARGS:-}
-OVERWRITE=${OVERWRITE:-0}
+RUNS=${RUNS:-}
 SYSTEMS=${SYSTEMS:-"skd ce ls noise"}
-SKD=${SKD:-skd}
-stage=0
-stop_stage=4
-
-die() { echo "run.sh: error: $*" >&2; exit 1; }
-log() { echo "run.sh: $*" >&2; }
-
-while [[ $# -gt 0 ]]; do
-  case "$1" in
-    --stage)      stage=$2; shift 2 ;;
-    --stop-stage) stop_stage=$2; shift 2 ;;
-    --source)     SOURCE=$2; shift 2 ;;
-    --raw)        RAW=$2; shift 2 ;;
-    --data)       DATA=$2; shift 2 ;;
-    --config)     CONFIG=$2; shift 2 ;;
-    --runs)       RUNS=$2; shift 2 ;;
-    --device)     DEVICE=$2; shift 2 ;;
-    --ngpu)       NGPU=$2; shift 2 ;;
-    --seeds)      SEEDS=$2; shift 2 ;;
-    --train-args) TRAIN_ARGS=$2; shift 2 ;;
-    --overwrite)  OVERWRITE=1; shift ;;
-    -h|--help)    sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-    *)            die "unknown argument '$1' (see --help)" ;;
-  esac
-done
-[[ $stage =~ ^[0-9]+$ && $stop_stage =~ ^[0-9]+$ ]] || die "--stage/--stop-stage take integers"
-run_stage() { [[ $stage -le $1 && $stop_stage -ge $1 ]]; }
+STOP_STAGE=${STOP_STAGE:-4}
+source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"  # options, run_stage, log, die, skd_train, to_file
+DATA=${DATA:-data/nlp_embed_$SOURCE}
+RUNS=${RUNS:-runs/nlp_embed_$SOURCE}
 RESULTS=$RUNS/results
-read -r -a train_extra <<< "$TRAIN_ARGS"
 
 system_args() {  # the train flags that make each system
   case "$1" in
@@ -81,28 +52,9 @@ system_args() {  # the train flags that make each system
 }
 
 train() {  # train SYSTEM SEED
-  local name=$1 seed=$2 rd=$RUNS/$1_seed$2
-  local launcher=("$SKD")
-  [[ $NGPU -gt 1 ]] && launcher=(torchrun --standalone --nproc-per-node "$NGPU" -m skdcli)
-  if [[ -f $rd/train_summary.json && $OVERWRITE != 1 ]]; then
-    log "$name seed $seed: finished run in $rd, skipping (--overwrite to retrain)"; return
-  fi
-  if [[ -f $rd/config.yaml && $OVERWRITE != 1 ]]; then
-    log "$name seed $seed: unfinished run in $rd, resuming"
-    "${launcher[@]}" nlp-embed train --run-dir "$rd" --data "$DATA" --resume --device "$DEVICE"; return
-  fi
-  local args=(nlp-embed train --config "$CONFIG" --data "$DATA" --run-dir "$rd" --seed "$seed" --device "$DEVICE")
-  read -r -a sys_args <<< "$(system_args "$name")"
-  args+=(${sys_args[@]+"${sys_args[@]}"} ${train_extra[@]+"${train_extra[@]}"})
-  [[ $OVERWRITE == 1 ]] && args+=(--overwrite)
-  log "$name seed $seed: ${launcher[*]} ${args[*]}"
-  "${launcher[@]}" "${args[@]}"
-}
-
-to_file() {  # to_file DEST cmd...: write the command's stdout to DEST only if it succeeds
-  local dest=$1; shift
-  "$@" > "$dest.tmp"
-  mv "$dest.tmp" "$dest"
+  local sys_args
+  read -r -a sys_args <<< "$(system_args "$1")"
+  skd_train nlp-embed "$RUNS/$1_seed$2" "$DATA" "$2" ${sys_args[@]+"${sys_args[@]}"}
 }
 
 if run_stage 0; then
@@ -123,26 +75,16 @@ for seed in $SEEDS; do
   done
 done
 
-if run_stage 2; then
-  mkdir -p "$RESULTS"
-  for system in $SYSTEMS; do
-    for seed in $SEEDS; do
-      rd=$RUNS/${system}_seed$seed
-      [[ -f $rd/train_summary.json ]] || { log "stage 2: no finished run in $rd, skipping"; continue; }
-      log "stage 2: eval $rd on test"
-      to_file "$RESULTS/${system}_seed$seed.test.eval.json" "$SKD" nlp-embed eval --run-dir "$rd" --split test --device "$DEVICE" --json
-    done
-  done
-fi
+evaluate() {  # evaluate RUN_DIR
+  log "stage 2: eval $1 on test"
+  to_file "$RESULTS/$(basename "$1").test.eval.json" "$SKD" nlp-embed eval --run-dir "$1" --split test --device "$DEVICE" --json
+}
+if run_stage 2; then each_finished_run "$SYSTEMS" evaluate; fi
 
 if run_stage 3; then
   first_seed=${SEEDS%% *}
-  for seed in $SEEDS; do
-    rd=$RUNS/skd_seed$seed
-    [[ -f $rd/train_summary.json ]] || continue
-    log "stage 3: export $rd"
-    "$SKD" nlp-embed export --run-dir "$rd" --overwrite --json > /dev/null
-  done
+  export_run() { log "stage 3: export $1"; "$SKD" nlp-embed export --run-dir "$1" --overwrite --json > /dev/null; }
+  each_finished_run skd export_run
   if [[ -d $RUNS/skd_seed$first_seed/export ]]; then
     "$SKD" nlp-embed sample --model "$RUNS/skd_seed$first_seed/export" --prompt "the" --top-k 40 --num-samples 3
   fi

@@ -26,44 +26,16 @@ ENCODER=${ENCODER:-models/blip-itm-base-coco}
 DATA=${DATA:-data/coco}
 RUNS=${RUNS:-runs/retrieval_coco}
 CONFIG=${CONFIG:-recipes/retrieval/coco.yaml}
-DEVICE=${DEVICE:-cuda}
 SEEDS=${SEEDS:-42}
-OVERWRITE=${OVERWRITE:-0}
-SKD=${SKD:-skd}
-stage=0
-stop_stage=5
-
-die() { echo "run.sh: error: $*" >&2; exit 1; }
-log() { echo "run.sh: $*" >&2; }
-
-while [[ $# -gt 0 ]]; do
-  case "$1" in
-    --stage) stage=$2; shift 2 ;;
-    --stop-stage) stop_stage=$2; shift 2 ;;
-    --raw) RAW=$2; shift 2 ;;
-    --encoder) ENCODER=$2; shift 2 ;;
-    --data) DATA=$2; shift 2 ;;
-    --runs) RUNS=$2; shift 2 ;;
-    --config) CONFIG=$2; shift 2 ;;
-    --device) DEVICE=$2; shift 2 ;;
-    --seeds) SEEDS=$2; shift 2 ;;
-    --overwrite) OVERWRITE=1; shift ;;
-    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-    *) die "unknown argument '$1' (see --help)" ;;
-  esac
-done
-run_stage() { [[ $stage -le $1 && $stop_stage -ge $1 ]]; }
+STOP_STAGE=${STOP_STAGE:-5}
+source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"  # options, run_stage, log, die, skd_train, to_file
 RESULTS=$RUNS/results
 ow=(); [[ $OVERWRITE == 1 ]] && ow=(--overwrite)
 
 train() {  # train NAME SEED [extra args]
-  local name=$1 seed=$2; shift 2
-  local rd=$RUNS/${name}_seed$seed
-  if [[ -f $rd/train_summary.json && $OVERWRITE != 1 ]]; then log "$rd finished, skipping"; return; fi
-  if [[ -f $rd/config.yaml && $OVERWRITE != 1 ]]; then
-    "$SKD" retrieval train --run-dir "$rd" --data "$DATA" --resume --device "$DEVICE"; return
-  fi
-  "$SKD" retrieval train --config "$CONFIG" --data "$DATA" --run-dir "$rd" --seed "$seed" --device "$DEVICE" "$@" ${ow[@]+"${ow[@]}"}
+  local name=$1 seed=$2
+  shift 2
+  skd_train retrieval "$RUNS/${name}_seed$seed" "$DATA" "$seed" "$@"
 }
 
 if run_stage 0; then
@@ -74,20 +46,11 @@ for seed in $SEEDS; do
   if run_stage 1; then log "stage 1: SKD seed $seed"; train skd "$seed"; fi
   if run_stage 2; then log "stage 2: contrastive-only seed $seed"; train contrastive "$seed" --baseline; fi
 done
-if run_stage 3; then
-  mkdir -p "$RESULTS"
-  for rd in "$RUNS"/*_seed*; do
-    [[ -f $rd/train_summary.json ]] || continue
-    "$SKD" retrieval eval --run-dir "$rd" --device "$DEVICE" --json > "$RESULTS/$(basename "$rd").eval.json.tmp"
-    mv "$RESULTS/$(basename "$rd").eval.json.tmp" "$RESULTS/$(basename "$rd").eval.json"
-  done
-fi
+evaluate() { to_file "$RESULTS/$(basename "$1").eval.json" "$SKD" retrieval eval --run-dir "$1" --device "$DEVICE" --json; }
+export_and_index() { "$SKD" retrieval export --run-dir "$1" --overwrite && "$SKD" retrieval index --run-dir "$1" --overwrite; }
+if run_stage 3; then each_finished_run "skd contrastive" evaluate; fi
 if run_stage 4; then
-  for rd in "$RUNS"/*_seed*; do
-    [[ -f $rd/train_summary.json ]] || continue
-    "$SKD" retrieval export --run-dir "$rd" --overwrite
-    "$SKD" retrieval index --run-dir "$rd" --overwrite
-  done
+  each_finished_run "skd contrastive" export_and_index
   first=${SEEDS%% *}
   "$SKD" retrieval search --run-dir "$RUNS/skd_seed$first" --query "a woman cutting a cake" --validate
 fi

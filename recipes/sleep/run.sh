@@ -6,7 +6,8 @@
 #   recipes/sleep/run.sh [--stage N] [--stop-stage M] [--config YAML] [--data-root DIR]
 #                        [--shhs-raw DIR] [--runs DIR] [--device cuda|cpu] [--ngpu N]
 #                        [--seeds "0 1 2 3 4"] [--train-args "..."] [--overwrite]
-#   Environment twins: CONFIG, DATA_ROOT, SHHS_RAW, RUNS, DEVICE, NGPU, SEEDS, TRAIN_ARGS, OVERWRITE=1.
+#   Environment twins: CONFIG, DATA_ROOT, SHHS_RAW, RUNS, DEVICE, NGPU, SEEDS, TRAIN_ARGS, OVERWRITE=1
+#   (recipes/common.sh parses them; a flag wins over the variable).
 #
 # Stages (default 0..5):
 #   0  data: data_scripts/sleep_data.sh (Sleep-EDF-20 download + prep; SHHS prep from --shhs-raw,
@@ -27,60 +28,20 @@ CONFIG=${CONFIG:-recipes/sleep/shhs.yaml}
 DATA_ROOT=${DATA_ROOT:-data/sleep}
 SHHS_RAW=${SHHS_RAW:-}
 RUNS=${RUNS:-runs/sleep_shhs_to_sedf}
-DEVICE=${DEVICE:-cuda}
-NGPU=${NGPU:-1}
 SEEDS=${SEEDS:-"0 1 2 3 4"}
-TRAIN_ARGS=${TRAIN_ARGS:-}
-OVERWRITE=${OVERWRITE:-0}
-SKD=${SKD:-skd}
-stage=0
-stop_stage=4
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-
-die() { echo "run.sh: error: $*" >&2; exit 1; }
-log() { echo "run.sh: $*" >&2; }
-
-while [[ $# -gt 0 ]]; do
-  case "$1" in
-    --stage)      stage=$2; shift 2 ;;
-    --stop-stage) stop_stage=$2; shift 2 ;;
-    --config)     CONFIG=$2; shift 2 ;;
-    --data-root)  DATA_ROOT=$2; shift 2 ;;
-    --shhs-raw)   SHHS_RAW=$2; shift 2 ;;
-    --runs)       RUNS=$2; shift 2 ;;
-    --device)     DEVICE=$2; shift 2 ;;
-    --ngpu)       NGPU=$2; shift 2 ;;
-    --seeds)      SEEDS=$2; shift 2 ;;
-    --train-args) TRAIN_ARGS=$2; shift 2 ;;
-    --overwrite)  OVERWRITE=1; shift ;;
-    -h|--help)    sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-    *)            die "unknown argument '$1' (see --help)" ;;
-  esac
-done
-[[ $stage =~ ^[0-9]+$ && $stop_stage =~ ^[0-9]+$ ]] || die "--stage/--stop-stage take integers"
-run_stage() { [[ $stage -le $1 && $stop_stage -ge $1 ]]; }
+STOP_STAGE=${STOP_STAGE:-4}
+source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"  # options, run_stage, log, die, skd_train, to_file
 
 SHHS=$DATA_ROOT/prepared/shhs
 SEDF=$DATA_ROOT/prepared/sleep_edf
 RESULTS=$RUNS/results
-read -r -a train_extra <<< "$TRAIN_ARGS"
 declare -A SYSTEM_ARGS=([sst]="" [baseline]="--baseline" [skd_random]="--sampler random" [ce_select]="--baseline --sampler selective")
 SYSTEMS="sst baseline skd_random ce_select"
 
 train() {  # train SYSTEM SEED
-  local name=$1 seed=$2 rd=$RUNS/${1}_seed$2
-  local launcher=("$SKD")
-  [[ $NGPU -gt 1 ]] && launcher=(torchrun --standalone --nproc-per-node "$NGPU" -m skdcli)
-  if [[ -f $rd/train_summary.json && $OVERWRITE != 1 ]]; then log "$rd finished, skipping"; return; fi
-  if [[ -f $rd/config.yaml && $OVERWRITE != 1 ]]; then
-    "${launcher[@]}" sleep train --run-dir "$rd" --data "$SHHS" --resume --device "$DEVICE"; return
-  fi
-  read -r -a sys_args <<< "${SYSTEM_ARGS[$name]}"
-  local args=(sleep train --config "$CONFIG" --data "$SHHS" --run-dir "$rd" --seed "$seed" --device "$DEVICE"
-              ${sys_args[@]+"${sys_args[@]}"} ${train_extra[@]+"${train_extra[@]}"})
-  [[ $OVERWRITE == 1 ]] && args+=(--overwrite)
-  log "${launcher[*]} ${args[*]}"
-  "${launcher[@]}" "${args[@]}"
+  local sys_args
+  read -r -a sys_args <<< "${SYSTEM_ARGS[$1]}"
+  skd_train sleep "$RUNS/${1}_seed$2" "$SHHS" "$2" ${sys_args[@]+"${sys_args[@]}"}
 }
 
 if run_stage 0; then
@@ -95,15 +56,8 @@ if run_stage 1; then
   for seed in $SEEDS; do for sys in $SYSTEMS; do train "$sys" "$seed"; done; done
 fi
 
-if run_stage 2; then
-  mkdir -p "$RESULTS"
-  for sys in $SYSTEMS; do for seed in $SEEDS; do
-    rd=$RUNS/${sys}_seed$seed
-    [[ -f $rd/train_summary.json ]] || { log "no finished run in $rd"; continue; }
-    "$SKD" sleep eval --cross-dataset --run-dir "$rd" --data "$SEDF" --device "$DEVICE" --json > "$RESULTS/${sys}_seed$seed.json.tmp"
-    mv "$RESULTS/${sys}_seed$seed.json.tmp" "$RESULTS/${sys}_seed$seed.json"
-  done; done
-fi
+evaluate() { to_file "$RESULTS/$(basename "$1").json" "$SKD" sleep eval --cross-dataset --run-dir "$1" --data "$SEDF" --device "$DEVICE" --json; }
+if run_stage 2; then each_finished_run "$SYSTEMS" evaluate; fi
 
 if run_stage 3; then
   first=${SEEDS%% *}

@@ -1,7 +1,8 @@
-"""The asr-ctc stages: prep -> train -> eval -> export (-> transcribe), and `run` = all of them
-on the embedded synthetic corpus. Each stage returns a dict: the CLI prints it as a table or JSON.
+"""The asr-ctc recipe: the Task the engine trains (data, model and loss wired together), and the hooks
+the shared stages call (baseline, tiny corpus, the eval body, the export spec, the `run` pipeline).
 
-The engine does the training; this file only wires data, model and loss into a ``Task``.
+The engine does the training and owns the stages (engine/stages.py); each stage returns a dict that
+the CLI prints as a table or JSON.
 """
 
 from __future__ import annotations
@@ -12,16 +13,13 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from ..engine.config import build_config
-from ..engine.console import console, progress_bar
-from ..engine.distributed import resolve_device
+from ..engine.console import metric_table, progress_bar, progress_callback
+from ..engine.contract import StageOptions
 from ..engine.errors import SkdError
-from ..engine.export import export_program, load_exported
-from ..engine.io import atomic_write_json
-from ..engine.rundir import RunDir
+from ..engine.export import load_exported
 from ..engine.schedules import Progress, build_weight_schedule
-from ..engine.stages import load_run_config, recorded_data_dir, start_pipeline, train_run
-from ..engine.trainer import Task, count_parameters, move_to
+from ..engine.stages import ExportSpec, Pipeline, RecipeHooks, Trained
+from ..engine.trainer import Task, move_to
 from .config import AsrCtcConfig
 from .data import (SAMPLE_RATE, AsrDataset, FeatureConfig, collate_asr, compute_features, load_prepared,
                    prepare_dataset, read_audio)
@@ -46,10 +44,11 @@ class AsrCtcTask(Task):
         self.tokenizer = self.data.tokenizer
         self.features = feature_config(cfg)
         self.alpha = build_weight_schedule(cfg.kd.alpha)
-        self.best_metric, self.best_mode = "wer", "min"
         # HF encoders skip layers (LayerDrop) and use masked_spec_embed only on some steps.
         self.find_unused_parameters = cfg.model.encoder == "hf"
-        self.data_fingerprint = self.data.info.get("fingerprint")
+
+    def data_fingerprint(self) -> str | None:
+        return self.data.info.get("fingerprint")
 
     def build_model(self) -> CTCSelfKDModel:
         return CTCSelfKDModel(self.cfg, self.tokenizer.vocab_size)
@@ -118,145 +117,122 @@ def decode_and_score(model: CTCSelfKDModel, loader, device: torch.device, cfg: A
     return result
 
 
-# -- stages ------------------------------------------------------------------------------------------------
+# -- stages: what the shared train / eval / export / run commands call (engine/stages.py) -------------------
 def prep_stage(source: str, raw: str | None, out: str, tokenizer: str = "char", vocab_size: int = 64,
                overwrite: bool = False, seed: int = 0) -> dict:
     if source in ("librispeech", "manifest") and not raw:
         raise SkdError(f"--source {source} needs --raw PATH")
-    bar = progress_bar(transient=True)
-    task_ids: dict[str, int] = {}
-
-    def progress(advance: int, total: int, description: str) -> None:
-        if description not in task_ids:
-            task_ids[description] = bar.add_task(description, total=total, info="")
-        bar.update(task_ids[description], advance=advance, total=total)
-
-    with bar:
+    with progress_bar(transient=True) as bar:
         return prepare_dataset(source, raw, out, tokenizer=tokenizer, vocab_size=vocab_size,
-                               overwrite=overwrite, seed=seed, progress=progress)
+                               overwrite=overwrite, seed=seed, progress=progress_callback(bar))
 
 
-def set_baseline(cfg: AsrCtcConfig) -> None:
-    """--baseline: plain CTC on the full model (no student head, no KD)."""
-    cfg.kd.method = "ctc"
+class AsrCtcHooks(RecipeHooks):
+    name = TASK_NAME
+    config_class = AsrCtcConfig
+    tiny_data_note = "the synthetic espeak-ng corpus"
 
+    baseline = ("kd.method=ctc",)  # plain CTC on the full model (no student head, no KD)
+    summary_keys = {"kd_method": "kd.method"}
+    prep = staticmethod(prep_stage)
 
-def train_stage(data: str | None, run_dir: str, config: str | None = None, sets: list[str] | None = None,
-                baseline: bool = False, seed: int | None = None, max_steps: int | None = None,
-                checkpoint_every: int | None = None, resume: bool = False, device: str = "auto",
-                overwrite: bool = False) -> dict:
-    return train_run(TASK_NAME, AsrCtcConfig, AsrCtcTask, data=data, run_dir=run_dir, config=config, sets=sets,
-                     baseline=set_baseline if baseline else None, seed=seed, max_steps=max_steps,
-                     checkpoint_every=checkpoint_every, resume=resume, device=device, overwrite=overwrite,
-                     summary_extra=lambda cfg: {"kd_method": cfg.kd.method})
+    def make_task(self, cfg: AsrCtcConfig, data_dir: str) -> AsrCtcTask:
+        return AsrCtcTask(cfg, data_dir)
 
+    def evaluate_run(self, trained: Trained, opts: StageOptions) -> dict:
+        cfg, task, model, run = trained.cfg, trained.task, trained.model, trained.run
+        split = opts.extra.get("split") or "auto"
+        if split == "auto":
+            split = "test" if task.data.test else "dev"
+        rows = getattr(task.data, split, None) if split in ("train", "dev", "test") else None
+        if not rows:
+            raise SkdError(f"the dataset has no '{split}' split", trained.data_dir)
+        dev = next(model.parameters()).device
+        loader = DataLoader(AsrDataset(rows, task.tokenizer, task.features), batch_size=cfg.train.batch_size,
+                            shuffle=False, collate_fn=collate_asr)
+        t0 = time.perf_counter()
+        with progress_bar(transient=True) as bar, torch.no_grad():
+            scored = decode_and_score(model, bar.track(loader, description=f"decode {split}"), dev, cfg,
+                                      task.tokenizer, keep_posteriors=1)
+        seconds = time.perf_counter() - t0
+        result = {"task": TASK_NAME, "run_dir": str(run.path), "split": split, "utterances": len(rows),
+                  "head": cfg.export_head, "decoder": "greedy" if cfg.eval.beam_size <= 1 else f"beam{cfg.eval.beam_size}",
+                  **scored["metrics"], "decode_seconds": round(seconds, 3),
+                  "weights": str(run.weights_for_eval())}
+        if "spike_timing" in scored:
+            result["spike_timing"] = scored["spike_timing"]
+        if scored["posteriors"]:
+            post = scored["posteriors"][0]
+            symbols = [task.tokenizer.decode([i]) or "?" for i in range(task.tokenizer.vocab_size)]
+            symbols[0] = "<b>"
+            png = plot_posteriors(post["teacher"], post["student"], run.plots / "posteriors.png", symbols=symbols,
+                                  title=f"{post['id']}: teacher (layer {model.teacher_layer}) vs student "
+                                        f"(layer {model.student_layer})")
+            result["posterior_plot"] = str(png)
+        result["examples"] = [{"ref": r, "hyp": h}
+                              for r, h in list(zip(scored["refs"], scored["hyps"][cfg.export_head]))[:5]]
+        return result
 
-def load_model_for_eval(run: RunDir, data_dir: str, device: torch.device) -> tuple[AsrCtcConfig, AsrCtcTask, CTCSelfKDModel]:
-    run.require_trained()
-    cfg = load_run_config(AsrCtcConfig, run)
-    task = AsrCtcTask(cfg, data_dir)
-    model = task.build_model()
-    RunDir.load_weights(model, run.weights_for_eval())
-    return cfg, task, model.to(device).eval()
+    def export_spec(self, trained: Trained, opts: StageOptions) -> ExportSpec:
+        cfg, task = trained.cfg, trained.task
+        inference = CTCInference(trained.model, cfg.export_head).eval()
+        rows = (task.data.dev or task.data.train)[:5]
+        ds = AsrDataset(rows, task.tokenizer, task.features)
+        # Example batch of 2 (a batch of 1 would be specialised as a constant); parity on a batch of a
+        # different size and length, so the dynamic dimensions are exercised.
+        example = collate_asr([ds[i] for i in range(min(2, len(ds)))])
+        parity = collate_asr([ds[i] for i in range(len(ds))])
+        single = collate_asr([ds[len(ds) - 1]])
+        # Inputs shorter than ~0.1 s are not supported by the exported program (the encoders' strided
+        # convolutions need a few frames); the upper bound is only a sanity limit (~20 minutes).
+        if cfg.data.feature == "waveform":
+            # transformers' HuBERT/WavLM attention-mask code yields guards (e.g. (T'-1)^2 > 1) that the
+            # symbolic solver cannot prove for an explicit range; AUTO lets export derive the range.
+            seq = torch.export.Dim.AUTO
+        else:
+            seq = torch.export.Dim("frames", min=16, max=120_000)
+        batch = torch.export.Dim("batch", min=1, max=1024)
 
+        def write_files(folder: Path) -> dict:
+            task.tokenizer.save(folder / "tokenizer")
+            return {"tokenizer": "tokenizer"}
 
-def eval_stage(run_dir: str, data: str | None = None, split: str = "auto", beam_size: int | None = None,
-               device: str = "auto") -> dict:
-    run = RunDir(run_dir)
-    run.require_trained()
-    data = data or recorded_data_dir(run)
-    dev = resolve_device(device)
-    cfg, task, model = load_model_for_eval(run, data, dev)
-    if beam_size is not None:
-        cfg.eval.beam_size = beam_size
-    if split == "auto":
-        split = "test" if task.data.test else "dev"
-    rows = getattr(task.data, split, None) if split in ("train", "dev", "test") else None
-    if not rows:
-        raise SkdError(f"the dataset has no '{split}' split", data)
-    loader = DataLoader(AsrDataset(rows, task.tokenizer, task.features), batch_size=cfg.train.batch_size,
-                        shuffle=False, collate_fn=collate_asr)
-    t0 = time.perf_counter()
-    bar = progress_bar(transient=True)
-    with bar, torch.no_grad():
-        bar_id = bar.add_task(f"decode {split}", total=len(loader), info="")
+        return ExportSpec(
+            inference, (example["features"], example["feature_lengths"]), dynamic_shapes=({0: batch, 1: seq}, {0: batch}),
+            parity_inputs=[(parity["features"], parity["feature_lengths"]),
+                           (single["features"], single["feature_lengths"])],
+            manifest={"head": cfg.export_head, "layers": inference.layer, "features": task.features.to_dict(),
+                      "inputs": ["features (B, T, F) float32" if cfg.data.feature == "fbank" else "waveform (B, S) float32",
+                                 "lengths (B,) int64"],
+                      "outputs": ["log_probs (B, T', V)", "out_lengths (B,)"], "blank_id": 0},
+            write_files=write_files, result_keys=("head", "layers"))
 
-        def batches():
-            for batch in loader:
-                yield batch
-                bar.advance(bar_id)
+    def pipeline(self, p: Pipeline) -> dict:
+        """The whole pipeline on the embedded tiny default (a synthetic espeak-ng corpus)."""
+        trained, evaluated, exported = p.train(), p.evaluate(), p.export()
+        result = {"task": TASK_NAME, "run_dir": str(p.run.path), "kd_method": trained["kd_method"],
+                  "steps": trained["steps"], "train_seconds": trained["train_seconds"],
+                  "split": evaluated["split"], "head": evaluated["head"],
+                  "wer": evaluated["wer"], "cer": evaluated["cer"],
+                  **{k: evaluated[k] for k in ("wer_teacher", "cer_teacher", "wer_student", "cer_student")
+                     if k in evaluated},
+                  "export_dir": exported["export_dir"], "parity_max_abs_diff": exported["parity_max_abs_diff"]}
+        if "spike_timing" in evaluated:
+            result["spike_mean_offset_frames"] = evaluated["spike_timing"].get("mean_offset")
+        return result
 
-        scored = decode_and_score(model, batches(), dev, cfg, task.tokenizer, keep_posteriors=1)
-    seconds = time.perf_counter() - t0
-    result = {"task": TASK_NAME, "run_dir": str(run.path), "split": split, "utterances": len(rows),
-              "head": cfg.export_head, "decoder": "greedy" if cfg.eval.beam_size <= 1 else f"beam{cfg.eval.beam_size}",
-              **scored["metrics"], "decode_seconds": round(seconds, 3),
-              "weights": str(run.weights_for_eval())}
-    if "spike_timing" in scored:
-        result["spike_timing"] = scored["spike_timing"]
-    if scored["posteriors"]:
-        post = scored["posteriors"][0]
-        symbols = [task.tokenizer.decode([i]) or "?" for i in range(task.tokenizer.vocab_size)]
-        symbols[0] = "<b>"
-        png = plot_posteriors(post["teacher"], post["student"], run.plots / "posteriors.png", symbols=symbols,
-                              title=f"{post['id']}: teacher (layer {model.teacher_layer}) vs student (layer {model.student_layer})")
-        result["posterior_plot"] = str(png)
-    result["examples"] = [{"ref": r, "hyp": h} for r, h in list(zip(scored["refs"], scored["hyps"][cfg.export_head]))[:5]]
-    atomic_write_json(run.eval_json, result)
-    return result
-
-
-def export_stage(run_dir: str, out: str | None = None, head: str | None = None, overwrite: bool = False) -> dict:
-    run = RunDir(run_dir)
-    run.require_trained()
-    cfg = load_run_config(AsrCtcConfig, run)
-    if head:
-        cfg.eval.head = head
-        cfg.validate()
-    data_dir = recorded_data_dir(run)
-    _, task, model = load_model_for_eval(run, data_dir, torch.device("cpu"))
-    inference = CTCInference(model, cfg.export_head).eval()
-    rows = (task.data.dev or task.data.train)[:5]
-    ds = AsrDataset(rows, task.tokenizer, task.features)
-    # Example batch of 2 (a batch of 1 would be specialised as a constant); parity on a batch of a
-    # different size and length, so the dynamic dimensions are exercised.
-    example = collate_asr([ds[i] for i in range(min(2, len(ds)))])
-    parity = collate_asr([ds[i] for i in range(len(ds))])
-    single = collate_asr([ds[len(ds) - 1]])
-    # Inputs shorter than ~0.1 s are not supported by the exported program (the encoders' strided
-    # convolutions need a few frames); the upper bound is only a sanity limit (~20 minutes).
-    if cfg.data.feature == "waveform":
-        # transformers' HuBERT/WavLM attention-mask code yields guards (e.g. (T'-1)^2 > 1) that the
-        # symbolic solver cannot prove for an explicit range; AUTO lets export derive the range.
-        seq = torch.export.Dim.AUTO
-    else:
-        seq = torch.export.Dim("frames", min=16, max=120_000)
-    batch = torch.export.Dim("batch", min=1, max=1024)
-    feats_spec = {0: batch, 1: seq}
-    out_dir = Path(out) if out else run.export_dir
-
-    def write_extra(folder: Path) -> dict:
-        task.tokenizer.save(folder / "tokenizer")
-        return {"task": TASK_NAME, "head": cfg.export_head, "layers": inference.layer,
-                "features": task.features.to_dict(), "tokenizer": "tokenizer",
-                "inputs": ["features (B, T, F) float32" if cfg.data.feature == "fbank" else "waveform (B, S) float32",
-                           "lengths (B,) int64"],
-                "outputs": ["log_probs (B, T', V)", "out_lengths (B,)"], "blank_id": 0,
-                "parameters": count_parameters(inference)}
-
-    manifest = export_program(inference, (example["features"], example["feature_lengths"]), out_dir,
-                              dynamic_shapes=(feats_spec, {0: batch}), write_extra=write_extra, overwrite=overwrite,
-                              parity_inputs=[(parity["features"], parity["feature_lengths"]),
-                                             (single["features"], single["feature_lengths"])])
-    return {"task": TASK_NAME, "export_dir": str(out_dir), "head": manifest["head"], "layers": manifest["layers"],
-            "parameters": manifest["parameters"], "parity_max_abs_diff": manifest["parity"]["max_abs_diff"],
-            "files": sorted(manifest["files"])}
+    def report(self, command: str, result: dict):
+        if command not in ("eval", "run"):
+            return None
+        heads = [h for h in ("student", "teacher") if f"wer_{h}" in result]
+        rows = [[h + (" (exported)" if h == result.get("head") else ""), result[f"wer_{h}"], result[f"cer_{h}"]]
+                for h in heads]
+        title = f"asr-ctc {command}: {result.get('split', '')} set, {result.get('kd_method', '')}".rstrip(", ")
+        return metric_table(title, ["head", "WER", "CER"], rows)
 
 
 def transcribe_stage(model_path: str, files: list[str], beam_size: int = 1) -> dict:
-    module, manifest, folder = load_exported(model_path)
-    if manifest.get("task") != TASK_NAME:
-        raise SkdError(f"not an asr-ctc export (task={manifest.get('task')})", folder)
+    module, manifest, folder = load_exported(model_path, TASK_NAME)
     tokenizer = load_tokenizer(folder / manifest["tokenizer"])
     feats_cfg = FeatureConfig.from_dict(manifest["features"])
     results = []
@@ -267,52 +243,6 @@ def transcribe_stage(model_path: str, files: list[str], beam_size: int = 1) -> d
             log_probs, out_lengths = module(feats.unsqueeze(0), torch.tensor([feats.shape[0]]))
         lp = log_probs[0, : int(out_lengths[0])]
         ids = beam_ctc_decode(lp, beam_size) if beam_size > 1 else greedy_ctc_decode(lp.unsqueeze(0))[0]
-        results.append({"file": str(f), "text": tokenizer.decode(ids), "seconds": round(wave.shape[0] / feats_cfg.sample_rate, 3)})
+        results.append({"file": str(f), "text": tokenizer.decode(ids),
+                        "seconds": round(wave.shape[0] / feats_cfg.sample_rate, 3)})
     return {"model": str(folder), "transcripts": results}
-
-
-def run_all_stages(run_dir: str, data: str | None = None, baseline: bool = False, seed: int | None = None,
-                  max_steps: int | None = None, sets: list[str] | None = None, device: str = "auto",
-                  overwrite: bool = False, config: str | None = None) -> dict:
-    """The whole pipeline on the embedded tiny default (a synthetic espeak-ng corpus)."""
-    t0 = time.perf_counter()
-    run, data = start_pipeline(run_dir, data, overwrite, lambda d: prep_stage("synthetic", None, d, overwrite=True, seed=0),
-                               "the synthetic espeak-ng corpus")
-    console.print("[cyan]train[/]")
-    trained = train_stage(data, run_dir, config=config, sets=sets, baseline=baseline, seed=seed, max_steps=max_steps,
-                          device=device, overwrite=overwrite)
-    console.print("[cyan]eval[/]")
-    evaluated = eval_stage(run_dir, data, device=device)
-    console.print("[cyan]export[/]")
-    exported = export_stage(run_dir, overwrite=True)
-    result = {"task": TASK_NAME, "run_dir": str(run.path), "kd_method": trained["kd_method"],
-              "steps": trained["steps"], "train_seconds": trained["train_seconds"],
-              "split": evaluated["split"], "head": evaluated["head"],
-              "wer": evaluated["wer"], "cer": evaluated["cer"],
-              **{k: evaluated[k] for k in ("wer_teacher", "cer_teacher", "wer_student", "cer_student") if k in evaluated},
-              "export_dir": exported["export_dir"], "parity_max_abs_diff": exported["parity_max_abs_diff"],
-              "total_seconds": round(time.perf_counter() - t0, 1)}
-    if "spike_timing" in evaluated:
-        result["spike_mean_offset_frames"] = evaluated["spike_timing"].get("mean_offset")
-    return result
-
-
-def bench_stage(data: str | None, steps: int, rounds: int, device: str, sets: list[str] | None = None) -> dict:
-    """Engine vs hand-written loop, and SKD vs baseline, on this recipe's training step."""
-    import tempfile
-
-    from ..engine.bench import benchmark
-
-    dev = resolve_device(device)
-    with tempfile.TemporaryDirectory() as tmp:
-        if data is None:
-            data = str(Path(tmp) / "data")
-            prep_stage("synthetic", None, data, overwrite=True)
-
-        def make(baseline: bool):
-            cfg = build_config(AsrCtcConfig, None, sets)
-            if baseline:
-                cfg.kd.method = "ctc"
-            return AsrCtcTask(cfg, data), cfg.train
-
-        return {"task": TASK_NAME, **benchmark(make, dev, steps=steps, rounds=rounds)}

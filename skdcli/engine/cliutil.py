@@ -11,25 +11,18 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Annotated, Any, Callable, Optional
+from typing import Annotated, Any, Callable, Iterable
 
 import typer
 from rich.table import Table
 
-from . import rundir
 from .console import console
 from .errors import SkdError
+from .invocation import INVOCATION
 
-# Shared option types, so every task spells the contract the same way.
+# The two options every command has (the stage options are spelled in engine/contract.py).
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print exactly one JSON object (the result) on stdout.")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")]
-OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace a finished run / prepared dataset / export.")]
-DeviceOpt = Annotated[str, typer.Option("--device", help="cpu | cuda | auto.")]
-SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key: --set train.lr=3e-4 (repeatable).")]
-SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Random seed (train.seed).")]
-MaxStepsOpt = Annotated[Optional[int], typer.Option("--max-steps", help="Optimizer steps (train.max_steps).")]
-CkptEveryOpt = Annotated[Optional[int], typer.Option("--checkpoint-every", help="Checkpoint every N steps (train.checkpoint_every).")]
-BaselineOpt = Annotated[bool, typer.Option("--baseline", help="Train the recipe's no-distillation baseline.")]
 
 
 def is_main_process() -> bool:
@@ -61,13 +54,16 @@ def result_table(title: str, result: dict) -> Table:
 
 
 def run_stage(title: str, fn: Callable[[], dict], json_out: bool, debug: bool,
-              ctx: typer.Context | None = None, render: Callable[[dict], Any] | None = None) -> dict:
+              ctx: typer.Context | None = None, render: Callable[[dict], Any] | None = None,
+              lines: Callable[[dict], Iterable[str]] | None = None) -> dict:
     """Run a stage, print its result, and turn errors into one-line messages + exit codes.
 
-    ``render`` (optional) turns the result into the human view (e.g. a ranked hit list) instead
-    of the generic key/value table; ``--json`` output is the same either way."""
+    The human view of the result goes to stderr: ``render(result)`` (e.g. a ranked hit list, a
+    comparison table) where it gives one, else the generic key/value table. ``lines(result)`` is for
+    inference commands: one line per input on stdout, pipe-friendly, and nothing else there.
+    ``--json`` output is the same whatever the view: exactly one object on stdout."""
     if ctx is not None:  # provenance records the command and its parsed options
-        rundir.INVOCATION.update(command=ctx.command_path, options=dict(ctx.params))
+        INVOCATION.update(command=ctx.command_path, options=dict(ctx.params))
     try:
         result = fn()
     except SkdError as exc:
@@ -91,6 +87,11 @@ def run_stage(title: str, fn: Callable[[], dict], json_out: bool, debug: bool,
         if json_out:
             sys.stdout.write(json.dumps(result, default=str) + "\n")
             sys.stdout.flush()
+        elif lines is not None:
+            for line in lines(result):
+                sys.stdout.write(line + "\n")
+            sys.stdout.flush()
         else:
-            console.print(render(result) if render else result_table(title, result))
+            view = render(result) if render else None
+            console.print(view if view is not None else result_table(title, result))
     return result

@@ -43,7 +43,7 @@ class TrainConfig:
     eval_every: int = 100  # 0: only at the end
     checkpoint_every: int = 100  # 0: only at the end
     keep_checkpoints: int = 2  # newest step checkpoints kept (best is kept apart)
-    best_metric: str = ""  # eval metric that picks checkpoints/best ("" = the recipe's default)
+    best_metric: str = "loss"  # eval metric that picks checkpoints/best (each recipe's config sets its own)
     best_mode: str = "min"  # min | max
     seed: int = 0
     deterministic: bool = True  # torch.use_deterministic_algorithms on CUDA (warn_only)

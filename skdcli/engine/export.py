@@ -103,8 +103,9 @@ def _load_program(path: Path) -> torch.nn.Module:
         return torch.export.load(str(path)).module()
 
 
-def load_exported(path: str | Path) -> tuple[torch.nn.Module, dict, Path]:
-    """Load an export directory (or its manifest / .pt2 file): (callable module, manifest, dir)."""
+def load_exported(path: str | Path, task: str | None = None) -> tuple[torch.nn.Module, dict, Path]:
+    """Load an export directory (or its manifest / .pt2 file): (callable module, manifest, dir).
+    With ``task``, an export of another task is refused with one line."""
     path = Path(path)
     folder = path if path.is_dir() else path.parent
     manifest_path = folder / MANIFEST
@@ -113,6 +114,8 @@ def load_exported(path: str | Path) -> tuple[torch.nn.Module, dict, Path]:
     if not manifest_path.is_file():
         raise SkdError("not a skd export (no manifest.json beside it)", folder)
     manifest = read_json(manifest_path)
+    if task is not None and manifest.get("task") != task:
+        raise SkdError(f"not a {task} export (task={manifest.get('task')})", folder)
     program_path = folder / manifest.get("program", PROGRAM)
     try:
         module = _load_program(program_path)

@@ -31,13 +31,11 @@ from safetensors.torch import load_model, save_model
 
 from .. import __version__
 from .errors import SkdError
+from .invocation import INVOCATION
 from .io import atomic_write, atomic_write_json, atomic_write_text, read_json
 
 FINISHED_MARKER = "train_summary.json"
 
-# Set by the CLI (cliutil.run_stage) to the command being run and its parsed options, so the
-# provenance names what was asked for even when sys.argv is not ours (torchrun, test runners).
-INVOCATION: dict[str, Any] = {}
 
 
 class RunDir:

@@ -37,11 +37,13 @@ from .teachers import TeacherSignal
 class Task:
     """What a recipe gives the engine. Subclass it; the engine never imports a recipe."""
 
-    best_metric: str = "loss"  # eval metric that selects checkpoints/best
-    best_mode: str = "min"
     find_unused_parameters: bool = False  # DDP flag, for models with branches a loss may skip
 
     def build_model(self) -> nn.Module:
+        raise NotImplementedError
+
+    def data_fingerprint(self) -> str | None:
+        """A short digest of the prepared data (from its prep.json), recorded in the run's provenance."""
         raise NotImplementedError
 
     def train_dataset(self) -> Dataset:
@@ -214,9 +216,8 @@ class Trainer:
                            f"{self.dist.world_size} rank(s) x grad_accum={cfg.grad_accum}")
         self.micro_batch = cfg.batch_size // (self.dist.world_size * cfg.grad_accum)
         self.amp_dtype = amp_dtype_for(cfg.amp, device)
-        if cfg.best_metric:
-            task.best_metric = cfg.best_metric
-            task.best_mode = cfg.best_mode
+        if cfg.best_mode not in ("min", "max"):
+            raise SkdError(f"train.best_mode: '{cfg.best_mode}' is not one of min, max")
         if device.type == "cuda" and cfg.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
 
@@ -322,13 +323,13 @@ class Trainer:
         if not self.dist.is_main or not metrics:
             return
         append_jsonl(self.run.metrics, {"split": "eval", "step": step, **metrics})
-        name = self.task.best_metric
+        name, mode = self.cfg.best_metric, self.cfg.best_mode
         if name not in metrics:
             raise SkdError(f"best metric '{name}' is not among the eval metrics: {', '.join(sorted(metrics))}")
         value = metrics[name]
-        better = (not self.best or (value < self.best["value"] if self.task.best_mode == "min" else value > self.best["value"]))
+        better = not self.best or (value < self.best["value"] if mode == "min" else value > self.best["value"])
         if better:
-            self.best = {"metric": name, "mode": self.task.best_mode, "value": value, "step": step}
+            self.best = {"metric": name, "mode": mode, "value": value, "step": step}
             self.run.save_best(self.model, {**self.best, "metrics": metrics})
 
     # -- the loop ------------------------------------------------------------------------------------

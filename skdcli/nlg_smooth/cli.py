@@ -1,4 +1,5 @@
-"""`skd nlg-smooth ...`: thin typer commands over recipe.py's stages."""
+"""`skd nlg-smooth ...`: the recipe's description (train / eval / export / run come from the engine's
+contract) and its own commands, `prep` and `translate`."""
 
 from __future__ import annotations
 
@@ -7,11 +8,28 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..engine.cliutil import (BaselineOpt, CkptEveryOpt, DebugOpt, DeviceOpt, JsonOpt, MaxStepsOpt, OverwriteOpt,
-                              SeedOpt, SetOpt, run_stage)
+from ..engine.cliutil import DebugOpt, JsonOpt, run_stage
+from ..engine.contract import Flag, OverwriteOpt, Recipe
 
-app = typer.Typer(help="Translation with adaptive label smoothing from self-knowledge, ALS-SK "
-                       "(Lee, Cheung & Zhang, EMNLP 2022).", no_args_is_help=True)
+RECIPE = Recipe(
+    name="nlg-smooth",
+    help="Translation with adaptive label smoothing from self-knowledge, ALS-SK (Lee, Cheung & Zhang, EMNLP 2022).",
+    hooks="skdcli.nlg_smooth.recipe:NlgSmoothHooks",
+    config_example="recipes/nlg_smooth/iwslt14.yaml",
+    docs={"train": "Train with ALS-SK (loss.method=als_sk), or --baseline (plain CE); ls / confpen via --set loss.method=...",
+          "eval": "BLEU (tokenized and sacreBLEU), chrF, token ECE/MCE + reliability diagram, NLL; writes eval.json.",
+          "export": "torch.export program + safetensors + tokenizer + manifest (with a parity check).",
+          "run": "The whole pipeline on the embedded tiny default: toy pair -> train SKD, CE, LS -> eval -> export."},
+    flags=(
+        Flag("--split", "test | valid | train.", default="test", commands=("eval",)),
+        Flag("--beam-size", "1 = greedy (default: eval.beam_size).", int, key="eval.beam_size", commands=("eval",)),
+        Flag("--lenpen", "Length penalty: score / len^lenpen.", float, key="eval.lenpen", commands=("eval",)),
+        Flag("--ece-bins", "Confidence bins for ECE/MCE.", int, key="eval.ece_bins", commands=("eval",)),
+        Flag("--compare/--no-compare", "Also train CE and uniform LS (RUN_DIR/baselines/).", bool, True,
+             commands=("run",)),
+    ),
+)
+app = RECIPE.app()
 
 
 @app.command()
@@ -38,52 +56,6 @@ def prep(
 
 
 @app.command()
-def train(
-    ctx: typer.Context,
-    data: Annotated[Optional[str], typer.Option("--data", help="Prepared dataset (from `prep`).")] = None,
-    run_dir: Annotated[str, typer.Option("--run-dir", help="Run directory.")] = "runs/nlg-smooth",
-    config: Annotated[Optional[str], typer.Option("--config", help="YAML config (e.g. recipes/nlg_smooth/iwslt14.yaml).")] = None,
-    sets: SetOpt = None, baseline: BaselineOpt = False, seed: SeedOpt = None, max_steps: MaxStepsOpt = None,
-    checkpoint_every: CkptEveryOpt = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run from its latest checkpoint.")] = False,
-    device: DeviceOpt = "auto", overwrite: OverwriteOpt = False, json_out: JsonOpt = False, debug: DebugOpt = False,
-):
-    """Train with ALS-SK (loss.method=als_sk), or --baseline (plain CE); ls / confpen via --set loss.method=..."""
-    from .recipe import train_stage
-    run_stage("nlg-smooth train", lambda: train_stage(data, run_dir, config, sets, baseline, seed, max_steps,
-                                                      checkpoint_every, resume, device, overwrite), json_out, debug, ctx)
-
-
-@app.command("eval")
-def evaluate(
-    ctx: typer.Context,
-    run_dir: Annotated[str, typer.Option("--run-dir")] = "runs/nlg-smooth",
-    data: Annotated[Optional[str], typer.Option("--data", help="Prepared dataset (default: the one the run trained on).")] = None,
-    split: Annotated[str, typer.Option("--split", help="test | valid | train.")] = "test",
-    beam_size: Annotated[Optional[int], typer.Option("--beam-size", help="1 = greedy (default: eval.beam_size).")] = None,
-    lenpen: Annotated[Optional[float], typer.Option("--lenpen", help="Length penalty: score / len^lenpen.")] = None,
-    ece_bins: Annotated[Optional[int], typer.Option("--ece-bins", help="Confidence bins for ECE/MCE.")] = None,
-    device: DeviceOpt = "auto", json_out: JsonOpt = False, debug: DebugOpt = False,
-):
-    """BLEU (tokenized and sacreBLEU), chrF, token ECE/MCE + reliability diagram, NLL; writes eval.json."""
-    from .recipe import eval_stage
-    run_stage("nlg-smooth eval", lambda: eval_stage(run_dir, data, split, beam_size, lenpen, ece_bins, device),
-              json_out, debug, ctx)
-
-
-@app.command()
-def export(
-    ctx: typer.Context,
-    run_dir: Annotated[str, typer.Option("--run-dir")] = "runs/nlg-smooth",
-    out: Annotated[Optional[str], typer.Option("--out", help="Export directory (default: RUN_DIR/export).")] = None,
-    overwrite: OverwriteOpt = False, json_out: JsonOpt = False, debug: DebugOpt = False,
-):
-    """torch.export program + safetensors + tokenizer + manifest (with a parity check)."""
-    from .recipe import export_stage
-    run_stage("nlg-smooth export", lambda: export_stage(run_dir, out, overwrite), json_out, debug, ctx)
-
-
-@app.command()
 def translate(
     ctx: typer.Context,
     texts: Annotated[Optional[list[str]], typer.Argument(help="Sentences to translate (none: read stdin, one per line).")] = None,
@@ -105,19 +77,3 @@ def translate(
         return result
 
     run_stage("nlg-smooth translate", go, json_out, debug, ctx)
-
-
-@app.command()
-def run(
-    ctx: typer.Context,
-    run_dir: Annotated[str, typer.Option("--run-dir")] = "runs/nlg-smooth",
-    data: Annotated[Optional[str], typer.Option("--data", help="Reuse a prepared dataset instead of RUN_DIR/data.")] = None,
-    config: Annotated[Optional[str], typer.Option("--config", help="YAML config (default: the tiny embedded one).")] = None,
-    compare: Annotated[bool, typer.Option("--compare/--no-compare", help="Also train CE and uniform LS (RUN_DIR/baselines/).")] = True,
-    baseline: BaselineOpt = False, seed: SeedOpt = None, max_steps: MaxStepsOpt = None, sets: SetOpt = None,
-    device: DeviceOpt = "auto", overwrite: OverwriteOpt = False, json_out: JsonOpt = False, debug: DebugOpt = False,
-):
-    """The whole pipeline on the embedded tiny default: toy pair -> train SKD, CE, LS -> eval -> export."""
-    from .recipe import run_all_stages
-    run_stage("nlg-smooth run", lambda: run_all_stages(run_dir, data, baseline, seed, max_steps, sets, device,
-                                                       overwrite, config, compare), json_out, debug, ctx)

@@ -1,8 +1,6 @@
-"""The nlg-smooth stages: prep -> train -> eval -> export (-> translate), `run` = all of them on the
-synthetic toy pair (SKD vs CE vs uniform LS), and the bench. Each stage returns a dict that the CLI
-prints as a table or JSON.
-
-The engine trains; this file wires the text stack (skdcli/text), the model and loss.py into a Task.
+"""The nlg-smooth recipe: the Task the engine trains (the text stack of skdcli/text, the model and loss.py
+wired together), the hooks of the shared stages (eval: BLEU / calibration, export, and `run` on the
+synthetic toy pair: SKD vs CE vs uniform LS), `translate` from an export, and the bench.
 The self-knowledge prior is the engine's ``BestCheckpointTeacher``: a frozen eval-mode copy of the
 model, replaced only when the validation metric (``loss.prior_metric``, default NLL) improves.
 """
@@ -18,17 +16,15 @@ from typing import Iterable, TextIO
 import torch
 from torch.utils.data import DataLoader
 
-from ..engine.config import build_config
-from ..engine.console import console, progress_bar
-from ..engine.distributed import resolve_device
+from ..engine.console import console, metric_table, progress_bar
+from ..engine.contract import StageOptions
 from ..engine.errors import SkdError
-from ..engine.export import export_program, load_exported
-from ..engine.io import atomic_write_json, atomic_write_text
-from ..engine.rundir import RunDir
+from ..engine.export import load_exported
+from ..engine.io import atomic_write_text
 from ..engine.schedules import Progress
-from ..engine.stages import load_run_config, recorded_data_dir, start_pipeline, train_run
+from ..engine.stages import ExportSpec, Pipeline, RecipeHooks, Trained
 from ..engine.teachers import BestCheckpointTeacher
-from ..engine.trainer import Task, count_parameters, move_to
+from ..engine.trainer import Task, move_to
 from ..text.metrics import (TokenCalibration, bleu_sacre, bleu_tokenized, chrf, detokenize, reliability_diagram,
                             remove_bpe)
 from ..text.parallel import ParallelDataset, ParallelTaskData, collate_parallel, prepare_parallel
@@ -173,147 +169,156 @@ def prep_stage(source: str, raw: str | None, out: str, vocab_size: int | None = 
                             seed=seed, log=lambda msg: console.print(f"[cyan]prep:[/] {msg}"))
 
 
-def set_baseline(cfg: NlgSmoothConfig) -> None:
-    """--baseline: plain cross-entropy (no smoothing, no prior)."""
-    cfg.loss.method = "ce"
-
-
-def train_stage(data: str | None, run_dir: str, config: str | None = None, sets: list[str] | None = None,
-                baseline: bool = False, seed: int | None = None, max_steps: int | None = None,
-                checkpoint_every: int | None = None, resume: bool = False, device: str = "auto",
-                overwrite: bool = False) -> dict:
-    def make_task(cfg: NlgSmoothConfig, data_dir: str) -> NlgSmoothTask:
-        task = NlgSmoothTask(cfg, data_dir)
-        if cfg.loss.method == "als_sk" and not task.data.split("valid")[0]:
-            raise SkdError("loss.method=als_sk needs a valid split (the prior is the best checkpoint on it); "
-                           "this dataset has none", task.data.root)
-        if task.data.info.get("max_tokens", 0) > task.max_tokens:
-            console.print(f"[yellow]note:[/] the data allows {task.data.info['max_tokens']} tokens per sentence, "
-                          f"the model {task.max_tokens} (model.max_positions - 2); longer pairs stop training")
-        return task
-
-    return train_run(TASK_NAME, NlgSmoothConfig, make_task, data=data, run_dir=run_dir, config=config, sets=sets,
-                     baseline=set_baseline if baseline else None, seed=seed, max_steps=max_steps,
-                     checkpoint_every=checkpoint_every, resume=resume, device=device, overwrite=overwrite,
-                     summary_extra=lambda cfg: {"method": cfg.loss.method})
-
-
-def load_for_eval(run: RunDir, data_dir: str, device: torch.device) -> tuple[NlgSmoothConfig, NlgSmoothTask, Seq2SeqTransformer]:
-    run.require_trained()
-    cfg = load_run_config(NlgSmoothConfig, run)
-    task = NlgSmoothTask(cfg, data_dir)
-    model = Seq2SeqTransformer(cfg.model.sizes(task.tokenizer.vocab_size))
-    RunDir.load_weights(model, run.weights_for_eval())
-    return cfg, task, model.to(device).eval()
-
-
-def eval_stage(run_dir: str, data: str | None = None, split: str = "test", beam_size: int | None = None,
-               lenpen: float | None = None, ece_bins: int | None = None, device: str = "auto") -> dict:
-    run = RunDir(run_dir)
-    run.require_trained()
-    data = data or recorded_data_dir(run)
-    dev = resolve_device(device)
-    cfg, task, model = load_for_eval(run, data, dev)
-    if beam_size is not None:
-        cfg.eval.beam_size = beam_size
-    if lenpen is not None:
-        cfg.eval.lenpen = lenpen
-    if ece_bins is not None:
-        cfg.eval.ece_bins = ece_bins
-    cfg.validate()
-    if split not in ("train", "valid", "test"):
-        raise SkdError(f"--split must be train, valid or test, got '{split}'")
-    dataset = task.dataset(split)
-    if not len(dataset):
-        raise SkdError(f"the dataset has no '{split}' pairs", data)
-    loader = DataLoader(dataset, batch_size=cfg.eval.batch_size, shuffle=False, collate_fn=collate_parallel)
-    t0 = time.perf_counter()
-    bar = progress_bar(transient=True)
-    with bar:
-        bar_id = bar.add_task(f"translate {split} (beam {cfg.eval.beam_size})", total=len(loader), info="")
-
-        def batches():
-            for batch in loader:
-                yield batch
-                bar.advance(bar_id)
-
-        scored = score_batches(model, batches(), dev, cfg, task.tokenizer, dataset, beam=cfg.eval.beam_size,
-                               lenpen=cfg.eval.lenpen, keep_bpe=task.data.info.get("bpe") == "keep")
-    seconds = time.perf_counter() - t0
-    png = reliability_diagram(scored["calibration"], run.plots / f"reliability_{split}.png",
-                              title=f"{cfg.loss.method} on {split}: ECE {100 * scored['calibration']['ece']:.2f}%, "
-                                    f"MCE {100 * scored['calibration']['mce']:.2f}%")
-    atomic_write_text(run.path / f"translations.{split}.txt", "".join(h + "\n" for h in scored["hyps"]))
-    m = scored["metrics"]
-    result = {"task": TASK_NAME, "run_dir": str(run.path), "method": cfg.loss.method, "split": split,
-              "sentences": len(dataset), "tokens": scored["calibration"]["tokens"],
-              "decoder": "greedy" if cfg.eval.beam_size == 1 else f"beam{cfg.eval.beam_size}",
-              "lenpen": cfg.eval.lenpen,
-              "bleu": m["bleu"], "bleu_sacre": m["bleu_sacre"], "chrf": m["chrf"],
-              "bleu_convention": "bleu: tokenized, case-insensitive (fairseq/IWSLT, sacrebleu tokenize=none on "
-                                 "lowercased text); bleu_sacre: detokenized sacreBLEU 13a, case-sensitive",
-              "nll": m["nll"], "ppl": m["ppl"], "token_accuracy": m["accuracy"], "ece": m["ece"], "mce": m["mce"],
-              "ece_bins": cfg.eval.ece_bins, "reliability_plot": str(png),
-              "translations": str(run.path / f"translations.{split}.txt"),
-              "decode_seconds": round(seconds, 3), "weights": str(run.weights_for_eval()),
-              "examples": [{"src": s, "ref": r, "hyp": h}
-                           for s, r, h in list(zip(scored["srcs"], scored["refs"], scored["hyps"]))[:3]]}
-    atomic_write_json(run.eval_json, result)
-    return result
+def check_task(task: NlgSmoothTask) -> NlgSmoothTask:
+    """What the method needs of the dataset, checked before anything trains."""
+    if task.cfg.loss.method == "als_sk" and not task.data.split("valid")[0]:
+        raise SkdError("loss.method=als_sk needs a valid split (the prior is the best checkpoint on it); "
+                       "this dataset has none", task.data.root)
+    if task.data.info.get("max_tokens", 0) > task.max_tokens:
+        console.print(f"[yellow]note:[/] the data allows {task.data.info['max_tokens']} tokens per sentence, "
+                      f"the model {task.max_tokens} (model.max_positions - 2); longer pairs stop training")
+    return task
 
 
 def _is_lowercase(texts: list[str]) -> bool:
     return all(t == t.lower() for t in texts[:2000])
 
 
-def export_stage(run_dir: str, out: str | None = None, overwrite: bool = False) -> dict:
-    run = RunDir(run_dir)
-    run.require_trained()
-    cfg, task, model = load_for_eval(run, recorded_data_dir(run), torch.device("cpu"))
-    program = TranslationProgram(model).eval()
-    ds = task.dataset("valid") if len(task.dataset("valid")) else task.dataset("train")
-    items = [ds[i] for i in range(min(5, len(ds)))]
-    example = collate_parallel(items[:2])
-    parity = collate_parallel(items)
-    single = collate_parallel(items[-1:])
-    limit = cfg.model.max_positions
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    src_len = torch.export.Dim("src_len", min=1, max=limit)
-    tgt_len = torch.export.Dim("tgt_len", min=1, max=limit)
-    out_dir = Path(out) if out else run.export_dir
-    train_src, train_tgt = task.data.split("train")
+# The systems `run --compare` trains next to ALS-SK (RUN_DIR/baselines/<name>).
+COMPARE = {"ce": ["loss.method=ce"], "ls": ["loss.method=ls"]}
 
-    def write_extra(folder: Path) -> dict:
-        task.tokenizer.save(folder / "tokenizer")
-        return {"task": TASK_NAME, "method": cfg.loss.method, "tokenizer": "tokenizer",
-                "src_lang": task.data.info.get("src_lang"), "tgt_lang": task.data.info.get("tgt_lang"),
-                "lowercase": _is_lowercase(train_src) and _is_lowercase(train_tgt),
-                "bpe": task.data.info.get("bpe", "remove"), "max_positions": limit,
-                "decoding": {"beam_size": cfg.eval.beam_size, "lenpen": cfg.eval.lenpen,
-                             "max_len_a": cfg.eval.max_len_a, "max_len_b": cfg.eval.max_len_b},
-                "inputs": ["src_ids (B, S) int64: pieces + </s>, padded with 0",
-                           "tgt_ids (B, T) int64: <s> + prefix, padded with 0"],
-                "outputs": ["log_probs (B, T, V) float32: next-token log-probabilities"],
-                "special_ids": {"pad": PAD_ID, "unk": 1, "bos": 2, "eos": EOS_ID},
-                "parameters": count_parameters(model)}
 
-    manifest = export_program(program, (example["src"], example["tgt_in"]), out_dir,
-                              dynamic_shapes=({0: batch, 1: src_len}, {0: batch, 1: tgt_len}),
-                              write_extra=write_extra, overwrite=overwrite,
-                              parity_inputs=[(parity["src"], parity["tgt_in"]), (single["src"], single["tgt_in"]),
-                                             (single["src"], single["tgt_in"][:, :1])])
-    return {"task": TASK_NAME, "export_dir": str(out_dir), "method": manifest["method"],
-            "parameters": manifest["parameters"], "parity_max_abs_diff": manifest["parity"]["max_abs_diff"],
-            "files": sorted(manifest["files"])}
+class NlgSmoothHooks(RecipeHooks):
+    name = TASK_NAME
+    config_class = NlgSmoothConfig
+    tiny_data_note = "the synthetic toy language pair"
+
+    baseline = ("loss.method=ce",)  # plain cross-entropy (no smoothing, no prior)
+    summary_keys = {"method": "loss.method"}
+    prep = staticmethod(prep_stage)
+
+    def make_task(self, cfg: NlgSmoothConfig, data_dir: str) -> NlgSmoothTask:
+        return check_task(NlgSmoothTask(cfg, data_dir))
+
+    def evaluate_run(self, trained: Trained, opts: StageOptions) -> dict:
+        cfg, task, model, run = trained.cfg, trained.task, trained.model, trained.run
+        split = opts.extra.get("split") or "test"
+        if split not in ("train", "valid", "test"):
+            raise SkdError(f"--split must be train, valid or test, got '{split}'")
+        dataset = task.dataset(split)
+        if not len(dataset):
+            raise SkdError(f"the dataset has no '{split}' pairs", trained.data_dir)
+        dev = next(model.parameters()).device
+        loader = DataLoader(dataset, batch_size=cfg.eval.batch_size, shuffle=False, collate_fn=collate_parallel)
+        t0 = time.perf_counter()
+        with progress_bar(transient=True) as bar:
+            batches = bar.track(loader, description=f"translate {split} (beam {cfg.eval.beam_size})")
+            scored = score_batches(model, batches, dev, cfg, task.tokenizer, dataset, beam=cfg.eval.beam_size,
+                                   lenpen=cfg.eval.lenpen, keep_bpe=task.data.info.get("bpe") == "keep")
+        seconds = time.perf_counter() - t0
+        png = reliability_diagram(scored["calibration"], run.plots / f"reliability_{split}.png",
+                                  title=f"{cfg.loss.method} on {split}: ECE {100 * scored['calibration']['ece']:.2f}%, "
+                                        f"MCE {100 * scored['calibration']['mce']:.2f}%")
+        atomic_write_text(run.path / f"translations.{split}.txt", "".join(h + "\n" for h in scored["hyps"]))
+        m = scored["metrics"]
+        return {"task": TASK_NAME, "run_dir": str(run.path), "method": cfg.loss.method, "split": split,
+                "sentences": len(dataset), "tokens": scored["calibration"]["tokens"],
+                "decoder": "greedy" if cfg.eval.beam_size == 1 else f"beam{cfg.eval.beam_size}",
+                "lenpen": cfg.eval.lenpen,
+                "bleu": m["bleu"], "bleu_sacre": m["bleu_sacre"], "chrf": m["chrf"],
+                "bleu_convention": "bleu: tokenized, case-insensitive (fairseq/IWSLT, sacrebleu tokenize=none on "
+                                   "lowercased text); bleu_sacre: detokenized sacreBLEU 13a, case-sensitive",
+                "nll": m["nll"], "ppl": m["ppl"], "token_accuracy": m["accuracy"], "ece": m["ece"], "mce": m["mce"],
+                "ece_bins": cfg.eval.ece_bins, "reliability_plot": str(png),
+                "translations": str(run.path / f"translations.{split}.txt"),
+                "decode_seconds": round(seconds, 3), "weights": str(run.weights_for_eval()),
+                "examples": [{"src": s, "ref": r, "hyp": h}
+                             for s, r, h in list(zip(scored["srcs"], scored["refs"], scored["hyps"]))[:3]]}
+
+    def export_spec(self, trained: Trained, opts: StageOptions) -> ExportSpec:
+        cfg, task = trained.cfg, trained.task
+        program = TranslationProgram(trained.model).eval()
+        ds = task.dataset("valid") if len(task.dataset("valid")) else task.dataset("train")
+        items = [ds[i] for i in range(min(5, len(ds)))]
+        example, parity, single = collate_parallel(items[:2]), collate_parallel(items), collate_parallel(items[-1:])
+        limit = cfg.model.max_positions
+        batch = torch.export.Dim("batch", min=1, max=4096)
+        src_len = torch.export.Dim("src_len", min=1, max=limit)
+        tgt_len = torch.export.Dim("tgt_len", min=1, max=limit)
+        train_src, train_tgt = task.data.split("train")
+
+        def write_files(folder: Path) -> dict:
+            task.tokenizer.save(folder / "tokenizer")
+            return {"tokenizer": "tokenizer"}
+
+        return ExportSpec(
+            program, (example["src"], example["tgt_in"]),
+            dynamic_shapes=({0: batch, 1: src_len}, {0: batch, 1: tgt_len}),
+            parity_inputs=[(parity["src"], parity["tgt_in"]), (single["src"], single["tgt_in"]),
+                           (single["src"], single["tgt_in"][:, :1])],
+            write_files=write_files, result_keys=("method",),
+            manifest={"method": cfg.loss.method, "src_lang": task.data.info.get("src_lang"),
+                      "tgt_lang": task.data.info.get("tgt_lang"),
+                      "lowercase": _is_lowercase(train_src) and _is_lowercase(train_tgt),
+                      "bpe": task.data.info.get("bpe", "remove"), "max_positions": limit,
+                      "decoding": {"beam_size": cfg.eval.beam_size, "lenpen": cfg.eval.lenpen,
+                                   "max_len_a": cfg.eval.max_len_a, "max_len_b": cfg.eval.max_len_b},
+                      "inputs": ["src_ids (B, S) int64: pieces + </s>, padded with 0",
+                                 "tgt_ids (B, T) int64: <s> + prefix, padded with 0"],
+                      "outputs": ["log_probs (B, T, V) float32: next-token log-probabilities"],
+                      "special_ids": {"pad": PAD_ID, "unk": 1, "bos": 2, "eos": EOS_ID}})
+
+    def pipeline(self, p: Pipeline) -> dict:
+        """Synthetic toy pair -> train SKD (and CE, uniform LS for comparison) -> eval -> export the SKD model."""
+        baseline, compare = p.opts.baseline, p.opts.extra.get("compare", True)
+        systems = [("skd" if not baseline else "ce", str(p.run.path), [])]
+        if compare and not baseline:
+            systems += [(name, str(p.run.path / "baselines" / name), extra) for name, extra in COMPARE.items()]
+        rows = {}
+        for name, rd, extra in systems:
+            trained = p.train(rd, sets=[*p.opts.sets, *extra], baseline=baseline and rd == str(p.run.path),
+                              overwrite=True)
+            ev = p.evaluate(rd)
+            rows[name] = {"method": trained["method"], "bleu": ev["bleu"], "bleu_sacre": ev["bleu_sacre"],
+                          "chrf": ev["chrf"], "nll": ev["nll"], "ece": ev["ece"], "mce": ev["mce"],
+                          "token_accuracy": ev["token_accuracy"], "train_seconds": trained["train_seconds"]}
+        exported = p.export()
+        main = rows[systems[0][0]]
+        return {"task": TASK_NAME, "run_dir": str(p.run.path), "method": main["method"], "split": "test",
+                "bleu": main["bleu"], "bleu_sacre": main["bleu_sacre"], "chrf": main["chrf"], "nll": main["nll"],
+                "ece": main["ece"], "mce": main["mce"], "systems": rows,
+                "export_dir": exported["export_dir"], "parity_max_abs_diff": exported["parity_max_abs_diff"]}
+
+    def report(self, command: str, result: dict):
+        if command not in ("eval", "run"):
+            return None
+        systems = result.get("systems") or {result["method"]: result}
+        rows = [[name, r["bleu"], r["bleu_sacre"], r["chrf"], r["nll"], 100 * r["ece"], 100 * r["mce"]]
+                for name, r in systems.items()]
+        return metric_table(f"nlg-smooth {command}: {result['split']} split", ["system", "BLEU (tok.)", "sacreBLEU",
+                                                                               "chrF", "NLL", "ECE %", "MCE %"], rows)
+
+    def bench_task(self, cfg: NlgSmoothConfig, data_dir: str) -> NlgSmoothTask:
+        task = NlgSmoothTask(cfg, data_dir)
+        task.warm_prior = True  # no eval happens in the bench: start with a ready prior
+        return task
+
+    def bench_extra(self, make, data: str, device: torch.device, steps: int, rounds: int, timed: dict) -> dict:
+        """Target tokens/s, and the step with the prior's logits read from the cache (later epochs)."""
+        task, train = make(False)
+        tokens_per_example = statistics.mean(len(t) + 1 for t in task.dataset("train").tgt)
+        per_batch = tokens_per_example * train.batch_size
+        return {"target_tokens_per_batch": round(per_batch, 1),
+                "tokens_per_second": {k: round(per_batch / (v / 1000), 1) for k, v in timed["median_step_ms"].items()},
+                "prior_cache": _cached_prior_steps(make, device, steps, rounds), "method": task.cfg.loss.method,
+                "goal_skd_over_baseline": 1.25}
 
 
 class Translator:
     """An exported model + its tokenizer: text in, text out (no training code needed)."""
 
     def __init__(self, model_path: str | Path, beam_size: int | None = None, lenpen: float | None = None):
-        self.program, self.manifest, folder = load_exported(model_path)
-        if self.manifest.get("task") != TASK_NAME:
-            raise SkdError(f"not an nlg-smooth export (task={self.manifest.get('task')})", folder)
+        self.program, self.manifest, folder = load_exported(model_path, TASK_NAME)
         self.tokenizer = load_tokenizer(folder / self.manifest["tokenizer"])
         dec = self.manifest["decoding"]
         self.beam = beam_size or dec["beam_size"]
@@ -374,83 +379,7 @@ def translate_stage(model_path: str, texts: list[str], beam_size: int | None = N
             "translations": results}
 
 
-# -- the whole pipeline on the embedded tiny default ------------------------------------------------------------
-COMPARE = {"ce": ["loss.method=ce"], "ls": ["loss.method=ls"]}
-
-
-def run_all_stages(run_dir: str, data: str | None = None, baseline: bool = False, seed: int | None = None,
-                   max_steps: int | None = None, sets: list[str] | None = None, device: str = "auto",
-                   overwrite: bool = False, config: str | None = None, compare: bool = True) -> dict:
-    """Synthetic toy pair -> train SKD (and CE, uniform LS for comparison) -> eval -> export the SKD model."""
-    t0 = time.perf_counter()
-    run, data = start_pipeline(run_dir, data, overwrite, lambda d: prep_stage("synthetic", None, d, overwrite=True, seed=0),
-                               "the synthetic toy language pair")
-    systems = [("skd" if not baseline else "ce", run_dir, [])]
-    if compare and not baseline:
-        systems += [(name, str(run.path / "baselines" / name), extra) for name, extra in COMPARE.items()]
-    rows = {}
-    for name, rd, extra in systems:
-        console.print(f"[cyan]train {name}[/] -> {rd}")
-        trained = train_stage(data, rd, config=config, sets=[*(sets or []), *extra], baseline=baseline and rd == run_dir,
-                              seed=seed, max_steps=max_steps, device=device, overwrite=True)
-        console.print(f"[cyan]eval {name}[/]")
-        ev = eval_stage(rd, data, device=device)
-        rows[name] = {"method": trained["method"], "bleu": ev["bleu"], "bleu_sacre": ev["bleu_sacre"],
-                      "chrf": ev["chrf"], "nll": ev["nll"], "ece": ev["ece"], "mce": ev["mce"],
-                      "token_accuracy": ev["token_accuracy"], "train_seconds": trained["train_seconds"]}
-    console.print("[cyan]export[/]")
-    exported = export_stage(run_dir, overwrite=True)
-    main = rows[systems[0][0]]
-    result = {"task": TASK_NAME, "run_dir": str(run.path), "method": main["method"], "split": "test",
-              "bleu": main["bleu"], "bleu_sacre": main["bleu_sacre"], "chrf": main["chrf"], "nll": main["nll"],
-              "ece": main["ece"], "mce": main["mce"], "systems": rows,
-              "export_dir": exported["export_dir"], "parity_max_abs_diff": exported["parity_max_abs_diff"],
-              "total_seconds": round(time.perf_counter() - t0, 1)}
-    from rich.table import Table
-    table = Table(title="nlg-smooth on the synthetic toy pair (test split, beam search)")
-    for col in ("system", "BLEU (tok.)", "sacreBLEU", "chrF", "NLL", "ECE %", "MCE %"):
-        table.add_column(col)
-    for name, r in rows.items():
-        table.add_row(name, f"{r['bleu']:.2f}", f"{r['bleu_sacre']:.2f}", f"{r['chrf']:.2f}", f"{r['nll']:.4f}",
-                      f"{100 * r['ece']:.2f}", f"{100 * r['mce']:.2f}")
-    console.print(table)
-    return result
-
-
-# -- bench -------------------------------------------------------------------------------------------------------
-def bench_stage(data: str | None, steps: int, rounds: int, device: str, sets: list[str] | None = None) -> dict:
-    """Engine vs hand loop and ALS-SK (with its frozen prior forward) vs CE; tokens per second."""
-    import tempfile
-
-    from ..engine.bench import benchmark
-
-    dev = resolve_device(device)
-    with tempfile.TemporaryDirectory() as tmp:
-        if data is None:
-            data = str(Path(tmp) / "data")
-            with console.status("preparing the synthetic toy pair"):
-                prepare_parallel("synthetic", None, data, vocab_size=SYNTHETIC_VOCAB, overwrite=True)
-
-        def make(baseline: bool):
-            cfg = build_config(NlgSmoothConfig, None, sets)
-            if baseline:
-                set_baseline(cfg)
-            task = NlgSmoothTask(cfg, data)
-            task.warm_prior = True  # no eval happens in the bench: start with a ready prior
-            return task, cfg.train
-
-        result = benchmark(make, dev, steps=steps, rounds=rounds)
-        cached = _cached_prior_steps(make, dev, steps, rounds)
-        cfg = build_config(NlgSmoothConfig, None, sets)
-        train = NlgSmoothTask(cfg, data).dataset("train")
-        tokens_per_example = statistics.mean(len(t) + 1 for t in train.tgt)
-    per_batch = tokens_per_example * result["batch_size"]
-    ms = result["median_step_ms"]
-    return {"task": TASK_NAME, **result, "target_tokens_per_batch": round(per_batch, 1),
-            "tokens_per_second": {k: round(per_batch / (v / 1000), 1) for k, v in ms.items()},
-            "prior_cache": cached, "method": cfg.loss.method, "goal_skd_over_baseline": 1.25}
-
-
+# -- bench ---------------------------------------------------------------------------------------------------------
 def _cached_prior_steps(make, device: torch.device, steps: int, rounds: int) -> dict:
     """The engine figures above pay the prior's forward on every step (the first epoch after each
     swap). Later epochs of the same prior read its logits from the cache; time that case: the same

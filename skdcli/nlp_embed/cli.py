@@ -1,4 +1,5 @@
-"""`skd nlp-embed ...`: thin typer commands over recipe.py's stages."""
+"""`skd nlp-embed ...`: the recipe's description (train / eval / export / run come from the engine's
+contract) and its own commands: prep, sample, neighbours."""
 
 from __future__ import annotations
 
@@ -6,11 +7,25 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..engine.cliutil import (BaselineOpt, CkptEveryOpt, DebugOpt, DeviceOpt, JsonOpt, MaxStepsOpt, OverwriteOpt,
-                              SeedOpt, SetOpt, run_stage)
+from ..engine.cliutil import DebugOpt, JsonOpt, run_stage
+from ..engine.contract import Flag, OverwriteOpt, Recipe
 
-app = typer.Typer(help="Language modelling with self-KD from the output-embedding space "
-                       "(Hahn & Choi, RANLP 2019).", no_args_is_help=True)
+RECIPE = Recipe(
+    name="nlp-embed",
+    help="Language modelling with self-KD from the output-embedding space (Hahn & Choi, RANLP 2019).",
+    hooks="skdcli.nlp_embed.recipe:NlpEmbedHooks",
+    config_example="recipes/nlp_embed/ptb.yaml",
+    docs={"train": "Train the LM with embedding-space self-KD (or the plain-CE --baseline); works under torchrun.",
+          "eval": "Perplexity, NLL, accuracy, ECE/MCE, reliability diagram (NMT: + beam-search BLEU/chrF); writes eval.json.",
+          "export": "torch.export program + safetensors + vocabulary + manifest (with a parity check).",
+          "run": "The whole pipeline on the embedded tiny default, SKD next to CE / LS / noise control."},
+    flags=(
+        Flag("--split", "test | valid | train.", default="test", commands=("eval",)),
+        Flag("--compare/--no-compare", "Also train plain CE, uniform LS and the random-noise control.", bool, True,
+             commands=("run",)),
+    ),
+)
+app = RECIPE.app()
 
 
 @app.command()
@@ -32,48 +47,6 @@ def prep(
                                                     vocab_size, max_tokens), json_out, debug, ctx)
 
 
-@app.command()
-def train(
-    ctx: typer.Context,
-    data: Annotated[Optional[str], typer.Option("--data", help="Prepared dataset (from `prep`).")] = None,
-    run_dir: Annotated[str, typer.Option("--run-dir", help="Run directory.")] = "runs/nlp-embed",
-    config: Annotated[Optional[str], typer.Option("--config", help="YAML config (e.g. recipes/nlp_embed/ptb.yaml).")] = None,
-    sets: SetOpt = None, baseline: BaselineOpt = False, seed: SeedOpt = None, max_steps: MaxStepsOpt = None,
-    checkpoint_every: CkptEveryOpt = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run from its latest checkpoint.")] = False,
-    device: DeviceOpt = "auto", overwrite: OverwriteOpt = False, json_out: JsonOpt = False, debug: DebugOpt = False,
-):
-    """Train the LM with embedding-space self-KD (or the plain-CE --baseline); works under torchrun."""
-    from .recipe import train_stage
-    run_stage("nlp-embed train", lambda: train_stage(data, run_dir, config, sets, baseline, seed, max_steps,
-                                                      checkpoint_every, resume, device, overwrite), json_out, debug, ctx)
-
-
-@app.command("eval")
-def evaluate(
-    ctx: typer.Context,
-    run_dir: Annotated[str, typer.Option("--run-dir")] = "runs/nlp-embed",
-    data: Annotated[Optional[str], typer.Option("--data", help="Prepared dataset (default: the one the run trained on).")] = None,
-    split: Annotated[str, typer.Option("--split", help="test | valid | train.")] = "test",
-    device: DeviceOpt = "auto", json_out: JsonOpt = False, debug: DebugOpt = False,
-):
-    """Perplexity, NLL, accuracy, ECE/MCE, reliability diagram (NMT: + beam-search BLEU/chrF); writes eval.json."""
-    from .recipe import eval_stage
-    run_stage("nlp-embed eval", lambda: eval_stage(run_dir, data, split, device), json_out, debug, ctx)
-
-
-@app.command()
-def export(
-    ctx: typer.Context,
-    run_dir: Annotated[str, typer.Option("--run-dir")] = "runs/nlp-embed",
-    out: Annotated[Optional[str], typer.Option("--out", help="Export directory (default: RUN_DIR/export).")] = None,
-    overwrite: OverwriteOpt = False, json_out: JsonOpt = False, debug: DebugOpt = False,
-):
-    """torch.export program + safetensors + vocabulary + manifest (with a parity check)."""
-    from .recipe import export_stage
-    run_stage("nlp-embed export", lambda: export_stage(run_dir, out, overwrite), json_out, debug, ctx)
-
-
 @app.command("sample")
 def sample_cmd(
     ctx: typer.Context,
@@ -89,7 +62,8 @@ def sample_cmd(
     """Continue a prompt with an exported model alone (stops at <eos>)."""
     from .recipe import sample_stage
     run_stage("nlp-embed sample", lambda: sample_stage(model, prompt, max_new_tokens, temperature, top_k,
-                                                        num_samples, seed), json_out, debug, ctx)
+                                                        num_samples, seed), json_out, debug, ctx,
+              lines=lambda result: result["samples"])
 
 
 @app.command()
@@ -121,19 +95,3 @@ def neighbours_table(result: dict):
     for n in result["neighbours"]:
         table.add_row(n["word"], f"{n['similarity']:.4g}", *([str(n["same_class"])] if len(columns) == 3 else []))
     return table
-
-
-@app.command()
-def run(
-    ctx: typer.Context,
-    run_dir: Annotated[str, typer.Option("--run-dir")] = "runs/nlp-embed",
-    data: Annotated[Optional[str], typer.Option("--data", help="Reuse a prepared dataset instead of RUN_DIR/data.")] = None,
-    config: Annotated[Optional[str], typer.Option("--config", help="YAML config (default: the tiny embedded one).")] = None,
-    compare: Annotated[bool, typer.Option("--compare/--no-compare", help="Also train plain CE, uniform LS and the random-noise control.")] = True,
-    baseline: BaselineOpt = False, seed: SeedOpt = None, max_steps: MaxStepsOpt = None, sets: SetOpt = None,
-    device: DeviceOpt = "auto", overwrite: OverwriteOpt = False, json_out: JsonOpt = False, debug: DebugOpt = False,
-):
-    """The whole pipeline on the embedded tiny default, SKD next to CE / LS / noise control."""
-    from .recipe import run_all_stages
-    run_stage("nlp-embed run", lambda: run_all_stages(run_dir, data, baseline, seed, max_steps, sets, device, overwrite,
-                                                      config, compare), json_out, debug, ctx)

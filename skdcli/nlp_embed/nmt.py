@@ -40,7 +40,6 @@ class NlpEmbedNmtTask(ParallelTaskData, Task):
         self.cfg = cfg
         self.open_parallel(data_dir, cfg.nmt.max_positions)
         self.beta = build_weight_schedule(cfg.kd.beta)
-        self.best_metric, self.best_mode = "nll", "min"
         uses_table = cfg.kd.method in ("skd", "noise") and cfg.kd.topk > 0
         # <pad> and <s> are never targets, so never neighbours
         self.neighbours = (NeighbourTable(cfg.kd.topk, cfg.kd.sim, cfg.kd.include_gold, cfg.kd.refresh_every,

@@ -1,7 +1,6 @@
-"""The nlp-embed stages: prep -> train -> eval -> export (-> sample, neighbours), and `run` = all of
-them on the synthetic class-based Markov corpus, SKD next to its baselines. Each stage returns a
-dict: the CLI prints it as a table or JSON. The engine does the training; this file wires the LM
-corpus, the LM and the embedding-space loss into a ``Task``.
+"""The nlp-embed recipe: the Task the engine trains (the LM corpus, the LM and the embedding-space loss
+wired together), the hooks of the shared stages (eval: perplexity / calibration, export, and `run` on
+the synthetic class-based Markov corpus, SKD next to its baselines), `sample` and `neighbours`.
 """
 
 from __future__ import annotations
@@ -13,17 +12,15 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from ..engine.config import build_config, validate_config
-from ..engine.console import console
-from ..engine.distributed import resolve_device
+from ..engine.config import validate_config
+from ..engine.console import metric_table
+from ..engine.contract import StageOptions
 from ..engine.errors import SkdError
-from ..engine.export import export_program, load_exported
-from ..engine.io import atomic_write_json
-from ..engine.rundir import RunDir
+from ..engine.export import load_exported
 from ..engine.schedules import Progress, build_weight_schedule
-from ..engine.stages import load_run_config, recorded_data_dir, start_pipeline, train_run
+from ..engine.stages import ExportSpec, Pipeline, RecipeHooks, Trained, load_trained
 from ..engine.teachers import unwrap_model
-from ..engine.trainer import Task, count_parameters, move_to
+from ..engine.trainer import Task, move_to
 from ..text.lm import LSTMStep, RecurrentScorer, SequenceScorer, build_lm, sample
 from ..text.lm_corpus import (EOS, SOURCES, UNK, LMCorpus, LMWindows, load_lm_corpus, prepare_lm_corpus,
                               synthetic_oracle_nll)
@@ -40,8 +37,6 @@ class NlpEmbedTask(Task):
         self.cfg = cfg
         self.corpus: LMCorpus = load_lm_corpus(data_dir)
         self.beta = build_weight_schedule(cfg.kd.beta)
-        self.best_metric, self.best_mode = "ppl", "min"
-        self.data_fingerprint = self.corpus.info.get("fingerprint")
         uses_table = cfg.kd.method in ("skd", "noise") and cfg.kd.topk > 0
         self.neighbours = (NeighbourTable(cfg.kd.topk, cfg.kd.sim, cfg.kd.include_gold, cfg.kd.refresh_every)
                            if uses_table else None)
@@ -50,6 +45,9 @@ class NlpEmbedTask(Task):
 
     def build_model(self):
         return build_lm(len(self.corpus.vocab), self.cfg.model)
+
+    def data_fingerprint(self) -> str | None:
+        return self.corpus.info.get("fingerprint")
 
     def train_dataset(self) -> LMWindows:
         return LMWindows(self.corpus.streams["train"], self.cfg.data.bptt)
@@ -140,141 +138,187 @@ def make_task(cfg: NlpEmbedConfig, data_dir: str | Path) -> Task:
     return NlpEmbedTask(cfg, data_dir)
 
 
-def set_baseline(cfg: NlpEmbedConfig) -> None:
-    """--baseline: plain cross-entropy, no soft targets."""
-    cfg.kd.method = "ce"
-
-
-def train_stage(data: str | None, run_dir: str, config: str | None = None, sets: list[str] | None = None,
-                baseline: bool = False, seed: int | None = None, max_steps: int | None = None,
-                checkpoint_every: int | None = None, resume: bool = False, device: str = "auto",
-                overwrite: bool = False) -> dict:
-    return train_run(TASK_NAME, NlpEmbedConfig, make_task, data=data, run_dir=run_dir, config=config, sets=sets,
-                     baseline=set_baseline if baseline else None, seed=seed, max_steps=max_steps,
-                     checkpoint_every=checkpoint_every, resume=resume, device=device, overwrite=overwrite,
-                     summary_extra=lambda cfg: {"kd_method": cfg.kd.method})
-
-
-def load_trained(run: RunDir, data_dir: str, device: torch.device):
-    run.require_trained()
-    cfg = load_run_config(NlpEmbedConfig, run)
-    task = make_task(cfg, data_dir)
-    model = task.build_model()
-    RunDir.load_weights(model, run.weights_for_eval())
-    return cfg, task, model.to(device).eval()
-
-
-def eval_stage(run_dir: str, data: str | None = None, split: str = "test", device: str = "auto") -> dict:
-    run = RunDir(run_dir)
-    run.require_trained()
-    data = data or recorded_data_dir(run)
-    dev = resolve_device(device)
-    cfg, task, model = load_trained(run, data, dev)
-    if cfg.mode == "nmt":
-        return eval_translation(run, cfg, task, model, split, dev)
-    if split not in task.corpus.streams:
-        raise SkdError(f"the dataset has no '{split}' split (has: {', '.join(task.corpus.streams)})", data)
-    windows = LMWindows(task.corpus.streams[split], cfg.data.eval_bptt or cfg.data.bptt)
-    loader = DataLoader(windows, batch_size=cfg.eval.batch_size, shuffle=False)
-    t0 = time.perf_counter()
-    with torch.no_grad():
-        scored = score_lm(model, loader, dev, cfg.eval.ece_bins)
-    png = reliability_diagram(scored["calibration"], run.plots / "reliability.png",
-                              title=f"{TASK_NAME} {cfg.kd.method} ({split}): ECE {100 * scored['metrics']['ece']:.2f}%")
-    result = {"task": TASK_NAME, "run_dir": str(run.path), "split": split, "kd_method": cfg.kd.method,
-              **scored["metrics"], "ece_bins": cfg.eval.ece_bins,
-              "seconds": round(time.perf_counter() - t0, 3), "weights": str(run.weights_for_eval()),
-              "reliability_png": str(png), "bins": scored["calibration"]["bins"]}
-    if task.corpus.classes:
-        k = max(1, min(5, len(task.corpus.vocab) - 1))
-        result[f"class_purity@{k}"] = class_purity(model.output_embedding.detach().cpu(), task.corpus.vocab,
-                                                    task.corpus.classes, k)
-    if task.corpus.synthetic:  # the generating chain's own perplexity: the floor any model can reach
-        nll, n = synthetic_oracle_nll([task.corpus.vocab[i] for i in task.corpus.streams[split].tolist()],
-                                      task.corpus.synthetic)
-        result["oracle_ppl"] = perplexity(nll, n)
-    atomic_write_json(run.eval_json, result)
-    return result
-
-
-def eval_translation(run: RunDir, cfg: NlpEmbedConfig, task, model, split: str, dev: torch.device) -> dict:
+def eval_translation(trained: Trained, split: str) -> dict:
     """mode=nmt: beam search BLEU / chrF and teacher-forced NLL / ECE / MCE on a split."""
     from ..text.parallel import collate_parallel
     from .nmt import score_translation
 
+    cfg, task, model, run = trained.cfg, trained.task, trained.model, trained.run
     if split not in ("train", "valid", "test") or not len(task.dataset(split)):
         raise SkdError(f"the dataset has no '{split}' split", task.data.root)
     ds = task.dataset(split)
     loader = DataLoader(ds, batch_size=cfg.eval.batch_size, shuffle=False, collate_fn=collate_parallel)
     t0 = time.perf_counter()
     with torch.no_grad():
-        scored = score_translation(model, loader, dev, cfg, task.tokenizer, ds, beam=cfg.eval.beam_size,
-                                   keep_bpe=task.data.info.get("bpe") == "keep")
+        scored = score_translation(model, loader, next(model.parameters()).device, cfg, task.tokenizer, ds,
+                                   beam=cfg.eval.beam_size, keep_bpe=task.data.info.get("bpe") == "keep")
     png = reliability_diagram(scored["calibration"], run.plots / "reliability.png",
                               title=f"{TASK_NAME} nmt {cfg.kd.method} ({split}): ECE {100 * scored['metrics']['ece']:.2f}%")
-    result = {"task": TASK_NAME, "mode": "nmt", "run_dir": str(run.path), "split": split, "kd_method": cfg.kd.method,
-              "sentences": len(ds), "decoder": f"beam{cfg.eval.beam_size}", **scored["metrics"],
-              "bleu_convention": "bleu = tokenized, case-insensitive (IWSLT/fairseq); bleu_sacre = detokenized 13a",
-              "ece_bins": cfg.eval.ece_bins, "seconds": round(time.perf_counter() - t0, 3),
-              "weights": str(run.weights_for_eval()), "reliability_png": str(png),
-              "examples": [{"hyp": h, "ref": r} for h, r in list(zip(scored["hyps"], scored["refs"]))[:3]]}
-    atomic_write_json(run.eval_json, result)
-    return result
+    return {"task": TASK_NAME, "mode": "nmt", "run_dir": str(run.path), "split": split, "kd_method": cfg.kd.method,
+            "sentences": len(ds), "decoder": f"beam{cfg.eval.beam_size}", **scored["metrics"],
+            "bleu_convention": "bleu = tokenized, case-insensitive (IWSLT/fairseq); bleu_sacre = detokenized 13a",
+            "ece_bins": cfg.eval.ece_bins, "seconds": round(time.perf_counter() - t0, 3),
+            "weights": str(run.weights_for_eval()), "reliability_png": str(png),
+            "examples": [{"hyp": h, "ref": r} for h, r in list(zip(scored["hyps"], scored["refs"]))[:3]]}
 
 
-def export_stage(run_dir: str, out: str | None = None, overwrite: bool = False) -> dict:
-    """Transformer: the whole-sequence program (ids (B, T) -> logits (B, T, V), dynamic B and T);
-    LSTM: the one-step program with explicit state (see ``text.lm.LSTMStep``)."""
-    run = RunDir(run_dir)
-    run.require_trained()
-    data = recorded_data_dir(run)
-    cfg, task, model = load_trained(run, data, torch.device("cpu"))
-    if cfg.mode == "nmt":
-        raise SkdError("export is implemented for language models (mode=lm); an nmt run is evaluated with `eval`",
-                       run.path)
-    vocab = task.corpus.vocab
-    stream = task.corpus.streams["valid"]
-    batch = torch.export.Dim("batch", min=1, max=1024)
-    if cfg.model.arch == "transformer":
-        module, interface = model, "sequence"
-        seq = torch.export.Dim("tokens", min=1, max=cfg.model.max_len)
-        example, dynamic = (stream[:8].reshape(2, 4),), ({0: batch, 1: seq},)
-        parity = [(stream[:30].reshape(3, 10),), (stream[:1].reshape(1, 1),)]
-        io = {"inputs": ["ids (B, T) int64"], "outputs": ["logits (B, T, V)"]}
-    else:
-        module, interface = LSTMStep(model), "recurrent_step"
-        layers, hidden = cfg.model.num_layers, cfg.model.d_hidden
+# The systems `run --compare` trains next to SKD (RUN_DIR/compare/<name>), and the figures it tabulates.
+COMPARE = {"ce": ["kd.method=ce"], "ls": ["kd.method=ls"], "noise": ["kd.method=noise"]}
+HEADLINE = ("ppl", "nll", "accuracy", "ece", "mce")
 
-        def state(b: int) -> tuple[torch.Tensor, torch.Tensor]:
-            g = torch.Generator().manual_seed(b)  # non-zero states exercise the recurrence in the parity check
-            return torch.randn(layers, b, hidden, generator=g) * 0.5, torch.randn(layers, b, hidden, generator=g) * 0.5
 
-        example = (stream[:2].reshape(2, 1), *state(2))
-        dynamic = ({0: batch}, {1: batch}, {1: batch})
-        parity = [(stream[:5].reshape(5, 1), *state(5)), (stream[:1].reshape(1, 1), *state(1))]
-        io = {"inputs": ["ids (B, 1) int64", f"h ({layers}, B, {hidden}) float32", f"c ({layers}, B, {hidden}) float32"],
-              "outputs": ["logits (B, 1, V)", "h", "c"], "num_layers": layers, "hidden": hidden}
-    out_dir = Path(out) if out else run.export_dir
+class NlpEmbedHooks(RecipeHooks):
+    name = TASK_NAME
+    config_class = NlpEmbedConfig
+    tiny_data_note = "the synthetic class-based Markov corpus"
 
-    def write_extra(folder: Path) -> dict:
-        (folder / "vocab.txt").write_text("".join(w + "\n" for w in vocab), encoding="utf-8")
-        return {"task": TASK_NAME, "arch": cfg.model.arch, "interface": interface, **io, "vocab": "vocab.txt",
-                "vocab_size": len(vocab), "eos_id": vocab.index(EOS), "unk_id": vocab.index(UNK),
-                "max_len": cfg.model.max_len if interface == "sequence" else 0, "kd_method": cfg.kd.method,
-                "parameters": count_parameters(model)}
+    baseline = ("kd.method=ce",)  # plain cross-entropy, no soft targets
+    summary_keys = {"kd_method": "kd.method"}
+    bench_sets = ("kd.beta=0.5",)  # beta constant from step 0, so every timed SKD step pays for the soft term
+    prep = staticmethod(prep_stage)
 
-    manifest = export_program(module, example, out_dir, dynamic_shapes=dynamic, write_extra=write_extra,
-                              overwrite=overwrite, parity_inputs=parity)
-    return {"task": TASK_NAME, "export_dir": str(out_dir), "arch": manifest["arch"], "interface": interface,
-            "parameters": manifest["parameters"], "parity_max_abs_diff": manifest["parity"]["max_abs_diff"],
-            "files": sorted(manifest["files"])}
+    def make_task(self, cfg: NlpEmbedConfig, data_dir: str) -> Task:
+        return make_task(cfg, data_dir)
+
+    def evaluate_run(self, trained: Trained, opts: StageOptions) -> dict:
+        cfg, task, model, run = trained.cfg, trained.task, trained.model, trained.run
+        split = opts.extra.get("split") or "test"
+        if cfg.mode == "nmt":
+            return eval_translation(trained, split)
+        if split not in task.corpus.streams:
+            raise SkdError(f"the dataset has no '{split}' split (has: {', '.join(task.corpus.streams)})",
+                           trained.data_dir)
+        windows = LMWindows(task.corpus.streams[split], cfg.data.eval_bptt or cfg.data.bptt)
+        loader = DataLoader(windows, batch_size=cfg.eval.batch_size, shuffle=False)
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            scored = score_lm(model, loader, next(model.parameters()).device, cfg.eval.ece_bins)
+        png = reliability_diagram(scored["calibration"], run.plots / "reliability.png",
+                                  title=f"{TASK_NAME} {cfg.kd.method} ({split}): ECE {100 * scored['metrics']['ece']:.2f}%")
+        result = {"task": TASK_NAME, "run_dir": str(run.path), "split": split, "kd_method": cfg.kd.method,
+                  **scored["metrics"], "ece_bins": cfg.eval.ece_bins,
+                  "seconds": round(time.perf_counter() - t0, 3), "weights": str(run.weights_for_eval()),
+                  "reliability_png": str(png), "bins": scored["calibration"]["bins"]}
+        if task.corpus.classes:
+            k = max(1, min(5, len(task.corpus.vocab) - 1))
+            result[f"class_purity@{k}"] = class_purity(model.output_embedding.detach().cpu(), task.corpus.vocab,
+                                                        task.corpus.classes, k)
+        if task.corpus.synthetic:  # the generating chain's own perplexity: the floor any model can reach
+            nll, n = synthetic_oracle_nll([task.corpus.vocab[i] for i in task.corpus.streams[split].tolist()],
+                                          task.corpus.synthetic)
+            result["oracle_ppl"] = perplexity(nll, n)
+        return result
+
+    def export_spec(self, trained: Trained, opts: StageOptions) -> ExportSpec:
+        """Transformer: the whole-sequence program (ids (B, T) -> logits (B, T, V), dynamic B and T);
+        LSTM: the one-step program with explicit state (see ``text.lm.LSTMStep``)."""
+        cfg, task, model = trained.cfg, trained.task, trained.model
+        if cfg.mode == "nmt":
+            raise SkdError("export is implemented for language models (mode=lm); an nmt run is evaluated with `eval`",
+                           trained.run.path)
+        vocab = task.corpus.vocab
+        stream = task.corpus.streams["valid"]
+        batch = torch.export.Dim("batch", min=1, max=1024)
+        if cfg.model.arch == "transformer":
+            module, interface = model, "sequence"
+            seq = torch.export.Dim("tokens", min=1, max=cfg.model.max_len)
+            example, dynamic = (stream[:8].reshape(2, 4),), ({0: batch, 1: seq},)
+            parity = [(stream[:30].reshape(3, 10),), (stream[:1].reshape(1, 1),)]
+            io = {"inputs": ["ids (B, T) int64"], "outputs": ["logits (B, T, V)"]}
+        else:
+            module, interface = LSTMStep(model), "recurrent_step"
+            layers, hidden = cfg.model.num_layers, cfg.model.d_hidden
+
+            def state(b: int) -> tuple[torch.Tensor, torch.Tensor]:
+                g = torch.Generator().manual_seed(b)  # non-zero states exercise the recurrence in the parity check
+                return (torch.randn(layers, b, hidden, generator=g) * 0.5,
+                        torch.randn(layers, b, hidden, generator=g) * 0.5)
+
+            example = (stream[:2].reshape(2, 1), *state(2))
+            dynamic = ({0: batch}, {1: batch}, {1: batch})
+            parity = [(stream[:5].reshape(5, 1), *state(5)), (stream[:1].reshape(1, 1), *state(1))]
+            io = {"inputs": ["ids (B, 1) int64", f"h ({layers}, B, {hidden}) float32",
+                             f"c ({layers}, B, {hidden}) float32"],
+                  "outputs": ["logits (B, 1, V)", "h", "c"], "num_layers": layers, "hidden": hidden}
+
+        def write_files(folder: Path) -> dict:
+            (folder / "vocab.txt").write_text("".join(w + "\n" for w in vocab), encoding="utf-8")
+            return {"vocab": "vocab.txt"}
+
+        return ExportSpec(module, example, dynamic_shapes=dynamic, parity_inputs=parity, write_files=write_files,
+                          result_keys=("arch", "interface"),
+                          manifest={"arch": cfg.model.arch, "interface": interface, **io, "vocab_size": len(vocab),
+                                    "eos_id": vocab.index(EOS), "unk_id": vocab.index(UNK),
+                                    "max_len": cfg.model.max_len if interface == "sequence" else 0,
+                                    "kd_method": cfg.kd.method})
+
+    def pipeline(self, p: Pipeline) -> dict:
+        """prep (synthetic) -> train -> eval -> export in RUN_DIR; with --compare the plain-CE, uniform-LS and
+        random-noise systems are trained the same way under RUN_DIR/compare/<name>."""
+        if dataset_mode(p.data) == "nmt":
+            raise SkdError("`run` is the LM pipeline; train and evaluate a parallel dataset with `train` and `eval`",
+                           p.data)
+        baseline = p.opts.baseline
+        systems = {"main": (str(p.run.path), [])}
+        if p.opts.extra.get("compare", True):
+            for name, extra in COMPARE.items():
+                if baseline and name == "ce":
+                    continue
+                systems[name] = (str(p.run.path / "compare" / name), extra)
+        table, main = {}, {}
+        for name, (rd, extra) in systems.items():
+            trained = p.train(rd, sets=[*p.opts.sets, *extra], baseline=baseline and name == "main",
+                              overwrite=p.opts.overwrite or name != "main")
+            evaluated = p.evaluate(rd)
+            label = trained["kd_method"] if name == "main" else name
+            table[label] = {k: evaluated[k] for k in HEADLINE} | {k: v for k, v in evaluated.items()
+                                                                  if k.startswith("class_purity") or k == "oracle_ppl"}
+            if name == "main":
+                main = {"kd_method": trained["kd_method"], "steps": trained["steps"],
+                        "train_seconds": trained["train_seconds"], **table[label]}
+        exported = p.export()
+        return {"task": TASK_NAME, "run_dir": str(p.run.path), "split": "test", **main, "systems": table,
+                "export_dir": exported["export_dir"], "parity_max_abs_diff": exported["parity_max_abs_diff"]}
+
+    def report(self, command: str, result: dict):
+        if command not in ("eval", "run") or result.get("mode") == "nmt":
+            return None
+        systems = result.get("systems") or {result["kd_method"]: result}
+        purity = next((k for k in next(iter(systems.values())) if k.startswith("class_purity")), None)
+        rows = [[name, r["ppl"], r["nll"], r["accuracy"], 100 * r["ece"], *([r[purity]] if purity else [])]
+                for name, r in systems.items()]
+        oracle = next((r.get("oracle_ppl") for r in systems.values() if r.get("oracle_ppl")), None)
+        return metric_table(f"nlp-embed {command}: {result['split']} split",
+                            ["system", "perplexity", "NLL", "accuracy", "ECE %", *([purity] if purity else [])], rows,
+                            caption=f"oracle perplexity (the generating chain) {oracle:.4g}" if oracle else None)
+
+    def bench_extra(self, make, data: str, device: torch.device, steps: int, rounds: int, timed: dict) -> dict:
+        """Tokens/s and the neighbour-table rebuild cost (paid every kd.refresh_every steps)."""
+        task, train = make(False)
+        model = task.build_model().to(device)
+        cfg = task.cfg
+        times = []
+        for _ in range(5):
+            t = time.perf_counter()
+            build_neighbour_table(model.output_embedding, max(cfg.kd.topk, 1), cfg.kd.sim, cfg.kd.include_gold)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - t)
+        tokens_per_step = train.batch_size * cfg.data.bptt
+        return {"tokens_per_step": tokens_per_step,
+                "tokens_per_second": {k: round(tokens_per_step / (v / 1000), 1) for k, v in timed["median_step_ms"].items()},
+                "vocab_size": len(task.corpus.vocab), "topk": cfg.kd.topk, "sim": cfg.kd.sim,
+                "refresh_every": cfg.kd.refresh_every,
+                "neighbour_table_ms": round(statistics.median(times) * 1000, 3),
+                "neighbour_table_ms_per_step": round(statistics.median(times) * 1000 / cfg.kd.refresh_every, 4)}
+
+
+HOOKS = NlpEmbedHooks()
 
 
 def sample_stage(model_path: str, prompt: str, max_new_tokens: int = 30, temperature: float = 1.0,
                  top_k: int = 0, num_samples: int = 1, seed: int = 0, stop_at_eos: bool = True) -> dict:
-    module, manifest, folder = load_exported(model_path)
-    if manifest.get("task") != TASK_NAME:
-        raise SkdError(f"not an nlp-embed export (task={manifest.get('task')})", folder)
+    module, manifest, folder = load_exported(model_path, TASK_NAME)
     if max_new_tokens < 1 or temperature < 0 or top_k < 0 or num_samples < 1:
         raise SkdError("--max-new-tokens and --num-samples must be >= 1, --temperature and --top-k >= 0")
     vocab = (folder / manifest["vocab"]).read_text(encoding="utf-8").splitlines()
@@ -297,10 +341,8 @@ def sample_stage(model_path: str, prompt: str, max_new_tokens: int = 30, tempera
 
 def neighbours_stage(run_dir: str, word: str, k: int = 10, sim: str | None = None) -> dict:
     """WORD's nearest words in the run's output-embedding space (mode=nmt: sentencepiece pieces)."""
-    run = RunDir(run_dir)
-    run.require_trained()
-    data = recorded_data_dir(run)
-    cfg, task, model = load_trained(run, data, torch.device("cpu"))
+    trained = load_trained(HOOKS, run_dir)
+    cfg, task, model, run, data = trained.cfg, trained.task, trained.model, trained.run, trained.data_dir
     if cfg.mode == "nmt":
         from .nmt import output_embedding
         vocab = [task.tokenizer.id_to_piece(i) for i in range(task.tokenizer.vocab_size)]
@@ -323,83 +365,3 @@ def neighbours_stage(run_dir: str, word: str, k: int = 10, sim: str | None = Non
             r["same_class"] = classes.get(r["word"]) == classes[word]
         result["same_class_share"] = sum(r["same_class"] for r in rows) / max(len(rows), 1)
     return result
-
-
-# -- run: the whole pipeline, SKD next to its baselines ------------------------------------------------
-COMPARE = {"ce": ["kd.method=ce"], "ls": ["kd.method=ls"], "noise": ["kd.method=noise"]}
-HEADLINE = ("ppl", "nll", "accuracy", "ece", "mce")
-
-
-def run_all_stages(run_dir: str, data: str | None = None, baseline: bool = False, seed: int | None = None,
-                   max_steps: int | None = None, sets: list[str] | None = None, device: str = "auto",
-                   overwrite: bool = False, config: str | None = None, compare: bool = True) -> dict:
-    """prep (synthetic) -> train -> eval -> export in RUN_DIR; with ``compare`` the plain-CE,
-    uniform-LS and random-noise systems are trained the same way under RUN_DIR/compare/<name>."""
-    t0 = time.perf_counter()
-    run, data = start_pipeline(run_dir, data, overwrite, lambda d: prep_stage("synthetic", None, d, overwrite=True, seed=0),
-                               "the synthetic class-based Markov corpus")
-    if dataset_mode(data) == "nmt":
-        raise SkdError("`run` is the LM pipeline; train and evaluate a parallel dataset with `train` and `eval`", data)
-    systems = {"main": (run_dir, [])}
-    if compare:
-        for name, extra in COMPARE.items():
-            if baseline and name == "ce":
-                continue
-            systems[name] = (str(run.path / "compare" / name), extra)
-    table, main = {}, {}
-    for name, (rd, extra) in systems.items():
-        console.print(f"[cyan]train {name}[/] -> {rd}")
-        trained = train_stage(data, rd, config=config, sets=[*(sets or []), *extra], baseline=baseline and name == "main",
-                              seed=seed, max_steps=max_steps, device=device, overwrite=overwrite or name != "main")
-        evaluated = eval_stage(rd, data, device=device)
-        label = trained["kd_method"] if name == "main" else name
-        table[label] = {k: evaluated[k] for k in HEADLINE} | {k: v for k, v in evaluated.items()
-                                                              if k.startswith("class_purity") or k == "oracle_ppl"}
-        if name == "main":
-            main = {"kd_method": trained["kd_method"], "steps": trained["steps"],
-                    "train_seconds": trained["train_seconds"], **table[label]}
-    console.print("[cyan]export[/]")
-    exported = export_stage(run_dir, overwrite=True)
-    return {"task": TASK_NAME, "run_dir": str(run.path), "split": "test", **main, "systems": table,
-            "export_dir": exported["export_dir"], "parity_max_abs_diff": exported["parity_max_abs_diff"],
-            "total_seconds": round(time.perf_counter() - t0, 1)}
-
-
-def bench_stage(data: str | None, steps: int, rounds: int, device: str, sets: list[str] | None = None) -> dict:
-    """Engine vs hand loop and SKD vs plain CE step time; tokens/s; the neighbour-table rebuild cost."""
-    import tempfile
-
-    from ..engine.bench import benchmark
-
-    dev = resolve_device(device)
-    with tempfile.TemporaryDirectory() as tmp:
-        if data is None:
-            data = str(Path(tmp) / "data")
-            prep_stage("synthetic", None, data, overwrite=True)
-
-        def make(baseline: bool):
-            # beta constant from step 0, so every timed SKD step pays for the soft term
-            cfg = build_config(NlpEmbedConfig, None, ["kd.beta=0.5", *(sets or [])])
-            if baseline:
-                cfg.kd.method = "ce"
-            return NlpEmbedTask(cfg, data), cfg.train
-
-        result = benchmark(make, dev, steps=steps, rounds=rounds)
-        cfg = build_config(NlpEmbedConfig, None, ["kd.beta=0.5", *(sets or [])])
-        task = NlpEmbedTask(cfg, data)
-        model = task.build_model().to(dev)
-        times = []
-        for _ in range(5):
-            t = time.perf_counter()
-            build_neighbour_table(model.output_embedding, max(cfg.kd.topk, 1), cfg.kd.sim, cfg.kd.include_gold)
-            if dev.type == "cuda":
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - t)
-        tokens_per_step = cfg.train.batch_size * cfg.data.bptt
-        ms = result["median_step_ms"]
-        return {"task": TASK_NAME, **result, "tokens_per_step": tokens_per_step,
-                "tokens_per_second": {k: round(tokens_per_step / (v / 1000), 1) for k, v in ms.items()},
-                "vocab_size": len(task.corpus.vocab), "topk": cfg.kd.topk, "sim": cfg.kd.sim,
-                "refresh_every": cfg.kd.refresh_every,
-                "neighbour_table_ms": round(statistics.median(times) * 1000, 3),
-                "neighbour_table_ms_per_step": round(statistics.median(times) * 1000 / cfg.kd.refresh_every, 4)}

@@ -164,7 +164,7 @@ def index_bench(cfg: RetrievalConfig) -> dict:
 def bench_stage(data: str | None, steps: int, rounds: int, device: str, sets: list[str] | None = None) -> dict:
     """Training step (engine vs hand loop, SKD vs baseline) + index vs exact search figures."""
     from ..engine.bench import benchmark
-    from .recipe import RetrievalTask, prep_stage, quiet_hf
+    from .recipe import RetrievalHooks, RetrievalTask, prep_stage, quiet_hf
 
     quiet_hf()
     dev = resolve_device(device)
@@ -177,7 +177,7 @@ def bench_stage(data: str | None, steps: int, rounds: int, device: str, sets: li
         def make(baseline: bool):
             cfg = build_config(RetrievalConfig, None, sets)
             if baseline:
-                cfg.loss.method = "contrastive"
+                RetrievalHooks().set_baseline(cfg)
             return RetrievalTask(cfg, data), cfg.train
 
         threads = torch.get_num_threads()

@@ -1,4 +1,5 @@
-"""`skd retrieval ...`: thin typer commands over recipe.py's stages."""
+"""`skd retrieval ...`: the recipe's description (train / eval / export / run come from the engine's
+contract) and its own commands: prep, index, search, explain."""
 
 from __future__ import annotations
 
@@ -6,13 +7,24 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..engine.cliutil import (BaselineOpt, CkptEveryOpt, DebugOpt, DeviceOpt, JsonOpt, MaxStepsOpt, OverwriteOpt,
-                              SeedOpt, SetOpt, run_stage)
+from ..engine.cliutil import DebugOpt, JsonOpt, run_stage
+from ..engine.contract import Flag, OverwriteOpt, Recipe, RunDirOpt, SetOpt
 
-app = typer.Typer(help="Text-image retrieval with joint sparse-dense self-KD (Song et al., CIKM 2025) "
-                       "and an inverted index.", no_args_is_help=True)
-
-RunDirOpt = Annotated[str, typer.Option("--run-dir", help="Run directory.")]
+RECIPE = Recipe(
+    name="retrieval",
+    help="Text-image retrieval with joint sparse-dense self-KD (Song et al., CIKM 2025) and an inverted index.",
+    hooks="skdcli.retrieval.recipe:RetrievalHooks",
+    config_example="recipes/retrieval/coco.yaml",
+    docs={"train": "Train the dense + sparse heads with mutual self-KD (or the contrastive-only --baseline).",
+          "eval": "R@1/5/10 + MRR@10 (dense, sparse, integrated), i2t + RSUM, sparsity, FLOPs; TREC run files.",
+          "export": "torch.export program of the heads + safetensors + vocabulary + manifest (parity checked).",
+          "run": "The whole pipeline on the tiny default: synthetic corpus -> train -> eval -> export -> index -> search."},
+    flags=(
+        Flag("--split", "test | val | train (default eval.split).", key="eval.split", commands=("eval",)),
+        Flag("--query", "Demo query searched at the end.", default="a red circle", commands=("run",), late=True),
+    ),
+)
+app = RECIPE.app()
 
 
 @app.command()
@@ -36,46 +48,6 @@ def prep(
     from .recipe import prep_stage
     run_stage("retrieval prep", lambda: prep_stage(source, raw, out, encoder, images, batch_size, shard_size, restval,
                                                    vocab_size, standin_steps, overwrite=overwrite, seed=seed), json_out, debug, ctx)
-
-
-@app.command()
-def train(
-    ctx: typer.Context,
-    data: Annotated[Optional[str], typer.Option("--data", help="Prepared dataset (from `prep`).")] = None,
-    run_dir: RunDirOpt = "runs/retrieval",
-    config: Annotated[Optional[str], typer.Option("--config", help="YAML config (e.g. recipes/retrieval/coco.yaml).")] = None,
-    sets: SetOpt = None, baseline: BaselineOpt = False, seed: SeedOpt = None, max_steps: MaxStepsOpt = None,
-    checkpoint_every: CkptEveryOpt = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run from its latest checkpoint.")] = False,
-    device: DeviceOpt = "auto", overwrite: OverwriteOpt = False, json_out: JsonOpt = False, debug: DebugOpt = False,
-):
-    """Train the dense + sparse heads with mutual self-KD (or the contrastive-only --baseline)."""
-    from .recipe import train_stage
-    run_stage("retrieval train", lambda: train_stage(data, run_dir, config, sets, baseline, seed, max_steps,
-                                                      checkpoint_every, resume, device, overwrite), json_out, debug, ctx)
-
-
-@app.command("eval")
-def evaluate(
-    ctx: typer.Context, run_dir: RunDirOpt = "runs/retrieval",
-    data: Annotated[Optional[str], typer.Option("--data", help="Prepared dataset (default: the run's).")] = None,
-    split: Annotated[Optional[str], typer.Option("--split", help="test | val | train (default eval.split).")] = None,
-    device: DeviceOpt = "auto", json_out: JsonOpt = False, debug: DebugOpt = False,
-):
-    """R@1/5/10 + MRR@10 (dense, sparse, integrated), i2t + RSUM, sparsity, FLOPs; TREC run files."""
-    from .recipe import eval_stage
-    run_stage("retrieval eval", lambda: eval_stage(run_dir, data, split, device), json_out, debug, ctx)
-
-
-@app.command()
-def export(
-    ctx: typer.Context, run_dir: RunDirOpt = "runs/retrieval",
-    out: Annotated[Optional[str], typer.Option("--out", help="Export directory (default: RUN_DIR/export).")] = None,
-    overwrite: OverwriteOpt = False, json_out: JsonOpt = False, debug: DebugOpt = False,
-):
-    """torch.export program of the heads + safetensors + vocabulary + manifest (parity checked)."""
-    from .recipe import export_stage
-    run_stage("retrieval export", lambda: export_stage(run_dir, out, overwrite), json_out, debug, ctx)
 
 
 @app.command()
@@ -135,18 +107,3 @@ def explain(
     """An item's top expansion terms, as words, with their weights."""
     from .recipe import explain_stage
     run_stage("retrieval explain", lambda: explain_stage(run_dir, item_id, top, kind), json_out, debug, ctx)
-
-
-@app.command()
-def run(
-    ctx: typer.Context, run_dir: RunDirOpt = "runs/retrieval",
-    data: Annotated[Optional[str], typer.Option("--data", help="Reuse a prepared dataset instead of RUN_DIR/data.")] = None,
-    config: Annotated[Optional[str], typer.Option("--config", help="YAML config (default: the tiny embedded one).")] = None,
-    baseline: BaselineOpt = False, seed: SeedOpt = None, max_steps: MaxStepsOpt = None, sets: SetOpt = None,
-    query: Annotated[str, typer.Option("--query", help="Demo query searched at the end.")] = "a red circle",
-    device: DeviceOpt = "auto", overwrite: OverwriteOpt = False, json_out: JsonOpt = False, debug: DebugOpt = False,
-):
-    """The whole pipeline on the tiny default: synthetic corpus -> train -> eval -> export -> index -> search."""
-    from .recipe import run_all_stages
-    run_stage("retrieval run", lambda: run_all_stages(run_dir, data, baseline, seed, max_steps, sets, device, overwrite,
-                                                      config, query), json_out, debug, ctx)

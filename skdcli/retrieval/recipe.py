@@ -1,8 +1,6 @@
-"""The retrieval stages: prep -> train -> eval -> export -> index -> search / explain, and `run` =
-all of them on the embedded synthetic shapes corpus. Each stage returns a dict (table or JSON).
-
-The engine does the training; this file wires the cached embeddings, the model and the loss into
-a ``Task`` and scores the results.
+"""The retrieval recipe: the Task the engine trains (the cached embeddings, the model and the loss wired
+together), the hooks of the shared stages (eval scores, export, and `run` on the embedded synthetic
+shapes corpus), and the recipe's own stages: prep, index, search, explain. Each returns a dict.
 """
 
 from __future__ import annotations
@@ -14,17 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from rich.table import Table
-
-from ..engine.console import console, progress_bar
-from ..engine.distributed import resolve_device
+from ..engine.console import console, metric_table, progress_bar, progress_callback
+from ..engine.contract import StageOptions
 from ..engine.errors import SkdError
-from ..engine.export import export_program
 from ..engine.io import atomic_write_json, atomic_write_text
-from ..engine.rundir import RunDir
 from ..engine.schedules import Progress, QuadraticWarmup
-from ..engine.stages import load_run_config, recorded_data_dir, start_pipeline, train_run
-from ..engine.trainer import Task, count_parameters
+from ..engine.stages import ExportSpec, Pipeline, RecipeHooks, Trained, load_trained, train_run
+from ..engine.trainer import Task
 from . import data as D
 from .config import RetrievalConfig
 from .loss import retrieval_objective
@@ -86,7 +80,6 @@ class RetrievalTask(Task):
         self.cfg = cfg
         use_threads(cfg.cpu_threads)
         self.data = D.load_prepared(data_dir)
-        self.data_fingerprint = self.data.info.get("fingerprint")
         self.train_captions, _ = self.data.split_indices("train")
         if len(self.train_captions) == 0:
             raise SkdError("the dataset has no train split", data_dir)
@@ -94,7 +87,9 @@ class RetrievalTask(Task):
         warm = round(cfg.loss.reg_warmup_frac * cfg.train.max_steps)
         self.eta_q = QuadraticWarmup(cfg.loss.q_reg, warm)
         self.eta_d = QuadraticWarmup(cfg.loss.d_reg, warm)
-        self.best_metric, self.best_mode = cfg.train.best_metric or "val/sparse/R@1", cfg.train.best_mode
+
+    def data_fingerprint(self) -> str | None:
+        return self.data.info.get("fingerprint")
 
     def build_model(self) -> SparseDenseRetriever:
         return build_model(self.cfg, self.data)
@@ -241,13 +236,7 @@ def prep_stage(source: str, raw: str | None, out: str, encoder: str | None = Non
         rows = D.load_karpathy_dir(Path(raw), restval) if source == "karpathy" else None
     resumed = claim_prep_dir(out_p, overwrite)
     bar = progress_bar(transient=True)
-    ids: dict[str, int] = {}
-
-    def progress(advance: int, total: int, what: str) -> None:
-        if what not in ids:
-            ids[what] = bar.add_task(what, total=total, info="")
-        bar.update(ids[what], advance=advance, total=total)
-
+    progress = progress_callback(bar)
     t0 = time.perf_counter()
     if source == "embeddings":
         return _prep_embeddings(Path(raw), out_p, encoder, vocab_size)
@@ -320,82 +309,111 @@ def _prep_embeddings(raw: Path, out: Path, encoder: str | None, vocab_size: int)
                         {"encoder_kind": kind, "vocab_size": vocab_size, "resumed": False})
 
 
-# -- train / eval / export -----------------------------------------------------------------------------------
-def set_baseline(cfg: RetrievalConfig) -> None:
-    """--baseline: the paper's "without SKD" ablation (the three InfoNCE terms and the regulariser)."""
-    cfg.loss.method = "contrastive"
+# -- the hooks of the shared train / eval / export / run commands (engine/stages.py) ---------------------------
+class RetrievalHooks(RecipeHooks):
+    name = TASK_NAME
+    config_class = RetrievalConfig
+    tiny_data_note = "the synthetic shapes corpus"
 
+    baseline = ("loss.method=contrastive",)  # the paper's "without SKD" ablation (3 InfoNCE terms + regulariser)
+    summary_keys = {"method": "loss.method"}
 
-@restores_threads
-def train_stage(data: str | None, run_dir: str, config: str | None = None, sets: list[str] | None = None,
-                baseline: bool = False, seed: int | None = None, max_steps: int | None = None,
-                checkpoint_every: int | None = None, resume: bool = False, device: str = "auto",
-                overwrite: bool = False) -> dict:
-    quiet_hf()
-    return train_run(TASK_NAME, RetrievalConfig, RetrievalTask, data=data, run_dir=run_dir, config=config, sets=sets,
-                     baseline=set_baseline if baseline else None, seed=seed, max_steps=max_steps,
-                     checkpoint_every=checkpoint_every, resume=resume, device=device, overwrite=overwrite,
-                     summary_extra=lambda cfg: {"method": cfg.loss.method})
+    prep = staticmethod(prep_stage)
 
+    def make_task(self, cfg: RetrievalConfig, data_dir: str) -> RetrievalTask:
+        quiet_hf()
+        return RetrievalTask(cfg, data_dir)
 
-def load_trained(run_dir: str, data: str | None = None, device: torch.device = torch.device("cpu")):
-    quiet_hf()
-    run = RunDir(run_dir)
-    run.require_trained()
-    cfg = load_run_config(RetrievalConfig, run)
-    data_dir = data or recorded_data_dir(run)
-    prepared = D.load_prepared(data_dir)
-    use_threads(cfg.cpu_threads)
-    model = build_model(cfg, prepared)
-    RunDir.load_weights(model, run.weights_for_eval())
-    return run, cfg, prepared, model.to(device).eval()
+    @restores_threads
+    def train(self, opts: StageOptions) -> dict:
+        return train_run(self, opts)
 
+    @restores_threads
+    def evaluate_run(self, trained: Trained, opts: StageOptions) -> dict:
+        cfg, run, model, prepared = trained.cfg, trained.run, trained.model, trained.task.data
+        dev = next(model.parameters()).device
+        split = cfg.eval.split
+        t0 = time.perf_counter()
+        scored = score_split(model, prepared, split, cfg, dev, keep_scores=True)
+        enc, tops, scores = scored.pop("_enc"), scored.pop("_tops"), scored.pop("_scores")
+        qids = [prepared.text_ids[i] for i in enc["captions"].tolist()]
+        dids = [prepared.img_ids[i] for i in enc["images"].tolist()]
+        run_files = [str(write_trec_run(run.path / "eval" / f"{name}.trec", qids, dids, tops[name], scores[name],
+                                        f"skd-{name}")) for name in SCORES]
+        write_qrels(run.path / "eval" / "qrels.txt", qids, dids, enc["gold"])
+        return {"task": TASK_NAME, "run_dir": str(run.path), "split": split, "method": cfg.loss.method,
+                **scored, "run_files": run_files, "eval_seconds": round(time.perf_counter() - t0, 3),
+                "weights": str(run.weights_for_eval())}
 
-@restores_threads
-def eval_stage(run_dir: str, data: str | None = None, split: str | None = None, device: str = "auto") -> dict:
-    dev = resolve_device(device)
-    run, cfg, prepared, model = load_trained(run_dir, data, dev)
-    split = split or cfg.eval.split
-    t0 = time.perf_counter()
-    scored = score_split(model, prepared, split, cfg, dev, keep_scores=True)
-    enc, tops, scores = scored.pop("_enc"), scored.pop("_tops"), scored.pop("_scores")
-    qids = [prepared.text_ids[i] for i in enc["captions"].tolist()]
-    dids = [prepared.img_ids[i] for i in enc["images"].tolist()]
-    run_files = [str(write_trec_run(run.path / "eval" / f"{name}.trec", qids, dids, tops[name], scores[name],
-                                    f"skd-{name}")) for name in SCORES]
-    write_qrels(run.path / "eval" / "qrels.txt", qids, dids, enc["gold"])
-    result = {"task": TASK_NAME, "run_dir": str(run.path), "split": split, "method": cfg.loss.method,
-              **scored, "run_files": run_files, "eval_seconds": round(time.perf_counter() - t0, 3),
-              "weights": str(run.weights_for_eval())}
-    atomic_write_json(run.eval_json, result)
-    return result
+    def export_spec(self, trained: Trained, opts: StageOptions) -> ExportSpec:
+        cfg, model, prepared = trained.cfg, trained.model, trained.task.data
+        heads = RetrievalHeads(model).eval()
+        text, img = prepared.text_emb, prepared.img_emb
+        batch = torch.export.Dim("batch", min=1, max=1 << 20)
+        images = torch.export.Dim("images", min=1, max=1 << 20)
 
+        def write_files(folder: Path) -> dict:
+            if prepared.vocab:
+                atomic_write_text(folder / D.VOCAB, "\n".join(prepared.vocab) + "\n")
+            return {"vocab": D.VOCAB if prepared.vocab else None}
 
-@restores_threads
-def export_stage(run_dir: str, out: str | None = None, overwrite: bool = False) -> dict:
-    run, cfg, prepared, model = load_trained(run_dir)
-    heads = RetrievalHeads(model).eval()
-    text, img = prepared.text_emb, prepared.img_emb
-    batch = torch.export.Dim("batch", min=1, max=1 << 20)
-    images = torch.export.Dim("images", min=1, max=1 << 20)
-    out_dir = Path(out) if out else run.export_dir
-
-    def write_extra(folder: Path) -> dict:
-        if prepared.vocab:
-            atomic_write_text(folder / D.VOCAB, "\n".join(prepared.vocab) + "\n")
         enc = prepared.encoder_path
-        return {"task": TASK_NAME, "inputs": [f"text_emb (B, {text.shape[1]}) float32", f"img_emb (N, {img.shape[1]}) float32"],
-                "outputs": ["u_t (B, proj_dim) L2-normalised", "z_t (B, V) sparse", "u_i (N, proj_dim)", "z_i (N, V)"],
-                "encoder": str(enc.resolve()) if enc else None, "vocab": D.VOCAB if prepared.vocab else None,
-                "score": {"integrated": f"{cfg.loss.w_dense} * cos + {cfg.loss.w_sparse} * sparse",
-                          "temperature": float(model.temp.detach())},
-                "parameters": count_parameters(heads)}
+        return ExportSpec(
+            heads, (text[:3], img[:2]), dynamic_shapes=({0: batch}, {0: images}),
+            parity_inputs=[(text[:5], img[:7]), (text[:1], img[:1])], write_files=write_files,
+            manifest={"inputs": [f"text_emb (B, {text.shape[1]}) float32", f"img_emb (N, {img.shape[1]}) float32"],
+                      "outputs": ["u_t (B, proj_dim) L2-normalised", "z_t (B, V) sparse", "u_i (N, proj_dim)",
+                                  "z_i (N, V)"],
+                      "encoder": str(enc.resolve()) if enc else None,
+                      "score": {"integrated": f"{cfg.loss.w_dense} * cos + {cfg.loss.w_sparse} * sparse",
+                                "temperature": float(model.temp.detach())}})
 
-    manifest = export_program(heads, (text[:3], img[:2]), out_dir, dynamic_shapes=({0: batch}, {0: images}),
-                              write_extra=write_extra, overwrite=overwrite,
-                              parity_inputs=[(text[:5], img[:7]), (text[:1], img[:1])])
-    return {"task": TASK_NAME, "export_dir": str(out_dir), "parameters": manifest["parameters"],
-            "parity_max_abs_diff": manifest["parity"]["max_abs_diff"], "files": sorted(manifest["files"])}
+    def pipeline(self, p: Pipeline) -> dict:
+        """synthetic corpus -> train -> eval -> export -> index -> search."""
+        query = p.opts.extra.get("query") or "a red circle"
+        trained, evaluated, exported = p.train(), p.evaluate(), p.export()
+        console.print("[cyan]index[/]")
+        indexed = index_stage(str(p.run.path), overwrite=True)
+        prepared = D.load_prepared(p.data)
+        searched = search_stage(str(p.run.path), [query], validate=True) if prepared.encoder_path else None
+        result = {"task": TASK_NAME, "run_dir": str(p.run.path), "method": trained["method"], "steps": trained["steps"],
+                  "train_seconds": trained["train_seconds"], "split": evaluated["split"],
+                  "t2i": {name: evaluated["t2i"][name] for name in SCORES},
+                  "i2t": {name: evaluated["i2t"][name] for name in SCORES},
+                  "rsum": {name: evaluated["rsum"][name] for name in SCORES},
+                  "sparsity": evaluated["sparsity"], "flops": evaluated["flops"],
+                  "export_dir": exported["export_dir"], "parity_max_abs_diff": exported["parity_max_abs_diff"],
+                  "index_dir": indexed["index_dir"], "index_engine": indexed["engine"]}
+        if searched:
+            hit = searched["results"][0]
+            result["search"] = {"query": query, "top": [h["image_id"] for h in hit["hits"][:5]],
+                                "captions_of_first": next(([s["raw"] for s in im["sentences"][:2]] for im in
+                                                           prepared.images
+                                                           if im["imgid"] == hit["hits"][0]["image_id"]), []),
+                                "overlap_with_exact": hit.get("overlap_with_exact")}
+        return result
+
+    def report(self, command: str, result: dict):
+        if command not in ("eval", "run"):
+            return None
+        rows = [[name, *(100 * result["t2i"][name][m] for m in ("R@1", "R@5", "R@10", "MRR@10")),
+                 100 * result["i2t"][name]["R@1"], result["rsum"][name]] for name in SCORES]
+        return metric_table(f"retrieval {command}: {result['split']} split ({result['method']})",
+                            ["score", "t2i R@1", "t2i R@5", "t2i R@10", "t2i MRR@10", "i2t R@1", "RSUM"], rows,
+                            caption=f"sparse FLOPs {result['flops']:.3g}" if isinstance(result.get("flops"), float)
+                            else None)
+
+    def bench(self, data: str | None, steps: int, rounds: int, device: str, sets: list[str] | None = None) -> dict:
+        from .bench import bench_stage
+        return bench_stage(data, steps, rounds, device, sets)
+
+
+HOOKS = RetrievalHooks()
+
+
+def load(run_dir: str, sets: list[str] | None = None) -> Trained:
+    """The trained run on CPU, for index / search / explain."""
+    return load_trained(HOOKS, run_dir, sets=sets)
 
 
 # -- index / search / explain --------------------------------------------------------------------------------
@@ -404,14 +422,8 @@ def index_stage(run_dir: str, split: str = "test", engine: str | None = None, se
                 overwrite: bool = False) -> dict:
     from .index import MANIFEST_FILE, build_index
 
-    run, cfg, prepared, model = load_trained(run_dir)
-    if sets:
-        from ..engine.config import merge_into, parse_set_overrides
-        merge_into(cfg, parse_set_overrides(sets))
-        cfg.validate()
-    if engine:
-        cfg.index.engine = engine
-        cfg.validate()
+    trained = load(run_dir, [*(sets or []), *([f"index.engine={engine}"] if engine else [])])
+    run, cfg, prepared, model = trained.run, trained.cfg, trained.task.data, trained.model
     folder = run.path / "index"
     if (folder / MANIFEST_FILE).is_file() and not overwrite:
         raise SkdError("already holds an index; pass --overwrite to rebuild it", folder)
@@ -475,7 +487,8 @@ def search_stage(run_dir: str, queries: list[str] | None = None, queries_file: s
                  query_ids: list[str] | None = None, k: int = 10, exact: bool = False, validate: bool = False) -> dict:
     from .index import LoadedIndex
 
-    run, cfg, prepared, model = load_trained(run_dir)
+    trained = load(run_dir)
+    run, cfg, prepared, model = trained.run, trained.cfg, trained.task.data, trained.model
     queries = list(queries or [])
     if queries_file:
         p = Path(queries_file)
@@ -513,7 +526,8 @@ def explain_stage(run_dir: str, item_id: str, top: int = 20, kind: str = "auto")
     """Top expansion terms of an image (or, with kind=caption or an id that is only a caption's, a caption)."""
     if kind not in ("auto", "image", "caption"):
         raise SkdError(f"--kind: '{kind}' is not one of auto, image, caption")
-    run, cfg, prepared, model = load_trained(run_dir)
+    trained = load(run_dir)
+    prepared, model = trained.task.data, trained.model
     img_pos = {i: n for n, i in enumerate(prepared.img_ids)}
     txt_pos = {i: n for n, i in enumerate(prepared.text_ids)}
     with torch.no_grad():
@@ -534,51 +548,3 @@ def explain_stage(run_dir: str, item_id: str, top: int = 20, kind: str = "auto")
     terms = [{"term": w, "weight": round(float(v), 4)} for w, v in zip(_words(prepared, idx.tolist()), vals.tolist()) if v > 0]
     return {"task": TASK_NAME, "id": item_id, "kind": kind, **described, "nonzero_terms": int((z > 0).sum()),
             "top_terms": terms}
-
-
-# -- run: the whole pipeline on the tiny default ------------------------------------------------------------
-def results_table(title: str, t2i: dict) -> Table:
-    table = Table(title=title, header_style="bold")
-    table.add_column("score")
-    for m in ("R@1", "R@5", "R@10", "MRR@10"):
-        table.add_column(f"t2i {m}", justify="right")
-    for name in SCORES:
-        table.add_row(name, *(f"{100 * t2i[name][m]:.1f}" for m in ("R@1", "R@5", "R@10", "MRR@10")))
-    return table
-
-
-def run_all_stages(run_dir: str, data: str | None = None, baseline: bool = False, seed: int | None = None,
-                   max_steps: int | None = None, sets: list[str] | None = None, device: str = "auto",
-                   overwrite: bool = False, config: str | None = None, query: str = "a red circle") -> dict:
-    t0 = time.perf_counter()
-    run, data = start_pipeline(run_dir, data, overwrite, lambda d: prep_stage("synthetic", None, d, overwrite=True, seed=0),
-                               "the synthetic shapes corpus")
-    console.print("[cyan]train[/]")
-    trained = train_stage(data, run_dir, config=config, sets=sets, baseline=baseline, seed=seed,
-                          max_steps=max_steps, device=device, overwrite=overwrite)
-    console.print("[cyan]eval[/]")
-    evaluated = eval_stage(run_dir, data, device=device)
-    console.print("[cyan]export[/]")
-    exported = export_stage(run_dir, overwrite=True)
-    console.print("[cyan]index[/]")
-    indexed = index_stage(run_dir, overwrite=True)
-    prepared = D.load_prepared(data)
-    searched = search_stage(run_dir, [query], validate=True) if prepared.encoder_path else None
-    console.print(results_table(f"{evaluated['split']} split, text->image ({trained['method']})", evaluated["t2i"]))
-    result = {"task": TASK_NAME, "run_dir": str(run.path), "method": trained["method"], "steps": trained["steps"],
-              "train_seconds": trained["train_seconds"], "split": evaluated["split"],
-              "t2i": {name: evaluated["t2i"][name] for name in SCORES},
-              "i2t": {name: evaluated["i2t"][name] for name in SCORES},
-              "rsum": {name: evaluated["rsum"][name] for name in SCORES},
-              "sparsity": evaluated["sparsity"], "flops": evaluated["flops"],
-              "export_dir": exported["export_dir"], "parity_max_abs_diff": exported["parity_max_abs_diff"],
-              "index_dir": indexed["index_dir"], "index_engine": indexed["engine"]}
-    if searched:
-        hit = searched["results"][0]
-        result["search"] = {"query": query, "top": [h["image_id"] for h in hit["hits"][:5]],
-                            "captions_of_first": next(([s["raw"] for s in im["sentences"][:2]] for im in
-                                                       prepared.images
-                                                       if im["imgid"] == hit["hits"][0]["image_id"]), []),
-                            "overlap_with_exact": hit.get("overlap_with_exact")}
-    result["total_seconds"] = round(time.perf_counter() - t0, 1)
-    return result

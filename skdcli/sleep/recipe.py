@@ -1,8 +1,6 @@
-"""The sleep stages: prep -> train (--repeats) -> eval (--cross-dataset) -> export -> score, and
-`run` = all of them on two synthetic datasets in the real formats (SHHS-like -> Sleep-EDF-like).
-
-The engine does the training; this file wires data, the Siamese views, the loss and the
-class-aware sampler into a ``Task``.
+"""The sleep recipe: the Task the engine trains (data, the Siamese views, the loss and the class-aware
+sampler wired together) and the hooks the shared stages call: train (--repeats), eval (--cross-dataset),
+export, and `run` on two synthetic datasets in the real formats (SHHS-like -> Sleep-EDF-like) -> score.
 """
 
 from __future__ import annotations
@@ -17,16 +15,16 @@ import numpy as np
 import torch
 
 from ..engine.cliutil import is_main_process
-from ..engine.config import build_config
-from ..engine.console import console, progress_bar
-from ..engine.distributed import resolve_device
+from ..engine.console import console, metric_table, progress_bar, progress_callback
+from ..engine.contract import StageOptions
 from ..engine.errors import SkdError
-from ..engine.export import export_program, load_exported
+from ..engine.export import load_exported
 from ..engine.io import atomic_write, atomic_write_json, atomic_write_text, read_json
 from ..engine.rundir import RunDir
 from ..engine.schedules import Progress
-from ..engine.stages import load_run_config, recorded_data_dir, train_run
-from ..engine.trainer import Task, count_parameters
+from ..engine.stages import (ExportSpec, Pipeline, RecipeHooks, Trained, eval_stage, load_run_config,
+                             recorded_data_dir, train_run)
+from ..engine.trainer import Task
 from .config import STAGES, KDConfig, SleepConfig
 from .data import SOURCES, PreparedSleep, WindowDataset, night_windows, prepare_dataset, signal_epochs, zscore
 from .formats import EPOCH_SECONDS, read_edf_channel, read_edf_hypnogram, read_shhs_xml, write_edf_hypnogram
@@ -55,8 +53,6 @@ def augment(x: torch.Tensor, kd: KDConfig, fs: int) -> torch.Tensor:
 
 # -- the Task the engine trains -----------------------------------------------------------------------------
 class SleepTask(Task):
-    best_metric, best_mode = "macro_f1", "max"
-
     def __init__(self, cfg: SleepConfig, data_dir: str | Path):
         self.cfg = cfg
         self.data = PreparedSleep(data_dir)
@@ -65,7 +61,9 @@ class SleepTask(Task):
         self.dev_set = WindowDataset(dev, cfg.data.seq_len) if dev else None
         if len(self.train_set) == 0:
             raise SkdError(f"no training window of data.seq_len={cfg.data.seq_len} epochs", data_dir)
-        self.data_fingerprint = self.data.info.get("fingerprint")
+
+    def data_fingerprint(self) -> str | None:
+        return self.data.info.get("fingerprint")
 
     def build_model(self) -> SleepTransformer:
         return SleepTransformer(self.cfg.model, self.data.fs * EPOCH_SECONDS, self.cfg.data.seq_len)
@@ -124,176 +122,227 @@ def predict_nights(model, nights: list[np.ndarray], cfg: SleepConfig, device: to
     return out
 
 
-# -- stages ---------------------------------------------------------------------------------------------------------
-def _progress_callback(bar):
-    ids: dict[str, int] = {}
-
-    def progress(advance: int, total: int, description: str) -> None:
-        if description not in ids:
-            ids[description] = bar.add_task(description, total=total, info="")
-        bar.update(ids[description], advance=advance, total=total)
-    return progress
-
-
+# -- stages: what the shared train / eval / export / run commands call (engine/stages.py) -------------------
 def prep_stage(source: str, raw: str | None, out: str, channel: str | None = None, fs: int = 100,
-               trim_wake: bool = True, subjects: str | None = None, overwrite: bool = False) -> dict:
-    if source not in SOURCES:  # the unknown name first: "needs --raw" would mislead
-        raise SkdError(f"--source must be one of {', '.join(SOURCES)}, got '{source}'")
+               trim_wake: bool = True, subjects: str | None = None, overwrite: bool = False, seed: int = 0) -> dict:
+    if source not in (*SOURCES, *SYNTHETIC_SOURCES):  # the unknown name first: "needs --raw" would mislead
+        raise SkdError(f"--source must be one of {', '.join((*SOURCES, *SYNTHETIC_SOURCES))}, got '{source}'")
+    if source in SYNTHETIC_SOURCES:
+        return write_synthetic(source, Path(out), seed, overwrite)
     if not raw:
         raise SkdError(f"--source {source} needs --raw DIR")
-    bar = progress_bar(transient=True)
-    with bar:
+    with progress_bar(transient=True) as bar:
         return prepare_dataset(source, raw, out, channel=channel, fs=fs, trim_wake=trim_wake, subjects=subjects,
-                               overwrite=overwrite, progress=_progress_callback(bar))
+                               overwrite=overwrite, progress=progress_callback(bar))
 
 
-def configure(cfg: SleepConfig, baseline: bool, sampler: str | None) -> None:
-    """--baseline: plain CE on one branch with the engine's random batches; --sampler overrides the sampler."""
-    if baseline:
-        cfg.kd.method = "ce"
-        cfg.sampler.kind = "random"
-    if sampler:
-        cfg.sampler.kind = sampler
-    cfg.validate()
+# `prep --source synthetic` writes an SHHS-like set (what `run` trains on), `synthetic-sleep-edf` a
+# Sleep-EDF-like one (what `run` tests on): raw recordings in the real formats under OUT/raw, read back
+# through the real readers into OUT.
+SYNTHETIC_SOURCES = ("synthetic", "synthetic-sleep-edf")
 
 
-def _summary_extra(data: str):
+def write_synthetic(source: str, out: Path, seed: int = 0, overwrite: bool = False) -> dict:
+    from .synth import write_shhs_like, write_sleep_edf_like
+
+    if (out / "prep.json").is_file() and not overwrite:
+        raise SkdError("already holds a prepared dataset; pass --overwrite to replace it", out)
+    if source == "synthetic":
+        raw = write_shhs_like(out / "raw", recordings=6, epochs=100, seed=seed)
+        return prep_stage("shhs", str(raw), str(out), overwrite=True)
+    raw = write_sleep_edf_like(out / "raw", subjects=2, nights=2, epochs=80, seed=seed + 1)
+    return prep_stage("sleep-edf", str(raw), str(out), overwrite=True)
+
+
+def summary_info(data: str) -> dict:
     info = read_json(Path(data) / "prep.json")
-    return lambda cfg: {"kd_method": cfg.kd.method, "sampler": cfg.sampler.kind, "fs": info["fs"],
-                        "channel": info["channel"], "source": info["source"], "train_priors": info["class_priors"]}
+    return {"fs": info["fs"], "channel": info["channel"], "source": info["source"], "train_priors": info["class_priors"]}
 
 
-def train_stage(data: str | None, run_dir: str, config: str | None = None, sets: list[str] | None = None,
-                baseline: bool = False, sampler: str | None = None, seed: int | None = None,
-                max_steps: int | None = None, checkpoint_every: int | None = None, resume: bool = False,
-                device: str = "auto", overwrite: bool = False, repeats: int = 1, eval_data: str | None = None) -> dict:
-    if repeats > 1:
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            raise SkdError("--repeats trains the seeds one after another in one process; under torchrun launch "
-                           "one `skd sleep train --seed S` per seed (recipes/sleep/run.sh does)")
-        return repeat_stage(data, run_dir, repeats, eval_data, config, sets, baseline, sampler, seed, max_steps,
-                            device, overwrite)
-    if resume and not data:
-        data = recorded_data_dir(RunDir(run_dir))
-    extra = _summary_extra(data) if data and (Path(data) / "prep.json").is_file() else None
-    summary = train_run(TASK_NAME, SleepConfig, SleepTask, data=data, run_dir=run_dir, config=config, sets=sets,
-                        baseline=(lambda cfg: configure(cfg, baseline, sampler)) if (baseline or sampler) else None,
-                        seed=seed, max_steps=max_steps, checkpoint_every=checkpoint_every, resume=resume,
-                        device=device, overwrite=overwrite, summary_extra=extra)
-    if eval_data and is_main_process():
-        summary["cross_dataset"] = {k: v for k, v in eval_stage(run_dir, eval_data, True, device).items()
-                                    if k in ("accuracy", "macro_f1", "kappa", "per_class_f1")}
-    return summary
+class SleepHooks(RecipeHooks):
+    name = TASK_NAME
+    config_class = SleepConfig
+    tiny_data_note = "synthetic SHHS-like and Sleep-EDF-like recordings (EDF/EDF+/XML)"
 
+    baseline = ("kd.method=ce", "sampler.kind=random")  # plain CE on one branch, random batches (--sampler wins)
+    summary_keys = {"kd_method": "kd.method", "sampler": "sampler.kind"}
+    prep = staticmethod(prep_stage)
 
-def repeat_stage(data: str | None, run_dir: str, repeats: int, eval_data: str | None, config=None, sets=None,
-                 baseline=False, sampler=None, seed=None, max_steps=None, device="auto", overwrite=False) -> dict:
-    """N seeds -> RUN_DIR/seed<k>, each evaluated (cross-dataset on --eval-data when given):
-    mean ± sample std of accuracy / macro-F1 / kappa / per-stage F1, the paper's robustness figure."""
-    first = 0 if seed is None else seed
-    runs = []
-    for k in range(repeats):
-        sub = str(Path(run_dir) / f"seed{first + k}")
-        console.print(f"[cyan]repeat {k + 1}/{repeats}:[/] seed {first + k} -> {sub}")
-        if (Path(sub) / "train_summary.json").is_file() and not overwrite:
-            console.print(f"[cyan]  finished run in {sub}: reused (--overwrite retrains)")
-        else:
-            train_run(TASK_NAME, SleepConfig, SleepTask, data=data, run_dir=sub, config=config, sets=sets,
-                      baseline=(lambda cfg: configure(cfg, baseline, sampler)) if (baseline or sampler) else None,
-                      seed=first + k, max_steps=max_steps, device=device, overwrite=overwrite,
-                      summary_extra=_summary_extra(data) if data else None)
-        runs.append(eval_stage(sub, eval_data, cross_dataset=bool(eval_data), device=device))
-    cfg = load_run_config(SleepConfig, RunDir(runs[0]["run_dir"]))
-    result = {"task": TASK_NAME, "run_dir": str(run_dir), "repeats": repeats, "seeds": list(range(first, first + repeats)),
-              "kd_method": cfg.kd.method, "sampler": cfg.sampler.kind,
-              "eval_data": runs[0]["data"], "cross_dataset": bool(eval_data), "std": "sample (ddof=1)",
-              **{m: mean_std([r[m] for r in runs]) for m in ("accuracy", "macro_f1", "kappa")},
-              "per_class_f1": {s: mean_std([r["per_class_f1"][s] for r in runs]) for s in STAGES}}
-    atomic_write_json(Path(run_dir) / "repeats.json", result)
-    return result
+    def make_task(self, cfg: SleepConfig, data_dir: str) -> SleepTask:
+        return SleepTask(cfg, data_dir)
 
+    def tiny_data(self, root: Path) -> str:
+        """Two datasets: SHHS-like (train) and Sleep-EDF-like (cross-dataset test)."""
+        if not (root / "shhs" / "prep.json").is_file() or not (root / "sleep-edf" / "prep.json").is_file():
+            console.print(f"[cyan]prep:[/] writing {self.tiny_data_note}")
+        return make_tiny_datasets(root)[0]
 
-def load_model(run: RunDir, cfg: SleepConfig, data: PreparedSleep, device: torch.device) -> SleepTransformer:
-    model = SleepTransformer(cfg.model, data.fs * EPOCH_SECONDS, cfg.data.seq_len)
-    RunDir.load_weights(model, run.weights_for_eval())
-    return model.to(device).eval()
+    def summary_extra(self, cfg: SleepConfig, data_dir: str) -> dict:
+        return {**super().summary_extra(cfg, data_dir), **summary_info(data_dir)}
 
+    def train(self, opts: StageOptions) -> dict:
+        repeats, eval_data = opts.extra.get("repeats") or 1, opts.extra.get("eval_data")
+        if repeats > 1:
+            if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+                raise SkdError("--repeats trains the seeds one after another in one process; under torchrun launch "
+                               "one `skd sleep train --seed S` per seed (recipes/sleep/run.sh does)")
+            return self.repeat(opts, repeats, eval_data)
+        summary = train_run(self, opts)
+        if eval_data and is_main_process():
+            crossed = eval_stage(self, opts.but(command="eval", data=eval_data, sets=[], extra={"cross_dataset": True}))
+            summary["cross_dataset"] = {k: v for k, v in crossed.items()
+                                        if k in ("accuracy", "macro_f1", "kappa", "per_class_f1")}
+        return summary
 
-def eval_stage(run_dir: str, data: str | None = None, cross_dataset: bool = False, device: str = "auto") -> dict:
-    run = RunDir(run_dir)
-    run.require_trained()
-    cfg = load_run_config(SleepConfig, run)
-    train_data = recorded_data_dir(run)
-    if cross_dataset and not data:
-        raise SkdError("--cross-dataset needs --data DIR (the other prepared dataset, e.g. Sleep-EDF)")
-    data = data or train_data
-    test = PreparedSleep(data)
-    summary = read_json(run.summary)
-    train_fs = summary.get("fs", test.fs)
-    if test.fs != train_fs:
-        raise SkdError(f"mismatched sampling rates: the model was trained at {train_fs} Hz but this dataset was "
-                       f"prepared at {test.fs} Hz (re-run prep with --fs {train_fs})", data)
-    same = Path(data).resolve() == Path(train_data).resolve()
-    if same and cross_dataset:
-        raise SkdError("--cross-dataset needs a dataset other than the one the run trained on", data)
-    nights = test.split(cfg.data.dev_fraction)[1] if same else test.nights
-    split = "dev" if same else "all"
-    if not nights:
-        raise SkdError("no held-out recordings to evaluate (data.dev_fraction=0); pass --data", data)
-    dev = resolve_device(device)
-    model = load_model(run, cfg, test, dev)
-    t0 = time.perf_counter()
-    probs = predict_nights(model, [n.x for n in nights], cfg, dev)
-    seconds = time.perf_counter() - t0
-    y_true = np.concatenate([n.y for n in nights])
-    y_pred = np.concatenate([p.argmax(1) for p in probs])
-    scores = sleep_metrics(y_true, y_pred)
-    result = {"task": TASK_NAME, "run_dir": str(run.path), "data": str(Path(data).resolve()),
-              "cross_dataset": not same, "split": split, "recordings": len(nights),
-              "kd_method": cfg.kd.method, "sampler": cfg.sampler.kind, **scores,
-              "priors": {"train": summary.get("train_priors"), "test_true": priors(y_true), "test_predicted": priors(y_pred)},
-              "train_source": summary.get("source"), "test_source": test.info.get("source"),
-              "epochs_per_second": round(len(y_true) / max(seconds, 1e-9), 1), "weights": str(run.weights_for_eval())}
-    atomic_write_json(run.path / ("eval_cross.json" if not same else "eval.json"), result)
-    return result
+    def repeat(self, opts: StageOptions, repeats: int, eval_data: str | None) -> dict:
+        """N seeds -> RUN_DIR/seed<k>, each evaluated (cross-dataset on --eval-data when given):
+        mean ± sample std of accuracy / macro-F1 / kappa / per-stage F1, the paper's robustness figure."""
+        first = 0 if opts.seed is None else opts.seed
+        runs = []
+        for k in range(repeats):
+            sub = str(Path(opts.run_dir) / f"seed{first + k}")
+            console.print(f"[cyan]repeat {k + 1}/{repeats}:[/] seed {first + k} -> {sub}")
+            if (Path(sub) / "train_summary.json").is_file() and not opts.overwrite:
+                console.print(f"[cyan]  finished run in {sub}: reused (--overwrite retrains)")
+            else:
+                train_run(self, opts.but(run_dir=sub, seed=first + k))
+            runs.append(eval_stage(self, opts.but(command="eval", run_dir=sub, data=eval_data, sets=[],
+                                                  extra={"cross_dataset": bool(eval_data)})))
+        cfg = load_run_config(SleepConfig, RunDir(runs[0]["run_dir"]))
+        result = {"task": TASK_NAME, "run_dir": str(opts.run_dir), "repeats": repeats,
+                  "seeds": list(range(first, first + repeats)), "kd_method": cfg.kd.method, "sampler": cfg.sampler.kind,
+                  "eval_data": runs[0]["data"], "cross_dataset": bool(eval_data), "std": "sample (ddof=1)",
+                  **{m: mean_std([r[m] for r in runs]) for m in ("accuracy", "macro_f1", "kappa")},
+                  "per_class_f1": {s: mean_std([r["per_class_f1"][s] for r in runs]) for s in STAGES}}
+        atomic_write_json(Path(opts.run_dir) / "repeats.json", result)
+        return result
 
+    def check_data_for(self, run: RunDir, cfg: SleepConfig, data_dir: str) -> None:
+        prep = Path(data_dir) / "prep.json"
+        if not prep.is_file() or not run.summary.is_file():
+            return  # not a prepared dataset / an unfinished run: make_task and the stage say so
+        train_fs, test_fs = read_json(run.summary).get("fs"), read_json(prep).get("fs")
+        if train_fs is not None and test_fs != train_fs:
+            raise SkdError(f"mismatched sampling rates: the model was trained at {train_fs} Hz but this dataset was "
+                           f"prepared at {test_fs} Hz (re-run prep with --fs {train_fs})", data_dir)
 
-def export_stage(run_dir: str, out: str | None = None, overwrite: bool = False) -> dict:
-    run = RunDir(run_dir)
-    run.require_trained()
-    cfg = load_run_config(SleepConfig, run)
-    summary = read_json(run.summary)
-    fs = int(summary["fs"])
-    model = SleepTransformer(cfg.model, fs * EPOCH_SECONDS, cfg.data.seq_len)
-    RunDir.load_weights(model, run.weights_for_eval())
-    model.eval()
-    L, S = cfg.data.seq_len, fs * EPOCH_SECONDS
-    gen = torch.Generator().manual_seed(0)
-    example = torch.randn(2, L, S, generator=gen)
-    batch = torch.export.Dim("windows", min=1, max=4096)
-    out_dir = Path(out) if out else run.export_dir
+    def evaluate_run(self, trained: Trained, opts: StageOptions) -> dict:
+        cfg, run, model = trained.cfg, trained.run, trained.model
+        cross_dataset = bool(opts.extra.get("cross_dataset"))
+        train_data = recorded_data_dir(run)
+        if cross_dataset and not opts.data:
+            raise SkdError("--cross-dataset needs --data DIR (the other prepared dataset, e.g. Sleep-EDF)")
+        data = trained.data_dir
+        test = trained.task.data
+        summary = read_json(run.summary)
+        same = Path(data).resolve() == Path(train_data).resolve()
+        if same and cross_dataset:
+            raise SkdError("--cross-dataset needs a dataset other than the one the run trained on", data)
+        nights = test.split(cfg.data.dev_fraction)[1] if same else test.nights
+        split = "dev" if same else "all"
+        if not nights:
+            raise SkdError("no held-out recordings to evaluate (data.dev_fraction=0); pass --data", data)
+        dev = next(model.parameters()).device
+        t0 = time.perf_counter()
+        probs = predict_nights(model, [n.x for n in nights], cfg, dev)
+        seconds = time.perf_counter() - t0
+        y_true = np.concatenate([n.y for n in nights])
+        y_pred = np.concatenate([p.argmax(1) for p in probs])
+        scores = sleep_metrics(y_true, y_pred)
+        return {"task": TASK_NAME, "run_dir": str(run.path), "data": str(Path(data).resolve()),
+                "cross_dataset": not same, "split": split, "recordings": len(nights),
+                "kd_method": cfg.kd.method, "sampler": cfg.sampler.kind, **scores,
+                "priors": {"train": summary.get("train_priors"), "test_true": priors(y_true),
+                           "test_predicted": priors(y_pred)},
+                "train_source": summary.get("source"), "test_source": test.info.get("source"),
+                "epochs_per_second": round(len(y_true) / max(seconds, 1e-9), 1),
+                "weights": str(run.weights_for_eval())}
 
-    def write_extra(folder: Path) -> dict:
-        return {"task": TASK_NAME, "fs": fs, "seq_len": L, "channel": summary.get("channel"),
-                "stages": STAGES, "eval_stride": cfg.eval.stride, "train_source": summary.get("source"),
-                "normalisation": "per recording z-score of the whole signal, µV, resampled to fs",
-                "inputs": [f"windows (B, {L}, {S}) float32"], "outputs": [f"logits (B, {L}, {len(STAGES)})"],
-                "parameters": count_parameters(model)}
+    def eval_file(self, opts: StageOptions, result: dict) -> str:
+        return "eval_cross.json" if result["cross_dataset"] else "eval.json"
 
-    manifest = export_program(model, (example,), out_dir, dynamic_shapes=({0: batch},), write_extra=write_extra,
-                              overwrite=overwrite, parity_inputs=[(torch.randn(5, L, S, generator=gen),),
-                                                                  (torch.randn(1, L, S, generator=gen),)])
-    return {"task": TASK_NAME, "export_dir": str(out_dir), "parameters": manifest["parameters"],
-            "parity_max_abs_diff": manifest["parity"]["max_abs_diff"], "files": sorted(manifest["files"])}
+    def export_spec(self, trained: Trained, opts: StageOptions) -> ExportSpec:
+        cfg, model = trained.cfg, trained.model
+        summary = read_json(trained.run.summary)
+        fs = int(summary["fs"])
+        L, S = cfg.data.seq_len, fs * EPOCH_SECONDS
+        gen = torch.Generator().manual_seed(0)
+        batch = torch.export.Dim("windows", min=1, max=4096)
+        return ExportSpec(
+            model, (torch.randn(2, L, S, generator=gen),), dynamic_shapes=({0: batch},),
+            parity_inputs=[(torch.randn(5, L, S, generator=gen),), (torch.randn(1, L, S, generator=gen),)],
+            manifest={"fs": fs, "seq_len": L, "channel": summary.get("channel"), "stages": STAGES,
+                      "eval_stride": cfg.eval.stride, "train_source": summary.get("source"),
+                      "normalisation": "per recording z-score of the whole signal, µV, resampled to fs",
+                      "inputs": [f"windows (B, {L}, {S}) float32"], "outputs": [f"logits (B, {L}, {len(STAGES)})"]})
+
+    def pipeline(self, p: Pipeline) -> dict:
+        """Tiny default: synthetic SHHS-like -> train -> eval --cross-dataset on Sleep-EDF-like -> export -> score."""
+        eval_data = p.opts.extra.get("eval_data") or make_tiny_datasets(p.run.path / "data")[1]
+        trained = p.train(extra={})
+        evaluated = p.evaluate(data=eval_data, extra={"cross_dataset": True})
+        exported = p.export()
+        first = sorted((Path(eval_data).parent / "raw_sleep_edf").rglob("*-PSG.edf"))
+        scored = {}
+        if first:  # stage one night with the export alone, as a user would
+            hyp = next(first[0].parent.glob(first[0].name[:6] + "*-Hypnogram.edf"))
+            scored = score_stage(exported["export_dir"], str(first[0]), str(p.run.path / "score" / "hypnogram.csv"),
+                                 channel="EEG Fpz-Cz", hypnogram=str(hyp), overwrite=True)
+        return {"task": TASK_NAME, "run_dir": str(p.run.path), "kd_method": trained["kd_method"],
+                "sampler": trained["sampler"], "steps": trained["steps"], "train_seconds": trained["train_seconds"],
+                "test_data": evaluated["data"],
+                **{k: evaluated[k] for k in ("accuracy", "macro_f1", "kappa", "per_class_f1", "confusion")},
+                "priors": evaluated["priors"], "export_dir": exported["export_dir"],
+                "parity_max_abs_diff": exported["parity_max_abs_diff"], "score_png": scored.get("png")}
+
+    def report(self, command: str, result: dict):
+        if command == "train" and "repeats" in result:
+            rows = [[f"{result['kd_method']} + {result['sampler']}", result["accuracy"], result["macro_f1"],
+                     result["kappa"]]]
+            return metric_table(f"sleep: {result['repeats']} seeds (mean ± std), "
+                                f"{'cross-dataset' if result['cross_dataset'] else 'dev'}",
+                                ["system", "accuracy", "macro-F1", "kappa"], rows)
+        if command not in ("eval", "run"):
+            return None
+        rows = [[f"{result['kd_method']} + {result['sampler']}", result["accuracy"], result["macro_f1"], result["kappa"],
+                 *(result["per_class_f1"][s] for s in STAGES)]]
+        where = "cross-dataset" if result.get("cross_dataset", command == "run") else result.get("split", "")
+        return metric_table(f"sleep {command}: {where}", ["system", "accuracy", "macro-F1", "kappa",
+                                                          *(f"F1 {s}" for s in STAGES)], rows)
+
+    def bench_extra(self, make, data: str, device: torch.device, steps: int, rounds: int, timed: dict) -> dict:
+        """Prep throughput (hours of PSG per second through the real readers) and inference throughput
+        (epochs per second)."""
+        import tempfile
+
+        from .synth import write_shhs_like
+
+        with tempfile.TemporaryDirectory() as tmp:
+            raw = write_shhs_like(Path(tmp) / "raw", recordings=4, epochs=120, seed=0)
+            t0 = time.perf_counter()
+            prepared = prepare_dataset("shhs", raw, Path(tmp) / "prep")
+            prep_seconds = time.perf_counter() - t0
+            psg_hours = sum(len(read_shhs_xml(p).labels) for p in raw.rglob("*.xml")) * EPOCH_SECONDS / 3600
+        task, _ = make(False)
+        torch.manual_seed(0)
+        model = task.build_model().to(device).eval()
+        nights = [n.x for n in task.data.nights]
+        predict_nights(model, nights[:1], task.cfg, device)  # warm-up
+        t0 = time.perf_counter()
+        predict_nights(model, nights, task.cfg, device)
+        infer_seconds = time.perf_counter() - t0
+        epochs = sum(len(x) for x in nights)
+        return {"prep": {"recordings": prepared["recordings"], "psg_hours": round(psg_hours, 3),
+                         "seconds": round(prep_seconds, 3), "psg_hours_per_second": round(psg_hours / prep_seconds, 2)},
+                "inference": {"epochs": epochs, "seq_len": task.cfg.data.seq_len, "stride": task.cfg.eval.stride,
+                              "seconds": round(infer_seconds, 3), "epochs_per_second": round(epochs / infer_seconds, 1)}}
 
 
 def score_stage(model_path: str, edf: str, out: str, channel: str | None = None, hypnogram: str | None = None,
                 overwrite: bool = False) -> dict:
     """Stage a new recording with an export alone: CSV (one row per 30-s epoch, probabilities),
     an EDF+ hypnogram like Sleep-EDF's, and a PNG hypnogram (true vs predicted with --hypnogram)."""
-    module, manifest, folder = load_exported(model_path)
-    if manifest.get("task") != TASK_NAME:
-        raise SkdError(f"not a sleep export (task={manifest.get('task')})", folder)
+    module, manifest, folder = load_exported(model_path, TASK_NAME)
     out_csv = Path(out)
     out_edf, out_png = out_csv.with_suffix(".edf"), out_csv.with_suffix(".png")
     for p in (out_csv, out_edf, out_png):
@@ -347,73 +396,3 @@ def make_tiny_datasets(root: Path, seed: int = 0) -> tuple[str, str]:
     return str(shhs), str(sedf)
 
 
-def run_all_stages(run_dir: str, data: str | None = None, eval_data: str | None = None, baseline: bool = False,
-                   sampler: str | None = None, seed: int | None = None, max_steps: int | None = None,
-                   sets: list[str] | None = None, device: str = "auto", overwrite: bool = False,
-                   config: str | None = None) -> dict:
-    t0 = time.perf_counter()
-    run = RunDir(run_dir)
-    if run.config.is_file() and not overwrite:
-        raise SkdError("already holds a run; pass --overwrite to replace it", run.path)
-    if data is None or eval_data is None:
-        console.print("[cyan]prep:[/] writing synthetic SHHS-like and Sleep-EDF-like recordings (EDF/EDF+/XML)")
-        gen_train, gen_test = make_tiny_datasets(run.path / "data")
-        data, eval_data = data or gen_train, eval_data or gen_test
-    console.print("[cyan]train[/] (SHHS-like)")
-    trained = train_stage(data, run_dir, config=config, sets=sets, baseline=baseline, sampler=sampler, seed=seed,
-                          max_steps=max_steps, device=device, overwrite=overwrite)
-    console.print("[cyan]eval --cross-dataset[/] (Sleep-EDF-like)")
-    evaluated = eval_stage(run_dir, eval_data, cross_dataset=True, device=device)
-    console.print("[cyan]export[/]")
-    exported = export_stage(run_dir, overwrite=True)
-    first = sorted((Path(eval_data).parent / "raw_sleep_edf").rglob("*-PSG.edf"))
-    scored = {}
-    if first:  # stage one night with the export alone, as a user would
-        hyp = next(first[0].parent.glob(first[0].name[:6] + "*-Hypnogram.edf"))
-        scored = score_stage(exported["export_dir"], str(first[0]), str(run.path / "score" / "hypnogram.csv"),
-                             channel="EEG Fpz-Cz", hypnogram=str(hyp), overwrite=True)
-    return {"task": TASK_NAME, "run_dir": str(run.path), "kd_method": trained["kd_method"], "sampler": trained["sampler"],
-            "steps": trained["steps"], "train_seconds": trained["train_seconds"], "test_data": evaluated["data"],
-            **{k: evaluated[k] for k in ("accuracy", "macro_f1", "kappa", "per_class_f1", "confusion")},
-            "priors": evaluated["priors"], "export_dir": exported["export_dir"],
-            "parity_max_abs_diff": exported["parity_max_abs_diff"], "score_png": scored.get("png"),
-            "total_seconds": round(time.perf_counter() - t0, 1)}
-
-
-def bench_stage(data: str | None, steps: int, rounds: int, device: str, sets: list[str] | None = None) -> dict:
-    """Engine vs hand loop and SKD vs baseline step ratios, plus prep throughput (hours of PSG per
-    second through the real readers) and inference throughput (epochs per second)."""
-    import tempfile
-
-    from ..engine.bench import benchmark
-    from .synth import write_shhs_like
-
-    dev = resolve_device(device)
-    with tempfile.TemporaryDirectory() as tmp:
-        raw = write_shhs_like(Path(tmp) / "raw", recordings=4, epochs=120, seed=0)
-        t0 = time.perf_counter()
-        prepared = prepare_dataset("shhs", raw, Path(tmp) / "prep")
-        prep_seconds = time.perf_counter() - t0
-        psg_hours = sum(len(read_shhs_xml(p).labels) for p in raw.rglob("*.xml")) * EPOCH_SECONDS / 3600
-        data = data or str(Path(tmp) / "prep")
-
-        def make(baseline: bool):
-            cfg = build_config(SleepConfig, None, sets)
-            configure(cfg, baseline, None)
-            return SleepTask(cfg, data), cfg.train
-
-        ratios = benchmark(make, dev, steps=steps, rounds=rounds)
-        task, _ = make(False)
-        torch.manual_seed(0)
-        model = task.build_model().to(dev).eval()
-        nights = [n.x for n in task.data.nights]
-        predict_nights(model, nights[:1], task.cfg, dev)  # warm-up
-        t0 = time.perf_counter()
-        predict_nights(model, nights, task.cfg, dev)
-        infer_seconds = time.perf_counter() - t0
-        epochs = sum(len(x) for x in nights)
-    return {"task": TASK_NAME, **ratios,
-            "prep": {"recordings": prepared["recordings"], "psg_hours": round(psg_hours, 3),
-                     "seconds": round(prep_seconds, 3), "psg_hours_per_second": round(psg_hours / prep_seconds, 2)},
-            "inference": {"epochs": epochs, "seq_len": task.cfg.data.seq_len, "stride": task.cfg.eval.stride,
-                          "seconds": round(infer_seconds, 3), "epochs_per_second": round(epochs / infer_seconds, 1)}}

@@ -481,8 +481,10 @@ class ParallelTaskData:
         self.data: PreparedParallel = load_prepared_parallel(data_dir)
         self.tokenizer = self.data.tokenizer
         self.max_tokens = max_positions - 2  # room for <s> and </s>
-        self.data_fingerprint = self.data.fingerprint
         self._datasets: dict[str, ParallelDataset] = {}
+
+    def data_fingerprint(self) -> str | None:
+        return self.data.fingerprint
 
     def dataset(self, split: str) -> ParallelDataset:
         if split not in self._datasets:
