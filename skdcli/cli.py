@@ -17,6 +17,7 @@ RECIPES = [
     "skdcli.sleep.cli",
     "skdcli.nlg_smooth.cli",
     "skdcli.nlp_embed.cli",
+    "skdcli.lus.cli",
 ]
 
 app = typer.Typer(name="skd", help="Self-knowledge-distillation recipes on one shared engine.",

@@ -129,7 +129,8 @@ def test_video_training_never_reruns_the_vit(lus_small_data, monkeypatch, tmp_pa
 
 SLOW_STAGE = """
 import sys, time, json
-from skdcli.lus import recipe, stages
+from skdcli.engine.contract import StageOptions
+from skdcli.lus import recipe
 cls = getattr(recipe, sys.argv[1])
 original = cls.compute_loss
 def slow(self, *a):
@@ -137,10 +138,10 @@ def slow(self, *a):
     return original(self, *a)
 cls.compute_loss = slow
 kind, data, run_dir, resume = sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6] == "1"
-sets = json.loads(sys.argv[7])
-fn = stages.pretrain_stage if kind == "pretrain" else stages.train_stage
-fn(data, run_dir, sets=None if resume else sets, resume=resume, device="cpu", show_progress=False,
-   **({} if resume else {"checkpoint_every": 2}))
+opts = StageOptions(run_dir=run_dir, data=data, sets=[] if resume else json.loads(sys.argv[7]), resume=resume,
+                    device="cpu", checkpoint_every=None if resume else 2)
+hooks = recipe.LusHooks()
+(hooks.pretrain if kind == "pretrain" else hooks.train)(opts, show_progress=False)
 """
 
 

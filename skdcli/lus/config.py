@@ -37,6 +37,14 @@ class ViTConfig:
     mlp_ratio: float = 2.0
     qkv_bias: bool = True
     drop_path_rate: float = 0.0  # stochastic depth of the student (DINO's default for ViT-S: 0.1)
+    # weight init of a ViT trained from scratch: dino = trunc-normal std 0.02 for every linear layer (DINO / timm);
+    # xavier = Xavier-uniform linear layers and patch embedding (the original ViT / MAE). See model.VisionTransformer.
+    init: str = "dino"
+    # patch = one stride-p convolution (ViT, what checkpoints hold); conv = a stack of stride-2 3x3 conv + BN + ReLU
+    # layers and a 1x1 projection (Xiao et al. 2021, "Early convolutions help transformers see better")
+    stem: str = "patch"
+    stem_channels: int = 16  # conv stem: channels of the first conv layer, doubled at each stride-2 layer
+    stem_norm: str = "batch"  # conv stem: batch (Xiao et al.) | group (GroupNorm, 8 groups: no running statistics)
 
 
 @dataclass
@@ -281,6 +289,11 @@ class LusConfig:
 
 
 def _check_vit(m: ViTConfig) -> None:
+    check_choice("model.init", m.init, ["dino", "xavier"])
+    check_choice("model.stem", m.stem, ["patch", "conv"])
+    check_choice("model.stem_norm", m.stem_norm, ["batch", "group"])
+    if m.stem == "conv" and (m.patch_size & (m.patch_size - 1) or m.patch_size < 2):
+        raise SkdError(f"model.stem=conv needs a power-of-two model.patch_size >= 2, got {m.patch_size}")
     if m.img_size % m.patch_size:
         raise SkdError(f"model.img_size={m.img_size} must be a multiple of model.patch_size={m.patch_size}")
     if m.embed_dim % m.num_heads:

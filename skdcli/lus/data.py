@@ -201,9 +201,9 @@ def assign_folds(patient_labels: dict[str, list[int]], seed: int = 0) -> dict[st
     sizes = {1: 0, 2: 0}
     out = {}
     for patient in order:
-        c = np.bincount([l for l in patient_labels[patient] if l >= 0], minlength=3)[:3].astype(float)
+        c = np.bincount([lab for lab in patient_labels[patient] if lab >= 0], minlength=3)[:3].astype(float)
 
-        def cost(f: int) -> tuple[float, int]:
+        def cost(f: int, c: np.ndarray = c) -> tuple[float, int]:
             other = 3 - f
             return float(((counts[f] + c - counts[other]) ** 2).sum()), sizes[f]
 

@@ -41,6 +41,45 @@ class DropPath(nn.Module):
         return x * mask / keep
 
 
+class PatchEmbed(nn.Module):
+    """The ViT patch embedding: one p x p convolution with stride p (``patch_embed.proj``, as in checkpoints)."""
+
+    def __init__(self, dim: int, patch: int):
+        super().__init__()
+        self.proj = nn.Conv2d(1, dim, kernel_size=patch, stride=patch)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj(x)
+
+
+class ConvStem(nn.Module):
+    """A convolutional stem in place of the patch embedding (Xiao et al. 2021, "Early convolutions help
+    transformers see better"): log2(p) stride-2 3x3 convolutions with BatchNorm and ReLU (channels c, 2c,
+    4c ...), then a 1x1 convolution to the embedding width; same token grid as patch size p."""
+
+    def __init__(self, dim: int, patch: int, channels: int, norm: str = "batch"):
+        super().__init__()
+        layers: list[nn.Module] = []
+        cin = 1
+        for i in range(int(math.log2(patch))):
+            cout = channels * 2**i
+            layers += [
+                nn.Conv2d(cin, cout, 3, stride=2, padding=1, bias=False),
+                _stem_norm(norm, cout),
+                nn.ReLU(inplace=True),
+            ]
+            cin = cout
+        self.convs = nn.Sequential(*layers)
+        self.proj = nn.Conv2d(cin, dim, kernel_size=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj(self.convs(x))
+
+
+def _stem_norm(kind: str, channels: int) -> nn.Module:
+    return nn.BatchNorm2d(channels) if kind == "batch" else nn.GroupNorm(min(8, channels), channels)
+
+
 class Attention(nn.Module):
     def __init__(self, dim: int, heads: int, qkv_bias: bool):
         super().__init__()
@@ -91,8 +130,7 @@ class VisionTransformer(nn.Module):
         super().__init__()
         self.cfg = cfg
         d, p = cfg.embed_dim, cfg.patch_size
-        self.patch_embed = nn.Module()
-        self.patch_embed.proj = nn.Conv2d(1, d, kernel_size=p, stride=p)
+        self.patch_embed = ConvStem(d, p, cfg.stem_channels, cfg.stem_norm) if cfg.stem == "conv" else PatchEmbed(d, p)
         n = (cfg.img_size // p) ** 2
         self.cls_token = nn.Parameter(torch.zeros(1, 1, d))
         self.pos_embed = nn.Parameter(torch.zeros(1, n + 1, d))
@@ -101,7 +139,15 @@ class VisionTransformer(nn.Module):
         self.norm = nn.LayerNorm(d, eps=1e-6)
         _trunc_normal(self.pos_embed)
         _trunc_normal(self.cls_token)
-        self.apply(_init_linear)
+        # Why the init matters at tiny widths: with std 0.02 (DINO / timm, tuned for ViT-S/B) a residual branch
+        # adds about 0.02^2 * dim per layer to the [CLS] stream. At dim 48 that is no larger than the
+        # input-independent cls_token + pos_embed[0], so the final-norm [CLS] of a random ViT is almost the same
+        # vector for every image (mean pairwise cosine 0.94 on the synthetic frames; 0.48 with Xavier), DINO's
+        # centred teacher is uniform from step one and training collapses (recipes/lus/README.md, section 4).
+        self.apply(_init_linear if cfg.init == "dino" else _init_xavier)
+        if isinstance(self.patch_embed, PatchEmbed) and cfg.init == "xavier":  # MAE: the patch conv as a linear
+            w = self.patch_embed.proj.weight
+            nn.init.xavier_uniform_(w.view(w.shape[0], -1))
 
     @property
     def embed_dim(self) -> int:
@@ -121,7 +167,7 @@ class VisionTransformer(nn.Module):
     def tokens(self, x: Tensor) -> Tensor:
         if x.shape[1] != 1:
             raise ValueError(f"the backbone takes grey frames (B, 1, H, W), got {tuple(x.shape)}")
-        x = self.patch_embed.proj(x)
+        x = self.patch_embed(x)
         h, w = x.shape[-2:]
         x = x.flatten(2).transpose(1, 2)
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], 1)
@@ -147,6 +193,16 @@ class VisionTransformer(nn.Module):
 def _init_linear(m: nn.Module) -> None:
     if isinstance(m, nn.Linear):
         _trunc_normal(m.weight)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)
+
+
+def _init_xavier(m: nn.Module) -> None:
+    if isinstance(m, nn.Linear):
+        nn.init.xavier_uniform_(m.weight)
         if m.bias is not None:
             nn.init.zeros_(m.bias)
     elif isinstance(m, nn.LayerNorm):
@@ -464,7 +520,14 @@ def load_backbone_weights(model: VisionTransformer, sd: dict[str, Tensor], where
     """Load timm-named weights; a 3-channel patch embedding is folded into our grey one (exact)."""
     sd = dict(sd)
     w = sd["patch_embed.proj.weight"]
-    if w.shape[1] != 1:
+    conv_stem = any(k.startswith("patch_embed.convs.") for k in sd)
+    if isinstance(model.patch_embed, ConvStem) != conv_stem:
+        raise SkdError(
+            f"the checkpoint has a {'conv' if conv_stem else 'patch'} stem, the model a "
+            f"{model.cfg.stem} stem (set model.stem={'conv' if conv_stem else 'patch'})",
+            where,
+        )
+    if not conv_stem and w.shape[1] != 1:
         sd["patch_embed.proj.weight"] = w.sum(1, keepdim=True)
     pos = sd["pos_embed"]
     if pos.shape != model.pos_embed.shape:
