@@ -45,9 +45,10 @@ def assert_one_line_error(result, *needles: str, exit_code: int | None = None) -
         (result.exit_code, result.stderr)
     assert "Traceback" not in result.stderr and result.stdout == ""
     text = " ".join(result.stderr.split())  # rich may wrap a long line
-    assert text.startswith("error:"), result.stderr
+    assert "error:" in text, result.stderr  # (after any progress output)
+    error = text[text.index("error:"):]
     for needle in needles:
-        assert needle in text, result.stderr
+        assert needle in error, result.stderr
 
 
 def run_cli_subprocess(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:

@@ -20,6 +20,7 @@ from conftest import REPO, assert_one_line_error, invoke
 from test_golden_trajectories import golden_of, run_fixture
 
 from skdcli.cli import RECIPE_APPS
+from skdcli.engine.errors import SkdError
 
 TASKS = sorted(RECIPE_APPS)
 SHARED_STAGES = ("prep", "train", "eval", "export", "run")
@@ -81,8 +82,8 @@ def test_bad_input_is_a_one_line_error(task: str, request: pytest.FixtureRequest
                    "train.max_steps", "expected an integer")
     assert_contract_error(invoke(task, "train", "--data", data, "--run-dir", tmp_path / "r", "--config", tmp_path / "no.yaml"),
                    str(tmp_path / "no.yaml"), "config file not found")
-    debug = invoke(task, "eval", "--run-dir", tmp_path / "none", "--debug")
-    assert debug.exit_code != 0 and debug.exception is not None  # --debug lets the exception through
+    with pytest.raises(SkdError):  # --debug lets the exception (and its traceback) through
+        invoke(task, "eval", "--run-dir", tmp_path / "none", "--debug")
 
 
 @pytest.mark.parametrize("task", TASKS)

@@ -304,18 +304,20 @@ class Pipeline:
 
     def train(self, run_dir: str | Path | None = None, **changes: Any) -> dict:
         console.print(f"[cyan]train[/] {run_dir or ''}")
-        return train_stage(self.hooks, self.opts.but(command="train", data=self.data,
-                                                     run_dir=str(run_dir or self.opts.run_dir), **changes))
+        return train_stage(self.hooks, self._options("train", run_dir, {"data": self.data}, changes))
 
     def evaluate(self, run_dir: str | Path | None = None, **changes: Any) -> dict:
         console.print(f"[cyan]eval[/] {run_dir or ''}")
-        return eval_stage(self.hooks, self.opts.but(command="eval", data=self.data, sets=[],
-                                                    run_dir=str(run_dir or self.opts.run_dir), **changes))
+        return eval_stage(self.hooks, self._options("eval", run_dir, {"data": self.data, "sets": []}, changes))
 
     def export(self, run_dir: str | Path | None = None, **changes: Any) -> dict:
         console.print("[cyan]export[/]")
-        return export_stage(self.hooks, self.opts.but(command="export", sets=[], out=None, overwrite=True,
-                                                      run_dir=str(run_dir or self.opts.run_dir), **changes))
+        return export_stage(self.hooks, self._options("export", run_dir, {"sets": [], "out": None, "overwrite": True},
+                                                      changes))
+
+    def _options(self, command: str, run_dir: str | Path | None, defaults: dict, changes: dict) -> StageOptions:
+        """The run command's options, as the stage ``command`` on ``run_dir``: ``defaults`` then ``changes``."""
+        return self.opts.but(command=command, run_dir=str(run_dir or self.opts.run_dir), **{**defaults, **changes})
 
 
 def pipeline_stage(hooks: RecipeHooks, opts: StageOptions) -> dict:
