@@ -12,11 +12,26 @@ from conftest import invoke_json, sets
 
 # a ViT that takes a few ms per DINO step on 2 cores: 16 px frames, 4 px patches (16 tokens), width 16, one block
 LUS_TINY_VIT = ["model.img_size=16", "model.patch_size=4", "model.embed_dim=16", "model.depth=1", "model.num_heads=2"]
-LUS_TINY_DINO = [*LUS_TINY_VIT, "dino.out_dim=32", "dino.hidden_dim=32", "dino.bottleneck_dim=16",
-                 "aug.local_crops_number=2", "aug.local_size=8", "train.batch_size=8", "dino.epoch_steps=2",
-                 "train.warmup_steps=1", "train.log_every=1"]
-LUS_TINY_VIDEO = [*LUS_TINY_VIT, "video.seq_len=4", "train.batch_size=4", "train.warmup_steps=1", "train.log_every=1",
-                  "features.batch_size=512"]
+LUS_TINY_DINO = [
+    *LUS_TINY_VIT,
+    "dino.out_dim=32",
+    "dino.hidden_dim=32",
+    "dino.bottleneck_dim=16",
+    "aug.local_crops_number=2",
+    "aug.local_size=8",
+    "train.batch_size=8",
+    "dino.epoch_steps=2",
+    "train.warmup_steps=1",
+    "train.log_every=1",
+]
+LUS_TINY_VIDEO = [
+    *LUS_TINY_VIT,
+    "video.seq_len=4",
+    "train.batch_size=4",
+    "train.warmup_steps=1",
+    "train.log_every=1",
+    "features.batch_size=512",
+]
 
 GOLDEN_TRAJECTORY = {  # step -> the values the shared tiny video run logs (tests/test_golden_trajectories.py)
     1: {"loss": 1.071958, "loss/ce": 1.071958},
@@ -30,18 +45,48 @@ GOLDEN_TRAJECTORY = {  # step -> the values the shared tiny video run logs (test
 # the DINO pretraining run under it (tests/test_lus_cli.py::test_pretrain_golden_trajectory): the loss and every
 # schedule (teacher temperature 0.04 -> 0.06 per 2-step epoch, EMA momentum cosine 0.998 -> 1, weight decay 0.1 -> 0.5)
 PRETRAIN_GOLDEN = {
-    1: {"loss": 0.853714, "loss/dino": 0.853714, "weight/teacher_temp": 0.04, "weight/teacher_momentum": 0.998,
-        "weight/weight_decay": 0.1},
-    2: {"loss": 0.883699, "loss/dino": 0.883699, "weight/teacher_temp": 0.04, "weight/teacher_momentum": 0.998134,
-        "weight/weight_decay": 0.126795},
-    3: {"loss": 2.138110, "loss/dino": 2.138110, "weight/teacher_temp": 0.06, "weight/teacher_momentum": 0.9985,
-        "weight/weight_decay": 0.2},
-    4: {"loss": 1.331303, "loss/dino": 1.331303, "weight/teacher_temp": 0.06, "weight/teacher_momentum": 0.999,
-        "weight/weight_decay": 0.3},
-    5: {"loss": 1.327003, "loss/dino": 1.327003, "weight/teacher_temp": 0.06, "weight/teacher_momentum": 0.9995,
-        "weight/weight_decay": 0.4},
-    6: {"loss": 1.442483, "loss/dino": 1.442483, "weight/teacher_temp": 0.06, "weight/teacher_momentum": 0.999866,
-        "weight/weight_decay": 0.473205},
+    1: {
+        "loss": 0.853714,
+        "loss/dino": 0.853714,
+        "weight/teacher_temp": 0.04,
+        "weight/teacher_momentum": 0.998,
+        "weight/weight_decay": 0.1,
+    },
+    2: {
+        "loss": 0.883699,
+        "loss/dino": 0.883699,
+        "weight/teacher_temp": 0.04,
+        "weight/teacher_momentum": 0.998134,
+        "weight/weight_decay": 0.126795,
+    },
+    3: {
+        "loss": 2.138110,
+        "loss/dino": 2.138110,
+        "weight/teacher_temp": 0.06,
+        "weight/teacher_momentum": 0.9985,
+        "weight/weight_decay": 0.2,
+    },
+    4: {
+        "loss": 1.331303,
+        "loss/dino": 1.331303,
+        "weight/teacher_temp": 0.06,
+        "weight/teacher_momentum": 0.999,
+        "weight/weight_decay": 0.3,
+    },
+    5: {
+        "loss": 1.327003,
+        "loss/dino": 1.327003,
+        "weight/teacher_temp": 0.06,
+        "weight/teacher_momentum": 0.9995,
+        "weight/weight_decay": 0.4,
+    },
+    6: {
+        "loss": 1.442483,
+        "loss/dino": 1.442483,
+        "weight/teacher_temp": 0.06,
+        "weight/teacher_momentum": 0.999866,
+        "weight/weight_decay": 0.473205,
+    },
 }
 
 
@@ -56,8 +101,17 @@ def lus_data(tmp_path_factory) -> Path:
 def lus_pretrain(lus_data, tmp_path_factory) -> Path:
     """A finished 6-step DINO run (EMA teacher, centre, schedules) on the tiny frames."""
     run_dir = tmp_path_factory.mktemp("lus_runs") / "pretrain"
-    invoke_json("lus", "pretrain", "--data", lus_data, "--run-dir", run_dir, "--max-steps", "6",
-                *sets(*LUS_TINY_DINO, "train.checkpoint_every=3", "train.eval_every=3"))
+    invoke_json(
+        "lus",
+        "pretrain",
+        "--data",
+        lus_data,
+        "--run-dir",
+        run_dir,
+        "--max-steps",
+        "6",
+        *sets(*LUS_TINY_DINO, "train.checkpoint_every=3", "train.eval_every=3"),
+    )
     return run_dir
 
 
@@ -65,9 +119,25 @@ def lus_pretrain(lus_data, tmp_path_factory) -> Path:
 def lus_run(lus_data, lus_pretrain, tmp_path_factory) -> Path:
     """A finished 6-step video dual-VLAD run (fold 1) on the pretraining run's teacher."""
     run_dir = tmp_path_factory.mktemp("lus_runs") / "video"
-    invoke_json("lus", "train", "--data", lus_data, "--run-dir", run_dir, "--level", "video", "--fold", "1",
-                "--aggregator", "dual_vlad", "--backbone", lus_pretrain, "--max-steps", "6",
-                *sets(*LUS_TINY_VIDEO, "train.checkpoint_every=3"))
+    invoke_json(
+        "lus",
+        "train",
+        "--data",
+        lus_data,
+        "--run-dir",
+        run_dir,
+        "--level",
+        "video",
+        "--fold",
+        "1",
+        "--aggregator",
+        "dual_vlad",
+        "--backbone",
+        lus_pretrain,
+        "--max-steps",
+        "6",
+        *sets(*LUS_TINY_VIDEO, "train.checkpoint_every=3"),
+    )
     return run_dir
 
 

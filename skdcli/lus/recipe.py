@@ -557,9 +557,9 @@ def score_stage(model: str, videos: list[str], out: str, top_frames: int = 3, ov
 
 
 def score_lines(result: dict) -> list[str]:
-    """One line per video (pipe-friendly): path, severity, class probabilities."""
+    """One tab-separated line per video (pipe-friendly): path, severity, then p(class)=probability per class."""
     return [
-        f"{r['video']}\t{r['severity']}\t" + " ".join(f"{c}={p:.3f}" for c, p in r["probabilities"].items())
+        "\t".join([r["video"], r["severity"], *(f"p({c})={p:.4f}" for c, p in r["probabilities"].items())])
         for r in result["results"]
     ]
 
@@ -640,11 +640,11 @@ class LusHooks(RecipeHooks):
         return str(prepared)
 
     # -- train / pretrain ----------------------------------------------------------------------------------------------
-    def train(self, opts: StageOptions, show_progress: bool = True) -> dict:
+    def train(self, opts: StageOptions, show_progress: bool = True, plots: bool = True) -> dict:
         if opts.extra.get("finetune_backbone"):  # a config change like any --set: --resume refuses it
             opts = opts.but(sets=[*opts.sets, "frame.mode=finetune"])
         self.device = opts.device
-        return train_run(self, opts, show_progress)
+        return train_run(self, opts, show_progress, plots)
 
     def pretrain(self, opts: StageOptions, show_progress: bool = True) -> dict:
         init = opts.extra.get("init")
@@ -784,7 +784,7 @@ class LusHooks(RecipeHooks):
                             overwrite=True,
                             extra={},
                         )
-                        self.train(cell, show_progress=False)
+                        self.train(cell, show_progress=False, plots=False)
                         ev = eval_stage(self, cell.but(command="eval", sets=[]))
                         cells.append(
                             {"seed": seed, "init": init, "fold": fold, "method": method, **{k: ev[k] for k in METRICS}}
