@@ -21,6 +21,7 @@ LUS_TINY_DINO = [
     "aug.local_size=8",
     "train.batch_size=8",
     "dino.epoch_steps=2",
+    "dino.teacher_temp=0.06",  # the official final temperature, so the 0.04 -> 0.06 warm-up runs
     "train.warmup_steps=1",
     "train.log_every=1",
 ]
@@ -34,57 +35,57 @@ LUS_TINY_VIDEO = [
 ]
 
 GOLDEN_TRAJECTORY = {  # step -> the values the shared tiny video run logs (tests/test_golden_trajectories.py)
-    1: {"loss": 1.071958, "loss/ce": 1.071958},
-    2: {"loss": 1.092583, "loss/ce": 1.092583},
-    3: {"loss": 1.046666, "loss/ce": 1.046666},
-    4: {"loss": 1.104274, "loss/ce": 1.104274},
-    5: {"loss": 1.093040, "loss/ce": 1.093040},
-    6: {"loss": 1.072186, "loss/ce": 1.072186},
+    1: {"loss": 1.145075, "loss/ce": 1.145075},
+    2: {"loss": 1.119096, "loss/ce": 1.119096},
+    3: {"loss": 1.071317, "loss/ce": 1.071317},
+    4: {"loss": 1.087928, "loss/ce": 1.087928},
+    5: {"loss": 1.100643, "loss/ce": 1.100643},
+    6: {"loss": 1.064844, "loss/ce": 1.064844},
 }
 
 # the DINO pretraining run under it (tests/test_lus_cli.py::test_pretrain_golden_trajectory): the loss and every
-# schedule (teacher temperature 0.04 -> 0.06 per 2-step epoch, EMA momentum cosine 0.998 -> 1, weight decay 0.1 -> 0.5)
+# schedule (teacher temperature 0.04 -> 0.06 per 2-step epoch, EMA momentum cosine 0.98 -> 1, weight decay 0.1 -> 0.5)
 PRETRAIN_GOLDEN = {
     1: {
-        "loss": 0.853714,
-        "loss/dino": 0.853714,
+        "loss": 2.590169,
+        "loss/dino": 2.590169,
         "weight/teacher_temp": 0.04,
-        "weight/teacher_momentum": 0.998,
+        "weight/teacher_momentum": 0.98,
         "weight/weight_decay": 0.1,
     },
     2: {
-        "loss": 0.883699,
-        "loss/dino": 0.883699,
+        "loss": 2.443233,
+        "loss/dino": 2.443233,
         "weight/teacher_temp": 0.04,
-        "weight/teacher_momentum": 0.998134,
+        "weight/teacher_momentum": 0.98134,
         "weight/weight_decay": 0.126795,
     },
     3: {
-        "loss": 2.138110,
-        "loss/dino": 2.138110,
+        "loss": 3.494583,
+        "loss/dino": 3.494583,
         "weight/teacher_temp": 0.06,
-        "weight/teacher_momentum": 0.9985,
+        "weight/teacher_momentum": 0.985,
         "weight/weight_decay": 0.2,
     },
     4: {
-        "loss": 1.331303,
-        "loss/dino": 1.331303,
+        "loss": 2.243091,
+        "loss/dino": 2.243091,
         "weight/teacher_temp": 0.06,
-        "weight/teacher_momentum": 0.999,
+        "weight/teacher_momentum": 0.99,
         "weight/weight_decay": 0.3,
     },
     5: {
-        "loss": 1.327003,
-        "loss/dino": 1.327003,
+        "loss": 1.824279,
+        "loss/dino": 1.824279,
         "weight/teacher_temp": 0.06,
-        "weight/teacher_momentum": 0.9995,
+        "weight/teacher_momentum": 0.995,
         "weight/weight_decay": 0.4,
     },
     6: {
-        "loss": 1.442483,
-        "loss/dino": 1.442483,
+        "loss": 2.135306,
+        "loss/dino": 2.135306,
         "weight/teacher_temp": 0.06,
-        "weight/teacher_momentum": 0.999866,
+        "weight/teacher_momentum": 0.99866,
         "weight/weight_decay": 0.473205,
     },
 }

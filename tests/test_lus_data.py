@@ -130,7 +130,9 @@ def test_bad_inputs(tmp_path: Path):
 
 
 def test_medivlad_layout_and_folds(tmp_path: Path):
-    root = write_medivlad_like(tmp_path / "mv", patients=8, clips_per_patient=2, size=16, frames=(5, 9), seed=3)
+    root = write_medivlad_like(
+        tmp_path / "mv", patients=8, clips_per_patient=2, size=16, frames=(5, 9), labelled_per_clip=2, seed=3
+    )
     info = prepare_dataset("medivlad", root, tmp_path / "p", size=16)
     data = PreparedLus(tmp_path / "p")
     assert info["clips"] == 16 and len(data.labelled) == 32
@@ -164,7 +166,8 @@ def test_assign_folds_balances_and_is_disjoint():
     patients = {f"p{i}": [i % 3] * (1 + i % 2) for i in range(12)}
     folds = assign_folds(patients, seed=0)
     per_fold = {
-        f: np.bincount([l for p, ls in patients.items() if folds[p] == f for l in ls], minlength=3) for f in (1, 2)
+        f: np.bincount([lab for p, labs in patients.items() if folds[p] == f for lab in labs], minlength=3)
+        for f in (1, 2)
     }
     assert np.abs(per_fold[1] - per_fold[2]).max() <= 2
     assert assign_folds(patients, seed=0) == folds  # deterministic

@@ -35,6 +35,7 @@ TINY_DINO = [
     "aug.local_crops_number=2",
     "train.batch_size=8",
     "dino.epoch_steps=3",
+    "dino.teacher_temp=0.06",
     "train.log_every=1",
     "train.warmup_steps=2",
 ]
@@ -236,3 +237,16 @@ def test_kill9_then_resume_is_bit_exact(kind, lus_small_data, tmp_path):
         for d in (straight, killed)
     ]
     assert losses[0] == losses[1]
+
+
+def test_random_init_baseline_is_the_pretraining_starting_point(lus_small_data):
+    """`--baseline` / backbone.path="" builds the ViT DINO starts from (same architecture and seed): the grid's
+    'random init' rows measure what DINO adds to its own initialisation."""
+    from skdcli.lus.features import load_backbone
+
+    vit = ["model.img_size=16", "model.patch_size=4", "model.embed_dim=16", "model.depth=1", "model.num_heads=2"]
+    pre = _cfg(PretrainConfig, [*vit, "train.seed=3", "model.drop_path_rate=0.1"])
+    torch.manual_seed(pre.train.seed)  # what the Trainer does before build_model
+    student = DinoTask(pre, lus_small_data).build_model().backbone.state_dict()
+    random = load_backbone(_cfg(LusConfig, [*vit, "train.seed=3"])).model.state_dict()
+    assert student.keys() == random.keys() and all(torch.equal(student[k], random[k]) for k in student)

@@ -222,3 +222,52 @@ def test_gaussian_kernel_and_solarize():
     assert k.tolist() == pytest.approx([e / (1 + 2 * e), 1 / (1 + 2 * e), e / (1 + 2 * e)])
     x = torch.tensor([[[[0.2, 0.7]]]])
     assert solarize(x, 1.0, 0.5).flatten().tolist() == pytest.approx([0.2, 0.3])
+
+
+def test_recipe_configs_hold_the_official_settings() -> None:
+    from pathlib import Path
+
+    from skdcli.engine.config import build_config
+    from skdcli.lus.config import LusConfig, PretrainConfig
+    from skdcli.lus.model import DinoModel
+
+    recipes = Path(__file__).resolve().parent.parent / "recipes" / "lus"
+    assert build_config(PretrainConfig, recipes / "tiny_dino.yaml") == PretrainConfig()  # the embedded defaults
+    assert build_config(LusConfig, recipes / "tiny.yaml") == LusConfig()
+    dino = build_config(PretrainConfig, recipes / "dino.yaml")
+    d, a, t = dino.dino, dino.aug, dino.train
+    assert (d.out_dim, d.student_temp, d.warmup_teacher_temp, d.teacher_temp, d.warmup_teacher_temp_epochs) == (
+        65536,
+        0.1,
+        0.04,
+        0.06,
+        5,
+    )
+    assert (d.center_momentum, d.momentum_teacher, d.weight_decay_end, d.freeze_last_layer_epochs) == (
+        0.9,
+        0.998,
+        0.5,
+        1,
+    )
+    assert (a.local_crops_number, a.global_size, a.local_size, t.batch_size, t.lr) == (10, 224, 96, 32, 6.25e-5)
+    assert (dino.model.init, dino.model.stem, dino.model.patch_size, dino.model.embed_dim) == ("dino", "patch", 8, 384)
+    backbone = DinoModel(dino.model, dino.dino).backbone
+    assert sum(p.numel() for p in backbone.parameters()) == 21_621_120  # ViT-S/8 (21.67M) with one grey input channel
+    video = build_config(LusConfig, recipes / "video.yaml")
+    v = video.video
+    assert (video.level, v.aggregator, v.seq_len, v.num_clusters, v.attention_temperature) == (
+        "video",
+        "dual_vlad",
+        15,
+        3,
+        1.2,
+    )
+    assert (video.train.lr, video.train.weight_decay, video.train.batch_size) == (2e-3, 1e-5, 2)
+    frame = build_config(LusConfig, recipes / "frame.yaml")
+    assert (frame.level, frame.frame.mode, frame.knn.k_max, frame.knn.temperature, frame.train.lr) == (
+        "frame",
+        "linear",
+        19,
+        0.07,
+        5e-4,
+    )

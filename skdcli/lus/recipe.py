@@ -12,6 +12,7 @@ PretrainHooks  the DINO stage on the engine's train plumbing, with its own confi
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import tempfile
 import time
@@ -31,8 +32,9 @@ from ..engine.distributed import resolve_device
 from ..engine.errors import SkdError
 from ..engine.export import load_exported
 from ..engine.io import atomic_write_json
+from ..engine.rundir import RunDir
 from ..engine.schedules import Progress
-from ..engine.stages import ExportSpec, Pipeline, RecipeHooks, Trained, eval_stage, train_run
+from ..engine.stages import ExportSpec, Pipeline, RecipeHooks, Trained, eval_stage, load_run_config, train_run
 from ..engine.teachers import EMATeacher, unwrap_model
 from ..engine.trainer import Task
 from .augment import clean_view, finetune_crops, multi_crop
@@ -761,6 +763,10 @@ class LusHooks(RecipeHooks):
             pretrained[seed] = str(rd)
         console.print("[cyan]grid[/] frame KNN / linear probe, video dual-VLAD / NetVLAD / mean; DINO vs random init")
         cells = []
+        # the random-init backbone is the pretraining's own starting point: its architecture, seeded alike
+        # (features.load_backbone seeds train.seed before building the ViT, as the Trainer before build_model)
+        pretrained_vit = load_run_config(PretrainConfig, RunDir(pretrained[first])).model
+        same_vit = [f"model.{k}={json.dumps(v)}" for k, v in dataclasses.asdict(pretrained_vit).items()]
         for seed in seeds:
             for init, backbone in (("dino", pretrained[seed]), ("random", "")):
                 for fold in (1, 2):
@@ -771,7 +777,13 @@ class LusHooks(RecipeHooks):
                         ("video", "mean"),
                     ):
                         rd = root / "grid" / f"seed{seed}" / init / f"fold{fold}" / method
-                        sets = [*opts.sets, f"backbone.path={json.dumps(backbone)}", f"level={level}", f"fold={fold}"]
+                        sets = [
+                            *opts.sets,
+                            *same_vit,
+                            f"backbone.path={json.dumps(backbone)}",
+                            f"level={level}",
+                            f"fold={fold}",
+                        ]
                         if level == "video":
                             sets.append(f"video.aggregator={method}")
                         cell = opts.but(
@@ -824,7 +836,7 @@ class LusHooks(RecipeHooks):
         from .synth import write_video_folder
 
         clips = write_video_folder(
-            root / "data" / "score_clips", [("severe.mp4", 3, "s0"), ("healthy.mp4", 0, "s1")], size=64, seed=123
+            root / "data" / "score_clips", [("severe.mp4", 3, "s0"), ("healthy.mp4", 0, "s1")], size=32, seed=123
         )
         scored = score_stage(
             exported["export_dir"],

@@ -174,11 +174,11 @@ def render_clip(score: int, n_frames: int, size: int, rng: np.random.Generator) 
 
 def write_medivlad_like(
     root: str | Path,
-    patients: int = 24,
+    patients: int = 36,
     clips_per_patient: int = 2,
     size: int = 32,
     frames: tuple[int, int] = (10, 20),
-    labelled_per_clip: int = 2,
+    labelled_per_clip: int = 3,
     seed: int = 0,
 ) -> Path:
     """Write a synthetic dataset in the official MeDiVLAD layout under ROOT/data; returns ROOT.
