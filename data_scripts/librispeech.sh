@@ -10,10 +10,11 @@
 #   OVERWRITE=1, SKD); a flag wins over the variable.
 #
 # Examples:
-#   data_scripts/librispeech.sh                                     # train-clean-100 + dev-clean + test-clean
+#   data_scripts/librispeech.sh                                     # train-clean-100 + dev/test clean + other
 #   DATA_ROOT=/data/ls OUT=/data/ls/prepared data_scripts/librispeech.sh
 #   data_scripts/librispeech.sh --splits "train-clean-100 train-clean-360 dev-clean test-clean"
 #   data_scripts/librispeech.sh --splits train-clean-100            # dev = 5 % held out of train, no test
+#   data_scripts/librispeech.sh --splits test-other --out data/ls_test_other   # evaluation only
 #
 # Steps (each one is skipped when its output already exists, so re-running is cheap):
 #   1. download  $BASE_URL/<split>.tar.gz -> $DATA_ROOT/archives/<split>.tar.gz
@@ -24,30 +25,31 @@
 #   4. prep      `skd asr-ctc prep --source librispeech --raw RAW --out $OUT --tokenizer ...`
 #                skipped if $OUT/prep.json exists, unless --overwrite.
 #
-# How prep maps directories to the train/dev/test splits (skdcli/asr_ctc/data.py,
-# _librispeech_splits), which decides RAW below:
+# How prep reads the sets (skdcli/asr_ctc/data.py, _librispeech_sets and set_role), which decides
+# RAW below:
 #   - Each immediate subdirectory of RAW whose name starts with train / dev / test
-#     (case-insensitive) goes to that split; several directories of one split are MERGED
-#     (dev-clean + dev-other -> one dev split). Other subdirectories are ignored.
+#     (case-insensitive) is one NAMED set with that role: dev-clean and dev-other stay two sets,
+#     and `skd asr-ctc eval --split all` reports WER per set (training merges the train sets;
+#     checkpoint selection uses all dev sets together). Other subdirectories are ignored.
 #   - If RAW has no such subdirectory but holds a LibriSpeech/ directory, prep looks inside it.
-#   - If there is still none, RAW itself is ONE split directory and becomes train (whatever its
-#     name); so is a lone dev*/test* directory. Several split directories without a train* one
-#     are an error.
-#   - Without a dev* directory, dev is held out of train: 5 % of the utterances, picked by a
-#     seeded hash of the utterance id (speakers overlap with train). Without a test*
-#     directory the test split is empty and `skd asr-ctc eval` falls back to dev.
-# Passing $DATA_ROOT/LibriSpeech directly would merge every split ever extracted there (e.g. a
-# later dev-other into dev), so with more than one split this script links exactly $SPLITS into
+#   - If there is still none, RAW itself is ONE set, whose role comes from its name: a lone
+#     test-other is a test set (an evaluation-only dataset: `eval --data` it with a trained run),
+#     a name without a role (e.g. my-corpus) is a train pool.
+#   - Without a dev* set, dev is held out of train as the set dev-heldout: 5 % of the utterances,
+#     picked by a seeded hash of the utterance id (speakers overlap with train). Without a test*
+#     set, `skd asr-ctc eval` falls back to the dev sets.
+# Passing $DATA_ROOT/LibriSpeech directly would read every set ever extracted there (e.g. a
+# later train-clean-360 into training), so with more than one split this script links exactly $SPLITS into
 # $DATA_ROOT/splits/<name>-<hash>/ and passes that directory as RAW. With a single split it
 # passes $DATA_ROOT/LibriSpeech/<split> itself.
 #
-# Archive sizes (approximate): train-clean-100 6.3 GB, dev-clean and test-clean ~0.35 GB each. Licence:
+# Archive sizes (approximate): train-clean-100 6.3 GB, each dev/test set ~0.3-0.35 GB. Licence:
 # CC BY 4.0 (Panayotov et al., ICASSP 2015); see data_scripts/README.md. Not run in CI.
 set -euo pipefail
 
 DATA_ROOT=${DATA_ROOT:-data/librispeech_raw}
 OUT=${OUT:-data/librispeech}
-SPLITS=${SPLITS:-"train-clean-100 dev-clean test-clean"}
+SPLITS=${SPLITS:-"train-clean-100 dev-clean dev-other test-clean test-other"}
 TOKENIZER=${TOKENIZER:-char}
 VOCAB_SIZE=${VOCAB_SIZE:-256}       # sentencepiece only (--tokenizer bpe|unigram)
 BASE_URL=${BASE_URL:-https://www.openslr.org/resources/12}
@@ -138,7 +140,7 @@ else
   done
   printf '%s\n' "$key" > "$raw/SPLITS.txt"
   if ! printf '%s\n' "${split_list[@]}" | grep -q '^train'; then
-    log "warning: no train-* split in '$SPLITS'; prep will refuse several non-train splits"
+    log "note: no train-* split in '$SPLITS': the prepared dataset is for evaluation only"
   fi
 fi
 

@@ -17,6 +17,9 @@ RECIPES = [
     "skdcli.sleep.cli",
     "skdcli.nlg_smooth.cli",
     "skdcli.nlp_embed.cli",
+    "skdcli.dataset_distill.cli",
+    "skdcli.sar.cli",
+    "skdcli.xqa.cli",
     "skdcli.lus.cli",
 ]
 

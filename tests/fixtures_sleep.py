@@ -18,12 +18,12 @@ SLEEP_TINY = ["model.d_model=16", "model.n_heads=2", "model.patch_len=100", "tra
 
 
 GOLDEN_TRAJECTORY = {  # step -> the values the shared tiny run logs (tests/test_golden_trajectories.py)
-    1: {'loss': 1.90747, 'loss/ce': 1.825904, 'loss/kd': 0.08156555, 'weight/kd': 1.0},
-    2: {'loss': 1.785518, 'loss/ce': 1.702063, 'loss/kd': 0.08345576, 'weight/kd': 1.0},
-    3: {'loss': 1.794414, 'loss/ce': 1.715417, 'loss/kd': 0.07899663, 'weight/kd': 1.0},
-    4: {'loss': 1.738067, 'loss/ce': 1.660614, 'loss/kd': 0.07745363, 'weight/kd': 1.0},
-    5: {'loss': 1.633291, 'loss/ce': 1.561438, 'loss/kd': 0.07185254, 'weight/kd': 1.0},
-    6: {'loss': 1.601698, 'loss/ce': 1.558521, 'loss/kd': 0.04317689, 'weight/kd': 1.0},
+    1: {'loss': 1.881797, 'loss/ce': 1.806071, 'loss/kd': 0.07572578, 'weight/kd': 1.0},
+    2: {'loss': 1.908282, 'loss/ce': 1.83645, 'loss/kd': 0.07183189, 'weight/kd': 1.0},
+    3: {'loss': 1.900867, 'loss/ce': 1.801354, 'loss/kd': 0.09951387, 'weight/kd': 1.0},
+    4: {'loss': 1.66306, 'loss/ce': 1.581582, 'loss/kd': 0.0814773, 'weight/kd': 1.0},
+    5: {'loss': 1.704484, 'loss/ce': 1.639935, 'loss/kd': 0.0645491, 'weight/kd': 1.0},
+    6: {'loss': 1.687592, 'loss/ce': 1.629966, 'loss/kd': 0.05762588, 'weight/kd': 1.0},
 }
 
 

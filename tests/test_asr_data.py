@@ -40,9 +40,12 @@ TEXTS = {
 
 @pytest.fixture
 def corpus(tmp_path: Path) -> Path:
-    """A writable copy of the fixture; returns its split directory (…/LibriSpeech/dev-clean-2)."""
-    shutil.copytree(FIXTURE, tmp_path / "LibriSpeech")
-    return tmp_path / "LibriSpeech" / "dev-clean-2"
+    """A writable copy of the fixture as someone's own corpus in the LibriSpeech layout
+    (…/LibriSpeech/my-corpus): a name without a train/dev/test role, so prep treats it as a
+    train pool and holds out dev. (Prepped under its official name, dev-clean-2, it would be a
+    dev set: tests/test_asr_formats.py.)"""
+    shutil.copytree(FIXTURE / "dev-clean-2", tmp_path / "LibriSpeech" / "my-corpus")
+    return tmp_path / "LibriSpeech" / "my-corpus"
 
 
 def chapter(corpus: Path) -> Path:
@@ -88,6 +91,11 @@ def test_char_tokenizer_matches_reference_vocab(tmp_path: Path) -> None:
 
 def test_normalize_transcript() -> None:
     assert normalize_transcript("  HELLO\tThere \n  world ") == "hello there world"
+    assert normalize_transcript("\"It\u2019s a well-known ‘fact’,\" she said - 42 times!", "strip_punctuation") == (
+        "it's a well known fact she said 42 times")
+    assert normalize_transcript("Don't stop.", "lower") == "don't stop."
+    with pytest.raises(SkdError, match="unknown text normalisation"):
+        normalize_transcript("x", "nfkc")
 
 
 @pytest.mark.parametrize("kind", ["bpe", "unigram"])
@@ -219,7 +227,7 @@ def test_read_manifest_malformed_rows_raise_with_line(tmp_path: Path) -> None:
     with pytest.raises(SkdError, match="a.tsv: line 3: expected 2 fields"):
         read_manifest(bad_fields)
     no_text = write_table(tmp_path / "b.tsv", ["audio", "words"], [["x.flac", "hi"]], "\t")
-    with pytest.raises(SkdError, match="b.tsv: line 2: needs an audio"):
+    with pytest.raises(SkdError, match="b.tsv: line 2: a table manifest row needs the fields audio|path and text"):
         read_manifest(no_text)
     (tmp_path / "c.jsonl").write_text('{"audio": "x.flac", "text": "hi"}\n{"audio": "y.flac"\n')
     with pytest.raises(SkdError, match="c.jsonl: line 2: not valid JSON"):
@@ -239,14 +247,18 @@ def test_prep_char_on_real_fixture(corpus: Path, tmp_path: Path) -> None:
     info = prepare_dataset("librispeech", corpus, tmp_path / "out", progress=lambda a, t, d: seen.append((a, t, d)))
     out = tmp_path / "out"
     assert info["counts"] == {"train": 2, "dev": 1, "test": 0} and info["skipped"] == 0
+    assert {name: (s["role"], s["utterances"]) for name, s in info["sets"].items()} == {
+        "dev-heldout": ("dev", 1), "my-corpus": ("train", 2)}
     assert info["tokenizer"] == {"dir": "tokenizer", "kind": "char", "vocab_size": 29}
     assert json.loads((out / "prep.json").read_text()) == info
     assert sum(a for a, _, _ in seen) == 3 and seen[-1][1] == 3
     rows = read_jsonl(out / "train.jsonl") + read_jsonl(out / "dev.jsonl")
     assert sorted(r["id"] for r in rows) == IDS
     row = next(r for r in rows if r["id"] == IDS[0])
-    assert row == {"id": IDS[0], "audio": str(chapter(corpus) / f"{IDS[0]}.flac"), "text": TEXTS[IDS[0]],
-                   "duration": 3.335, "num_samples": 53360, "sample_rate": 16000}
+    assert {k: v for k, v in row.items() if k != "set"} == {
+        "id": IDS[0], "audio": str(chapter(corpus) / f"{IDS[0]}.flac"), "text": TEXTS[IDS[0]], "duration": 3.335,
+        "num_samples": 53360, "sample_rate": 16000}
+    assert row["set"] in ("my-corpus", "dev-heldout")
     assert read_jsonl(out / "test.jsonl") == [] and read_jsonl(out / "skipped.jsonl") == []
     assert info["hours"]["train"] + info["hours"]["dev"] == pytest.approx((3.335 + 4.415 + 3.225) / 3600, abs=1e-4)
 
@@ -254,8 +266,8 @@ def test_prep_char_on_real_fixture(corpus: Path, tmp_path: Path) -> None:
     assert [r["id"] for r in prepared.train] == sorted(r["id"] for r in prepared.train)
     assert isinstance(prepared.tokenizer, CharTokenizer) and prepared.info == info
 
-    # Same input, same seed: identical manifests; the LibriSpeech root reads the same split.
-    again = prepare_dataset("librispeech", corpus.parent, tmp_path / "out2")
+    # Same input, same seed: identical manifests.
+    again = prepare_dataset("librispeech", corpus, tmp_path / "out2")
     assert again["fingerprint"] == info["fingerprint"]
 
 

@@ -60,3 +60,23 @@ def test_readme_main_command_learns(tmp_path: Path) -> None:
     assert result["wer"] < 0.5 and result["wer_teacher"] < 0.5  # measured: about 0.27 / 0.28
     assert result["parity_max_abs_diff"] < 1e-4
     assert (tmp_path / "asr" / "data" / "prep.json").is_file()
+
+
+def test_every_config_states_the_effective_kd_weight_against_the_official_preset() -> None:
+    """Issue 14 item 3: each config's kd_weight comment gives the KD term's weight relative to
+    the unofficial code's F.kl_div(reduction="mean") (kd.reduction=official, w = 1)."""
+    import re
+
+    from skdcli.asr_ctc.config import kd_weight_vs_official
+    from skdcli.asr_ctc.tokenizer import CharTokenizer
+
+    for name in ("tiny.yaml", "librispeech.yaml", "hubert_librispeech.yaml"):
+        text = (RECIPE / name).read_text()
+        extra = [f"model.pretrained={RECIPE}"] if name.startswith("hubert") else []
+        cfg = build_config(AsrCtcConfig, RECIPE / name, extra)
+        stated = re.search(r"kd_weight:.*EFFECTIVE WEIGHT = ([\d.]+) x the official preset's", text.replace("\n", " "))
+        assert stated, name
+        assert float(stated.group(1)) == kd_weight_vs_official(cfg.kd, CharTokenizer().vocab_size), name
+    official = AsrCtcConfig().kd
+    official.reduction = "official"
+    assert kd_weight_vs_official(official, 29) == 1.0

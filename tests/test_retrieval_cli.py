@@ -60,6 +60,12 @@ def test_eval_reports_every_score_and_writes_trec_runs(retrieval_run: Path) -> N
     lines = run_file.read_text().splitlines()
     assert run_file.name == "sparse.trec" and len(lines) == 500 * 10 and lines[0].split()[1] == "Q0"
     assert (retrieval_run / "eval" / "qrels.txt").is_file() and (retrieval_run / "eval.json").is_file()
+    per_query = (retrieval_run / "eval" / "per_query.tsv").read_text().splitlines()
+    assert len(per_query) == 1 + 3 * 500 and per_query[0].startswith("query_id\tscore\trank")
+    # the stand-in's [PAD] [UNK] [SOS] [EOS] are masked: they carry none of the sparse score (issue 15, item 9)
+    assert result["sparse_mass"]["special_tokens"] == {"all_pairs": 0.0, "positives": 0.0}
+    assert 0 < result["sparse_mass"]["function_words"]["all_pairs"] < 1
+    assert all(not term.startswith("[") for term, _ in result["sparse_mass"]["top_terms_positives"])
 
 
 def test_export_parity_and_manifest(retrieval_run: Path, tmp_path: Path) -> None:
@@ -121,6 +127,38 @@ def test_baseline_and_compat_switches_train(retrieval_data: Path, tmp_path: Path
                          *sets(*RETRIEVAL_FAST, "train.eval_every=0", "loss.compat_official=true",
                                "loss.detach_teacher=false", "loss.reg=flops", "eval.flops=official"))
     assert compat["steps"] == 10
+
+
+def test_eval_through_the_index_and_against_another_run(retrieval_run: Path, retrieval_data: Path,
+                                                        tmp_path: Path) -> None:
+    """Issue 15, items 10 and 12: `eval --index` and `eval --compare RUN` through the CLI."""
+    base = tmp_path / "base"
+    invoke_json("retrieval", "train", "--data", retrieval_data, "--run-dir", base, "--baseline", "--max-steps", "10",
+                *sets(*RETRIEVAL_FAST, "train.eval_every=0"))
+    assert_one_line_error(invoke("retrieval", "eval", "--run-dir", retrieval_run, "--compare", base),
+                          "per_query.tsv", "eval")  # the other run is not evaluated yet
+    invoke_json("retrieval", "eval", "--run-dir", base)
+    result = invoke_json("retrieval", "eval", "--run-dir", retrieval_run, "--index", "--compare", base)
+    through = result["index"]
+    assert through["engine"] == "seismic" and through["queries"] == 500 and through["documents"] == 100
+    # nothing is pruned at this size: the index answers as the exact scorer does, which is the eval's sparse score
+    assert through["index"]["t2i"]["R@10"] == pytest.approx(through["exact"]["t2i"]["R@10"])
+    assert through["exact"]["t2i"]["R@1"] == pytest.approx(result["t2i"]["sparse"]["R@1"], abs=0.01)
+    assert 0 < through["index"]["latency"]["p50_ms"] <= through["index"]["latency"]["p99_ms"]
+    compared = result["compare"]["scores"]
+    assert set(compared) == {"dense", "sparse", "integrated"}  # the baseline has no index answers to pair with
+    for test in compared["sparse"].values():
+        assert 0 <= test["t_test_p"] <= 1 and 0 < test["randomisation_p"] <= 1 and test["n"] == 500
+    assert compared["sparse"]["R@1"]["mean_diff"] == pytest.approx(
+        result["t2i"]["sparse"]["R@1"] - invoke_json("retrieval", "eval", "--run-dir", base)["t2i"]["sparse"]["R@1"])
+    human = invoke("retrieval", "eval", "--run-dir", retrieval_run, "--index")
+    assert human.exit_code == 0 and "through RUN/index" in human.stderr
+    no_index = tmp_path / "noindex"
+    (retrieval_run / "index").rename(no_index)
+    try:
+        assert_one_line_error(invoke("retrieval", "eval", "--run-dir", retrieval_run, "--index"), "no index here")
+    finally:
+        no_index.rename(retrieval_run / "index")
 
 
 def test_json_stdout_is_one_object_in_a_subprocess(retrieval_run: Path) -> None:

@@ -117,14 +117,16 @@ def test_extraction_resumes_from_finished_shards(retrieval_tiny_clip: Path, tmp_
     assert len(read_embeddings(out / "text_embs.parquet")[0]) == 5
 
 
-def official_layout(folder: Path, width: int = 48, n_train: int = 40, n_test: int = 10) -> Path:
-    """dataset_meta.json + {text,img}_embs_before_proj_blip.parquet as the official .cache/ holds them."""
+def official_layout(folder: Path, width: int = 48, n_train: int = 40, n_test: int = 10, n_restval: int = 0) -> Path:
+    """dataset_meta.json + {text,img}_embs_before_proj_blip.parquet as the official .cache/ holds them
+    (the last ``n_restval`` images are COCO's `restval`)."""
     rng = np.random.default_rng(0)
     folder.mkdir(parents=True)
     images, img_ids, text_ids = [], [], []
-    for i in range(n_train + n_test):
-        sents = [{"raw": f"caption {i} {j}", "sentid": 5 * i + j} for j in range(2)]
-        images.append({"imgid": i, "filename": f"{i}.jpg", "split": "train" if i < n_train else "test", "sentences": sents})
+    for i in range(n_train + n_test + n_restval):
+        sents = [{"raw": f"a photo of caption {i} {j}", "sentid": 5 * i + j} for j in range(2)]
+        split = "train" if i < n_train else "test" if i < n_train + n_test else "restval"
+        images.append({"imgid": i, "filename": f"{i}.jpg", "split": split, "sentences": sents})
         img_ids.append(str(i))
         text_ids += [str(s["sentid"]) for s in sents]
     (folder / "dataset_meta.json").write_text(json.dumps({"images": images}))
@@ -143,8 +145,13 @@ def test_import_official_embeddings_then_train_and_search_by_id(tmp_path: Path) 
     assert result["images"] == 50 and result["captions"] == 100 and not result["has_word_embeddings"]
     assert result["vocab_size"] == 50 and result["encoder"] is None
     run = tmp_path / "run"
+    quick = ("train.batch_size=16", "train.warmup_steps=1", "model.word_dim=16", "train.eval_every=0")
+    # no encoder and no --init: the projections and E cannot start from the encoder, and that is said, not skipped
+    refused = invoke("retrieval", "train", "--data", out, "--run-dir", run, "--max-steps", "6", *sets(*quick))
+    assert_one_line_error(refused, "init_proj_from_encoder", "no text_proj", "--init FILE")
+    assert not run.exists()  # checked before the run directory is written
     invoke_json("retrieval", "train", "--data", out, "--run-dir", run, "--max-steps", "6",
-                *sets("train.batch_size=16", "train.warmup_steps=1", "model.word_dim=16", "train.eval_every=0"))
+                *sets(*quick, "model.init_proj_from_encoder=false", "model.init_vocab_from_encoder=false"))
     invoke_json("retrieval", "index", "--run-dir", run, "--engine", "exact")
     assert_one_line_error(invoke("retrieval", "search", "--run-dir", run, "--query", "a cat"), "--query-id")
     found = invoke_json("retrieval", "search", "--run-dir", run, "--query-id", "200")

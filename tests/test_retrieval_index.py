@@ -60,3 +60,38 @@ def test_query_without_terms_is_refused(tmp_path: Path) -> None:
     build_index(tmp_path, ["a", "b"], random_sparse(2, 5, 1.0, 3), IndexConfig(engine="exact"), {})
     with pytest.raises(SkdError, match="all zero"):
         LoadedIndex(tmp_path).search(np.zeros(5, dtype=np.float32), 5)
+
+
+def test_every_query_through_the_index_against_brute_force(tmp_path: Path) -> None:
+    """Issue 15, item 10: R@k / MRR@10 of the index's answers, next to the exact scorer's."""
+    import torch
+
+    from skdcli.retrieval.index import evaluate_through_index
+    from skdcli.retrieval.metrics import rank_metrics
+
+    docs = random_sparse(60, 40, 0.2, 5)
+    doc_ids = [f"img{i}" for i in range(60)]
+    cfg = IndexConfig(n_postings=100_000, summary_energy=1.0, query_cut=40, heap_factor=1.0, doc_cut=40)
+    build_index(tmp_path, doc_ids, docs, cfg, {"split": "test"})
+    queries = random_sparse(30, 40, 0.3, 6)
+    queries[7] = 0  # a query with no term: the index cannot answer it, it counts as a miss
+    rng = np.random.default_rng(7)
+    gold = rng.integers(0, 60, size=30)
+    result = evaluate_through_index(LoadedIndex(tmp_path), queries, [doc_ids[g] for g in gold], k=10)
+    # brute force: rank of the gold image by exhaustive scoring, ties by document order
+    brute = []
+    for q, g in zip(queries, gold):
+        s = docs @ q
+        order = np.lexsort((np.arange(60), -s))
+        brute.append(10 if not q.any() else int(np.flatnonzero(order == g)[0]))
+    want = rank_metrics(torch.tensor(brute))
+    assert result["exact"]["t2i"] == pytest.approx(want)
+    assert result["index"]["t2i"] == pytest.approx(want)  # no pruning: the index answers as exhaustive scoring
+    assert result["overlap_with_exact@k"] == pytest.approx(1.0) and result["queries_without_terms"] == 1
+    lat = result["index"]["latency"]
+    assert lat["queries"] == 29 and 0 < lat["p50_ms"] <= lat["p90_ms"] <= lat["p99_ms"] <= lat["max_ms"]
+    assert result["engine"] == "seismic" and result["documents"] == 60
+    from skdcli.engine.errors import SkdError
+
+    with pytest.raises(SkdError, match="not in the index"):
+        evaluate_through_index(LoadedIndex(tmp_path), queries[:1], ["elsewhere"], k=10)

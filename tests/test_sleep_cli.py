@@ -15,7 +15,9 @@ from safetensors.torch import load_file
 
 from conftest import assert_one_line_error, invoke, invoke_json, sets
 from fixtures_sleep import SLEEP_FIXTURES, SLEEP_TINY
+from skdcli.sleep.data import PreparedSleep, prepare_dataset
 from skdcli.sleep.formats import read_edf_hypnogram
+from skdcli.sleep.sampling import supervised_shares
 from skdcli.sleep.synth import write_shhs_like
 
 
@@ -23,8 +25,11 @@ def test_prep_shhs_layout_resamples_and_expands_xml(sleep_shhs: Path) -> None:
     info = json.loads((sleep_shhs / "prep.json").read_text())
     assert info["source"] == "shhs" and info["channel"] == "EEG" and info["fs"] == 100
     assert info["recordings"] == 4 and {r["native_fs"] for r in info["manifest"]} == {125.0}
-    with np.load(sleep_shhs / "recordings" / f"{info['manifest'][0]['id']}.npz") as z:
-        assert z["x"].shape[1] == 3000 and abs(float(z["x"].mean())) < 1e-3 and z["y"].max() <= 4
+    night = PreparedSleep(sleep_shhs).nights[0]
+    assert np.asarray(night.x).shape == (len(night.y), 3000) and night.y.max() <= 4
+    # robust normalisation over the whole recording: the night's median near 0, its IQR near 1.349
+    q25, q50, q75 = np.percentile(np.asarray(night.x), [25, 50, 75])
+    assert abs(q50) < 0.1 and 1.0 < q75 - q25 < 1.7 and info["normalisation"]["rule"] == "robust"
     assert "30 min" in info["trim_rule"] and "S3+S4" in info["label_map"]
 
 
@@ -102,18 +107,35 @@ def test_bad_inputs_are_one_line_errors(tmp_path: Path) -> None:
 
 
 def test_bad_shhs_inputs(tmp_path: Path) -> None:
+    """A bad night is skipped and listed with its reason (issue 15: prep of 5,793 SHHS nights must not
+    abort on one); prep fails, naming the first reason, only when no night is left."""
     raw = write_shhs_like(tmp_path / "shhs", recordings=2, epochs=12, seed=5)
-    prep = lambda: invoke("sleep", "prep", "--source", "shhs", "--raw", raw, "--out", tmp_path / "out", "--overwrite")
+    out = tmp_path / "out"
+    prep = lambda: invoke("sleep", "prep", "--source", "shhs", "--raw", raw, "--out", out, "--overwrite", "--json")
+
+    def skipped_reason() -> str:
+        result = prep()
+        assert result.exit_code == 0 and json.loads(result.stdout)["recordings"] == 1, result.stderr
+        assert "skipped 1 recording(s)" in " ".join(result.stderr.split())
+        rows = [json.loads(x) for x in (out / "skipped.jsonl").read_text().splitlines()]
+        assert [r["id"] for r in rows] == ["shhs1-200001"]
+        return rows[0]["reason"]
+
     xml = next(raw.rglob("*-nsrr.xml"))
     good = xml.read_text()
     xml.write_text(good.replace("Wake|0", "Wake|8", 1))
-    assert_one_line_error(prep(), str(xml), "unknown sleep stage code 8")
+    assert str(xml) in skipped_reason() and "unknown sleep stage code 8" in skipped_reason()
     # a scoring shorter than its PSG (another night's file?)
     events = good.split("<ScoredEvent>")
     xml.write_text("<ScoredEvent>".join(events[:-1]) + "</ScoredEvents></PSGAnnotation>\n")
-    assert_one_line_error(prep(), str(xml), "covers", "wrong file pair")
+    reason = skipped_reason()
+    assert str(xml) in reason and "covers" in reason and "wrong file pair" in reason
     xml.unlink()
-    assert_one_line_error(prep(), "shhs1-200001.edf", "no shhs1-200001-nsrr.xml")
+    assert "no shhs1-200001-nsrr.xml" in skipped_reason()
+    # every night bad: one line naming the first reason
+    other = next(raw.rglob("*-profusion.xml"))
+    other.write_text(other.read_text().replace("<SleepStage>", "<SleepStage>x", 1))
+    assert_one_line_error(prep(), "all 2 recordings were skipped", "skipped.jsonl", str(other), "not an integer")
 
 
 def test_train_writes_the_run_directory(sleep_run: Path) -> None:
@@ -153,9 +175,18 @@ def test_eval_refuses_mismatched_rates(sleep_run: Path, sleep_raw, tmp_path: Pat
                           "mismatched sampling rates", "100 Hz", "50 Hz")
 
 
-def test_export_and_score_with_the_export_alone(sleep_export: Path, sleep_raw, tmp_path: Path) -> None:
+def test_eval_refuses_another_normalisation(sleep_run: Path, sleep_raw, tmp_path: Path) -> None:
+    out = tmp_path / "sedf_epoch"
+    prepare_dataset("sleep-edf", sleep_raw["sleep-edf"], out, subjects="0", normalisation="epoch")
+    assert_one_line_error(invoke("sleep", "eval", "--run-dir", sleep_run, "--data", out, "--cross-dataset"),
+                          "mismatched normalisation", "'robust'", "'epoch'")
+
+
+def test_export_and_score_with_the_export_alone(sleep_export: Path, sleep_raw, sleep_sedf: Path,
+                                                tmp_path: Path) -> None:
     manifest = json.loads((sleep_export / "manifest.json").read_text())
     assert manifest["task"] == "sleep" and manifest["fs"] == 100 and manifest["parity"]["max_abs_diff"] < 1e-4
+    assert manifest["normalisation"]["rule"] == "robust" and manifest["trim_minutes"] == 30.0
     assert any(k.startswith("head") for k in load_file(sleep_export / "model.safetensors"))
     psg = sleep_raw["sleep-edf"] / "sleep-cassette" / "SC4001E0-PSG.edf"
     hyp = sleep_raw["sleep-edf"] / "sleep-cassette" / "SC4001EC-Hypnogram.edf"
@@ -168,6 +199,17 @@ def test_export_and_score_with_the_export_alone(sleep_export: Path, sleep_raw, t
     back = read_edf_hypnogram(tmp_path / "night.edf")
     assert [("W", "N1", "N2", "N3", "REM")[v] for v in back.labels] == [r["stage"] for r in rows]
     assert (tmp_path / "night.png").stat().st_size > 1000 and "kappa" in result
+    # metrics on eval's epochs (the prepared night's scored epochs) and on the whole night's
+    row = next(r for r in json.loads((sleep_sedf / "prep.json").read_text())["manifest"] if r["id"] == "SC4001E0")
+    assert result["scored_epochs"] == row["epochs"] and result["trimmed_span"][0] == row["first_epoch"]
+    n_scored = int((read_edf_hypnogram(hyp).labels[:result["epochs"]] >= 0).sum())
+    assert result["whole_night"]["scored_epochs"] == n_scored and result["normalisation"] == "robust"
+    # sleep statistics of both hypnograms over the recording (time in bed = the recording)
+    stats = result["sleep_statistics"]
+    assert stats["predicted"]["tib_min"] == stats["true"]["tib_min"] == result["epochs"] / 2
+    true_labels = read_edf_hypnogram(hyp).labels[:result["epochs"]]
+    assert stats["true"]["minutes"]["REM"] == (true_labels == 4).sum() / 2
+    assert sum(stats["predicted"]["minutes"].values()) == stats["predicted"]["tib_min"]
     assert_one_line_error(invoke("sleep", "score", "--model", sleep_export, "--edf", psg, "--out", out),
                           str(out), "--overwrite")
     assert_one_line_error(invoke("sleep", "score", "--model", sleep_export, "--edf", psg, "--out", tmp_path / "x.csv"),
@@ -214,7 +256,8 @@ def test_trainer_batches_come_from_the_recipe_sampler(sleep_shhs: Path, tmp_path
     trainer = Trainer(task, cfg.train, RunDir(tmp_path / "r"), torch.device("cpu"), show_progress=False)
     trainer._build()
     trainer.sampler.set_epoch(2)
-    order, labels = list(trainer.sampler), task.train_set.labels
-    assert len(order) == len(labels) // 10 * 10
-    for b in range(3):  # every global batch of 10 windows: 2 per stage (centre epoch)
-        assert np.bincount([labels[i] for i in order[b * 10:(b + 1) * 10]], minlength=5).tolist() == [2] * 5
+    order, data = list(trainer.sampler), task.train_set
+    assert len(order) == len(data) // 10 * 10 and order == task.epoch_order(data, cfg.train.seed, 2, 10)
+    # what the loss sees (every scored epoch of every window) is balanced over the stages
+    shares = supervised_shares(data.epoch_labels, data.window_starts, data.seq_len, order)
+    assert np.abs(shares - 0.2).max() < 0.03

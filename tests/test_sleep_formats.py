@@ -10,8 +10,14 @@ import pytest
 
 from fixtures_sleep import SLEEP_FIXTURES
 from skdcli.engine.errors import SkdError
-from skdcli.sleep.formats import (check_edf_file, read_edf_channel, read_edf_hypnogram, read_shhs_xml,
-                                  resolve_channel, write_edf_hypnogram)
+from skdcli.sleep.formats import (
+    check_edf_file,
+    read_edf_channel,
+    read_edf_hypnogram,
+    read_shhs_xml,
+    resolve_channel,
+    write_edf_hypnogram,
+)
 from skdcli.sleep.synth import nsrr_xml, profusion_xml
 
 PSG = SLEEP_FIXTURES / "sleep-cassette" / "SC4001E0-PSG.edf"
@@ -42,8 +48,15 @@ def test_real_hmc_aasm_scoring_one_annotation_per_epoch() -> None:
 
 def test_channel_matching_and_missing_channel_lists_present() -> None:
     present = ["EEG(sec)", "EEG", "EOG(L)"]
-    assert resolve_channel(present, "EEG", Path("x.edf")) == "EEG"
-    assert resolve_channel(["EEG 2", "EEG"], "eeg2", Path("x.edf")) == "EEG 2"
+    assert resolve_channel(present, "EEG", Path("x.edf")) == ("EEG", None)
+    assert resolve_channel(["EEG 2", "EEG"], "eeg2", Path("x.edf")) == ("EEG 2", None)
+    # SHHS's C4-A1 `EEG` is never silently replaced by C3-A2 (before issue 15 a prefix match did it)
+    with pytest.raises(SkdError, match="channel 'EEG' not found; channels present: EEG sec, EOG"):
+        resolve_channel(["EEG sec", "EOG(L)"], "EEG", Path("x.edf"))
+    assert resolve_channel(["EEG sec", "EOG(L)"], "EEG", Path("x.edf"), ("EEG(sec)", "EEG2")) == ("EEG sec", "EEG(sec)")
+    assert resolve_channel(["EEG 2"], "EEG", Path("x.edf"), ("EEG(sec)", "EEG2")) == ("EEG 2", "EEG2")
+    with pytest.raises(SkdError, match=r"not found \(nor the fallbacks EEG\(sec\), EEG2\)"):
+        resolve_channel(["EOG(L)"], "EEG", Path("x.edf"), ("EEG(sec)", "EEG2"))
     with pytest.raises(SkdError) as err:
         read_edf_channel(PSG, "EEG C4-A1")
     assert str(PSG) in str(err.value) and "EEG Fpz-Cz, EEG Pz-Oz" in str(err.value)

@@ -50,7 +50,8 @@ def test_sleep_run_cross_dataset_learns(tmp_path: Path) -> None:
     """`skd sleep run` exactly as documented: synthetic data, default config, SHHS-like -> Sleep-EDF-like."""
     result = invoke_json("sleep", "run", "--run-dir", tmp_path / "sleep")
     assert result["steps"] == 150 and result["sampler"] == "selective" and result["kd_method"] == "skd"
-    assert result["kappa"] > 0.45 and result["accuracy"] > 0.6  # measured ~0.66 / 0.77 (chance kappa 0)
+    # measured 0.58 / 0.72 (0.66 / 0.77 before issue 15; chance kappa 0)
+    assert result["kappa"] > 0.45 and result["accuracy"] > 0.6
     assert result["parity_max_abs_diff"] < 1e-4 and Path(result["score_png"]).is_file()
 
 

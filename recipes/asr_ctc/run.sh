@@ -4,7 +4,7 @@
 # Usage (from the repository root):
 #   recipes/asr_ctc/run.sh [--stage N] [--stop-stage M] [--config YAML] [--data-root DIR]
 #                          [--data DIR] [--runs DIR] [--device cuda|cpu] [--ngpu N]
-#                          [--seeds "0 1 2"] [--eval-splits "dev test"] [--beam-size N]
+#                          [--seeds "0 1 2"] [--eval-splits "all"] [--beam-size N]
 #                          [--train-args "..."] [--overwrite]
 #   Each flag has an environment-variable twin (DATA_ROOT, DATA, RUNS, DEVICE, NGPU, CONFIG,
 #   SEEDS, EVAL_SPLITS, BEAM_SIZE, TRAIN_ARGS, OVERWRITE=1); a flag wins over the variable
@@ -12,14 +12,16 @@
 #
 # Stages (ESPnet style: runs stages N..M, default 0..6):
 #   0  download + extract + prep LibriSpeech (data_scripts/librispeech.sh: train-clean-100,
-#      dev-clean, test-clean; char tokenizer)
+#      dev-clean, dev-other, test-clean, test-other, each its own named set; char tokenizer)
 #   1  train SKD                  -> $RUNS/skd_seed<S>
 #   2  train plain CTC (--baseline, teacher head only)  -> $RUNS/ctc_seed<S>
-#   3  train InterCTC (--set kd.method=interctc: both CTC heads, no KL)  -> $RUNS/interctc_seed<S>
-#   4  eval all runs (both heads' WER/CER, spike timing)  -> $RUNS/results/<run>.<split>.eval.json
+#   3  train InterCTC (--set kd.method=interctc: standard InterCTC, both CTC heads, constant weight
+#      kd.interctc_weight = 0.3 on the intermediate one, no KL)  -> $RUNS/interctc_seed<S>
+#   4  eval all runs on EVAL_SPLITS (default all: every dev and test set, WER per set; both heads'
+#      WER/CER, spike timing)  -> $RUNS/results/<run>.<split>.eval.json
 #   5  export each run's eval.head (student for skd/interctc, teacher for ctc) and transcribe one
 #      test utterance with the SKD export as a smoke test  -> <run>/export, $RUNS/results/<run>.export.json
-#   6  print a comparison table (mean ± std over seeds when several) from the results
+#   6  print a comparison table per set (mean ± std over seeds when several) from the results
 #
 # Examples:
 #   recipes/asr_ctc/run.sh                                           # everything, 1 GPU, seed 0
@@ -38,7 +40,7 @@ DATA_ROOT=${DATA_ROOT:-data/librispeech_raw}         # downloaded archives + ext
 DATA=${DATA:-data/librispeech}                       # the prepared dataset (skd asr-ctc prep --out)
 RUNS=${RUNS:-runs/asr_ctc_librispeech}               # one run directory per system and seed
 CONFIG=${CONFIG:-recipes/asr_ctc/librispeech.yaml}
-EVAL_SPLITS=${EVAL_SPLITS:-test}                     # any of: dev test
+EVAL_SPLITS=${EVAL_SPLITS:-all}                      # all | test | dev | a set name (test-other ...)
 BEAM_SIZE=${BEAM_SIZE:-1}                            # 1 = greedy CTC; > 1 = prefix beam search, no LM
 STOP_STAGE=${STOP_STAGE:-6}
 source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"  # options, run_stage, log, die, skd_train, to_file
@@ -56,7 +58,7 @@ if run_stage 0; then
   log "stage 0: LibriSpeech download + prep -> $DATA"
   prep_flags=()
   [[ $OVERWRITE == 1 ]] && prep_flags+=(--overwrite)
-  DATA_ROOT=$DATA_ROOT OUT=$DATA SPLITS="train-clean-100 dev-clean test-clean" TOKENIZER=char SKD=$SKD \
+  DATA_ROOT=$DATA_ROOT OUT=$DATA SPLITS="train-clean-100 dev-clean dev-other test-clean test-other" TOKENIZER=char SKD=$SKD \
     bash "$ROOT/data_scripts/librispeech.sh" ${prep_flags[@]+"${prep_flags[@]}"}
 fi
 
@@ -111,17 +113,20 @@ from pathlib import Path
 results = Path(sys.argv[1])
 rows = []
 for path in sorted(results.glob("*.eval.json")):
-    run, split = path.name[: -len(".eval.json")].rsplit(".", 1)
+    run = path.name[: -len(".eval.json")].rsplit(".", 1)[0]
     method, _, seed = run.rpartition("_seed")
     r = json.loads(path.read_text())
     export = results / f"{run}.export.json"
     exp = json.loads(export.read_text()) if export.is_file() else {}
-    spikes = r.get("spike_timing") or {}
-    rows.append({"method": method, "seed": seed, "split": split, "head": r["head"],
-                 "layers": exp.get("layers"), "params": exp.get("parameters"), "decoder": r["decoder"],
-                 "wer": r["wer"], "cer": r["cer"], "wer_teacher": r.get("wer_teacher"),
-                 "wer_student": r.get("wer_student"), "spike_offset": spikes.get("mean_offset"),
-                 "spike_overlap": spikes.get("mean_overlap")})
+    # one row per named set (test-clean, test-other, ...); results written before sets: the split
+    per_set = r.get("sets") or {r["split"]: r}
+    for name, m in per_set.items():
+        spikes = m.get("spike_timing") or {}
+        rows.append({"method": method, "seed": seed, "split": name, "head": r["head"],
+                     "layers": exp.get("layers"), "params": exp.get("parameters"), "decoder": r["decoder"],
+                     "wer": m["wer"], "cer": m["cer"], "wer_teacher": m.get("wer_teacher"),
+                     "wer_student": m.get("wer_student"), "spike_offset": spikes.get("mean_offset"),
+                     "spike_overlap": spikes.get("mean_overlap")})
 if not rows:
     sys.exit(f"no *.eval.json files in {results}")
 
@@ -161,7 +166,8 @@ if any(len(g) > 1 for g in groups.values()):
                 continue
             sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
             cells.append(f"{key}={statistics.mean(vals):.2f}±{sd:.2f}")
-        print(f"  {split:5s} {method:9s} n={len(g)}  " + "  ".join(cells))
-print("\nskd/interctc report the student head (first model.student_layer layers) as WER%; ctc the full model.")
+        print(f"  {split:11s} {method:9s} n={len(g)}  " + "  ".join(cells))
+print("\nskd/interctc report the student head (first model.student_layer layers) as WER%; ctc the full model;"
+      "\ninterctc is the standard InterCTC (constant weight kd.interctc_weight = 0.3 on the student CTC).")
 EOF
 fi

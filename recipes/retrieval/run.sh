@@ -9,10 +9,13 @@
 #
 # Stages (default 0..5):
 #   0  prep: Karpathy JSON + images through the local encoder (data_scripts/retrieval.sh fetches them)
-#   1  train SKD (the paper)                   -> $RUNS/skd_seed<S>
+#   1  train SKD (the paper, our corrected objective: $CONFIG)   -> $RUNS/skd_seed<S>
+#      and, when ${CONFIG%.yaml}-official.yaml exists, the official code's objective -> $RUNS/official_seed<S>
 #   2  train the contrastive-only baseline      -> $RUNS/contrastive_seed<S>   (--baseline: "without SKD")
-#   3  eval every run on the test split          -> $RUNS/results/<run>.eval.json (+ TREC runs in <run>/eval/)
-#   4  export + Seismic index of the test images + one demo query
+#   3  eval every run on the test split          -> $RUNS/results/<run>.eval.json (+ TREC runs, per_query.tsv in <run>/eval/)
+#      SKD against the baseline (paired t-test, randomisation) -> $RUNS/results/skd_seed<S>.compare.json
+#   4  export + Seismic index of the test images, every SKD test query through the index
+#      (-> $RUNS/results/skd_seed<S>.index.json) + one demo query
 #   5  table: t2i R@1/5/10, MRR@10 for dense / sparse / integrated (mean ± std over seeds)
 #
 # Examples:
@@ -42,15 +45,28 @@ if run_stage 0; then
   if [[ -f $DATA/prep.json && $OVERWRITE != 1 ]]; then log "stage 0: $DATA is prepared, skipping"
   else "$SKD" retrieval prep --source karpathy --raw "$RAW" --encoder "$ENCODER" --out "$DATA" ${ow[@]+"${ow[@]}"}; fi
 fi
+OFFICIAL_CONFIG=${CONFIG%.yaml}-official.yaml
 for seed in $SEEDS; do
-  if run_stage 1; then log "stage 1: SKD seed $seed"; train skd "$seed"; fi
+  if run_stage 1; then
+    log "stage 1: SKD seed $seed"; train skd "$seed"
+    if [[ -f $OFFICIAL_CONFIG ]]; then
+      log "stage 1: SKD, official objective ($OFFICIAL_CONFIG), seed $seed"; CONFIG=$OFFICIAL_CONFIG train official "$seed"
+    fi
+  fi
   if run_stage 2; then log "stage 2: contrastive-only seed $seed"; train contrastive "$seed" --baseline; fi
 done
 evaluate() { to_file "$RESULTS/$(basename "$1").eval.json" "$SKD" retrieval eval --run-dir "$1" --device "$DEVICE" --json; }
 export_and_index() { "$SKD" retrieval export --run-dir "$1" --overwrite && "$SKD" retrieval index --run-dir "$1" --overwrite; }
-if run_stage 3; then each_finished_run "skd contrastive" evaluate; fi
+compare() {  # the paper's significance test: SKD against the contrastive-only run of the same seed
+  local base=${1/skd_seed/contrastive_seed}
+  [[ -f $base/eval/per_query.tsv ]] || return 0
+  to_file "$RESULTS/$(basename "$1").compare.json" "$SKD" retrieval eval --run-dir "$1" --compare "$base" --device "$DEVICE" --json
+}
+through_index() { to_file "$RESULTS/$(basename "$1").index.json" "$SKD" retrieval eval --run-dir "$1" --index --json; }
+if run_stage 3; then each_finished_run "contrastive official skd" evaluate; each_finished_run "skd" compare; fi
 if run_stage 4; then
-  each_finished_run "skd contrastive" export_and_index
+  each_finished_run "skd official contrastive" export_and_index
+  each_finished_run "skd" through_index
   first=${SEEDS%% *}
   "$SKD" retrieval search --run-dir "$RUNS/skd_seed$first" --query "a woman cutting a cake" --validate
 fi

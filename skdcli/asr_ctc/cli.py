@@ -20,7 +20,9 @@ RECIPE = Recipe(
           "export": "torch.export program + safetensors + tokenizer + manifest (with a parity check).",
           "run": "The whole pipeline on the embedded tiny default: synthetic corpus -> train -> eval -> export."},
     flags=(
-        Flag("--split", "test | dev | train | auto (test if present).", default="auto", commands=("eval",)),
+        Flag("--split", "A set (test-clean, test-other, dev-clean, ...), a role (test | dev | train: each of its "
+             "sets), all (every dev and test set, one row each) or auto (the test sets, else dev).",
+             default="auto", commands=("eval",)),
         Flag("--beam-size", "1 = greedy; >1 = prefix beam search.", int, key="eval.beam_size", commands=("eval",)),
         Flag("--head", "student | teacher (default: eval.head).", key="eval.head", commands=("export",)),
     ),
@@ -32,16 +34,22 @@ app = RECIPE.app()
 def prep(
     ctx: typer.Context,
     source: Annotated[str, typer.Option("--source", help="librispeech | manifest | synthetic")] = "synthetic",
-    raw: Annotated[Optional[str], typer.Option("--raw", help="LibriSpeech split dir (or dir of splits), or a TSV/JSONL/CSV manifest.")] = None,
+    raw: Annotated[Optional[str], typer.Option("--raw", help="librispeech: the LibriSpeech folder or one set of it. "
+                   "manifest: a NeMo JSON-lines, Common Voice TSV, audiofolder metadata.csv or TSV/CSV/JSONL "
+                   "file, a Kaldi/ESPnet data dir, a Common Voice release dir, or a dir of such dirs.")] = None,
     out: Annotated[str, typer.Option("--out", help="Where the prepared dataset goes.")] = "data/asr",
     tokenizer: Annotated[str, typer.Option("--tokenizer", help="char | bpe | unigram (sentencepiece).")] = "char",
     vocab_size: Annotated[int, typer.Option("--vocab-size", help="sentencepiece vocabulary size.")] = 64,
     seed: Annotated[int, typer.Option("--seed")] = 0,
+    text_norm: Annotated[str, typer.Option("--text-norm", help="lower (default) | strip_punctuation (for "
+                                           "sentence-style transcripts, e.g. Common Voice).")] = "lower",
     overwrite: OverwriteOpt = False, json_out: JsonOpt = False, debug: DebugOpt = False,
 ):
-    """Read a real dataset format (or write the synthetic espeak-ng corpus) into a prepared dataset."""
+    """Read a real dataset format (or write the synthetic espeak-ng corpus) into a prepared dataset.
+    Each set keeps its name (test-clean, test-other, ...) and takes its role from it."""
     from .recipe import prep_stage
-    run_stage("asr-ctc prep", lambda: prep_stage(source, raw, out, tokenizer, vocab_size, overwrite, seed), json_out, debug, ctx)
+    run_stage("asr-ctc prep", lambda: prep_stage(source, raw, out, tokenizer, vocab_size, overwrite, seed, text_norm),
+              json_out, debug, ctx)
 
 
 @app.command()

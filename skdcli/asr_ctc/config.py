@@ -46,18 +46,31 @@ class ModelConfig:
     spec_augment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
 
 
+# KL reductions of the frame-level KD term (recipes/asr_ctc/README.md §3). With V vocabulary
+# entries and no padding, sequence_mean = V x element_mean = V x official for the same logits.
+KD_REDUCTIONS = ("sequence_mean", "element_mean", "official")
+
+
 @dataclass
 class KDConfig:
-    # skd: L = (1-a)·CTC(teacher) + a·(CTC(student) + w·KL(sg(teacher) || student)), frame level
-    # interctc: the same without the KL term (intermediate CTC) ; ctc: plain CTC on the full model
+    # skd:      L = (1-a(e))·CTC(teacher) + a(e)·(CTC(student) + w·KL(sg(teacher) || student)), frame level
+    # interctc: L = (1-lambda)·CTC(teacher) + lambda·CTC(student), constant lambda (Lee & Watanabe 2021)
+    # ctc:      plain CTC on the full model
     method: str = "skd"
     temperature: float = 1.0
     t2_scale: bool = True  # multiply the KL by T^2 (ours; the unofficial code has T=1, no factor)
-    reduction: str = "sequence_mean"  # sequence_mean (ours: valid frames only) | element_mean (unofficial code)
-    stop_gradient: bool = True  # detach the teacher posteriors (mandatory per the notes)
+    # sequence_mean (ours): sum over V, mean over each utterance's valid frames, mean over the batch;
+    # element_mean: the same sum over valid frames divided by V * (valid frames in the batch);
+    # official: huutuongtu/skd-ctc's F.kl_div(reduction="mean"), the mean over all B*T'*V elements,
+    # padding frames included, never a T^2 factor. sequence_mean = V x official on unpadded batches.
+    reduction: str = "sequence_mean"
+    stop_gradient: bool = True  # detach the teacher posteriors (recipes/asr_ctc/README.md: training without it is harmful)
     mask_blank_frames: bool = False  # drop frames whose teacher argmax is blank (paper: not helpful)
-    kd_weight: float = 1.0  # w above
+    kd_weight: float = 1.0  # w above; its effect depends on the reduction (x V for sequence_mean)
     alpha: Any = field(default_factory=lambda: {"kind": "clipped_linear_epoch", "t": 0.3})
+    # kd.method=interctc only: the constant weight lambda of the intermediate CTC loss (0.3, the usual
+    # InterCTC setting; see recipes/asr_ctc/README.md §5). The SKD schedule kd.alpha is not used.
+    interctc_weight: float = 0.3
 
 
 @dataclass
@@ -65,6 +78,21 @@ class EvalConfig:
     head: str = "auto"  # head reported as `wer` and exported: auto (student unless kd.method=ctc) | student | teacher
     beam_size: int = 1  # 1 = greedy CTC decoding; >1 = prefix beam search without LM
     spike_utterances: int = 50  # utterances used for the spike-timing analysis
+
+
+def kd_weight_vs_official(kd: KDConfig, vocab_size: int) -> float:
+    """How much heavier the KD term is than the official preset's (kd.reduction=official, w = 1),
+    on batches without padding: sequence_mean sums over the V vocabulary entries where official
+    averages, and both non-official reductions carry the T^2 factor when kd.t2_scale."""
+    scale = kd.kd_weight * (kd.temperature**2 if kd.t2_scale and kd.reduction != "official" else 1.0)
+    return scale * vocab_size if kd.reduction == "sequence_mean" else scale
+
+
+def describe_alpha(alpha: Any) -> str:
+    if isinstance(alpha, dict) and alpha.get("kind") == "clipped_linear_epoch":
+        t = alpha.get("t", 0.3)
+        return f"clip((e-1)/(E-1), {t:g}, {1 - t:g})"
+    return str(alpha)
 
 
 def _train_defaults() -> TrainConfig:
@@ -84,7 +112,7 @@ class AsrCtcConfig:
         check_choice("data.feature", self.data.feature, ["fbank", "waveform"])
         check_choice("model.encoder", self.model.encoder, ["transformer", "hf"])
         check_choice("kd.method", self.kd.method, ["skd", "interctc", "ctc"])
-        check_choice("kd.reduction", self.kd.reduction, ["sequence_mean", "element_mean"])
+        check_choice("kd.reduction", self.kd.reduction, list(KD_REDUCTIONS))
         check_choice("eval.head", self.eval.head, ["auto", "student", "teacher"])
         if self.model.encoder == "hf":
             if not self.model.pretrained:
@@ -98,10 +126,29 @@ class AsrCtcConfig:
                            f"(got {self.model.student_layer})")
         if self.kd.temperature <= 0:
             raise SkdError("kd.temperature must be > 0")
+        if self.kd.reduction == "official":
+            if self.kd.mask_blank_frames:
+                raise SkdError("kd.reduction=official averages over every frame, padding included (the unofficial "
+                               "code); it cannot drop blank frames: set kd.mask_blank_frames=false")
+            if self.kd.t2_scale and self.kd.temperature != 1.0:
+                raise SkdError("kd.reduction=official has no T^2 factor (the unofficial code); set kd.t2_scale=false "
+                               "to use a temperature other than 1")
+        if not 0.0 <= self.kd.interctc_weight <= 1.0:
+            raise SkdError(f"kd.interctc_weight must be in [0, 1] (got {self.kd.interctc_weight})")
         try:
             build_weight_schedule(self.kd.alpha)
         except ValueError as exc:
             raise SkdError(f"kd.alpha: {exc}") from exc
+
+    @property
+    def system_label(self) -> str:
+        """What was trained, in words, for summaries and result tables."""
+        kd = self.kd
+        if kd.method == "ctc":
+            return "plain CTC (teacher head only)"
+        if kd.method == "interctc":
+            return f"InterCTC (Lee & Watanabe 2021), constant weight {kd.interctc_weight:g} on the intermediate CTC"
+        return f"SKD, frame KL with kd.reduction={kd.reduction}, w={kd.kd_weight:g}, a(e)={describe_alpha(kd.alpha)}"
 
     @property
     def export_head(self) -> str:

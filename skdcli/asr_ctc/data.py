@@ -1,7 +1,8 @@
 """Data layer of the asr-ctc recipe: audio in, prepared splits on disk, padded batches out.
 
-Reading order: audio I/O and features -> readers of real formats (LibriSpeech tree, TSV/CSV/JSONL
-manifests) -> synthetic espeak-ng corpus -> ``prepare_dataset`` (the ``prep`` stage) ->
+Reading order: audio I/O and features -> readers of real formats (LibriSpeech tree; NeMo, Common
+Voice, HF audiofolder and generic TSV/CSV/JSONL manifests; Kaldi/ESPnet data directories) ->
+synthetic espeak-ng corpus -> ``prepare_dataset`` (the ``prep`` stage) ->
 ``load_prepared`` -> ``AsrDataset`` / ``collate_asr``.
 
 Audio is read with soundfile: ``torchaudio.load`` needs torchcodec, which the project machines
@@ -11,12 +12,14 @@ lack. torchaudio is used only for resampling and Kaldi filterbanks.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import io
 import json
 import math
 import os
 import random
+import re
 import shutil
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
@@ -33,7 +36,8 @@ from torch.nn.utils.rnn import pad_sequence
 from .. import __version__
 from ..engine.errors import SkdError
 from ..engine.io import atomic_write_json, atomic_write_jsonl, atomic_write_text, claim_output_dir, read_json, read_jsonl
-from .tokenizer import TOKENIZER_KINDS, Tokenizer, load_tokenizer, normalize_transcript, train_tokenizer
+from .tokenizer import (TEXT_NORMS, TOKENIZER_KINDS, Tokenizer, load_tokenizer, normalize_transcript,
+                        train_tokenizer)
 
 SAMPLE_RATE = 16000
 FRAME_LENGTH_MS = 25.0
@@ -42,6 +46,7 @@ AUDIO_SUFFIXES = (".flac", ".wav")
 SPLITS = ("train", "dev", "test")
 SOURCES = ("librispeech", "manifest", "synthetic")
 PREP_FILE = "prep.json"
+HELD_OUT_SET = "dev-heldout"  # the set name of dev rows held out of the train pool
 
 # progress(advance, total, description): lets the CLI drive a progress bar without this module knowing about it.
 Progress = Callable[[int, int, str], None]
@@ -51,27 +56,41 @@ Progress = Callable[[int, int, str], None]
 # Audio I/O and features
 # --------------------------------------------------------------------------------------------
 
-def _decode_audio(path: str | Path) -> tuple[np.ndarray, int]:
-    """Decode to mono float32 at the file's own sample rate; every failure names the file."""
+def _decode_audio(path: str | Path, start: float | None = None, end: float | None = None) -> tuple[np.ndarray, int]:
+    """Decode to mono float32 at the file's own sample rate; every failure names the file.
+
+    ``start`` / ``end`` (seconds; None = the file's start / end) read a segment only (Kaldi
+    ``segments``, NeMo ``offset``), seeking instead of decoding the whole recording.
+    """
     path = Path(path)
     if not path.is_file():
         raise SkdError("audio file not found", path)
     if path.stat().st_size == 0:
         raise SkdError("audio file is empty (0 bytes)", path)
     try:
-        data, sample_rate = sf.read(str(path), dtype="float32", always_2d=True)
+        if start is None and end is None:
+            data, sample_rate = sf.read(str(path), dtype="float32", always_2d=True)
+        else:
+            sample_rate = sf.info(str(path)).samplerate
+            first = round((start or 0.0) * sample_rate)
+            last = None if end is None else round(end * sample_rate)
+            data, _ = sf.read(str(path), start=first, stop=last, dtype="float32", always_2d=True)
     except sf.LibsndfileError as exc:
         raise SkdError(f"cannot decode audio ({exc.error_string})", path) from exc
     except (RuntimeError, ValueError) as exc:
         raise SkdError(f"cannot decode audio ({exc})", path) from exc
     if data.shape[0] == 0:
-        raise SkdError("audio file is empty (0 samples)", path)
+        stop = "end" if end is None else f"{end:g}"
+        where = "" if start is None and end is None else f" in the segment {start or 0.0:g}-{stop} s"
+        raise SkdError(f"audio file is empty (0 samples{where})", path)
     return data.mean(axis=1), sample_rate
 
 
-def read_audio(path: str | Path, target_sr: int = SAMPLE_RATE) -> torch.Tensor:
-    """Mono 1-D float waveform at ``target_sr``; channels are averaged, other rates resampled."""
-    samples, sample_rate = _decode_audio(path)
+def read_audio(path: str | Path, target_sr: int = SAMPLE_RATE, start: float | None = None,
+               end: float | None = None) -> torch.Tensor:
+    """Mono 1-D float waveform at ``target_sr``; channels are averaged, other rates resampled.
+    ``start`` / ``end`` (seconds) select a segment of the file."""
+    samples, sample_rate = _decode_audio(path, start, end)
     wave = torch.from_numpy(np.ascontiguousarray(samples))
     if sample_rate != target_sr:
         wave = torchaudio.functional.resample(wave, sample_rate, target_sr)
@@ -144,6 +163,8 @@ class Utterance:
     id: str
     audio_path: Path
     text: str
+    start: float | None = None  # seconds; a segment of a longer recording (Kaldi segments, NeMo offset)
+    end: float | None = None  # seconds; None = to the end of the file
 
 
 def _skip(path: str | Path, reason: str) -> dict:
@@ -197,23 +218,31 @@ def read_librispeech(raw_dir: str | Path) -> tuple[list[Utterance], list[dict]]:
 
 
 def _manifest_records(path: Path) -> Iterator[tuple[int, dict[str, object]]]:
-    """(line number, record with lower-cased keys) for each row of a JSONL, TSV or CSV manifest."""
+    """(line number, record with lower-cased keys) for each row of a JSON-lines, TSV or CSV manifest.
+
+    ``.jsonl`` and ``.json`` are JSON lines (NeMo names its manifests ``*.json``). ``.tsv`` is
+    read without quote processing, as Common Voice writes it (a sentence may start with a quote);
+    ``.csv`` with standard CSV quoting (HF audiofolder ``metadata.csv``, pandas output).
+    """
     text = _read_text(path)
-    if path.suffix.lower() == ".jsonl":
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".json"):
         for lineno, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise SkdError(f"line {lineno}: not valid JSON ({exc.msg})", path) from exc
+                raise SkdError(f"line {lineno}: not valid JSON ({exc.msg}); expected one JSON object per line",
+                               path) from exc
             if not isinstance(record, dict):
                 raise SkdError(f"line {lineno}: expected a JSON object", path)
             yield lineno, {str(k).lower(): v for k, v in record.items()}
         return
     first_line = text.split("\n", 1)[0]
-    delimiter = {".tsv": "\t", ".csv": ","}.get(path.suffix.lower(), "\t" if "\t" in first_line else ",")
-    reader = csv.reader(io.StringIO(text), delimiter=delimiter)
+    delimiter = {".tsv": "\t", ".csv": ","}.get(suffix, "\t" if "\t" in first_line else ",")
+    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+    reader = csv.reader(io.StringIO(text), delimiter=delimiter, quoting=quoting)
     header = [h.strip().lower() for h in next(reader, [])]
     for row in reader:
         if not any(cell.strip() for cell in row):
@@ -224,40 +253,243 @@ def _manifest_records(path: Path) -> Iterator[tuple[int, dict[str, object]]]:
         yield reader.line_num, dict(zip(header, row))
 
 
-def read_manifest(path: str | Path) -> tuple[list[Utterance], list[dict]]:
-    """Utterances listed in a manifest file.
+# Manifest formats, told apart by their fields (first record): name -> (audio field, text fields).
+MANIFEST_FORMATS = {
+    "nemo": ("audio_filepath", ("text",)),  # NeMo JSON lines: audio_filepath, text, duration[, offset]
+    "audiofolder": ("file_name", ("transcription", "text")),  # HF audiofolder metadata.csv / .jsonl
+    "commonvoice": ("path", ("sentence",)),  # Common Voice TSV; audio in the sibling clips/ folder
+    "table": ("audio|path", ("text", "transcript")),  # generic TSV/CSV/JSONL (huutuongtu/skd-ctc CSVs)
+}
 
-    Accepted: JSONL (``.jsonl``) with keys audio|path and text|transcript; TSV or CSV with a
-    header naming those columns in any case (this covers huutuongtu/skd-ctc's
-    ``,Unnamed: 0,Path,Transcript`` CSVs). An optional id key/column names the utterance,
-    otherwise the audio file name does. Relative audio paths resolve against the manifest's
-    folder. Malformed rows raise; rows whose audio file does not exist are skipped.
+
+def _manifest_format(keys: Iterable[str]) -> str:
+    keys = set(keys)
+    if "audio_filepath" in keys:
+        return "nemo"
+    if "file_name" in keys:
+        return "audiofolder"
+    if {"path", "sentence"} <= keys and not keys & {"text", "transcript"}:
+        return "commonvoice"
+    return "table"
+
+
+def _number(record: dict, key: str, lineno: int, path: Path) -> float | None:
+    value = record.get(key)
+    if value is None or value == "":
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise SkdError(f"line {lineno}: {key} must be a number of seconds (got {value!r})", path) from None
+    if not math.isfinite(number) or number < 0:
+        raise SkdError(f"line {lineno}: {key} must be a non-negative number of seconds (got {value!r})", path)
+    return number
+
+
+def _record_utterance(fmt: str, record: dict, lineno: int, path: Path) -> Utterance:
+    """One manifest record as an Utterance (the audio file may not exist: the caller checks)."""
+    if fmt == "table":
+        audio_key = next((k for k in ("audio", "path") if k in record), None)
+    else:
+        audio_key = MANIFEST_FORMATS[fmt][0] if MANIFEST_FORMATS[fmt][0] in record else None
+    text_key = next((k for k in MANIFEST_FORMATS[fmt][1] if k in record), None)
+    if audio_key is None or text_key is None:
+        audio_field, text_fields = MANIFEST_FORMATS[fmt]
+        raise SkdError(f"line {lineno}: a {fmt} manifest row needs the fields {audio_field} and "
+                       f"{' or '.join(text_fields)}; found {', '.join(record) or 'none'}", path)
+    audio, text = record[audio_key], record[text_key]
+    if not isinstance(audio, str) or not audio.strip():
+        raise SkdError(f"line {lineno}: {audio_key} must be a non-empty string", path)
+    if not isinstance(text, str):
+        raise SkdError(f"line {lineno}: {text_key} must be a string", path)
+    # Relative paths resolve against the manifest's folder; Common Voice names clips/<file>.
+    base = path.parent / "clips" if fmt == "commonvoice" else path.parent
+    audio_path = (base / audio.strip()).resolve()
+    start = end = None
+    if fmt == "nemo" and record.get("offset") not in (None, ""):
+        # NeMo: offset (s) + duration (s) select a segment; without offset, duration describes the file.
+        start = _number(record, "offset", lineno, path)
+        duration = _number(record, "duration", lineno, path)
+        end = None if duration is None else start + duration
+    utt_id = str(record.get("id") or audio_path.stem)
+    if start is not None:
+        utt_id = f"{utt_id}-{round(start * 1000):08d}"  # segments of one file need distinct ids
+    return Utterance(utt_id, audio_path, text, start, end)
+
+
+def read_manifest(path: str | Path) -> tuple[list[Utterance], list[dict]]:
+    """Utterances listed in one manifest file; the format is told by its fields (MANIFEST_FORMATS).
+
+    - NeMo JSON lines (``audio_filepath``, ``text``, ``duration``; an ``offset`` makes the row a
+      segment ``[offset, offset + duration]`` of the file);
+    - Common Voice TSV (``path``, ``sentence``, ...): audio in the ``clips/`` folder beside the TSV;
+    - HF audiofolder ``metadata.csv`` / ``metadata.jsonl`` (``file_name``, ``transcription`` or ``text``);
+    - a generic TSV/CSV/JSONL with ``audio`` or ``path`` and ``text`` or ``transcript`` (covers
+      huutuongtu/skd-ctc's ``,Unnamed: 0,Path,Transcript`` CSVs).
+
+    Keys match in any case. An optional ``id`` names the utterance, otherwise the audio file name
+    does. Relative audio paths resolve against the manifest's folder. Malformed rows raise; rows
+    whose audio file does not exist are skipped.
     """
     path = Path(path).resolve()
     if not path.is_file():
         raise SkdError("manifest file not found", path)
     utterances: list[Utterance] = []
     skipped: list[dict] = []
+    fmt: str | None = None
     for lineno, record in _manifest_records(path):
-        audio_key = next((k for k in ("audio", "path") if k in record), None)
-        text_key = next((k for k in ("text", "transcript") if k in record), None)
-        if audio_key is None or text_key is None:
-            raise SkdError(f"line {lineno}: needs an audio (or path) and a text (or transcript) field; "
-                           f"found {', '.join(record) or 'none'}", path)
-        audio, text = record[audio_key], record[text_key]
-        if not isinstance(audio, str) or not audio.strip():
-            raise SkdError(f"line {lineno}: {audio_key} must be a non-empty string", path)
-        if not isinstance(text, str):
-            raise SkdError(f"line {lineno}: {text_key} must be a string", path)
-        audio_path = (path.parent / audio.strip()).resolve()
-        utt_id = str(record.get("id") or audio_path.stem)
-        if not audio_path.is_file():
-            skipped.append(_skip(audio_path, f"audio file not found (manifest line {lineno})"))
+        fmt = fmt or _manifest_format(record)
+        utt = _record_utterance(fmt, record, lineno, path)
+        if not utt.audio_path.is_file():
+            skipped.append(_skip(utt.audio_path, f"audio file not found (manifest line {lineno})"))
             continue
-        utterances.append(Utterance(utt_id, audio_path, text))
+        utterances.append(utt)
     if not utterances and not skipped:
         raise SkdError("manifest has no rows", path)
     return utterances, skipped
+
+
+def _kaldi_lines(path: Path) -> Iterator[tuple[int, list[str]]]:
+    for lineno, line in enumerate(_read_text(path).splitlines(), 1):
+        if line.strip():
+            yield lineno, line.split(maxsplit=1)
+
+
+def _kaldi_audio_path(data_dir: Path, entry: str) -> Path:
+    """A wav.scp path. Relative ones resolve against the data directory first; Kaldi and ESPnet
+    write them relative to the recipe directory, so the data directory's ancestors come next
+    (first existing file wins; none existing: the data directory's, reported as missing)."""
+    path = Path(entry)
+    if path.is_absolute():
+        return path
+    for base in (data_dir, *data_dir.parents):
+        if (base / path).is_file():
+            return (base / path).resolve()
+    return (data_dir / path).resolve()
+
+
+def read_kaldi_dir(data_dir: str | Path) -> tuple[list[Utterance], list[dict]]:
+    """Utterances of a Kaldi / ESPnet data directory: ``wav.scp`` + ``text``, optional ``segments``.
+
+    ``wav.scp``: ``<recording-id> <audio file>``; command pipes (``<id> sox ... - |``) and ark
+    offsets (``<id> foo.ark:123``) are refused: skd reads audio files. ``text``:
+    ``<utterance-id> <transcript>``. ``segments``: ``<utterance-id> <recording-id> <start> <end>``
+    in seconds (end -1 = to the end of the recording); without it each recording is one
+    utterance named by its recording id. Other files (utt2spk, spk2utt, ...) are not needed.
+    """
+    data_dir = Path(data_dir).resolve()
+    wav_scp, text_file, segments_file = data_dir / "wav.scp", data_dir / "text", data_dir / "segments"
+    for required in (wav_scp, text_file):
+        if not required.is_file():
+            raise SkdError(f"not a Kaldi data directory: no {required.name}", data_dir)
+    recordings: dict[str, Path] = {}
+    for lineno, cols in _kaldi_lines(wav_scp):
+        if len(cols) < 2:
+            raise SkdError(f"line {lineno}: expected '<recording-id> <audio file>'", wav_scp)
+        rec_id, entry = cols[0], cols[1].strip()
+        if entry.endswith("|") or entry.startswith("|"):
+            raise SkdError(f"line {lineno}: recording {rec_id} is a command pipe ({entry!r}); skd reads audio files, "
+                           "not commands: write the audio to files first (e.g. with sox) and list their paths", wav_scp)
+        if len(entry.split()) > 1 or re.search(r"\.ark:\d+$", entry):
+            raise SkdError(f"line {lineno}: recording {rec_id} is not a plain audio file path ({entry!r}); "
+                           "extended filenames and ark offsets are not supported", wav_scp)
+        recordings[rec_id] = _kaldi_audio_path(data_dir, entry)
+    texts: dict[str, str] = {}
+    for _, cols in _kaldi_lines(text_file):
+        texts[cols[0]] = cols[1] if len(cols) > 1 else ""
+
+    skipped: list[dict] = []
+    # (utterance id, recording id, start, end)
+    if segments_file.is_file():
+        pieces = []
+        for lineno, cols in _kaldi_lines(segments_file):
+            parts = [cols[0], *cols[1].split()] if len(cols) > 1 else cols
+            if len(parts) != 4:
+                raise SkdError(f"line {lineno}: expected '<utterance-id> <recording-id> <start> <end>'",
+                               segments_file)
+            try:
+                start, end = float(parts[2]), float(parts[3])
+            except ValueError:
+                raise SkdError(f"line {lineno}: start and end must be seconds", segments_file) from None
+            if start < 0 or (end >= 0 and end <= start):
+                raise SkdError(f"line {lineno}: segment {start:g}-{end:g} s is empty or negative", segments_file)
+            pieces.append((parts[0], parts[1], start, None if end < 0 else end))
+    else:
+        pieces = [(rec_id, rec_id, None, None) for rec_id in recordings]
+    utterances: list[Utterance] = []
+    for utt_id, rec_id, start, end in pieces:
+        if rec_id not in recordings:
+            skipped.append(_skip(segments_file, f"segment {utt_id}: recording {rec_id} is not in wav.scp"))
+        elif utt_id not in texts:
+            skipped.append(_skip(recordings[rec_id], f"no line for {utt_id} in {text_file}"))
+        elif not recordings[rec_id].is_file():
+            skipped.append(_skip(recordings[rec_id], f"audio file not found ({wav_scp.name} recording {rec_id})"))
+        else:
+            utterances.append(Utterance(utt_id, recordings[rec_id], texts[utt_id], start, end))
+    used = {p[0] for p in pieces}
+    listing = "segments" if segments_file.is_file() else "wav.scp"
+    skipped.extend(_skip(text_file, f"transcript for {u} has no audio (not in {listing})") for u in texts if u not in used)
+    return utterances, skipped
+
+
+AUDIOFOLDER_METADATA = ("metadata.csv", "metadata.jsonl")
+COMMON_VOICE_SPLITS = ("train", "dev", "test")
+
+
+def _dataset_kind(folder: Path) -> str | None:
+    if (folder / "wav.scp").is_file():
+        return "kaldi"
+    if any((folder / name).is_file() for name in AUDIOFOLDER_METADATA):
+        return "audiofolder"
+    return None
+
+
+def _read_dataset_dir(folder: Path, kind: str) -> tuple[list[Utterance], list[dict]]:
+    if kind == "kaldi":
+        return read_kaldi_dir(folder)
+    metadata = next(folder / name for name in AUDIOFOLDER_METADATA if (folder / name).is_file())
+    return read_manifest(metadata)
+
+
+def read_manifest_source(raw: str | Path) -> tuple[dict[str, list[Utterance]], list[dict]]:
+    """``prep --source manifest --raw PATH``: named sets of utterances, each set's role coming
+    from its name (``set_role``).
+
+    PATH may be one manifest file (a set named by the file's stem; for ``metadata.csv`` /
+    ``metadata.jsonl`` / ``wav.scp`` / ``text`` by its folder), a Kaldi/ESPnet data directory, an HF
+    audiofolder directory, a Common Voice release folder (``train.tsv``, ``dev.tsv``, ``test.tsv``
+    and ``clips/``), or a folder of Kaldi/audiofolder directories (``data/{train,dev,test}``).
+    """
+    raw = Path(raw).resolve()
+    if raw.is_file():
+        if raw.name in ("wav.scp", "text", "segments"):
+            utterances, skipped = read_kaldi_dir(raw.parent)
+            return {raw.parent.name: utterances}, skipped
+        name = raw.parent.name if raw.name.lower() in AUDIOFOLDER_METADATA else raw.stem
+        utterances, skipped = read_manifest(raw)
+        return {name: utterances}, skipped
+    if not raw.is_dir():
+        raise SkdError("manifest file or directory not found", raw)
+    if kind := _dataset_kind(raw):
+        utterances, skipped = _read_dataset_dir(raw, kind)
+        return {raw.name: utterances}, skipped
+    sets: dict[str, list[Utterance]] = {}
+    skipped: list[dict] = []
+    tsvs = [raw / f"{split}.tsv" for split in COMMON_VOICE_SPLITS if (raw / f"{split}.tsv").is_file()]
+    if tsvs and (raw / "clips").is_dir():  # a Common Voice release (validated.tsv etc. are not splits)
+        for tsv in tsvs:
+            sets[tsv.stem], more = read_manifest(tsv)
+            skipped.extend(more)
+        return sets, skipped
+    for sub in sorted(p for p in raw.iterdir() if p.is_dir()):
+        if kind := _dataset_kind(sub):
+            sets[sub.name], more = _read_dataset_dir(sub, kind)
+            skipped.extend(more)
+    if not sets:
+        raise SkdError("no manifest found: expected a manifest file, a Kaldi data directory (wav.scp + text), an "
+                       "audiofolder directory (metadata.csv), a Common Voice folder (train/dev/test.tsv + clips/), "
+                       "or a folder of such directories", raw)
+    return sets, skipped
 
 
 # --------------------------------------------------------------------------------------------
@@ -370,59 +602,59 @@ def generate_synthetic_corpus(out_dir: str | Path, n_train: int = 720, n_dev: in
 # prep: raw corpus -> validated split manifests + tokenizer
 # --------------------------------------------------------------------------------------------
 
-def _split_of(name: str) -> str | None:
+# Official LibriSpeech sets (SLR12) and Mini LibriSpeech (SLR31) are named <role>-...: each set
+# keeps its name and takes its role from it, so WER is reported per set as papers do.
+VALIDATION_ALIASES = ("val", "valid", "validation")  # HF datasets' name for dev
+
+
+def set_role(name: str) -> str | None:
+    """train / dev / test from a set's name (prefix, any case; HF's validation = dev), else None.
+    A set without a role is a train pool from which prep holds out a dev set."""
     lower = name.lower()
+    if lower in VALIDATION_ALIASES:
+        return "dev"
     return next((split for split in SPLITS if lower.startswith(split)), None)
 
 
-def _librispeech_splits(raw: Path) -> dict[str, list[Path]]:
-    """Map train/dev/test to split directories below ``raw``.
+def _librispeech_sets(raw: Path) -> dict[str, Path]:
+    """Named sets of a LibriSpeech-layout tree: {set name: directory}.
 
-    ``raw`` may be the ``LibriSpeech`` directory (or the folder holding it) with split
-    directories named train*/dev*/test*, or one split directory. A lone split, whatever its
-    name, is the train pool from which dev is held out.
+    ``raw`` may be the ``LibriSpeech`` directory (or the folder holding it) with set directories
+    named train*/dev*/test* (``train-clean-100``, ``dev-other``, ...), or one set directory, whose
+    name gives its role (``test-other`` is a test set; a name without a role is a train pool).
     """
     if not raw.is_dir():
         raise SkdError("not a directory", raw)
     subdirs = sorted(p for p in raw.iterdir() if p.is_dir())
-    if not any(_split_of(p.name) for p in subdirs) and (raw / "LibriSpeech").is_dir():
+    if not any(set_role(p.name) for p in subdirs) and (raw / "LibriSpeech").is_dir():
         raw = raw / "LibriSpeech"
         subdirs = sorted(p for p in raw.iterdir() if p.is_dir())
-    found: dict[str, list[Path]] = {}
-    for p in subdirs:
-        if split := _split_of(p.name):
-            found.setdefault(split, []).append(p)
-    if not found:
-        return {"train": [raw]}
-    if "train" not in found:
-        split_dirs = [p for dirs in found.values() for p in dirs]
-        if len(split_dirs) > 1:
-            raise SkdError(f"no train* split directory (found {', '.join(p.name for p in split_dirs)})", raw)
-        return {"train": split_dirs}
-    return found
+    found = {p.name: p for p in subdirs if set_role(p.name)}
+    return found or {raw.name: raw}
 
 
-def _read_librispeech_splits(split_dirs: dict[str, list[Path]]) -> tuple[dict[str, list[Utterance]], list[dict]]:
+def _read_librispeech_sets(set_dirs: dict[str, Path]) -> tuple[dict[str, list[Utterance]], list[dict]]:
     candidates: dict[str, list[Utterance]] = {}
     skipped: list[dict] = []
-    for split, dirs in split_dirs.items():
-        for split_dir in dirs:
-            utterances, dir_skipped = read_librispeech(split_dir)
-            candidates.setdefault(split, []).extend(utterances)
-            skipped.extend(dir_skipped)
+    for name, set_dir in set_dirs.items():
+        candidates[name], dir_skipped = read_librispeech(set_dir)
+        skipped.extend(dir_skipped)
     return candidates, skipped
 
 
 def _probe_audio(utt: Utterance) -> dict | str:
     """Audio facts for the manifest row, or why the audio is unusable."""
     try:
-        samples, sample_rate = _decode_audio(utt.audio_path)
+        samples, sample_rate = _decode_audio(utt.audio_path, utt.start, utt.end)
     except SkdError as exc:
         return exc.message
     duration = len(samples) / sample_rate
     if duration * 1000 < FRAME_LENGTH_MS:
         return f"audio is shorter than one {FRAME_LENGTH_MS:g} ms frame ({len(samples)} samples)"
-    return {"duration": round(duration, 4), "num_samples": len(samples), "sample_rate": sample_rate}
+    facts = {"duration": round(duration, 4), "num_samples": len(samples), "sample_rate": sample_rate}
+    if utt.start is not None or utt.end is not None:
+        facts["start"], facts["end"] = utt.start or 0.0, utt.end
+    return facts
 
 
 def _text_problem(tokenizer: Tokenizer, text: str) -> str | None:
@@ -459,14 +691,21 @@ def _fingerprint(data_dir: Path) -> str:
 
 def prepare_dataset(source: str, raw: str | Path | None, out: str | Path, *, tokenizer: str = "char",
                     vocab_size: int = 64, dev_fraction: float = 0.05, overwrite: bool = False, seed: int = 0,
-                    progress: Progress | None = None) -> dict:
+                    progress: Progress | None = None, text_norm: str = "lower") -> dict:
     """The ``prep`` stage: read a corpus, validate every utterance, write manifests and a tokenizer.
 
+    The corpus is read as named sets (LibriSpeech: one per set directory, ``test-clean``,
+    ``dev-other``, ...; manifests: one per file or data directory), each taking its role (train /
+    dev / test) from its name (``set_role``); a set without a role is a train pool. Without a
+    dev set, ``dev_fraction`` of the train rows is held out as the set ``dev-heldout``. Without a
+    train set the dataset is for evaluation only (e.g. ``--raw LibriSpeech/test-other``).
+
     Writes into ``out``: ``{train,dev,test}.jsonl`` (rows id, audio, text, duration,
-    num_samples, sample_rate, sorted by id; duration/num_samples/sample_rate describe the file
-    as stored, resampling happens at load time), ``skipped.jsonl`` ({"path", "reason"} per
-    unusable file or line), ``tokenizer/`` and, last, ``prep.json``, whose presence marks the
-    dataset complete. Returns the ``prep.json`` content.
+    num_samples, sample_rate, set [, start, end], sorted by id; duration/num_samples/sample_rate
+    describe the audio as stored, resampling happens at load time; start/end (seconds) mark a
+    segment of a longer file), ``skipped.jsonl`` ({"path", "reason"} per unusable file or
+    line), ``tokenizer/`` and, last, ``prep.json``, whose presence marks the dataset complete.
+    Returns the ``prep.json`` content.
     """
     if source not in SOURCES:
         raise SkdError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
@@ -474,10 +713,11 @@ def prepare_dataset(source: str, raw: str | Path | None, out: str | Path, *, tok
         raise SkdError(f"unknown tokenizer {tokenizer!r}; choose one of {', '.join(TOKENIZER_KINDS)}")
     if not 0 <= dev_fraction < 1:
         raise SkdError(f"dev_fraction must be in [0, 1), got {dev_fraction}")
+    if text_norm not in TEXT_NORMS:
+        raise SkdError(f"unknown text normalisation {text_norm!r}; choose one of {', '.join(TEXT_NORMS)}")
     out = Path(out).resolve()
 
     # Read the source before claiming `out`, so a bad --raw never costs an existing dataset.
-    split_dirs: dict[str, list[Path]] = {}
     if source != "synthetic":
         if raw is None:
             raise SkdError(f"source {source!r} needs a raw data path")
@@ -488,24 +728,22 @@ def prepare_dataset(source: str, raw: str | Path | None, out: str | Path, *, tok
             raise SkdError(f"lies inside the output directory {out}, which prep replaces; choose another output",
                            raw)
         if source == "librispeech":
-            split_dirs = _librispeech_splits(raw)
-            candidates, skipped = _read_librispeech_splits(split_dirs)
+            candidates, skipped = _read_librispeech_sets(_librispeech_sets(raw))
         else:
-            train, skipped = read_manifest(raw)
-            candidates = {"train": train}
+            candidates, skipped = read_manifest_source(raw)
     claim_output_dir(out, overwrite, PREP_FILE, "prepared dataset")
     if source == "synthetic":
         raw = generate_synthetic_corpus(out / "raw", seed=seed, progress=progress)
-        split_dirs = _librispeech_splits(raw)
-        candidates, skipped = _read_librispeech_splits(split_dirs)
+        candidates, skipped = _read_librispeech_sets(_librispeech_sets(raw))
+    roles = {name: set_role(name) or "train" for name in candidates}
 
     # Cheap checks first (ids, transcripts, and the fixed char vocabulary), then decode the audio.
     tok: Tokenizer | None = train_tokenizer("char", [], out / "tokenizer", vocab_size) if tokenizer == "char" else None
     pending: list[tuple[str, Utterance]] = []
     seen_ids: set[str] = set()
-    for split, utterances in candidates.items():
+    for name, utterances in candidates.items():
         for utt in utterances:
-            utt = Utterance(utt.id, utt.audio_path, normalize_transcript(utt.text))
+            utt = dataclasses.replace(utt, text=normalize_transcript(utt.text, text_norm))
             problem = (f"duplicate utterance id {utt.id}" if utt.id in seen_ids
                        else "empty transcript" if not utt.text
                        else _text_problem(tok, utt.text) if tok else None)
@@ -513,26 +751,33 @@ def prepare_dataset(source: str, raw: str | Path | None, out: str | Path, *, tok
             if problem:
                 skipped.append(_skip(utt.audio_path, problem))
             else:
-                pending.append((split, utt))
+                pending.append((name, utt))
 
     rows: dict[str, list[dict]] = {split: [] for split in SPLITS}
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        for (split, utt), audio in zip(pending, pool.map(lambda p: _probe_audio(p[1]), pending)):
+        for (name, utt), audio in zip(pending, pool.map(lambda p: _probe_audio(p[1]), pending)):
             if progress:
                 progress(1, len(pending), "checking audio")
             if isinstance(audio, str):
                 skipped.append(_skip(utt.audio_path, audio))
             else:
-                rows[split].append({"id": utt.id, "audio": str(utt.audio_path), "text": utt.text, **audio})
+                rows[roles[name]].append({"id": utt.id, "audio": str(utt.audio_path), "text": utt.text, **audio,
+                                          "set": name})
 
-    held_out = "dev" not in split_dirs  # manifests have no split dirs, so they always hold out dev
+    held_out = "dev" not in roles.values() and bool(rows["train"])
     if held_out:
         rows["train"], rows["dev"] = _hold_out(rows["train"], dev_fraction, seed)
-    if not rows["train"]:
+        for row in rows["dev"]:
+            row["set"] = HELD_OUT_SET
+    if not any(rows.values()):
         atomic_write_jsonl(out / "skipped.jsonl", skipped)
         raise SkdError(f"no usable utterances ({len(skipped)} skipped, see {out / 'skipped.jsonl'})", raw)
 
     if tok is None:  # sentencepiece learns from train transcripts only, then vets every split
+        if not rows["train"]:
+            raise SkdError(f"{tokenizer} tokenizers are learnt from a train set and these sets "
+                           f"({', '.join(candidates)}) have none; prep evaluation-only sets with --tokenizer char, "
+                           "or together with their train set", raw)
         tok = train_tokenizer(tokenizer, [r["text"] for r in rows["train"]], out / "tokenizer", vocab_size)
         for split in SPLITS:
             kept = []
@@ -553,11 +798,18 @@ def prepare_dataset(source: str, raw: str | Path | None, out: str | Path, *, tok
     for split in SPLITS:
         atomic_write_jsonl(out / f"{split}.jsonl", sorted(rows[split], key=lambda r: r["id"]))
     atomic_write_jsonl(out / "skipped.jsonl", skipped)
+    sets: dict[str, dict] = {}
+    for split in SPLITS:
+        for row in rows[split]:
+            entry = sets.setdefault(row["set"], {"role": split, "utterances": 0, "hours": 0.0})
+            entry["utterances"] += 1
+            entry["hours"] += row["duration"] / 3600
     info = {
         "skd_version": __version__,
         "source": source,
         "raw": str(raw),
-        "splits": {split: [str(d) for d in split_dirs[split]] for split in SPLITS if split in split_dirs},
+        "sets": {name: {**entry, "hours": round(entry["hours"], 4)} for name, entry in sorted(sets.items())},
+        "text_norm": text_norm,
         "dev_held_out": held_out,
         "dev_fraction": dev_fraction,
         "seed": seed,
@@ -583,6 +835,36 @@ class PreparedData:
     dev: list[dict]
     test: list[dict]
     tokenizer: Tokenizer
+
+    def sets(self, role: str | None = None) -> dict[str, list[dict]]:
+        """{set name: rows} of one role (or of all), in manifest order. Datasets prepared before
+        sets were kept have no ``set`` field: each role is then one set named after it."""
+        grouped: dict[str, list[dict]] = {}
+        for split in SPLITS if role is None else (role,):
+            for row in getattr(self, split):
+                grouped.setdefault(row.get("set", split), []).append(row)
+        return grouped
+
+    def eval_sets(self, split: str) -> dict[str, list[dict]]:
+        """The sets ``eval --split SPLIT`` scores, each on its own.
+
+        SPLIT is a set name (``test-clean``), a role (``test``: each of its sets), ``all`` (every
+        dev and test set) or ``auto`` (the test sets, else the dev sets)."""
+        every = self.sets()
+        if split in every:
+            return {split: every[split]}
+        if split == "auto":
+            split = "test" if self.test else "dev"
+        if split == "all":
+            chosen = {**self.sets("dev"), **self.sets("test")}
+        elif split in SPLITS:
+            chosen = self.sets(split)
+        else:
+            chosen = {}
+        if not chosen:
+            names = ", ".join([*every, *(r for r in SPLITS if getattr(self, r)), "all"])
+            raise SkdError(f"the dataset has no '{split}' set to evaluate (it has: {names})", self.root)
+        return chosen
 
 
 def load_prepared(data_dir: str | Path) -> PreparedData:
@@ -626,7 +908,8 @@ class AsrDataset(torch.utils.data.Dataset):
                     progress(1, len(self.rows), "computing features")
 
     def _features(self, row: dict) -> torch.Tensor:
-        return compute_features(read_audio(row["audio"], self.feature_cfg.sample_rate), self.feature_cfg)
+        wave = read_audio(row["audio"], self.feature_cfg.sample_rate, row.get("start"), row.get("end"))
+        return compute_features(wave, self.feature_cfg)
 
     def __len__(self) -> int:
         return len(self.rows)

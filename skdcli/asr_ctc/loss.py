@@ -6,6 +6,9 @@ teacher = full encoder + CTC head, student = first l layers + its CTC head, one 
 KD is the frame-level KL between the two heads' posteriors; frames correspond one to one
 because the two heads share the encoder's time axis. Form and a(e) schedule: the unofficial
 reimplementation (see recipes/asr_ctc/README.md for what is the paper's, the code's and ours).
+
+The InterCTC comparison (kd.method=interctc) is the standard intermediate CTC of Lee & Watanabe
+(ICASSP 2021): L = (1 - lambda) * CTC(teacher) + lambda * CTC(student), lambda constant.
 """
 
 from __future__ import annotations
@@ -33,13 +36,30 @@ def ctc_frame_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     """Frame-level KL(teacher || student) over the vocabulary, on valid (unpadded) frames.
 
     The teacher is the same forward pass at full depth: an engine ``DetachedPrediction`` signal
-    (stop-gradient unless kd.stop_gradient=false, which the notes report as harmful)."""
+    (stop-gradient unless kd.stop_gradient=false, reported as harmful: recipes/asr_ctc/README.md)."""
     teacher = DetachedPrediction(kd.stop_gradient)(teacher_logits)
+    if kd.reduction == "official":
+        return official_kl_div_mean(student_logits, teacher, kd.temperature)
     mask = ~lengths_to_padding_mask(out_lengths, student_logits.shape[1])
     if kd.mask_blank_frames:
         mask = mask & (teacher.detach().argmax(-1) != 0)
     return kd_kl_loss(student_logits.float(), teacher.float(), kd.temperature, t2_scale=kd.t2_scale,
                       mask=mask, reduction=kd.reduction, detach_teacher=False)
+
+
+def official_kl_div_mean(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                         temperature: float = 1.0) -> torch.Tensor:
+    """The KD term of huutuongtu/skd-ctc @ ac779c8 (train.py), term for term:
+    ``F.kl_div(log_softmax(z_S / T), softmax(z_T / T), reduction="mean")``.
+
+    "mean" divides the summed pointwise KL by every element of the (B, T', V) tensor: padded
+    frames are included (their posteriors are whatever the model emits there) and the per-frame
+    KL is divided by V. No T^2 factor. The caller detaches the teacher (DetachedPrediction).
+    Spelled as sum / numel: PyTorch warns that "mean" will become "batchmean" in a future release,
+    and this must stay the value the unofficial code computed."""
+    log_q = F.log_softmax(student_logits.float() / temperature, dim=-1)
+    p = F.softmax(teacher_logits.float() / temperature, dim=-1)
+    return F.kl_div(log_q, p, reduction="sum") / p.numel()
 
 
 def ctc_self_kd_objective(out: dict[str, torch.Tensor], batch: dict, alpha: float,
@@ -50,11 +70,12 @@ def ctc_self_kd_objective(out: dict[str, torch.Tensor], batch: dict, alpha: floa
     if kd.method == "ctc":
         return teacher_ctc, {"loss/ctc_teacher": teacher_ctc}
     student_ctc = ctc_loss(out["student_logits"], lens, batch["targets"], batch["target_lengths"])
-    logs: dict[str, torch.Tensor | float] = {"loss/ctc_teacher": teacher_ctc, "loss/ctc_student": student_ctc,
-                                             "weight/alpha": alpha}
-    student_term = student_ctc
-    if kd.method == "skd":
-        kd_term = ctc_frame_kd_loss(out["student_logits"], out["teacher_logits"], lens, kd)
-        logs["loss/kd"] = kd_term
-        student_term = student_term + kd.kd_weight * kd_term
-    return (1.0 - alpha) * teacher_ctc + alpha * student_term, logs
+    logs: dict[str, torch.Tensor | float] = {"loss/ctc_teacher": teacher_ctc, "loss/ctc_student": student_ctc}
+    if kd.method == "interctc":
+        # Standard InterCTC: a constant weight, not the SKD schedule a(e).
+        weight = kd.interctc_weight
+        logs["weight/interctc"] = weight
+        return (1.0 - weight) * teacher_ctc + weight * student_ctc, logs
+    kd_term = ctc_frame_kd_loss(out["student_logits"], out["teacher_logits"], lens, kd)
+    logs["loss/kd"], logs["weight/alpha"] = kd_term, alpha
+    return (1.0 - alpha) * teacher_ctc + alpha * (student_ctc + kd.kd_weight * kd_term), logs

@@ -142,22 +142,54 @@ class TransformerEncoder(nn.Module):
         return hidden, out_lengths
 
 
-class HFEncoder(nn.Module):
-    """HuBERT / WavLM (transformers) loaded from a local directory; never downloads."""
+def freeze_feature_encoder(model: nn.Module, path: Path | str = "") -> None:
+    """Freeze the convolutional waveform front-end of a HuBERT / WavLM / wav2vec 2.0 base model.
 
-    def __init__(self, hf_model: nn.Module):
+    Not ``model.freeze_feature_encoder()``: transformers defines it on ``WavLMModel`` and on the
+    ``*ForCTC`` heads but not on ``HubertModel``, so a guard on that method silently left
+    HuBERT's front-end trainable. Every one of these models keeps the front-end in
+    ``feature_extractor``; ``_requires_grad = False`` is what transformers' own
+    ``_freeze_parameters`` sets, so the front-end's forward stops asking for input gradients.
+    """
+    extractor = getattr(model, "feature_extractor", None)
+    if not isinstance(extractor, nn.Module):
+        raise SkdError(f"{type(model).__name__} has no convolutional feature encoder (feature_extractor) to "
+                       "freeze; set model.freeze_feature_encoder=false", path or None)
+    for param in extractor.parameters():
+        param.requires_grad_(False)
+    if hasattr(extractor, "_requires_grad"):
+        extractor._requires_grad = False
+
+
+class HFEncoder(nn.Module):
+    """HuBERT / WavLM (transformers) loaded from a local directory; never downloads.
+
+    Taps follow ``output_hidden_states``: tap i is ``hidden_states[i]``, the reference code's
+    student tap. For the last layer of a stable-layer-norm model (HuBERT-Large, WavLM-Large:
+    ``config.do_stable_layer_norm``) that is the output of the encoder's final LayerNorm, which
+    runs after the layer stack and is what the model's own CTC head (``HubertForCTC``) reads;
+    the output of layer L itself is not. Post-LN models (Base) have no such final norm.
+    """
+
+    def __init__(self, hf_model: nn.Module, final_norm: bool | None = None):
         super().__init__()
         self.model = hf_model
         self.num_layers = len(hf_model.encoder.layers)
         self.d_model = hf_model.config.hidden_size
-        self._taps: dict[int, torch.Tensor] = {}
+        # final_norm=False for a truncated sub-model of a stable-layer-norm model: its last layer
+        # is an intermediate layer of the full model, read before the norm (hidden_states[l]).
+        self.final_norm = (bool(getattr(hf_model.config, "do_stable_layer_norm", False))
+                           if final_norm is None else final_norm)
+        self._taps: dict[int | str, torch.Tensor] = {}
         # Forward hooks tap layer outputs without relying on how a transformers version
-        # assembles `hidden_states`: tap i == the reference code's hidden_states[i]; tap 0 is the
-        # input of layer 1 (the embedding after the positional convolution): the output of the
-        # encoder's dropout, which HuBERT / WavLM apply right before their layers.
+        # assembles `hidden_states`: tap 0 is the input of layer 1 (the embedding after the
+        # positional convolution): the output of the encoder's dropout, which HuBERT / WavLM
+        # apply right before their layers.
         hf_model.encoder.dropout.register_forward_hook(self._make_hook(0))
         for i, layer in enumerate(hf_model.encoder.layers, start=1):
             layer.register_forward_hook(self._make_hook(i))
+        if self.final_norm:
+            hf_model.encoder.layer_norm.register_forward_hook(self._make_hook("final_norm"))
 
     @classmethod
     def from_config(cls, cfg: AsrCtcConfig) -> "HFEncoder":
@@ -173,8 +205,8 @@ class HFEncoder(nn.Module):
             console.print(f"[yellow]warning:[/] {path} has config.json but no model.safetensors / pytorch_model.bin: "
                           "the encoder starts from random weights")
             model = AutoModel.from_config(AutoConfig.from_pretrained(path, local_files_only=True))
-        if cfg.model.freeze_feature_encoder and hasattr(model, "freeze_feature_encoder"):
-            model.freeze_feature_encoder()
+        if cfg.model.freeze_feature_encoder:
+            freeze_feature_encoder(model, path)
         return cls(model)
 
     def _make_hook(self, index: int):
@@ -191,6 +223,8 @@ class HFEncoder(nn.Module):
         # skipped layer passes its input through, so its tap is the previous one, as in HF.
         for i in range(1, max(taps) + 1):
             self._taps.setdefault(i, self._taps[i - 1])
+        if self.final_norm:  # hidden_states[L] of a stable-layer-norm model is after the final LayerNorm
+            self._taps[self.num_layers] = self._taps["final_norm"]
         hidden = {i: self._taps[i] for i in taps}
         self._taps = {}
         return hidden, out_lengths
@@ -206,7 +240,7 @@ class HFEncoder(nn.Module):
         missing, _ = small.load_state_dict(self.model.state_dict(), strict=False)
         if missing:
             raise SkdError(f"cannot truncate the encoder: missing weights {missing[:3]}")
-        return HFEncoder(small.eval())
+        return HFEncoder(small.eval(), final_norm=self.final_norm and num_layers == self.num_layers)
 
 
 class CTCHead(nn.Module):

@@ -55,6 +55,10 @@ class AsrCtcTask(Task):
 
     def train_dataset(self) -> AsrDataset:
         rows = self.data.train
+        if not rows:
+            names = ", ".join(self.data.sets()) or "none"
+            raise SkdError(f"the dataset has no train set (its sets: {names}); it can only be evaluated "
+                           "(`eval --data`). Prep a train set (e.g. train-clean-100) to train", self.data.root)
         if self.cfg.data.max_train_seconds > 0:
             rows = [r for r in rows if r["duration"] <= self.cfg.data.max_train_seconds]
         return AsrDataset(rows, self.tokenizer, self.features, cache=self.cfg.data.cache_features)
@@ -117,14 +121,61 @@ def decode_and_score(model: CTCSelfKDModel, loader, device: torch.device, cfg: A
     return result
 
 
+def score_eval_sets(model: CTCSelfKDModel, task: AsrCtcTask, sets: dict[str, list[dict]], device: torch.device,
+                    keep_posteriors: int = 0, on_batch=None) -> dict:
+    """Decode and score each named set on its own (LibriSpeech reports WER per set, never pooled).
+
+    Returns {"sets": {name: {utterances, wer, cer, wer_<head>, cer_<head>, [spike_timing],
+    decode_seconds}}, "refs"/"hyps"/"posteriors" of the first set (examples and the plot)}.
+    ``on_batch()`` is called after each decoded batch (a progress bar)."""
+    cfg = task.cfg
+    result: dict = {"sets": {}}
+    for name, rows in sets.items():
+        loader = DataLoader(AsrDataset(rows, task.tokenizer, task.features), batch_size=cfg.train.batch_size,
+                            shuffle=False, collate_fn=collate_asr)
+
+        def batches(loader=loader):
+            for batch in loader:
+                yield batch
+                if on_batch:
+                    on_batch()
+
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            scored = decode_and_score(model, batches(), device, cfg, task.tokenizer,
+                                      keep_posteriors=keep_posteriors if not result["sets"] else 0)
+        entry = {"utterances": len(rows), **scored["metrics"], "decode_seconds": round(time.perf_counter() - t0, 3)}
+        if "spike_timing" in scored:
+            entry["spike_timing"] = scored["spike_timing"]
+        if not result["sets"]:
+            result.update(refs=scored["refs"], hyps=scored["hyps"], posteriors=scored["posteriors"])
+        result["sets"][name] = entry
+    return result
+
+
+def per_set_table(result: dict):
+    """The human view of an eval over named sets: one row per set, the reported head's WER first."""
+    from rich.table import Table
+
+    sets = result["sets"]
+    heads = [h for h in ("teacher", "student") if any(f"wer_{h}" in m for m in sets.values())]
+    table = Table(title=f"WER / CER per set ({result.get('head', '')} head reported, {result.get('decoder', '')})")
+    for column in ("set", "utts", "WER %", "CER %", *(f"WER % {h}" for h in heads)):
+        table.add_column(column, justify="left" if column == "set" else "right")
+    for name, m in sets.items():
+        table.add_row(name, str(m["utterances"]), f"{100 * m['wer']:.2f}", f"{100 * m['cer']:.2f}",
+                      *(f"{100 * m[f'wer_{h}']:.2f}" for h in heads))
+    return table
+
+
 # -- stages: what the shared train / eval / export / run commands call (engine/stages.py) -------------------
 def prep_stage(source: str, raw: str | None, out: str, tokenizer: str = "char", vocab_size: int = 64,
-               overwrite: bool = False, seed: int = 0) -> dict:
+               overwrite: bool = False, seed: int = 0, text_norm: str = "lower") -> dict:
     if source in ("librispeech", "manifest") and not raw:
         raise SkdError(f"--source {source} needs --raw PATH")
     with progress_bar(transient=True) as bar:
         return prepare_dataset(source, raw, out, tokenizer=tokenizer, vocab_size=vocab_size,
-                               overwrite=overwrite, seed=seed, progress=progress_callback(bar))
+                               overwrite=overwrite, seed=seed, progress=progress_callback(bar), text_norm=text_norm)
 
 
 class AsrCtcHooks(RecipeHooks):
@@ -133,34 +184,37 @@ class AsrCtcHooks(RecipeHooks):
     tiny_data_note = "the synthetic espeak-ng corpus"
 
     baseline = ("kd.method=ctc",)  # plain CTC on the full model (no student head, no KD)
-    summary_keys = {"kd_method": "kd.method"}
     prep = staticmethod(prep_stage)
 
     def make_task(self, cfg: AsrCtcConfig, data_dir: str) -> AsrCtcTask:
         return AsrCtcTask(cfg, data_dir)
 
+    def summary_extra(self, cfg: AsrCtcConfig, data_dir: str) -> dict:
+        return {"kd_method": cfg.kd.method, "system": cfg.system_label}
+
     def evaluate_run(self, trained: Trained, opts: StageOptions) -> dict:
+        """Each set of ``--split`` scored on its own (a set name, a role, ``all`` or ``auto``).
+
+        The result always has ``sets`` ({name: metrics}); with one set its metrics are also at the top
+        level (``wer``, ``cer``, ``wer_student``...), as before sets were kept apart."""
         cfg, task, model, run = trained.cfg, trained.task, trained.model, trained.run
         split = opts.extra.get("split") or "auto"
         if split == "auto":
             split = "test" if task.data.test else "dev"
-        rows = getattr(task.data, split, None) if split in ("train", "dev", "test") else None
-        if not rows:
-            raise SkdError(f"the dataset has no '{split}' split", trained.data_dir)
+        sets = task.data.eval_sets(split)
         dev = next(model.parameters()).device
-        loader = DataLoader(AsrDataset(rows, task.tokenizer, task.features), batch_size=cfg.train.batch_size,
-                            shuffle=False, collate_fn=collate_asr)
-        t0 = time.perf_counter()
-        with progress_bar(transient=True) as bar, torch.no_grad():
-            scored = decode_and_score(model, bar.track(loader, description=f"decode {split}"), dev, cfg,
-                                      task.tokenizer, keep_posteriors=1)
-        seconds = time.perf_counter() - t0
-        result = {"task": TASK_NAME, "run_dir": str(run.path), "split": split, "utterances": len(rows),
-                  "head": cfg.export_head, "decoder": "greedy" if cfg.eval.beam_size <= 1 else f"beam{cfg.eval.beam_size}",
-                  **scored["metrics"], "decode_seconds": round(seconds, 3),
-                  "weights": str(run.weights_for_eval())}
-        if "spike_timing" in scored:
-            result["spike_timing"] = scored["spike_timing"]
+        total = sum(-(-len(rows) // cfg.train.batch_size) for rows in sets.values())
+        with progress_bar(transient=True) as bar:
+            bar_id = bar.add_task(f"decode {', '.join(sets)}", total=total, info="")
+            scored = score_eval_sets(model, task, sets, dev, keep_posteriors=1,
+                                     on_batch=lambda: bar.advance(bar_id))
+        decoder = "greedy" if cfg.eval.beam_size <= 1 else f"beam{cfg.eval.beam_size}"
+        result = {"task": TASK_NAME, "run_dir": str(run.path), "split": split, "system": cfg.system_label,
+                  "head": cfg.export_head, "decoder": decoder, "weights": str(run.weights_for_eval())}
+        if len(sets) == 1:
+            (name, metrics), = scored["sets"].items()
+            result.update({"set": name, **metrics})
+        result["sets"] = scored["sets"]
         if scored["posteriors"]:
             post = scored["posteriors"][0]
             symbols = [task.tokenizer.decode([i]) or "?" for i in range(task.tokenizer.vocab_size)]
@@ -169,7 +223,7 @@ class AsrCtcHooks(RecipeHooks):
                                   title=f"{post['id']}: teacher (layer {model.teacher_layer}) vs student "
                                         f"(layer {model.student_layer})")
             result["posterior_plot"] = str(png)
-        result["examples"] = [{"ref": r, "hyp": h}
+        result["examples"] = [{"set": next(iter(sets)), "ref": r, "hyp": h}
                               for r, h in list(zip(scored["refs"], scored["hyps"][cfg.export_head]))[:5]]
         return result
 
@@ -211,7 +265,7 @@ class AsrCtcHooks(RecipeHooks):
         """The whole pipeline on the embedded tiny default (a synthetic espeak-ng corpus)."""
         trained, evaluated, exported = p.train(), p.evaluate(), p.export()
         result = {"task": TASK_NAME, "run_dir": str(p.run.path), "kd_method": trained["kd_method"],
-                  "steps": trained["steps"], "train_seconds": trained["train_seconds"],
+                  "system": trained["system"], "steps": trained["steps"], "train_seconds": trained["train_seconds"],
                   "split": evaluated["split"], "head": evaluated["head"],
                   "wer": evaluated["wer"], "cer": evaluated["cer"],
                   **{k: evaluated[k] for k in ("wer_teacher", "cer_teacher", "wer_student", "cer_student")
@@ -222,13 +276,16 @@ class AsrCtcHooks(RecipeHooks):
         return result
 
     def report(self, command: str, result: dict):
+        if command == "eval" and len(result.get("sets", {})) > 1:
+            return per_set_table(result)
         if command not in ("eval", "run"):
             return None
         heads = [h for h in ("student", "teacher") if f"wer_{h}" in result]
         rows = [[h + (" (exported)" if h == result.get("head") else ""), result[f"wer_{h}"], result[f"cer_{h}"]]
                 for h in heads]
-        title = f"asr-ctc {command}: {result.get('split', '')} set, {result.get('kd_method', '')}".rstrip(", ")
-        return metric_table(title, ["head", "WER", "CER"], rows)
+        where = result.get("set") or result.get("split", "")
+        return metric_table(f"asr-ctc {command}: {where} set", ["head", "WER", "CER"], rows,
+                            caption=result.get("system"))
 
 
 def transcribe_stage(model_path: str, files: list[str], beam_size: int = 1) -> dict:

@@ -28,8 +28,24 @@ TOKENIZER_KINDS = ("char", "bpe", "unigram")
 CHAR_SYMBOLS: tuple[str, ...] = (BLANK, " ", *string.ascii_lowercase, "'")
 
 
-def normalize_transcript(text: str) -> str:
-    """Lower-case, collapse runs of whitespace to one space, strip the ends."""
+TEXT_NORMS = ("lower", "strip_punctuation")
+_APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "`": "'"})
+
+
+def normalize_transcript(text: str, norm: str = "lower") -> str:
+    """Lower-case, collapse runs of whitespace to one space, strip the ends.
+
+    ``strip_punctuation`` also drops every character that is neither a letter, a digit, an
+    apostrophe nor a space (hyphens and dashes become spaces; typographic apostrophes become
+    '), for corpora written as sentences (Common Voice: "Hello, world."). Apostrophes at a
+    word's edge are quotes and go too; inside a word ("it's") they stay, as in LibriSpeech."""
+    if norm == "strip_punctuation":
+        text = text.translate(_APOSTROPHES)
+        text = "".join(c if c.isalnum() or c == "'" else " " if c.isspace() or c in "-\u2010\u2013\u2014" else ""
+                       for c in text)
+        text = " ".join(word.strip("'") for word in text.split())
+    elif norm != "lower":
+        raise SkdError(f"unknown text normalisation {norm!r}; choose one of {', '.join(TEXT_NORMS)}")
     return " ".join(text.lower().split())
 
 

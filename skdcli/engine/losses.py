@@ -16,7 +16,7 @@ Reductions (shared by all three losses; ``sequence_mean`` only for ``kd_kl_loss`
                    independently, so the value averages exactly across DDP ranks with
                    equal per-rank batch sizes.
 
-The KL conventions of the nine recipes differ (engine-notes §2.3); pick them explicitly, e.g.
+The KL conventions of the recipes differ (each recipe README says which it uses); pick them explicitly, e.g.
 xqa = forward KL, T=2, t2_scale, 'batchmean'; asr-ctc = T=1, no T², 'element_mean'.
 """
 

@@ -85,6 +85,11 @@ class RecipeHooks:
         by default what ``prep --source synthetic`` writes."""
         self.prep("synthetic", None, str(out), overwrite=True)
 
+    def evaluate_recorded(self, opts: StageOptions) -> dict | None:
+        """An eval that needs no model, such as a significance test between runs already evaluated: its
+        result, or None (the default) to load the run and call ``evaluate_run``."""
+        return None
+
     def evaluate_run(self, trained: Trained, opts: StageOptions) -> dict:
         """The eval stage's result (the engine writes it into the run as ``eval_file(opts, result)``)."""
         raise NotImplementedError
@@ -237,7 +242,8 @@ def train_run(hooks: RecipeHooks, opts: StageOptions, show_progress: bool = True
             run.write_config(config_to_yaml(cfg))
             if not opts.resume or not run.provenance.is_file():
                 run.write_provenance(cfg.train.seed, task.data_fingerprint(),
-                                     {"task": hooks.name, "data_dir": str(Path(data).resolve()), "device": str(dev)})
+                                     {**task.provenance(), "task": hooks.name, "data_dir": str(Path(data).resolve()),
+                                      "device": str(dev)})
         barrier()
         trainer = Trainer(task, cfg.train, run, dev, dist_info, show_progress=show_progress)
         result = trainer.fit(resume=opts.resume).to_dict()
@@ -275,6 +281,9 @@ def load_trained(hooks: RecipeHooks, run_dir: str | Path, data: str | None = Non
 
 
 def eval_stage(hooks: RecipeHooks, opts: StageOptions) -> dict:
+    recorded = hooks.evaluate_recorded(opts)
+    if recorded is not None:
+        return recorded
     trained = load_trained(hooks, opts.run_dir, opts.data, resolve_device(opts.device), opts.sets)
     result = hooks.evaluate_run(trained, opts)
     atomic_write_json(trained.run.path / hooks.eval_file(opts, result), result)

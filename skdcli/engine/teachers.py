@@ -1,6 +1,6 @@
 """Teacher signals: where a self-distillation recipe gets its targets from.
 
-In self-KD the teacher is the model itself, seen some other way (engine-notes §2.1):
+In self-KD the teacher is the model itself, seen some other way:
 
     DetachedPrediction     same forward pass: a deeper layer, a sub-model, another score (asr-ctc, nlp-embed)
     capture_outputs        forward hooks by module path, to tap those layers without editing model code

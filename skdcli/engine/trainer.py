@@ -46,6 +46,11 @@ class Task:
         """A short digest of the prepared data (from its prep.json), recorded in the run's provenance."""
         raise NotImplementedError
 
+    def provenance(self) -> dict:
+        """Entries the run's provenance.json records besides the engine's (e.g. where each layer's
+        initial weights came from); written once, before training starts."""
+        return {}
+
     def train_dataset(self) -> Dataset:
         raise NotImplementedError
 

@@ -16,11 +16,16 @@ RECIPE = Recipe(
     hooks="skdcli.retrieval.recipe:RetrievalHooks",
     config_example="recipes/retrieval/coco.yaml",
     docs={"train": "Train the dense + sparse heads with mutual self-KD (or the contrastive-only --baseline).",
-          "eval": "R@1/5/10 + MRR@10 (dense, sparse, integrated), i2t + RSUM, sparsity, FLOPs; TREC run files.",
+          "eval": "R@1/5/10 + MRR@10 (dense, sparse, integrated), i2t + RSUM, sparsity, FLOPs, sparse score mass; "
+                  "TREC run files and per-query results; --index: through the built index; --compare: significance.",
           "export": "torch.export program of the heads + safetensors + vocabulary + manifest (parity checked).",
           "run": "The whole pipeline on the tiny default: synthetic corpus -> train -> eval -> export -> index -> search."},
     flags=(
         Flag("--split", "test | val | train (default eval.split).", key="eval.split", commands=("eval",)),
+        Flag("--index/--no-index", "Also answer every query from RUN/index (Seismic, as `search` does): R@k, MRR@10 "
+             "and latency percentiles next to the exact scorer's.", type=bool, default=False, commands=("eval",)),
+        Flag("--compare", "Another evaluated run (e.g. the --baseline): paired t-test and Fisher randomisation "
+             "p-values per score and metric, from both runs' eval/per_query.tsv.", commands=("eval",)),
         Flag("--query", "Demo query searched at the end.", default="a red circle", commands=("run",), late=True),
     ),
 )
@@ -40,6 +45,10 @@ def prep(
     shard_size: Annotated[int, typer.Option("--shard-size", help="Items per resumable shard.")] = 2048,
     restval: Annotated[str, typer.Option("--restval", help="COCO restval images: train | drop.")] = "train",
     vocab_size: Annotated[int, typer.Option("--vocab-size", help="embeddings without --encoder: sparse vocabulary size.")] = 30522,
+    init: Annotated[Optional[str], typer.Option("--init", help="embeddings: the projections (text_proj, vision_proj) and E "
+                                                "from a LAVIS / ALBEF / BLIP checkpoint (.pth, weights only) or safetensors.")] = None,
+    vocab: Annotated[Optional[str], typer.Option("--vocab", help="embeddings with --init: BERT's vocab.txt (words, special "
+                                                 "tokens, caption statistics).")] = None,
     standin_steps: Annotated[int, typer.Option("--standin-steps", help="synthetic: training steps of the stand-in CLIP.")] = 800,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     overwrite: OverwriteOpt = False, json_out: JsonOpt = False, debug: DebugOpt = False,
@@ -47,7 +56,8 @@ def prep(
     """Karpathy JSON + images through a local encoder (or ready-made embeddings, or the synthetic corpus) -> parquet."""
     from .recipe import prep_stage
     run_stage("retrieval prep", lambda: prep_stage(source, raw, out, encoder, images, batch_size, shard_size, restval,
-                                                   vocab_size, standin_steps, overwrite=overwrite, seed=seed), json_out, debug, ctx)
+                                                   vocab_size, standin_steps, overwrite=overwrite, seed=seed,
+                                                   init_file=init, vocab_file=vocab), json_out, debug, ctx)
 
 
 @app.command()

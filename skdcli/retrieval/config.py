@@ -17,14 +17,24 @@ from ..engine.errors import SkdError
 class ModelConfig:
     # Dense "final layer" text_proj / vision_proj: pre-projection width -> proj_dim, L2-normalised.
     proj_dim: int = 32  # official: 256 (BLIP/ALBEF); the tiny default takes the stand-in CLIP's 32
-    # Start text_proj / vision_proj from the encoder's own projection layers when prep saved them
-    # (the official code copies LAVIS' text_proj / vision_proj); false = random init.
+    # Start text_proj / vision_proj from the encoder's own projection layers (the official code
+    # copies LAVIS' text_proj / vision_proj). true needs them in the prepared dataset (prep with
+    # --encoder, or --init FILE for ready-made embeddings) with the model's shapes: anything else is
+    # an error naming both shapes, never a silent random init. false = random init, recorded as such.
     init_proj_from_encoder: bool = True
     # Sparse head z = log1p(relu(W_voc · LN(W_p · u + b))), W_voc initialised from a detached clone
-    # of the text encoder's word-embedding matrix E (V x d_word) when prep saved one.
+    # of the text encoder's word-embedding matrix E (V x d_word); true needs E in the prepared dataset.
     init_vocab_from_encoder: bool = True
     vocab_size: int = 0  # only used without E from prep (0 = take the dataset's vocab_size)
     word_dim: int = 0  # width of W_p's output / LN without E (0 = 768, the official BERT width)
+    # Terms the sparse head may not use (their weight is fixed at 0; recipes/retrieval/README.md §2):
+    # the tokenizer's special tokens ([PAD], [UNK], [CLS], ...: not words, yet they took most of the
+    # sparse score mass in a toy run); optionally a stop-list ("english" = scikit-learn's list, or a
+    # file with one word per line) and a document-frequency cap (terms in more than max_df of the
+    # train captions; 1.0 = off). Ours: the official code masks nothing.
+    mask_special_tokens: bool = True
+    stopwords: str = ""
+    max_df: float = 1.0
     temperature: float = 0.07  # initial tau of the dense score; learnable, clamped to [0.001, 0.5]
     learn_temperature: bool = True
 
@@ -120,6 +130,8 @@ class RetrievalConfig:
         check_choice("index.engine", self.index.engine, ["seismic", "exact"])
         if self.cpu_threads < 0:
             raise SkdError(f"cpu_threads must be >= 0 (got {self.cpu_threads})")
+        if not 0.0 < self.model.max_df <= 1.0:
+            raise SkdError(f"model.max_df must be in (0, 1] (got {self.model.max_df})")
         if self.model.proj_dim < 1:
             raise SkdError(f"model.proj_dim must be >= 1 (got {self.model.proj_dim})")
         if not 0.001 <= self.model.temperature <= 0.5:

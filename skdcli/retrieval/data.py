@@ -9,6 +9,7 @@ A prepared dataset (``skd retrieval prep --out DIR``) is
     DIR/img_embs.parquet       `id` (str(imgid)), `emb`: the image encoder's pre-projection vector
     DIR/encoder_init.safetensors  (optional) E (V x d_word word embeddings), the encoder's text/vision projections
     DIR/vocab.txt              (optional) the V vocabulary entries, one per line (for words in `explain` / `search`)
+    DIR/term_stats.safetensors (with a tokenizer) per-term train-caption document frequency + special-token flags
     DIR/encoder/               (synthetic only) the stand-in dual encoder in Hugging Face format
 
 Parquet is written and read with the HF ``datasets`` library, as the official code loads its
@@ -245,6 +246,12 @@ class Prepared:
     img_split: list[str]
     vocab: list[str] = field(default_factory=list)
     init: dict[str, torch.Tensor] = field(default_factory=dict)
+    term_stats: tuple[dict[str, torch.Tensor], dict[str, str]] | None = None  # terms.load_term_stats
+
+    @property
+    def init_origin(self) -> str | None:
+        """What encoder_init.safetensors was taken from: the encoder directory or the --init file."""
+        return self.info.get("init_file") or self.info.get("encoder")
 
     def split_indices(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         """(caption indices, image indices) of a split."""
@@ -301,6 +308,9 @@ def load_prepared(data_dir: str | Path) -> Prepared:
     if vocab and vocab[-1] == "":
         vocab = vocab[:-1]
     init = load_file(str(path / INIT)) if (path / INIT).is_file() else {}
+    from .terms import load_term_stats
+
     return Prepared(path=path, info=info, images=images, img_ids=img_ids, img_emb=torch.from_numpy(img_emb.copy()),
                     text_ids=text_ids, text_emb=torch.from_numpy(text_emb.copy()), captions=captions,
-                    text_to_img=text_to_img, text_split=text_split, img_split=img_split, vocab=vocab, init=init)
+                    text_to_img=text_to_img, text_split=text_split, img_split=img_split, vocab=vocab, init=init,
+                    term_stats=load_term_stats(path))

@@ -177,3 +177,66 @@ class LoadedIndex:
         top, scores = self.seismic.search(terms, values, k, query_cut or p["query_cut"],
                                           heap_factor if heap_factor is not None else p["heap_factor"])
         return top, scores, "seismic"
+
+
+def answer_queries(index: LoadedIndex, z_queries: np.ndarray, k: int, exact: bool) -> tuple[np.ndarray, list[float]]:
+    """Every query answered one at a time, as a user's search is: (N, k) document positions
+    (-1 pads a short answer, e.g. a query with no term, which the index cannot answer) and the
+    per-query search latencies in seconds (queries with no term excluded)."""
+    top = np.full((len(z_queries), k), -1, dtype=np.int64)
+    latencies = []
+    p = index.manifest["params"]
+    for q, z in enumerate(z_queries):
+        terms, values = query_terms(z)
+        if terms.size == 0:
+            continue
+        t0 = time.perf_counter()
+        if exact or index.seismic is None:
+            got, _ = index.exact.search(terms, values, k)
+        else:
+            got, _ = index.seismic.search(terms, values, k, p["query_cut"], p["heap_factor"])
+        latencies.append(time.perf_counter() - t0)
+        top[q, :len(got)] = got[:k]
+    return top, latencies
+
+
+def latency_summary(latencies: list[float]) -> dict[str, float]:
+    ms = np.asarray(latencies, dtype=np.float64) * 1e3
+    if ms.size == 0:
+        return {"queries": 0}
+    return {"queries": int(ms.size), "p50_ms": round(float(np.percentile(ms, 50)), 4),
+            "p90_ms": round(float(np.percentile(ms, 90)), 4), "p99_ms": round(float(np.percentile(ms, 99)), 4),
+            "mean_ms": round(float(ms.mean()), 4), "max_ms": round(float(ms.max()), 4)}
+
+
+def evaluate_through_index(index: LoadedIndex, z_queries: np.ndarray, gold_ids: list[str], k: int = 10) -> dict:
+    """R@1/5/10 + MRR@10 of the queries answered by the index (Seismic) and by the exact scorer over
+    the same stored vectors, their top-k overlap, and search latency percentiles of both.
+
+    ``gold_ids``: each query's relevant image id; every one must be in the index."""
+    import torch
+
+    from .metrics import gold_ranks, rank_metrics
+
+    pos = {d: n for n, d in enumerate(index.doc_ids)}
+    missing = [g for g in gold_ids if g not in pos]
+    if missing:
+        raise SkdError(f"{len(missing)} gold image(s) (e.g. {missing[0]}) are not in the index; build it over the "
+                       "evaluated split (`skd retrieval index --split SPLIT --overwrite`)", index.folder)
+    gold = torch.tensor([pos[g] for g in gold_ids], dtype=torch.long)
+    out: dict = {"engine": "seismic" if index.seismic is not None else "exact", "documents": len(index.doc_ids),
+                 "queries": len(gold_ids), "queries_without_terms": int((np.abs(z_queries).sum(1) == 0).sum()),
+                 "params": {n: index.manifest["params"][n] for n in ("query_cut", "heap_factor", "n_postings")}}
+    tops = {}
+    for name, exact in (("index", False), ("exact", True)):
+        top, lat = answer_queries(index, z_queries, k, exact)
+        tops[name] = top
+        ranks = gold_ranks(torch.from_numpy(top), gold)
+        out[name] = {"t2i": rank_metrics(ranks), "latency": latency_summary(lat), "_ranks": ranks}
+    a, b = tops["index"], tops["exact"]
+    # share of the exact top k the index returns, over the queries the exact scorer answered
+    overlap = [len(set(x[x >= 0].tolist()) & set(y[y >= 0].tolist())) / int((y >= 0).sum())
+               for x, y in zip(a, b) if (y >= 0).any()]
+    out["overlap_with_exact@k"] = float(np.mean(overlap)) if overlap else 1.0
+    out["k"] = k
+    return out

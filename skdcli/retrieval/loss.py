@@ -11,7 +11,8 @@ In-batch B x B score matrices, rows = images, columns = texts:
     L'          = (λ1 KD(S_d) + λ2 KD(S_s)) / 2         (the official code lets λ weight the KD terms too)
     loss        = 1/2 (L + L') + 1/2 [η_q(t) R(Z_t) + η_d(t) R(Z_i)]
 
-R = L1 (official: mean_b sum_v |z_bv|) or FLOPS (sum_v (mean_b |z_bv|)^2), computed in fp32.
+R = L1 (official: mean_b sum_v |z_bv|) or FLOPS (sum_v (mean_b |z_bv|)^2), computed in fp32; the sparse
+head and S_s are fp32 under autocast too (the dense branch follows train.amp).
 Switches: ``detach_teacher`` (default true; the official code: false, gradients flow through the teacher);
 ``compat_official`` (the code's text->image teacher is softmax_row(S_x), not softmax_row(S_x^T)).
 ``method=contrastive`` drops L' (the paper's "without SKD" ablation): loss = L/2 + reg.
@@ -55,9 +56,15 @@ def flops_reg(z: Tensor) -> Tensor:
     return (z.float().abs().mean(dim=0) ** 2).sum()
 
 
+def at_least_fp32(x: Tensor) -> Tensor:
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+
+
 def score_matrices(out: dict[str, Tensor], w_dense: float, w_sparse: float) -> tuple[Tensor, Tensor, Tensor]:
     dense = out["u_i"] @ out["u_t"].t() / out["temp"]
-    sparse = out["z_i"] @ out["z_t"].t()
+    # the sparse score in fp32 even under autocast (bf16: up to ~0.1 logit error on un-tempered scores)
+    with torch.autocast(out["z_i"].device.type, enabled=False):
+        sparse = at_least_fp32(out["z_i"]) @ at_least_fp32(out["z_t"]).t()
     return dense, sparse, w_dense * dense + w_sparse * sparse
 
 

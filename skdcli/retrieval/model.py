@@ -18,7 +18,7 @@ from torch import nn
 
 class SparseDenseRetriever(nn.Module):
     def __init__(self, text_dim: int, img_dim: int, proj_dim: int, vocab_size: int, word_dim: int,
-                 temperature: float = 0.07, learn_temperature: bool = True):
+                 temperature: float = 0.07, learn_temperature: bool = True, vocab_keep: torch.Tensor | None = None):
         super().__init__()
         self.text_proj = nn.Linear(text_dim, proj_dim)
         self.vision_proj = nn.Linear(img_dim, proj_dim)
@@ -26,28 +26,29 @@ class SparseDenseRetriever(nn.Module):
         self.sparse_norm = nn.LayerNorm(word_dim)  # LN (new)
         self.vocab_proj = nn.Linear(word_dim, vocab_size, bias=False)  # W_voc (from E)
         self.temp = nn.Parameter(torch.tensor(float(temperature)), requires_grad=learn_temperature)
+        # 1 = the term may carry weight, 0 = masked (special tokens, stop-list, DF cap; ours, README §2).
+        # Derived from the config and the prepared dataset, so not saved with the weights.
+        keep = torch.ones(vocab_size) if vocab_keep is None else vocab_keep.float()
+        if keep.shape != (vocab_size,):
+            raise ValueError(f"vocab_keep has shape {tuple(keep.shape)}, expected ({vocab_size},)")
+        self.register_buffer("vocab_keep", keep, persistent=False)
 
-    def init_from_encoder(self, init: dict[str, torch.Tensor], vocab: bool, proj: bool) -> list[str]:
-        """Copy E into W_voc and the encoder's projections into text_proj / vision_proj (shapes must match)."""
-        done = []
+    def load_init(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Copy checked initial tensors (``init_weights.init_tensors_for``: names are this module's parameter
+        names, shapes already equal) into the layers."""
+        params = dict(self.named_parameters())
         with torch.no_grad():
-            if vocab and "E" in init:
-                self.vocab_proj.weight.copy_(init["E"])
-                done.append("vocab_proj<-E")
-            if proj:
-                for name in ("text_proj", "vision_proj"):
-                    if f"{name}.weight" in init and init[f"{name}.weight"].shape == getattr(self, name).weight.shape:
-                        layer = getattr(self, name)
-                        layer.weight.copy_(init[f"{name}.weight"])
-                        if f"{name}.bias" in init:
-                            layer.bias.copy_(init[f"{name}.bias"])
-                        else:  # CLIP's projections have no bias
-                            layer.bias.zero_()
-                        done.append(f"{name}<-encoder")
-        return done
+            for name, value in tensors.items():
+                if params[name].shape != value.shape:  # init_tensors_for checked this; a guard, not a path
+                    raise ValueError(f"{name}: {tuple(value.shape)} != {tuple(params[name].shape)}")
+                params[name].copy_(value)
 
     def sparse(self, u: torch.Tensor) -> torch.Tensor:
-        return torch.log1p(torch.relu(self.vocab_proj(self.sparse_norm(self.sparse_proj(u)))))
+        # In fp32 even under autocast: bf16 sparse logits are off by up to ~0.1 (README §3), and the
+        # sparse score has no temperature to absorb it. The dense branch keeps the autocast dtype.
+        with torch.autocast(u.device.type, enabled=False):
+            logits = self.vocab_proj(self.sparse_norm(self.sparse_proj(u.float())))
+            return torch.log1p(torch.relu(logits)) * self.vocab_keep
 
     def encode_text(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         u = F.normalize(self.text_proj(h), dim=-1)

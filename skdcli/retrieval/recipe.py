@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,18 +17,20 @@ from ..engine.console import console, metric_table, progress_bar, progress_callb
 from ..engine.contract import StageOptions
 from ..engine.errors import SkdError
 from ..engine.io import atomic_write_json, atomic_write_text
+from ..engine.rundir import RunDir
 from ..engine.schedules import Progress, QuadraticWarmup
 from ..engine.stages import ExportSpec, Pipeline, RecipeHooks, Trained, load_trained, train_run
 from ..engine.trainer import Task
 from . import data as D
 from .config import RetrievalConfig
 from .loss import retrieval_objective
-from .metrics import (flops, flops_official, i2t_metrics, mean_nnz, t2i_metrics, truncate_top_terms,
-                      write_qrels, write_trec_run)
+from .metrics import (flops, flops_official, gold_ranks, i2t_metrics, mean_nnz, t2i_metrics, truncate_top_terms,
+                      write_per_query, write_qrels, write_trec_run)
 from .model import RetrievalHeads, SparseDenseRetriever
 
 TASK_NAME = "retrieval"
 SCORES = ("dense", "sparse", "integrated")
+PER_QUERY = "per_query.tsv"  # RUN/eval/: one line per caption and score (metrics.write_per_query)
 
 
 def restores_threads(fn):
@@ -87,12 +90,18 @@ class RetrievalTask(Task):
         warm = round(cfg.loss.reg_warmup_frac * cfg.train.max_steps)
         self.eta_q = QuadraticWarmup(cfg.loss.q_reg, warm)
         self.eta_d = QuadraticWarmup(cfg.loss.d_reg, warm)
+        # checked here, before the engine writes the run directory: a projection or E that does not
+        # fit is an error naming both shapes (never a silent random init); the record goes into provenance
+        self.plan = plan_model(cfg, self.data)
 
     def data_fingerprint(self) -> str | None:
         return self.data.info.get("fingerprint")
 
+    def provenance(self) -> dict:
+        return {"init": self.plan.record}
+
     def build_model(self) -> SparseDenseRetriever:
-        return build_model(self.cfg, self.data)
+        return build_model(self.cfg, self.data, self.plan)
 
     def train_dataset(self) -> PairDataset:
         return PairDataset(self.data, self.train_captions)
@@ -111,15 +120,43 @@ class RetrievalTask(Task):
         return {f"val/{name}/{m}": v for name in SCORES for m, v in scored["t2i"][name].items()}
 
 
-def build_model(cfg: RetrievalConfig, data: D.Prepared) -> SparseDenseRetriever:
-    E = data.init.get("E")
-    vocab = E.shape[0] if E is not None else (cfg.model.vocab_size or int(data.info.get("vocab_size", 0)))
+@dataclass
+class ModelPlan:
+    """Everything ``build_model`` needs, checked before a run directory is written: the layer widths,
+    the initial tensors (shapes equal to the model's), the vocabulary mask, and their record (which
+    goes into the run's provenance as ``init``)."""
+
+    dims: dict[str, int]
+    init_tensors: dict[str, torch.Tensor]
+    keep: torch.Tensor
+    record: dict
+
+
+def plan_model(cfg: RetrievalConfig, data: D.Prepared) -> ModelPlan:
+    from .init_weights import init_tensors_for
+    from .terms import vocab_keep
+
+    E = data.init.get("E") if cfg.model.init_vocab_from_encoder else None
+    # widths: the config's when set (then E must fit them), else E's, else the dataset's vocab_size / BERT's 768
+    vocab = cfg.model.vocab_size or (E.shape[0] if E is not None else int(data.info.get("vocab_size", 0)))
     if vocab < 1:
         raise SkdError("the dataset has no word-embedding matrix and no vocab_size; set model.vocab_size", data.path)
-    word_dim = E.shape[1] if E is not None else (cfg.model.word_dim or 768)
-    model = SparseDenseRetriever(data.text_emb.shape[1], data.img_emb.shape[1], cfg.model.proj_dim, vocab, word_dim,
-                                 cfg.model.temperature, cfg.model.learn_temperature)
-    model.init_from_encoder(data.init, cfg.model.init_vocab_from_encoder, cfg.model.init_proj_from_encoder)
+    word_dim = cfg.model.word_dim or (E.shape[1] if E is not None else 768)
+    dims = {"text_dim": int(data.text_emb.shape[1]), "img_dim": int(data.img_emb.shape[1]),
+            "vocab_size": int(vocab), "word_dim": int(word_dim)}
+    tensors, record = init_tensors_for(cfg.model, data.init, dims["text_dim"], dims["img_dim"], vocab, word_dim,
+                                       data.path / D.INIT, data.init_origin)
+    keep, masked = vocab_keep(cfg.model, data.vocab, vocab, data.term_stats, data.path)
+    record["vocab_mask"] = masked
+    return ModelPlan(dims, tensors, keep, record)
+
+
+def build_model(cfg: RetrievalConfig, data: D.Prepared, plan: ModelPlan | None = None) -> SparseDenseRetriever:
+    plan = plan or plan_model(cfg, data)
+    model = SparseDenseRetriever(plan.dims["text_dim"], plan.dims["img_dim"], cfg.model.proj_dim,
+                                 plan.dims["vocab_size"], plan.dims["word_dim"], cfg.model.temperature,
+                                 cfg.model.learn_temperature, vocab_keep=plan.keep)
+    model.load_init(plan.init_tensors)
     return model
 
 
@@ -164,10 +201,25 @@ def score_split(model, data: D.Prepared, split: str, cfg: RetrievalConfig, devic
                            "vocab_size": int(z_t.shape[1])},
               "flops": flops(z_t, z_i) if cfg.eval.flops == "d2s" else flops_official(z_t, z_i),
               "flops_definition": cfg.eval.flops, "temperature": enc["temp"],
-              "queries": int(len(enc["captions"])), "images": int(len(enc["images"]))}
+              "queries": int(len(enc["captions"])), "images": int(len(enc["images"])),
+              "sparse_mass": sparse_mass_report(z_t, z_i, enc["gold"], data)}
     if keep_scores:
         result["_scores"], result["_tops"], result["_enc"] = scores, tops, enc
     return result
+
+
+def sparse_mass_report(z_t: torch.Tensor, z_i: torch.Tensor, gold: torch.Tensor, data: D.Prepared) -> dict:
+    """Where the sparse score goes (README §4): the share carried by the special tokens and by
+    English function words (scikit-learn's stop-list), whether or not they are masked, and the
+    terms that carry most of it on the positive pairs."""
+    from .terms import english_stopwords, special_ids, term_mass, top_mass_terms
+
+    specials, _ = special_ids(data.vocab, data.term_stats[0] if data.term_stats else None)
+    stop = english_stopwords()
+    function_words = [i for i, w in enumerate(data.vocab[:z_t.shape[1]]) if w.lower() in stop]
+    return {"special_tokens": term_mass(z_t, z_i, gold, specials),
+            "function_words": term_mass(z_t, z_i, gold, function_words),
+            "top_terms_positives": top_mass_terms(z_t, z_i, gold, data.vocab)}
 
 
 # -- prep ----------------------------------------------------------------------------------------------
@@ -219,7 +271,8 @@ def _finish_prep(out: Path, source: str, images: list[dict], counts: dict, encod
 @restores_threads
 def prep_stage(source: str, raw: str | None, out: str, encoder: str | None = None, images_dir: str | None = None,
                batch_size: int = 64, shard_size: int = 2048, restval: str = "train", vocab_size: int = 30522,
-               standin_steps: int = 800, overwrite: bool = False, seed: int = 0) -> dict:
+               standin_steps: int = 800, overwrite: bool = False, seed: int = 0, init_file: str | None = None,
+               vocab_file: str | None = None) -> dict:
     quiet_hf()
     from .encoder import extract_embeddings, load_encoder, train_standin_encoder
 
@@ -231,6 +284,12 @@ def prep_stage(source: str, raw: str | None, out: str, encoder: str | None = Non
         raise SkdError("--source karpathy needs --encoder PATH (a local CLIP or BLIP checkpoint directory)")
     if restval not in ("train", "drop"):
         raise SkdError(f"--restval: '{restval}' is not one of train, drop")
+    if (init_file or vocab_file) and source != "embeddings":
+        raise SkdError("--init / --vocab are for --source embeddings (karpathy and synthetic take both from --encoder)")
+    if init_file and encoder:
+        raise SkdError("give --encoder DIR or --init FILE, not both (both supply the projections and E)")
+    if vocab_file and encoder:
+        raise SkdError("give --encoder DIR or --vocab FILE, not both (the encoder's tokenizer is the vocabulary)")
     out_p = Path(out)
     if source != "synthetic":  # check the inputs before touching the output directory
         rows = D.load_karpathy_dir(Path(raw), restval) if source == "karpathy" else None
@@ -239,7 +298,7 @@ def prep_stage(source: str, raw: str | None, out: str, encoder: str | None = Non
     progress = progress_callback(bar)
     t0 = time.perf_counter()
     if source == "embeddings":
-        return _prep_embeddings(Path(raw), out_p, encoder, vocab_size)
+        return _prep_embeddings(Path(raw), out_p, encoder, vocab_size, restval, init_file, vocab_file)
     if source == "synthetic":
         use_threads(1)  # a tiny encoder: one thread is fastest, and robust on a busy machine
         raw_p = out_p / "raw"
@@ -261,14 +320,27 @@ def prep_stage(source: str, raw: str | None, out: str, encoder: str | None = Non
                                     progress=progress)
     init = enc.init_tensors()
     vocab = enc.vocab(init["E"].shape[0])
+    _write_term_stats(out_p, rows, enc.tokenizer, init["E"].shape[0], f"tokenizer of {encoder_ref}")
     return _finish_prep(out_p, source, rows, counts, encoder_ref, init, vocab,
                         {"encoder_kind": enc.kind, "resumed": resumed, "seconds": round(time.perf_counter() - t0, 2)})
 
 
-def _prep_embeddings(raw: Path, out: Path, encoder: str | None, vocab_size: int) -> dict:
+def _write_term_stats(out: Path, rows: list[dict], tokenizer, vocab_size: int, source: str) -> None:
+    """Caption document frequencies over the train split and special-token flags (``terms.py``)."""
+    from .terms import save_term_stats, term_statistics
+
+    train = [s["raw"] for img in rows if img["split"] == "train" for s in img["sentences"]]
+    save_term_stats(out, term_statistics(tokenizer, train, vocab_size), len(train), source)
+
+
+def _prep_embeddings(raw: Path, out: Path, encoder: str | None, vocab_size: int, restval: str = "train",
+                     init_file: str | None = None, vocab_file: str | None = None) -> dict:
     """Import embedding parquet files in the official layout:
     RAW/{text|img}_embs_before_proj_<backbone>.parquet (or text_embs*.parquet / img_embs*.parquet)
-    + RAW/dataset_meta.json (or any Karpathy JSON). Optional --encoder adds E, the vocabulary and the projections."""
+    + RAW/dataset_meta.json (or any Karpathy JSON). Where the trained layers start from:
+    --encoder DIR (E, the vocabulary and the projections from a local HF checkpoint), or --init FILE
+    (the projections and E from a LAVIS / ALBEF / BLIP checkpoint or safetensors: the official
+    code's route) with --vocab FILE (a BERT vocab.txt: words, special tokens, caption statistics)."""
     from .encoder import load_encoder
 
     def one(kind: str) -> Path:
@@ -278,13 +350,26 @@ def _prep_embeddings(raw: Path, out: Path, encoder: str | None, vocab_size: int)
         return found[0]
 
     meta_file = raw / "dataset_meta.json"
-    rows = D.read_karpathy(meta_file) if meta_file.is_file() else D.load_karpathy_dir(raw)
+    rows = D.read_karpathy(meta_file, restval) if meta_file.is_file() else D.load_karpathy_dir(raw, restval)
     t_file, i_file = one("text"), one("img")
-    init, vocab, ref, kind = {}, [], None, None
+    init, vocab, ref, kind, tokenizer, extra = {}, [], None, None, None, {}
     if encoder:
         enc = load_encoder(encoder)
-        init, ref, kind = enc.init_tensors(), str(Path(encoder).resolve()), enc.kind
+        init, ref, kind, tokenizer = enc.init_tensors(), str(Path(encoder).resolve()), enc.kind, enc.tokenizer
         vocab = enc.vocab(init["E"].shape[0])
+    if init_file:
+        from .init_weights import read_init_file
+
+        init = read_init_file(init_file)
+        extra["init_file"] = str(Path(init_file).resolve())
+        extra["init_tensors"] = {k: list(v.shape) for k, v in init.items()}
+    if vocab_file:
+        tokenizer, vocab = _bert_vocab(Path(vocab_file))
+        size = init["E"].shape[0] if "E" in init else vocab_size
+        if len(vocab) > size:
+            raise SkdError(f"has {len(vocab)} entries, more than the {size} rows of the vocabulary layer", vocab_file)
+        vocab += [f"[id{i}]" for i in range(len(vocab), size)]  # e.g. BLIP's E has [DEC]/[ENC] rows beyond BERT's
+        extra["vocab_file"] = str(Path(vocab_file).resolve())
     t_width = init["text_proj.weight"].shape[1] if init else None
     i_width = init["vision_proj.weight"].shape[1] if init else None
     t_ids, t_emb = D.read_embeddings(t_file, t_width)
@@ -304,9 +389,40 @@ def _prep_embeddings(raw: Path, out: Path, encoder: str | None, vocab_size: int)
     D.write_embeddings(out / D.TEXT_EMBS, [t_ids[n] for n in t_keep], t_emb[t_keep])
     D.write_embeddings(out / D.IMG_EMBS, [i_ids[n] for n in i_keep], i_emb[i_keep])
     counts = {"images": len(i_keep), "captions": len(t_keep),
-              "dropped_images": len(rows) - len(kept)}
+              "dropped_images": len(rows) - len(kept), "restval": restval}
+    if tokenizer is not None:
+        _write_term_stats(out, kept, tokenizer, init["E"].shape[0] if "E" in init else vocab_size,
+                          f"tokenizer of {ref or extra['vocab_file']}")
     return _finish_prep(out, "embeddings", kept, counts, ref, init, vocab,
-                        {"encoder_kind": kind, "vocab_size": vocab_size, "resumed": False})
+                        {"encoder_kind": kind, "vocab_size": vocab_size, "resumed": False, **extra})
+
+
+def _bert_vocab(path: Path):
+    """A BERT WordPiece tokenizer (lower-cased, as bert-base-uncased under BLIP/ALBEF) from vocab.txt."""
+    from tokenizers import BertWordPieceTokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    if not path.is_file():
+        raise SkdError("vocabulary file not found", path)
+    lines = path.read_text(encoding="utf-8").split("\n")
+    if lines and lines[-1] == "":
+        lines = lines[:-1]
+    if not lines or len(set(lines)) != len(lines):
+        raise SkdError("not a vocab.txt (one distinct token per line)", path)
+    try:
+        wordpiece = BertWordPieceTokenizer(str(path), lowercase=True)
+        tokenizer = PreTrainedTokenizerFast(tokenizer_object=wordpiece._tokenizer, unk_token="[UNK]", pad_token="[PAD]",
+                                            cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
+    except Exception as exc:
+        raise SkdError(f"cannot build a WordPiece tokenizer from it ({exc.__class__.__name__})", path) from exc
+    return tokenizer, lines
+
+
+def predates_vocab_mask(run: RunDir) -> bool:
+    """True for a run whose config.yaml has no model.mask_special_tokens (trained unmasked)."""
+    from ..engine.config import load_yaml
+
+    return run.config.is_file() and "mask_special_tokens" not in (load_yaml(run.config).get("model") or {})
 
 
 # -- the hooks of the shared train / eval / export / run commands (engine/stages.py) ---------------------------
@@ -326,7 +442,25 @@ class RetrievalHooks(RecipeHooks):
 
     @restores_threads
     def train(self, opts: StageOptions) -> dict:
+        if opts.resume:
+            run = RunDir(opts.run_dir)
+            if predates_vocab_mask(run):  # resume it as it started: unmasked, written into its config.yaml
+                import yaml
+
+                from ..engine.config import load_yaml
+
+                saved = load_yaml(run.config)
+                saved.setdefault("model", {})["mask_special_tokens"] = False
+                atomic_write_text(run.config, yaml.safe_dump(saved, sort_keys=False))
         return train_run(self, opts)
+
+    def check_data_for(self, run: RunDir, cfg: RetrievalConfig, data_dir: str) -> None:
+        """A run trained before the vocabulary mask existed is loaded as it was trained, unmasked,
+        and says so: the default would otherwise mask terms its weights were trained to use."""
+        if predates_vocab_mask(run):
+            cfg.model.mask_special_tokens = False
+            console.print(f"[yellow]note:[/] {run.config} predates model.mask_special_tokens: loaded unmasked, "
+                          "as it was trained")
 
     @restores_threads
     def evaluate_run(self, trained: Trained, opts: StageOptions) -> dict:
@@ -341,9 +475,20 @@ class RetrievalHooks(RecipeHooks):
         run_files = [str(write_trec_run(run.path / "eval" / f"{name}.trec", qids, dids, tops[name], scores[name],
                                         f"skd-{name}")) for name in SCORES]
         write_qrels(run.path / "eval" / "qrels.txt", qids, dids, enc["gold"])
-        return {"task": TASK_NAME, "run_dir": str(run.path), "split": split, "method": cfg.loss.method,
-                **scored, "run_files": run_files, "eval_seconds": round(time.perf_counter() - t0, 3),
-                "weights": str(run.weights_for_eval())}
+        ranks = {name: gold_ranks(tops[name], enc["gold"]) for name in SCORES}
+        result = {"task": TASK_NAME, "run_dir": str(run.path), "split": split, "method": cfg.loss.method,
+                  **scored, "run_files": run_files, "weights": str(run.weights_for_eval())}
+        if opts.extra.get("index"):  # every query answered from RUN/index, as a user's search is
+            through = evaluate_index(run.path, cfg, prepared, model, split)
+            ranks["index"] = through["index"].pop("_ranks")
+            through["exact"].pop("_ranks")
+            result["index"] = through
+        per_query = write_per_query(run.path / "eval" / PER_QUERY, qids, ranks, cfg.eval.topk)
+        result["per_query_file"] = str(per_query)
+        if opts.extra.get("compare"):
+            result["compare"] = compare_runs(per_query, Path(opts.extra["compare"]), str(run.path))
+        result["eval_seconds"] = round(time.perf_counter() - t0, 3)
+        return result
 
     def export_spec(self, trained: Trained, opts: StageOptions) -> ExportSpec:
         cfg, model, prepared = trained.cfg, trained.model, trained.task.data
@@ -396,12 +541,37 @@ class RetrievalHooks(RecipeHooks):
     def report(self, command: str, result: dict):
         if command not in ("eval", "run"):
             return None
-        rows = [[name, *(100 * result["t2i"][name][m] for m in ("R@1", "R@5", "R@10", "MRR@10")),
+        from rich.console import Group
+
+        metrics = ("R@1", "R@5", "R@10", "MRR@10")
+        rows = [[name, *(100 * result["t2i"][name][m] for m in metrics),
                  100 * result["i2t"][name]["R@1"], result["rsum"][name]] for name in SCORES]
-        return metric_table(f"retrieval {command}: {result['split']} split ({result['method']})",
-                            ["score", "t2i R@1", "t2i R@5", "t2i R@10", "t2i MRR@10", "i2t R@1", "RSUM"], rows,
-                            caption=f"sparse FLOPs {result['flops']:.3g}" if isinstance(result.get("flops"), float)
-                            else None)
+        caption = None
+        if isinstance(result.get("flops"), float):
+            mass = result.get("sparse_mass", {}).get("special_tokens", {}).get("all_pairs")
+            caption = f"sparse FLOPs {result['flops']:.3g}" + (
+                f"; sparse score on special tokens {100 * mass:.1f} %" if mass is not None else "")
+        tables = [metric_table(f"retrieval {command}: {result['split']} split ({result['method']})",
+                               ["score", "t2i R@1", "t2i R@5", "t2i R@10", "t2i MRR@10", "i2t R@1", "RSUM"], rows,
+                               caption=caption)]
+        through = result.get("index")
+        if through:
+            rows = [[f"{name} ({through['engine'] if name == 'index' else 'exact scorer'})",
+                     *(100 * through[name]["t2i"][m] for m in metrics),
+                     through[name]["latency"].get("p50_ms"), through[name]["latency"].get("p99_ms")]
+                    for name in ("index", "exact")]
+            tables.append(metric_table(
+                f"sparse, every query through RUN/index ({through['queries']} queries, {through['documents']} images)",
+                ["answered by", *(f"t2i {m}" for m in metrics), "p50 ms", "p99 ms"], rows,
+                caption=f"top-{through['k']} overlap with the exact scorer {through['overlap_with_exact@k']:.4f}"))
+        compared = result.get("compare")
+        if compared:
+            rows = [[name, *(f"{100 * t['mean_diff']:+.1f} (p {t['t_test_p']:.3g} / {t['randomisation_p']:.3g})"
+                             for t in (compared["scores"][name][m] for m in metrics))]
+                    for name in compared["scores"]]
+            tables.append(metric_table(f"this run minus {compared['run']}", ["score", *metrics], rows,
+                                       caption="difference in points (paired t-test p / randomisation p)"))
+        return Group(*tables)
 
     def bench(self, data: str | None, steps: int, rounds: int, device: str, sets: list[str] | None = None) -> dict:
         from .bench import bench_stage
@@ -414,6 +584,41 @@ HOOKS = RetrievalHooks()
 def load(run_dir: str, sets: list[str] | None = None) -> Trained:
     """The trained run on CPU, for index / search / explain."""
     return load_trained(HOOKS, run_dir, sets=sets)
+
+
+def compare_runs(ours: Path, other_run: Path, our_run: str) -> dict:
+    """`eval --compare RUN`: the paper's significance test (paired t-test, and Fisher's randomisation
+    test) of this run against another evaluated run, per score and metric, paired by caption id."""
+    from .metrics import compare_per_query, read_per_query
+
+    if not other_run.is_dir():
+        raise SkdError("--compare: not a run directory", other_run)
+    if other_run.resolve() == Path(our_run).resolve():
+        raise SkdError("--compare: that is this run; give another evaluated run", other_run)
+    theirs = read_per_query(other_run / "eval" / PER_QUERY)
+    return {"run": str(other_run), "tests": "paired t-test (scipy.stats.ttest_rel) and Fisher randomisation "
+            "(scipy.stats.permutation_test, 10,000 within-query swaps or exact), two-sided, this run minus the other",
+            "scores": compare_per_query(read_per_query(ours), theirs)}
+
+
+def evaluate_index(run_path: Path, cfg: RetrievalConfig, prepared: D.Prepared, model, split: str) -> dict:
+    """`eval --index`: every query of the split answered from RUN/index (Seismic), one at a time as a
+    user's search is, with R@k / MRR@10 and latency percentiles next to the exact scorer's over the
+    same stored vectors (``index.evaluate_through_index``)."""
+    from .index import LoadedIndex, evaluate_through_index
+
+    index = LoadedIndex(run_path / "index")
+    built = index.manifest.get("split")
+    if built not in (split, "all"):
+        raise SkdError(f"the index holds the '{built}' images, not the '{split}' split; rebuild it with "
+                       f"`skd retrieval index --run-dir {run_path} --split {split} --overwrite`", index.folder)
+    captions, _ = prepared.split_indices(split)
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        _, z = model.encode_text(prepared.text_emb[captions].to(device))
+    z = truncate_top_terms(z.float().cpu(), cfg.eval.truncate_topk).numpy()
+    gold_ids = [prepared.img_ids[int(prepared.text_to_img[c])] for c in captions.tolist()]
+    return evaluate_through_index(index, z, gold_ids, cfg.eval.topk)
 
 
 # -- index / search / explain --------------------------------------------------------------------------------

@@ -18,7 +18,11 @@ STAGES = ["W", "N1", "N2", "N3", "REM"]  # class ids 0..4 (R&K S3+S4 -> N3)
 @dataclass
 class DataConfig:
     seq_len: int = 3  # L consecutive 30-s epochs per example (1 = epoch-wise model)
-    dev_fraction: float = 0.2  # recordings held out of the train dataset for periodic eval / best checkpoint
+    dev_fraction: float = 0.2  # share of recordings held out, as whole subjects, for periodic eval / best checkpoint
+    # subject-wise K-fold cross-validation (0 = off): subjects sorted and cut into `folds` groups, group `fold`
+    # is the test set, dev comes from the other subjects (splits.py; `train --folds K` runs every fold)
+    folds: int = 0
+    fold: int = 0
 
 
 @dataclass
@@ -49,10 +53,12 @@ class KDConfig:
 
 @dataclass
 class SamplerConfig:
-    # random: the engine's shuffle; balanced: every batch holds batch_size/5 epochs of each stage;
-    # selective: stratified batches with tempered class quotas q_c ∝ n_c^power (0 = balanced, 1 = data prior)
+    # random: the engine's shuffle. balanced / selective: every batch's SUPERVISED epochs (all scored positions of
+    # its windows, what the loss sees) are split over the stages with shares q_c ∝ n_c^power (balanced = power 0,
+    # selective = `power`; 1 = the data prior), as closely as windows of consecutive epochs allow (sampling.py)
     kind: str = "selective"
     power: float = 0.5
+    candidates: int = 4  # windows drawn per pick; the one closest to the target shares is kept (1 = braindecode's rule)
 
 
 @dataclass
@@ -83,11 +89,17 @@ class SleepConfig:
             raise SkdError("data.seq_len must be >= 1")
         if not 0 <= self.data.dev_fraction < 1:
             raise SkdError("data.dev_fraction must be in [0, 1)")
+        if self.data.folds == 1 or self.data.folds < 0:
+            raise SkdError(f"data.folds must be 0 (off) or >= 2, got {self.data.folds}")
+        if not 0 <= self.data.fold < max(self.data.folds, 1):
+            raise SkdError(f"data.fold must be in [0, {max(self.data.folds, 1)}), got {self.data.fold}")
         if self.kd.temperature <= 0:
             raise SkdError("kd.temperature must be > 0")
         if self.model.d_model % self.model.n_heads:
             raise SkdError(f"model.d_model={self.model.d_model} must be divisible by model.n_heads={self.model.n_heads}")
         if not 0 <= self.sampler.power <= 1:
             raise SkdError("sampler.power must be in [0, 1]")
+        if self.sampler.candidates < 1:
+            raise SkdError("sampler.candidates must be >= 1")
         if self.eval.stride < 1:
             raise SkdError("eval.stride must be >= 1")

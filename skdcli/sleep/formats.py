@@ -2,12 +2,13 @@
 
 Everything here turns a file into plain arrays and a label per 30-s epoch, or fails with one
 `SkdError` line naming the file. Label maps are the DeepSleepNet / SeriesSleepNet lineage
-(R&K S3 + S4 -> N3); UNKNOWN (-1) epochs are dropped by prep. Facts: /work/shared/papers/sleep.md §5.
+(R&K S3 + S4 -> N3); UNKNOWN (-1) epochs are dropped by prep. Facts and sources: recipes/sleep/README.md §1.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,19 +54,28 @@ def check_edf_file(path: Path) -> None:
                        f"but the file has {size} bytes", path)
 
 
-def resolve_channel(available: list[str], wanted: str, path: Path) -> str:
-    """Exact label, else case-insensitive, else a unique prefix match (SHHS spells `EEG(sec)`,
-    `EEG 2`, `EEG2`... for the same electrode pair)."""
-    if wanted in available:
-        return wanted
-    folded = [c for c in available if c.lower() == wanted.lower()]
-    if len(folded) == 1:
-        return folded[0]
-    norm = lambda s: s.lower().replace(" ", "")
-    prefixed = [c for c in available if norm(c).startswith(norm(wanted))]
-    if len(prefixed) == 1:
-        return prefixed[0]
-    raise SkdError(f"channel '{wanted}' not found; channels present: {', '.join(available)}", path)
+def channel_key(label: str) -> str:
+    """How channel labels are compared: case, spaces, brackets, '-' and '_' ignored, so SHHS's
+    spellings of the second EEG (`EEG(sec)`, `EEG sec`, `EEG(SEC)`; `EEG2`, `EEG 2`) each match."""
+    return re.sub(r"[\s()\[\]\-_]", "", label.lower())
+
+
+def resolve_channel(available: list[str], wanted: str, path: Path,
+                    fallbacks: tuple[str, ...] = ()) -> tuple[str, str | None]:
+    """(label found, the fallback it came from or None). `wanted` is matched exactly, then by
+    `channel_key`; only then, in order, each of `fallbacks`. There is no prefix matching: SHHS's
+    `EEG` (C4-A1) must never silently become `EEG(sec)` (C3-A2); that substitution is a fallback
+    the caller records as a warning."""
+    for name, fallback in [(wanted, None)] + [(f, f) for f in fallbacks]:
+        if name in available:
+            return name, fallback
+        matches = [c for c in available if channel_key(c) == channel_key(name)]
+        if len(matches) == 1:
+            return matches[0], fallback
+        if len(matches) > 1:
+            raise SkdError(f"channel '{name}' is ambiguous: {', '.join(matches)}", path)
+    tried = f" (nor the fallback{'s' if len(fallbacks) > 1 else ''} {', '.join(fallbacks)})" if fallbacks else ""
+    raise SkdError(f"channel '{wanted}' not found{tried}; channels present: {', '.join(available)}", path)
 
 
 @dataclass
@@ -74,9 +84,10 @@ class Signal:
     fs: float
     channel: str
     start: dt.datetime | None  # recording start (naive, local clock as in the header)
+    fallback_from: str | None = None  # the channel asked for, when a fallback was read instead
 
 
-def read_edf_channel(path: str | Path, channel: str) -> Signal:
+def read_edf_channel(path: str | Path, channel: str, fallbacks: tuple[str, ...] = ()) -> Signal:
     import mne
 
     path = Path(path)
@@ -85,7 +96,7 @@ def read_edf_channel(path: str | Path, channel: str) -> Signal:
     check_edf_file(path)
     try:
         header = mne.io.read_raw_edf(path, preload=False, verbose="error")
-        name = resolve_channel(header.ch_names, channel, path)
+        name, fallback = resolve_channel(header.ch_names, channel, path, fallbacks)
         # only this channel: mne then keeps its native rate instead of upsampling to the fastest one
         raw = mne.io.read_raw_edf(path, include=[name], preload=True, verbose="error")
     except SkdError:
@@ -94,7 +105,7 @@ def read_edf_channel(path: str | Path, channel: str) -> Signal:
         raise SkdError(f"cannot read EDF ({exc.__class__.__name__}: {str(exc).splitlines()[0]})", path) from exc
     start = raw.info["meas_date"]
     start = start.replace(tzinfo=None) if start is not None else None
-    return Signal(raw.get_data()[0], float(raw.info["sfreq"]), name, start)
+    return Signal(raw.get_data()[0], float(raw.info["sfreq"]), name, start, channel if fallback else None)
 
 
 # -- hypnograms -----------------------------------------------------------------------------------

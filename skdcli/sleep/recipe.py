@@ -10,6 +10,7 @@ import io
 import os
 import time
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import torch
@@ -22,17 +23,34 @@ from ..engine.export import load_exported
 from ..engine.io import atomic_write, atomic_write_json, atomic_write_text, read_json
 from ..engine.rundir import RunDir
 from ..engine.schedules import Progress
-from ..engine.stages import (ExportSpec, Pipeline, RecipeHooks, Trained, eval_stage, load_run_config,
-                             recorded_data_dir, train_run)
+from ..engine.stages import (
+    ExportSpec,
+    Pipeline,
+    RecipeHooks,
+    Trained,
+    eval_stage,
+    load_run_config,
+    recorded_data_dir,
+    train_run,
+)
 from ..engine.trainer import Task
 from .config import STAGES, KDConfig, SleepConfig
-from .data import SOURCES, PreparedSleep, WindowDataset, night_windows, prepare_dataset, signal_epochs, zscore
-from .formats import EPOCH_SECONDS, read_edf_channel, read_edf_hypnogram, read_shhs_xml, write_edf_hypnogram
+from .data import (
+    SOURCES,
+    PreparedSleep,
+    WindowDataset,
+    night_windows,
+    prepare_dataset,
+    read_recording_epochs,
+    scored_span,
+)
+from .formats import EPOCH_SECONDS, read_edf_hypnogram, read_shhs_xml, write_edf_hypnogram
 from .loss import siamese_self_kd_loss
-from .metrics import mean_std, priors, sleep_metrics
+from .metrics import cross_validation_summary, mean_std, priors, sleep_metrics, sleep_statistics
 from .model import SleepTransformer
+from .normalisation import DEFAULT_NORMALISATION, NORMALISATIONS
 from .plots import plot_hypnogram
-from .sampling import stratified_order
+from .sampling import WindowBalancer
 
 TASK_NAME = "sleep"
 
@@ -56,11 +74,13 @@ class SleepTask(Task):
     def __init__(self, cfg: SleepConfig, data_dir: str | Path):
         self.cfg = cfg
         self.data = PreparedSleep(data_dir)
-        train, dev = self.data.split(cfg.data.dev_fraction)
-        self.train_set = WindowDataset(train, cfg.data.seq_len)
-        self.dev_set = WindowDataset(dev, cfg.data.seq_len) if dev else None
+        parts = self.data.partition(cfg.data)  # whole subjects (splits.py); a fold's test subjects are never seen
+        self.train_set = WindowDataset(parts.train, cfg.data.seq_len)
+        self.dev_set = WindowDataset(parts.dev, cfg.data.seq_len) if parts.dev else None
         if len(self.train_set) == 0:
             raise SkdError(f"no training window of data.seq_len={cfg.data.seq_len} epochs", data_dir)
+        self._balancers: dict[int, WindowBalancer] = {}
+        self._last_order: tuple = (None, None)
 
     def data_fingerprint(self) -> str | None:
         return self.data.info.get("fingerprint")
@@ -75,11 +95,20 @@ class SleepTask(Task):
         return self.dev_set
 
     def epoch_order(self, dataset, seed: int, epoch: int, global_batch: int) -> list[int] | None:
-        kind = self.cfg.sampler.kind
-        if kind == "random":
+        """balanced / selective: batches balanced on the epochs the loss sees (sampling.py). The
+        engine asks for the same epoch more than once (its sampler's __iter__ and the hook check):
+        the last order is kept."""
+        sampler = self.cfg.sampler
+        if sampler.kind == "random":
             return None
-        power = 0.0 if kind == "balanced" else self.cfg.sampler.power
-        return stratified_order(dataset.labels, global_batch, seed, epoch, power)
+        key = (id(dataset), seed, epoch, global_batch)
+        if self._last_order[0] != key:
+            if id(dataset) not in self._balancers:
+                power = 0.0 if sampler.kind == "balanced" else sampler.power
+                self._balancers[id(dataset)] = WindowBalancer(dataset.epoch_labels, dataset.window_starts,
+                                                              dataset.seq_len, power, sampler.candidates)
+            self._last_order = (key, self._balancers[id(dataset)].order(global_batch, seed, epoch))
+        return self._last_order[1]
 
     def compute_loss(self, model, batch: dict, progress: Progress):
         kd, x, y = self.cfg.kd, batch["x"], batch["y"]
@@ -91,13 +120,13 @@ class SleepTask(Task):
 
     def evaluate(self, model, loader, device) -> dict[str, float]:
         nights = loader.dataset.nights
-        probs = predict_nights(model, [n.x for n in nights], self.cfg, device)
+        probs = predict_nights(model, (n.x for n in nights), self.cfg, device)  # one night mapped at a time
         scores = sleep_metrics(np.concatenate([n.y for n in nights]), np.concatenate([p.argmax(1) for p in probs]))
         return {k: scores[k] for k in ("accuracy", "macro_f1", "kappa")}
 
 
 # -- whole-night inference ---------------------------------------------------------------------------------------
-def predict_nights(model, nights: list[np.ndarray], cfg: SleepConfig, device: torch.device,
+def predict_nights(model, nights: Iterable[np.ndarray], cfg: SleepConfig, device: torch.device,
                    batch_size: int = 64) -> list[np.ndarray]:
     """Per-epoch stage probabilities of each night: windows of seq_len every eval.stride epochs,
     each epoch's softmax averaged over the windows that contain it. `model` may be an exported
@@ -124,16 +153,26 @@ def predict_nights(model, nights: list[np.ndarray], cfg: SleepConfig, device: to
 
 # -- stages: what the shared train / eval / export / run commands call (engine/stages.py) -------------------
 def prep_stage(source: str, raw: str | None, out: str, channel: str | None = None, fs: int = 100,
-               trim_wake: bool = True, subjects: str | None = None, overwrite: bool = False, seed: int = 0) -> dict:
+               trim_wake: bool = True, subjects: str | None = None, overwrite: bool = False, seed: int = 0,
+               normalisation: str = DEFAULT_NORMALISATION, fallbacks: tuple[str, ...] | None = None) -> dict:
     if source not in (*SOURCES, *SYNTHETIC_SOURCES):  # the unknown name first: "needs --raw" would mislead
         raise SkdError(f"--source must be one of {', '.join((*SOURCES, *SYNTHETIC_SOURCES))}, got '{source}'")
     if source in SYNTHETIC_SOURCES:
-        return write_synthetic(source, Path(out), seed, overwrite)
+        return write_synthetic(source, Path(out), seed, overwrite, normalisation)
     if not raw:
         raise SkdError(f"--source {source} needs --raw DIR")
     with progress_bar(transient=True) as bar:
-        return prepare_dataset(source, raw, out, channel=channel, fs=fs, trim_wake=trim_wake, subjects=subjects,
-                               overwrite=overwrite, progress=progress_callback(bar))
+        result = prepare_dataset(source, raw, out, channel=channel, fs=fs, trim_wake=trim_wake, subjects=subjects,
+                                 normalisation=normalisation, fallbacks=fallbacks, overwrite=overwrite,
+                                 progress=progress_callback(bar))
+    for w in result["warnings"][:10]:
+        console.print(f"[yellow]warning:[/] {w['id']}: {w['warning']}", highlight=False)
+    if len(result["warnings"]) > 10:
+        console.print(f"[yellow]... {len(result['warnings']) - 10} more warnings in {Path(out) / 'prep.json'}")
+    if result["skipped"]:
+        console.print(f"[yellow]skipped {result['skipped']} recording(s), listed with the reason in "
+                      f"{result['skipped_list']}", highlight=False)
+    return result
 
 
 # `prep --source synthetic` writes an SHHS-like set (what `run` trains on), `synthetic-sleep-edf` a
@@ -142,21 +181,24 @@ def prep_stage(source: str, raw: str | None, out: str, channel: str | None = Non
 SYNTHETIC_SOURCES = ("synthetic", "synthetic-sleep-edf")
 
 
-def write_synthetic(source: str, out: Path, seed: int = 0, overwrite: bool = False) -> dict:
+def write_synthetic(source: str, out: Path, seed: int = 0, overwrite: bool = False,
+                    normalisation: str = DEFAULT_NORMALISATION) -> dict:
     from .synth import write_shhs_like, write_sleep_edf_like
 
     if (out / "prep.json").is_file() and not overwrite:
         raise SkdError("already holds a prepared dataset; pass --overwrite to replace it", out)
     if source == "synthetic":
         raw = write_shhs_like(out / "raw", recordings=6, epochs=100, seed=seed)
-        return prep_stage("shhs", str(raw), str(out), overwrite=True)
+        return prep_stage("shhs", str(raw), str(out), overwrite=True, normalisation=normalisation)
     raw = write_sleep_edf_like(out / "raw", subjects=2, nights=2, epochs=80, seed=seed + 1)
-    return prep_stage("sleep-edf", str(raw), str(out), overwrite=True)
+    return prep_stage("sleep-edf", str(raw), str(out), overwrite=True, normalisation=normalisation)
 
 
 def summary_info(data: str) -> dict:
     info = read_json(Path(data) / "prep.json")
-    return {"fs": info["fs"], "channel": info["channel"], "source": info["source"], "train_priors": info["class_priors"]}
+    return {"fs": info["fs"], "channel": info["channel"], "source": info["source"],
+            "train_priors": info["class_priors"], "normalisation": info["normalisation"],
+            "trim_minutes": info["trim_minutes"]}
 
 
 class SleepHooks(RecipeHooks):
@@ -182,6 +224,15 @@ class SleepHooks(RecipeHooks):
 
     def train(self, opts: StageOptions) -> dict:
         repeats, eval_data = opts.extra.get("repeats") or 1, opts.extra.get("eval_data")
+        folds = opts.extra.get("folds") or 0
+        if folds:
+            if repeats > 1 or eval_data or opts.resume:
+                raise SkdError("--folds trains and evaluates every fold itself; drop --repeats / --eval-data / "
+                               "--resume (a re-run reuses finished folds and resumes nothing else)")
+            if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+                raise SkdError("--folds trains the folds one after another in one process; under torchrun launch "
+                               "one `skd sleep train --set data.folds=K --set data.fold=k` per fold")
+            return self.cross_validate(opts, folds)
         if repeats > 1:
             if int(os.environ.get("WORLD_SIZE", "1")) > 1:
                 raise SkdError("--repeats trains the seeds one after another in one process; under torchrun launch "
@@ -217,14 +268,45 @@ class SleepHooks(RecipeHooks):
         atomic_write_json(Path(opts.run_dir) / "repeats.json", result)
         return result
 
+    def cross_validate(self, opts: StageOptions, folds: int) -> dict:
+        """Subject-wise K-fold cross-validation (splits.py): fold k trains on the other folds' subjects
+        into RUN_DIR/fold<k> (its dev subjects come from those), `eval` scores fold k's test subjects;
+        the result is the per-fold table, mean ± sample std over folds and the pooled metrics
+        (RUN_DIR/folds.json). Finished folds are reused, so a killed cross-validation continues."""
+        if folds < 2:
+            raise SkdError(f"--folds must be >= 2, got {folds}")
+        if not opts.data:
+            raise SkdError("--folds needs --data DIR (the prepared dataset to cross-validate on)")
+        evals = []
+        for k in range(folds):
+            sub = str(Path(opts.run_dir) / f"fold{k}")
+            console.print(f"[cyan]fold {k + 1}/{folds}:[/] -> {sub}")
+            if (Path(sub) / "train_summary.json").is_file() and not opts.overwrite:
+                console.print(f"[cyan]  finished run in {sub}: reused (--overwrite retrains)")
+            else:
+                train_run(self, opts.but(run_dir=sub, sets=[*opts.sets, f"data.folds={folds}", f"data.fold={k}"]))
+            evals.append(eval_stage(self, opts.but(command="eval", run_dir=sub, data=None, sets=[], extra={})))
+        cfg = load_run_config(SleepConfig, RunDir(evals[0]["run_dir"]))
+        result = {"task": TASK_NAME, "run_dir": str(opts.run_dir), "data": evals[0]["data"], "kd_method": cfg.kd.method,
+                  "sampler": cfg.sampler.kind, "protocol": "subject-wise K-fold (sorted subjects, contiguous groups)",
+                  **cross_validation_summary(evals)}
+        atomic_write_json(Path(opts.run_dir) / "folds.json", result)
+        return result
+
     def check_data_for(self, run: RunDir, cfg: SleepConfig, data_dir: str) -> None:
         prep = Path(data_dir) / "prep.json"
         if not prep.is_file() or not run.summary.is_file():
             return  # not a prepared dataset / an unfinished run: make_task and the stage say so
-        train_fs, test_fs = read_json(run.summary).get("fs"), read_json(prep).get("fs")
+        summary, info = read_json(run.summary), read_json(prep)
+        train_fs, test_fs = summary.get("fs"), info.get("fs")
         if train_fs is not None and test_fs != train_fs:
             raise SkdError(f"mismatched sampling rates: the model was trained at {train_fs} Hz but this dataset was "
                            f"prepared at {test_fs} Hz (re-run prep with --fs {train_fs})", data_dir)
+        train_rule = (summary.get("normalisation") or {}).get("rule")
+        test_rule = info["normalisation"].get("rule") if isinstance(info.get("normalisation"), dict) else None
+        if train_rule is not None and test_rule != train_rule:
+            raise SkdError(f"mismatched normalisation: the model was trained on '{train_rule}' data but this dataset "
+                           f"was prepared with '{test_rule}' (re-run prep with --normalisation {train_rule})", data_dir)
 
     def evaluate_run(self, trained: Trained, opts: StageOptions) -> dict:
         cfg, run, model = trained.cfg, trained.run, trained.model
@@ -238,19 +320,21 @@ class SleepHooks(RecipeHooks):
         same = Path(data).resolve() == Path(train_data).resolve()
         if same and cross_dataset:
             raise SkdError("--cross-dataset needs a dataset other than the one the run trained on", data)
-        nights = test.split(cfg.data.dev_fraction)[1] if same else test.nights
-        split = "dev" if same else "all"
+        split, nights = test.held_out(cfg.data) if same else ("all", test.nights)
         if not nights:
-            raise SkdError("no held-out recordings to evaluate (data.dev_fraction=0); pass --data", data)
+            raise SkdError("no held-out subjects to evaluate (data.dev_fraction=0 or a single subject); pass --data",
+                           data)
         dev = next(model.parameters()).device
         t0 = time.perf_counter()
-        probs = predict_nights(model, [n.x for n in nights], cfg, dev)
+        probs = predict_nights(model, (n.x for n in nights), cfg, dev)
         seconds = time.perf_counter() - t0
         y_true = np.concatenate([n.y for n in nights])
         y_pred = np.concatenate([p.argmax(1) for p in probs])
         scores = sleep_metrics(y_true, y_pred)
+        y_true, y_pred = y_true[y_true >= 0], y_pred[y_true >= 0]  # unscored epochs in a night are context only
         return {"task": TASK_NAME, "run_dir": str(run.path), "data": str(Path(data).resolve()),
                 "cross_dataset": not same, "split": split, "recordings": len(nights),
+                "subjects": sorted({n.subject for n in nights}),
                 "kd_method": cfg.kd.method, "sampler": cfg.sampler.kind, **scores,
                 "priors": {"train": summary.get("train_priors"), "test_true": priors(y_true),
                            "test_predicted": priors(y_pred)},
@@ -273,7 +357,7 @@ class SleepHooks(RecipeHooks):
             parity_inputs=[(torch.randn(5, L, S, generator=gen),), (torch.randn(1, L, S, generator=gen),)],
             manifest={"fs": fs, "seq_len": L, "channel": summary.get("channel"), "stages": STAGES,
                       "eval_stride": cfg.eval.stride, "train_source": summary.get("source"),
-                      "normalisation": "per recording z-score of the whole signal, µV, resampled to fs",
+                      "normalisation": summary["normalisation"], "trim_minutes": summary["trim_minutes"],
                       "inputs": [f"windows (B, {L}, {S}) float32"], "outputs": [f"logits (B, {L}, {len(STAGES)})"]})
 
     def pipeline(self, p: Pipeline) -> dict:
@@ -296,6 +380,16 @@ class SleepHooks(RecipeHooks):
                 "parity_max_abs_diff": exported["parity_max_abs_diff"], "score_png": scored.get("png")}
 
     def report(self, command: str, result: dict):
+        if command == "train" and "per_fold" in result:
+            rows = [[f"fold {r['fold']}", ", ".join(r["subjects"] or []), r["epochs"], r["accuracy"], r["macro_f1"],
+                     r["kappa"]] for r in result["per_fold"]]
+            rows.append(["mean ± std", f"{result['folds']} folds", sum(r["epochs"] for r in result["per_fold"]),
+                         result["accuracy"], result["macro_f1"], result["kappa"]])
+            pooled = result["pooled"]
+            rows.append(["pooled", "", pooled["epochs"], pooled["accuracy"], pooled["macro_f1"], pooled["kappa"]])
+            return metric_table(f"sleep: subject-wise {result['folds']}-fold cross-validation "
+                                f"({result['kd_method']} + {result['sampler']})",
+                                ["fold", "test subjects", "epochs", "accuracy", "macro-F1", "kappa"], rows)
         if command == "train" and "repeats" in result:
             rows = [[f"{result['kd_method']} + {result['sampler']}", result["accuracy"], result["macro_f1"],
                      result["kappa"]]]
@@ -326,12 +420,12 @@ class SleepHooks(RecipeHooks):
         task, _ = make(False)
         torch.manual_seed(0)
         model = task.build_model().to(device).eval()
-        nights = [n.x for n in task.data.nights]
-        predict_nights(model, nights[:1], task.cfg, device)  # warm-up
+        nights = task.data.nights
+        predict_nights(model, [nights[0].x], task.cfg, device)  # warm-up
         t0 = time.perf_counter()
-        predict_nights(model, nights, task.cfg, device)
+        predict_nights(model, (n.x for n in nights), task.cfg, device)
         infer_seconds = time.perf_counter() - t0
-        epochs = sum(len(x) for x in nights)
+        epochs = sum(len(n.y) for n in nights)
         return {"prep": {"recordings": prepared["recordings"], "psg_hours": round(psg_hours, 3),
                          "seconds": round(prep_seconds, 3), "psg_hours_per_second": round(psg_hours / prep_seconds, 2)},
                 "inference": {"epochs": epochs, "seq_len": task.cfg.data.seq_len, "stride": task.cfg.eval.stride,
@@ -341,19 +435,29 @@ class SleepHooks(RecipeHooks):
 def score_stage(model_path: str, edf: str, out: str, channel: str | None = None, hypnogram: str | None = None,
                 overwrite: bool = False) -> dict:
     """Stage a new recording with an export alone: CSV (one row per 30-s epoch, probabilities),
-    an EDF+ hypnogram like Sleep-EDF's, and a PNG hypnogram (true vs predicted with --hypnogram)."""
+    an EDF+ hypnogram like Sleep-EDF's, a PNG hypnogram (true vs predicted with --hypnogram), and
+    the sleep statistics (metrics.sleep_statistics: TST, SE, SOL, WASO, REM latency, minutes and
+    percent per stage) of the predicted hypnogram and, with --hypnogram, of the true one, both over
+    the whole recording as time in bed (no lights-off/on markers are read).
+
+    The night is read and normalised by the export's recorded rule over the whole recording, as
+    prep did for the training data (data.read_recording_epochs). With --hypnogram the metrics
+    are given twice: on the epochs `eval` would score (the export's wake-trimming rule applied to
+    the true scoring; the predictions still come from the whole night, so the span's first and
+    last windows see their real neighbours) and, under `whole_night`, on every scored epoch."""
     module, manifest, folder = load_exported(model_path, TASK_NAME)
+    rule = manifest.get("normalisation")
+    if not isinstance(rule, dict) or rule.get("rule") not in NORMALISATIONS:
+        raise SkdError("export records no normalisation rule (made by an older skd); re-run `skd sleep export`", folder)
     out_csv = Path(out)
     out_edf, out_png = out_csv.with_suffix(".edf"), out_csv.with_suffix(".png")
     for p in (out_csv, out_edf, out_png):
         if p.exists() and not overwrite:
             raise SkdError("already exists; pass --overwrite to replace it", p)
-    sig = read_edf_channel(edf, channel or manifest["channel"])
-    x = signal_epochs(sig, int(manifest["fs"]), Path(edf))
+    sig, x, _ = read_recording_epochs(edf, channel or manifest["channel"], int(manifest["fs"]), rule["rule"])
     n = len(x)
     if n == 0:
         raise SkdError("recording is shorter than one 30-s epoch", edf)
-    x, _, _ = zscore(x)  # the whole night: no scoring, so no wake trimming
     cfg = SleepConfig()
     cfg.data.seq_len, cfg.eval.stride = int(manifest["seq_len"]), int(manifest.get("eval_stride", 1))
     probs = predict_nights(module, [x], cfg, torch.device("cpu"))[0]
@@ -365,20 +469,37 @@ def score_stage(model_path: str, edf: str, out: str, channel: str | None = None,
         writer.writerow([i, i * EPOCH_SECONDS, STAGES[s]] + [f"{v:.4f}" for v in p])
     atomic_write_text(out_csv, buf.getvalue())
     atomic_write(out_edf, lambda p: write_edf_hypnogram(p, pred, sig.start))
-    result = {"edf": str(edf), "channel": sig.channel, "epochs": int(n), "csv": str(out_csv), "hypnogram_edf": str(out_edf),
-              "png": str(out_png), "predicted_priors": priors(pred)}
+    result = {"edf": str(edf), "channel": sig.channel, "epochs": int(n), "normalisation": rule["rule"],
+              "csv": str(out_csv), "hypnogram_edf": str(out_edf), "png": str(out_png), "predicted_priors": priors(pred),
+              "sleep_statistics": {"predicted": sleep_statistics(pred)}}
     true = None
     if hypnogram:
         hyp = read_shhs_xml(hypnogram) if hypnogram.lower().endswith(".xml") else read_edf_hypnogram(hypnogram)
         true = np.full(n, -1)
         m = min(n, len(hyp.labels))
-        true[:m] = hyp.labels[:m]
-        scored = true >= 0
-        if scored.any():
-            s = sleep_metrics(true[scored], pred[scored])
-            result.update({k: s[k] for k in ("accuracy", "macro_f1", "kappa")}, scored_epochs=int(scored.sum()))
+        true[:m] = np.where(hyp.labels[:m] >= 0, hyp.labels[:m], -1)
+        result.update(score_against(true, pred, float(manifest.get("trim_minutes", 0.0))))
+        result["sleep_statistics"]["true"] = sleep_statistics(true)
     plot_hypnogram(out_png, pred, true, title=Path(edf).name)
     return result
+
+
+def score_against(true: np.ndarray, pred: np.ndarray, trim_minutes: float) -> dict:
+    """Metrics of a scored night: on eval's epochs (the trimmed span's scored epochs) at the top
+    level, and on every scored epoch of the night under `whole_night`."""
+    out: dict = {}
+    span = scored_span(true, trim_minutes)
+    if span is not None:
+        first, last = span
+        in_span = np.full(len(true), -1)
+        in_span[first:last + 1] = true[first:last + 1]
+        s = sleep_metrics(in_span, pred)
+        out.update({k: s[k] for k in ("accuracy", "macro_f1", "kappa")}, scored_epochs=s["epochs"],
+                   trimmed_span=[first, last])
+    if (true >= 0).any():
+        s = sleep_metrics(true, pred)
+        out["whole_night"] = {**{k: s[k] for k in ("accuracy", "macro_f1", "kappa")}, "scored_epochs": s["epochs"]}
+    return out
 
 
 # -- the whole pipeline on the tiny default --------------------------------------------------------------------------

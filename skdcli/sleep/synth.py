@@ -196,3 +196,32 @@ def write_shhs_like(root: str | Path, recordings: int = 5, epochs: int = 100, se
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
     return root
+
+
+def write_prepared_like(out: str | Path, nights: int, epochs: int, fs: int = 100, seed: int = 0) -> Path:
+    """A prepared dataset written directly (no EDF round trip), in exactly the layout prep writes
+    (data.store_recording + data.dataset_summary): gaussian signals in normalised units, SHHS-like
+    stage sequences. For measuring memory and throughput at sizes no test fixture reaches (e.g. a
+    dataset larger than RAM); nothing here is meant to be learnable beyond the labels' statistics."""
+    from ..engine.io import atomic_write_json
+    from .data import PREP_FORMAT, dataset_summary, store_recording
+    from .normalisation import DEFAULT_NORMALISATION
+    from .splits import subject_of
+
+    out = Path(out)
+    folder = out / "recordings"
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    params = {"format": PREP_FORMAT, "source": "synthetic-prepared", "channel": "EEG", "fallbacks": [], "fs": fs,
+              "trim_minutes": 0.0, "normalisation": DEFAULT_NORMALISATION}
+    rows = []
+    for k in range(nights):
+        rid = f"shhs1-{300001 + k}"
+        y = stage_sequence(epochs, "shhs", rng)
+        store_recording(folder, rid, rng.standard_normal((epochs, fs * EPOCH_SECONDS), dtype=np.float32), y)
+        rows.append({"id": rid, "subject": subject_of(rid), "night": None, "epochs": epochs, "unscored_in_span": 0,
+                     "first_epoch": 0, "counts": np.bincount(y, minlength=5).tolist(), "channel": "EEG",
+                     "fallback_from": None, "native_fs": float(fs), "notes": [], "warnings": []})
+    atomic_write_json(out / "prep.json", {**params, "raw": None, **dataset_summary(params, rows), "trim_rule": "none",
+                                          "skipped": 0, "warnings": [], "manifest": rows})
+    return out
