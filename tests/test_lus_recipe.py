@@ -138,35 +138,37 @@ def slow(self, *a):
     time.sleep(float(sys.argv[2]))
     return original(self, *a)
 cls.compute_loss = slow
-kind, data, run_dir, resume = sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6] == "1"
-opts = StageOptions(run_dir=run_dir, data=data, sets=[] if resume else json.loads(sys.argv[7]), resume=resume,
-                    device="cpu", checkpoint_every=None if resume else 2)
+kind, data, run_dir = sys.argv[3], sys.argv[4], sys.argv[5]
+opts = StageOptions(run_dir=run_dir, data=data, sets=json.loads(sys.argv[6]), device="cpu", checkpoint_every=2)
 hooks = recipe.LusHooks()
 (hooks.pretrain if kind == "pretrain" else hooks.train)(opts, show_progress=False)
 """
 
 
-def _run(cls: str, delay: float, kind: str, data: Path, run_dir: Path, resume: bool, sets: list[str], wait=True):
+def _start_slow(cls: str, delay: float, kind: str, data: Path, run_dir: Path, sets: list[str]) -> subprocess.Popen:
+    """The run to kill: a subprocess whose every step sleeps ``delay`` s, so it can be killed mid-run."""
     import json
 
-    args = [
-        sys.executable,
-        "-c",
-        SLOW_STAGE,
-        cls,
-        str(delay),
-        kind,
-        str(data),
-        str(run_dir),
-        "1" if resume else "0",
-        json.dumps(sets),
-    ]
+    args = [sys.executable, "-c", SLOW_STAGE, cls, str(delay), kind, str(data), str(run_dir), json.dumps(sets)]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    if wait:
-        done = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-        assert done.returncode == 0, done.stderr[-2000:]
-        return None
     return subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _train_here(kind: str, data: Path, run_dir: Path, resume: bool, sets: list[str]) -> None:
+    """The uninterrupted run and the resumed one, in this process (only the killed run needs its own)."""
+    from skdcli.engine.contract import StageOptions
+    from skdcli.lus.recipe import LusHooks
+
+    opts = StageOptions(
+        run_dir=str(run_dir),
+        data=str(data),
+        sets=[] if resume else sets,
+        resume=resume,
+        device="cpu",
+        checkpoint_every=None if resume else 2,
+    )
+    hooks = LusHooks()
+    (hooks.pretrain if kind == "pretrain" else hooks.train)(opts, show_progress=False)
 
 
 def _kill_after_checkpoint(proc, run_dir: Path, step: int) -> None:
@@ -213,10 +215,15 @@ def test_kill9_then_resume_is_bit_exact(kind, lus_small_data, tmp_path):
             "train.keep_checkpoints=20",
         ]
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    _run(cls, 0.0, kind, lus_small_data, straight, False, sets)
-    proc = _run(cls, 0.15, kind, lus_small_data, killed, False, sets, wait=False)
-    _kill_after_checkpoint(proc, killed, 4)
-    _run(cls, 0.0, kind, lus_small_data, killed, True, sets)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the killed subprocess (OMP_NUM_THREADS=1): the same float reductions
+    try:
+        _train_here(kind, lus_small_data, straight, False, sets)
+        proc = _start_slow(cls, 0.15, kind, lus_small_data, killed, sets)
+        _kill_after_checkpoint(proc, killed, 4)
+        _train_here(kind, lus_small_data, killed, True, sets)
+    finally:
+        torch.set_num_threads(threads)
     w1, s1 = _final_state(straight, steps)
     w2, s2 = _final_state(killed, steps)
     assert w1.keys() == w2.keys() and all(torch.equal(w1[k], w2[k]) for k in w1)
