@@ -21,6 +21,7 @@ RECIPES = [
     "skdcli.dataset_distill.cli",
     "skdcli.sar.cli",
     "skdcli.xqa.cli",
+    "skdcli.lus.cli",
 ]
 
 app = typer.Typer(name="skd", help="Self-knowledge-distillation recipes on one shared engine.",
