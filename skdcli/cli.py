@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated, Optional
 
 import typer
@@ -20,6 +21,7 @@ RECIPES = [
     "skdcli.dataset_distill.cli",
     "skdcli.sar.cli",
     "skdcli.xqa.cli",
+    "skdcli.lus.cli",
 ]
 
 app = typer.Typer(name="skd", help="Self-knowledge-distillation recipes on one shared engine.",
@@ -77,4 +79,8 @@ def bench(
 
 
 def main() -> None:
+    # `skd TASK ...` runs only TASK's commands: typer converts every registered command to click before it
+    # parses anything, and skipping the other recipes' commands keeps `skd TASK --help` fast.
+    if len(sys.argv) > 1 and sys.argv[1] in RECIPE_APPS:
+        app.registered_groups = [group for group in app.registered_groups if group.name == sys.argv[1]]
     app()

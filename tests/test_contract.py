@@ -10,6 +10,7 @@ its golden trajectory pins, so these checks cost no extra training.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +20,10 @@ import pytest
 from conftest import REPO, assert_one_line_error, invoke
 from test_golden_trajectories import golden_of, run_fixture
 
+from typer.testing import CliRunner
+
 from skdcli.cli import RECIPE_APPS
+from skdcli.cli import app as skd_app
 from skdcli.engine.errors import SkdError
 
 TASKS = sorted(RECIPE_APPS)
@@ -112,3 +116,15 @@ def test_help_builds_without_importing_torch() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]", f"--help imported {proc.stdout.strip()}"
+
+
+def test_the_process_entry_point_serves_a_task_like_the_full_app() -> None:
+    # `main()` builds only the invoked task's commands; the result must be what the full app shows
+    proc = subprocess.run([sys.executable, "-m", "skdcli", "sleep", "--help"], capture_output=True, text=True,
+                          cwd=REPO, timeout=120, env={**os.environ, "COLUMNS": "100", "TERM": "dumb"})
+    full = CliRunner().invoke(skd_app, ["sleep", "--help"], env={"COLUMNS": "100", "TERM": "dumb"}, prog_name="skd")
+    assert proc.returncode == 0
+    def lines(text: str) -> list[str]:
+        return [line.rstrip() for line in text.replace("python -m skdcli", "skd").splitlines()]
+
+    assert lines(proc.stdout) == lines(full.stdout)

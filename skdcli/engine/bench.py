@@ -69,6 +69,7 @@ def _hand_block(task: Task, cfg: TrainConfig, device: torch.device, steps: int) 
             loss, _ = task.compute_loss(model, batch, progress)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            task.before_optimizer_step(model, opt, progress)  # the same per-step hook the engine calls
             if cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()

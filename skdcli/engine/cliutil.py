@@ -14,9 +14,7 @@ import sys
 from typing import Annotated, Any, Callable, Iterable
 
 import typer
-from rich.table import Table
 
-from .console import console
 from .errors import SkdError
 from .invocation import INVOCATION
 
@@ -40,7 +38,9 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def result_table(title: str, result: dict) -> Table:
+def result_table(title: str, result: dict):
+    from rich.table import Table
+
     table = Table(title=title, show_header=True, header_style="bold")
     table.add_column("key")
     table.add_column("value", overflow="fold")
@@ -62,6 +62,8 @@ def run_stage(title: str, fn: Callable[[], dict], json_out: bool, debug: bool,
     comparison table) where it gives one, else the generic key/value table. ``lines(result)`` is for
     inference commands: one line per input on stdout, pipe-friendly, and nothing else there.
     ``--json`` output is the same whatever the view: exactly one object on stdout."""
+    from .console import console  # rich's progress machinery: not needed to build `--help`
+
     if ctx is not None:  # provenance records the command and its parsed options
         INVOCATION.update(command=ctx.command_path, options=dict(ctx.params))
     try:

@@ -208,8 +208,9 @@ def train_stage(hooks: RecipeHooks, opts: StageOptions) -> dict:
     return hooks.train(opts)
 
 
-def train_run(hooks: RecipeHooks, opts: StageOptions, show_progress: bool = True) -> dict:
-    """Resolve the config, guard the run directory, train (under torchrun too), summarise."""
+def train_run(hooks: RecipeHooks, opts: StageOptions, show_progress: bool = True, plots: bool = True) -> dict:
+    """Resolve the config, guard the run directory, train (under torchrun too), summarise. ``plots=False``
+    skips the training-curve figures (for a pipeline's many small runs: each costs more than their training)."""
     dist_info, dev = init_distributed(opts.device)
     data = opts.data
     try:
@@ -251,7 +252,8 @@ def train_run(hooks: RecipeHooks, opts: StageOptions, show_progress: bool = True
                    "world_size": dist_info.world_size, "device": str(dev)}
         if dist_info.is_main:
             atomic_write_json(run.summary, summary)
-            summary["plots"] = [str(p) for p in plot_training_curves(run.metrics, run.plots)]
+            if plots:
+                summary["plots"] = [str(p) for p in plot_training_curves(run.metrics, run.plots)]
         barrier()
         return summary
     finally:

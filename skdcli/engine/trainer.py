@@ -82,6 +82,12 @@ class Task:
         """Stateful teacher signals (EMA, snapshots...): their state goes into checkpoints."""
         return {}
 
+    def before_optimizer_step(self, model: nn.Module, optimizer: torch.optim.Optimizer, progress: Progress) -> None:
+        """Called once per optimizer step after the gradients are complete (unscaled) and before the
+        engine's global clip and ``optimizer.step()``: per-step optimizer schedules (DINO's weight-decay
+        cosine), per-parameter clipping, dropping the gradients of a frozen layer (``p.grad = None``).
+        Must depend only on ``progress`` and the model/optimizer state, so resume stays exact. Default: nothing."""
+
 
 def move_to(batch: Any, device: torch.device) -> Any:
     if isinstance(batch, torch.Tensor):
@@ -388,6 +394,7 @@ class Trainer:
                                        f"Last good checkpoint: {last if last else 'none yet'}. "
                                        "Lower train.lr or set train.grad_clip", self.run.path, exit_code=3)
                     self.scaler.unscale_(self.optimizer)
+                    self.task.before_optimizer_step(model, self.optimizer, progress)
                     grad_norm = (torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
                                  if cfg.grad_clip > 0 else None)
                     self.scaler.step(self.optimizer)
