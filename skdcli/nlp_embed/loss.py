@@ -1,4 +1,4 @@
-"""Embedding-space self-KD (Hahn & Choi 2019), as the notes' PROPOSAL reads it:
+"""Embedding-space self-KD (Hahn & Choi 2019), our reading of it (recipes/nlp_embed/README.md §3, §5):
 
     L = (1 - b) · CE(e_y, p) + b · CE(q~, p),      q~_j ∝ exp(sim(w_y, w_j) / T),  j in N_K(y)
 
