@@ -169,7 +169,8 @@ def test_tiny_yaml_is_the_default_and_iwslt14_yaml_loads(nlg_smooth_corpus: Path
     assert (iw.model.d_model, iw.model.ff_dim, iw.model.num_heads, iw.model.encoder_layers) == (512, 1024, 4, 6)
     res = invoke_json("nlg-smooth", "train", "--data", nlg_smooth_corpus, "--run-dir", tmp_path / "iw",
                       "--config", RECIPE / "iwslt14.yaml", "--max-steps", "1", "--device", "cpu",
-                      *sets("train.batch_size=4", "train.eval_every=0", "train.warmup_steps=1"))
+                      *sets("train.batch_size=4", "train.eval_every=0", "train.warmup_steps=1",
+                            "eval.valid_bleu=false"))  # an untrained model would decode 200 tokens per sentence
     assert res["steps"] == 1 and res["parameters"] > 30_000_000
 
 
@@ -199,3 +200,20 @@ def test_prior_cache_skips_the_forward_until_the_prior_changes(nlg_smooth_corpus
     task.cfg.loss.prior_cache_mb = 0  # off: every call runs the prior
     task.prior_logits(batch)
     assert len(calls) == 3
+
+
+def test_the_prenorm_option_is_the_old_model(nlg_smooth_corpus: Path, tmp_path: Path) -> None:
+    """model.arch=prenorm with shared embeddings is the model as it was before issue 14, bit for bit: the
+    shared tiny run's pinned pre-issue-14 trajectory (ALS-SK, the prior swapped in at step 4) comes back."""
+    from fixtures_nlg_smooth import PRE_ISSUE_14_TRAJECTORY
+
+    run = tmp_path / "prenorm"
+    # the shared run's settings (the LR schedule depends on max_steps), the old layout and sharing
+    invoke_json("nlg-smooth", "train", "--data", nlg_smooth_corpus, "--run-dir", run, "--max-steps", "12",
+                *sets(*NLG_TINY_MODEL, "train.eval_every=4", "train.checkpoint_every=6", "eval.valid_decode_max=8",
+                      "model.arch=prenorm", "model.share_embeddings=true"))
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    logged = {r["step"]: {k: v for k, v in r.items() if k == "loss" or k.startswith(("loss/", "weight/"))}
+              for r in rows if r["split"] == "train"}
+    for step, values in PRE_ISSUE_14_TRAJECTORY.items():
+        assert logged[step] == pytest.approx(values, rel=1e-4, abs=1e-4), step

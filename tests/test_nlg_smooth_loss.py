@@ -10,7 +10,8 @@ import torch.nn.functional as F
 
 from skdcli.engine.losses import label_smoothing_cross_entropy
 from skdcli.nlg_smooth.loss import (als_sk_loss, ce_loss, confidence_penalty_loss, label_smoothing_loss,
-                                    smoothing_weight, soft_targets, token_entropy)
+                                    label_smoothing_prior_loss, ps_kd_alpha, ps_kd_loss, smoothing_weight,
+                                    soft_targets, tf_kd_loss, tf_kd_teacher, token_entropy, unigram_distribution)
 
 
 def _batch(seed: int = 0, v: int = 6):
@@ -151,3 +152,63 @@ def test_weight_function_form_equals_the_tensor_form() -> None:
     as_fn, logs = als_sk_loss(logits, targets, lambda lp: smoothing_weight(logits, mask, 0.5, "norm_entropy", lp), prior)
     assert float(as_fn) == pytest.approx(float(as_tensor), rel=1e-6)
     assert 0 < float(logs["weight/alpha"]) <= 0.5
+
+
+# -- the comparison points of issue 14: LS with a unigram prior, TF-KD_reg, PS-KD ------------------------------
+def _two_word_logits() -> torch.Tensor:
+    """One token, V = 6, only ids 4 and 5 possible: p = (1/4, 3/4) on them."""
+    logits = torch.full((1, 1, 6), -1e9)
+    logits[0, 0, 4], logits[0, 0, 5] = 0.0, math.log(3.0)
+    return logits
+
+
+def test_unigram_label_smoothing_hand_value() -> None:
+    u = unigram_distribution([[4, 5], [5]], vocab_size=6, eos_id=3)  # tokens 4 5 </s> 5 </s>
+    assert torch.allclose(u, torch.tensor([0, 0, 0, 2 / 5, 1 / 5, 2 / 5]))
+    prior = torch.tensor([0, 0, 0, 0, 0.2, 0.8])
+    loss, logs = label_smoothing_prior_loss(_two_word_logits(), torch.tensor([[4]]), 0.1, prior)
+    expected = 0.9 * math.log(4) - 0.1 * (0.2 * math.log(1 / 4) + 0.8 * math.log(3 / 4))
+    assert float(loss) == pytest.approx(expected, rel=1e-6)
+    assert float(logs["loss/ce"]) == pytest.approx(math.log(4), rel=1e-6)
+    # a uniform prior is plain label smoothing
+    logits, _, targets = _batch(3)
+    uniform = torch.full((6,), 1 / 6)
+    torch_ls = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=0, label_smoothing=0.1)
+    assert float(label_smoothing_prior_loss(logits, targets, 0.1, uniform)[0]) == pytest.approx(float(torch_ls), rel=1e-6)
+
+
+def test_tf_kd_hand_value_and_the_official_code_form() -> None:
+    # V = 3, one token, gold 1: p^d = (0.05, 0.9, 0.05); teacher t = softmax(p^d / 2)
+    logits, targets = torch.tensor([[[0.5, 1.0, -1.0]]]), torch.tensor([[1]])
+    t = torch.softmax(torch.tensor([0.05, 0.9, 0.05]) / 2.0, -1)
+    log_p = torch.log_softmax(logits[0, 0], -1)
+    kl = float((t * (t.log() - log_p)).sum())
+    ce = float(-log_p[1])
+    loss, logs = tf_kd_loss(logits, targets, alpha=0.3, temperature=2.0, correct_prob=0.9, multiplier=2.0)
+    assert float(loss) == pytest.approx(0.7 * ce + 0.3 * 2.0 * kl, rel=1e-6)
+    assert float(logs["loss/kl_teacher"]) == pytest.approx(kl, rel=1e-6)
+    assert tf_kd_teacher(3, 0.9, 2.0) == pytest.approx((float(t[1]), float(t[0])), rel=1e-6)
+    # the official loss_kd_regularization on the flattened real tokens: KLDivLoss() averages over
+    # tokens x classes and multiplies by `multiplier`; ours with m = multiplier / V is the same number
+    logits, _, targets = _batch(4)
+    mask = targets != 0
+    flat, gold = logits[mask], targets[mask]
+    v, c, temp, a, mult = flat.shape[1], 0.99, 20.0, 0.1, 100.0
+    teacher_soft = torch.full_like(flat, (1 - c) / (v - 1))
+    teacher_soft[torch.arange(len(gold)), gold] = c
+    # nn.KLDivLoss() with its default reduction='mean' = the elementwise sum / (tokens x classes)
+    kl_mean = F.kl_div(F.log_softmax(flat, dim=1), F.softmax(teacher_soft / temp, dim=1), reduction="sum") / flat.numel()
+    official = (1 - a) * F.cross_entropy(flat, gold) + a * mult * kl_mean
+    ours, _ = tf_kd_loss(logits, targets, alpha=a, temperature=temp, correct_prob=c, multiplier=mult / v)
+    assert float(ours) == pytest.approx(float(official), rel=1e-5)
+
+
+def test_ps_kd_hand_value_schedule_and_first_epoch() -> None:
+    prior = torch.full((1, 1, 6), -1e9)
+    prior[0, 0, 4] = prior[0, 0, 5] = 0.0  # teacher (1/2, 1/2)
+    loss, _ = ps_kd_loss(_two_word_logits(), torch.tensor([[4]]), 0.25, prior)
+    assert float(loss) == pytest.approx(-(0.875 * math.log(0.25) + 0.125 * math.log(0.75)), rel=1e-6)
+    # a_t = alpha_T * t / T over 1-based epochs (official: alpha_T * (epoch + 1) / end_epoch, 0-based)
+    assert ps_kd_alpha(0.8, 1, 10) == pytest.approx(0.08) and ps_kd_alpha(0.8, 10, 10) == pytest.approx(0.8)
+    logits, _, targets = _batch(5)
+    assert torch.equal(ps_kd_loss(logits, targets, 0.5, None)[0], ce_loss(logits, targets)[0])  # epoch 1: CE

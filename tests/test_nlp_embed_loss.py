@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from skdcli.nlp_embed.config import KDConfig
-from skdcli.nlp_embed.loss import (NeighbourTable, build_neighbour_table, embedding_skd_loss, perturb, similarity,
-                                   soft_targets)
+from skdcli.nlp_embed.loss import (NeighbourTable, build_neighbour_table, build_random_table, embedding_skd_loss,
+                                   perturb, similarity, soft_targets)
 
 # Four words in 2-D: 0 and 1 point the same way, 2 is orthogonal, 3 is opposite to 0.
 W = torch.tensor([[1.0, 0.0], [2.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
@@ -184,3 +184,43 @@ def test_per_word_and_per_token_soft_targets_agree() -> None:
             _, q_one = soft_targets(W, torch.tensor([word]), table, sim, 0.5)  # 1 token < 6 words: per-token path
             assert torch.equal(cand[n], table[word])
             assert torch.allclose(q[n], q_one[0], atol=1e-6)
+
+
+def test_random_control_draws_k_random_neighbours() -> None:
+    # the nearest-neighbour table of word 0 is [0, 1, ...]; the random one draws the others uniformly
+    g = torch.Generator().manual_seed(0)
+    table = build_random_table(50, 4, include_gold=True, generator=g, exclude=(7,))
+    assert table.shape == (50, 4) and (table[:, 0] == torch.arange(50)).all()
+    for row in table.tolist():
+        assert len(set(row)) == 4 and 7 not in row[1:]  # distinct, never the excluded id, never itself twice
+    # over many rows every other word shows up about equally often: not the nearest ones
+    counts = torch.bincount(table[:, 1:].reshape(-1), minlength=50).float()
+    assert counts[7] == 0 and counts.max() < 12  # 150 draws over 49 words: ~3 each
+    again = build_random_table(50, 4, True, torch.Generator().manual_seed(0), exclude=(7,), chunk=7)
+    assert torch.equal(again, table)  # chunking changes nothing for a given generator
+    # the table signal: seeded by (seed, refresh step), the same on every rank and after a resume
+    signal = NeighbourTable(3, "dot", True, refresh_every=5, choice="random", seed=1)
+    first = signal.get(W.repeat(3, 1), 0).clone()
+    assert torch.equal(NeighbourTable(3, "dot", True, 5, choice="random", seed=1).get(W.repeat(3, 1), 0), first)
+    assert not torch.equal(NeighbourTable(3, "dot", True, 5, choice="random", seed=2).get(W.repeat(3, 1), 0), first)
+    assert torch.equal(signal.get(W.repeat(3, 1), 4), first) and signal.rebuilds == 1
+
+
+def test_random_control_loss_is_skd_on_the_random_table() -> None:
+    # same weighting (similarity softmax over the candidates), only the candidates differ
+    logits = torch.randn(1, 3, 4)
+    targets, mask = torch.tensor([[0, 2, 3]]), torch.ones(1, 3, dtype=torch.bool)
+    table = torch.tensor([[0, 3], [1, 2], [2, 0], [3, 1]])  # not the nearest words
+    rand, logs = embedding_skd_loss(logits, targets, mask, W, 0.5, kd(method="random"), table)
+    skd, _ = embedding_skd_loss(logits, targets, mask, W, 0.5, kd(method="skd"), table)
+    assert float(rand) == float(skd)
+    # by hand for token 0: candidates [0, 3], dot similarities (1, -1) -> q = softmax(1, -1)
+    log_p = F.log_softmax(logits[0], -1)
+    q = torch.softmax(torch.tensor([1.0, -1.0]), 0)
+    soft = [-(q * log_p[0, [0, 3]]).sum()]
+    q2 = torch.softmax(torch.tensor([W[2] @ W[2], W[2] @ W[0]]), 0)
+    q3 = torch.softmax(torch.tensor([W[3] @ W[3], W[3] @ W[1]]), 0)
+    soft += [-(q2 * log_p[1, [2, 0]]).sum(), -(q3 * log_p[2, [3, 1]]).sum()]
+    ce = -log_p[torch.arange(3), targets[0]].mean()
+    assert float(rand) == pytest.approx(float(0.5 * ce + 0.5 * torch.stack(soft).mean()), rel=1e-6)
+    assert float(logs["loss/soft"]) == pytest.approx(float(torch.stack(soft).mean()), rel=1e-6)

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# nlg-smooth on IWSLT14 De->En: prep -> ALS-SK / CE / uniform LS / confidence-penalty training -> eval -> export -> table.
+# nlg-smooth on IWSLT14 De->En: prep -> ALS-SK and every comparison system (issue 14) -> eval -> export -> table.
 #
 # Usage (from the repository root):
 #   recipes/nlg_smooth/run.sh [--stage N] [--stop-stage M] [--raw DIR] [--data DIR] [--runs DIR]
 #                             [--config YAML] [--device cuda|cpu] [--ngpu N] [--seeds "0 1 2"]
-#                             [--methods "als_sk ce ls confpen"] [--beam-size N] [--lenpen X]
+#                             [--methods "als_sk ce ls ls_unigram confpen tfkd pskd"] [--beam-size N] [--lenpen X]
 #                             [--train-args "..."] [--overwrite]
 #   Each flag has an environment-variable twin (RAW, DATA, RUNS, CONFIG, DEVICE, NGPU, SEEDS, METHODS,
 #   BEAM_SIZE, LENPEN, TRAIN_ARGS, OVERWRITE=1); a flag wins over the variable.
@@ -26,7 +26,8 @@ RAW=${RAW:-data/iwslt14.tokenized.de-en}
 DATA=${DATA:-data/iwslt14}
 RUNS=${RUNS:-runs/nlg_smooth_iwslt14}
 CONFIG=${CONFIG:-recipes/nlg_smooth/iwslt14.yaml}
-METHODS=${METHODS:-als_sk ce ls confpen}
+# every loss.method: ALS-SK, CE, uniform LS, LS with a unigram prior, confidence penalty, TF-KD_reg, PS-KD
+METHODS=${METHODS:-als_sk ce ls ls_unigram confpen tfkd pskd}
 BEAM_SIZE=${BEAM_SIZE:-5}
 LENPEN=${LENPEN:-1.0}
 STOP_STAGE=${STOP_STAGE:-4}

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# nlp-embed on PTB or WikiText-2: prep -> SKD / plain CE / uniform LS / random-noise control, over
+# nlp-embed on PTB or WikiText-2: prep -> SKD / plain CE / uniform LS / the noise and random controls, over
 # seeds -> eval (perplexity, NLL, ECE/MCE) -> export -> comparison table (mean ± std over seeds).
 #
 # Usage (from the repository root):
@@ -13,7 +13,7 @@
 #   0  skd nlp-embed prep --source $SOURCE --raw $RAW --out $DATA   (you supply the corpus files:
 #      ptb.{train,valid,test}.txt or wiki.{train,valid,test}.tokens; nothing is downloaded)
 #   1  train each system and seed -> $RUNS/<system>_seed<S>; systems: skd, ce (--baseline),
-#      ls (--set kd.method=ls), noise (--set kd.method=noise)
+#      ls (--set kd.method=ls), noise (--set kd.method=noise), random (--set kd.method=random)
 #   2  eval every finished run on test -> $RUNS/results/<run>.test.eval.json (+ plots/reliability.png)
 #   3  export the SKD runs and sample from the first one
 #   4  print the comparison table
@@ -34,7 +34,7 @@ RAW=${RAW:-data/ptb_raw}
 DATA=${DATA:-}
 CONFIG=${CONFIG:-recipes/nlp_embed/ptb.yaml}
 RUNS=${RUNS:-}
-SYSTEMS=${SYSTEMS:-"skd ce ls noise"}
+SYSTEMS=${SYSTEMS:-"skd ce ls noise random"}
 STOP_STAGE=${STOP_STAGE:-4}
 source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"  # options, run_stage, log, die, skd_train, to_file
 DATA=${DATA:-data/nlp_embed_$SOURCE}
@@ -47,6 +47,7 @@ system_args() {  # the train flags that make each system
     ce)    echo "--baseline" ;;
     ls)    echo "--set kd.method=ls" ;;
     noise) echo "--set kd.method=noise" ;;
+    random) echo "--set kd.method=random" ;;
     *)     die "unknown system '$1'" ;;
   esac
 }

@@ -64,8 +64,10 @@ class TeacherSignal:
     """Base class: resumable state plus training hooks, all no-ops by default.
 
     The trainer calls ``on_step_end`` after each optimizer step (``step`` = optimizer steps done),
-    ``on_epoch_end`` after each epoch (``epoch`` = the 1-based epoch that just ended) and
-    ``on_eval`` after each validation with the metrics dict.
+    ``on_epoch_end`` after each epoch (``epoch`` = the 1-based epoch that just ended),
+    ``on_eval`` after each validation with the metrics dict, and ``before_checkpoint`` on every
+    rank right before a checkpoint is written (only rank 0 writes ``state_dict()``: a signal whose
+    state is split over DDP ranks gathers it here; a collective is safe, all ranks are there).
     """
 
     def state_dict(self) -> dict[str, Any]:
@@ -82,6 +84,9 @@ class TeacherSignal:
         pass
 
     def on_eval(self, model: nn.Module, metrics: Mapping[str, float]) -> None:
+        pass
+
+    def before_checkpoint(self) -> None:
         pass
 
 

@@ -424,6 +424,8 @@ class Trainer:
                     if (cfg.eval_every and step % cfg.eval_every == 0) or is_last:
                         self._after_eval(step, self.evaluate())
                     if (cfg.checkpoint_every and step % cfg.checkpoint_every == 0) or is_last:
+                        for teacher in self.task.teachers().values():
+                            teacher.before_checkpoint()  # every rank: state split over ranks is gathered
                         if self.dist.is_main:
                             self.run.save_checkpoint(step, model, self._state(step), cfg.keep_checkpoints)
                         barrier()

@@ -16,16 +16,24 @@ RECIPE = Recipe(
     help="Translation with adaptive label smoothing from self-knowledge, ALS-SK (Lee, Cheung & Zhang, EMNLP 2022).",
     hooks="skdcli.nlg_smooth.recipe:NlgSmoothHooks",
     config_example="recipes/nlg_smooth/iwslt14.yaml",
-    docs={"train": "Train with ALS-SK (loss.method=als_sk), or --baseline (plain CE); ls / confpen via --set loss.method=...",
+    docs={"train": "Train with ALS-SK (loss.method=als_sk), or --baseline (plain CE); ce / ls / ls_unigram / confpen / "
+                   "tfkd / pskd via --set loss.method=...",
           "eval": "BLEU (tokenized and sacreBLEU), chrF, token ECE/MCE + reliability diagram, NLL; writes eval.json.",
           "export": "torch.export program + safetensors + tokenizer + manifest (with a parity check).",
-          "run": "The whole pipeline on the embedded tiny default: toy pair -> train SKD, CE, LS -> eval -> export."},
+          "run": "The whole pipeline on the embedded tiny default: toy pair -> train ALS-SK, CE, LS (--compare: every "
+                 "comparison system over 3 seeds) -> eval -> export."},
     flags=(
         Flag("--split", "test | valid | train.", default="test", commands=("eval",)),
         Flag("--beam-size", "1 = greedy (default: eval.beam_size).", int, key="eval.beam_size", commands=("eval",)),
         Flag("--lenpen", "Length penalty: score / len^lenpen.", float, key="eval.lenpen", commands=("eval",)),
         Flag("--ece-bins", "Confidence bins for ECE/MCE.", int, key="eval.ece_bins", commands=("eval",)),
-        Flag("--compare/--no-compare", "Also train CE and uniform LS (RUN_DIR/baselines/).", bool, True,
+        Flag("--baselines/--no-baselines", "Also train CE and uniform LS (RUN_DIR/compare/).", bool, True,
+             commands=("run",)),
+        Flag("--compare/--no-compare", "Train every comparison system side by side (CE, LS, LS-unigram, confidence "
+             "penalty, TF-KD, PS-KD, ALS-SK in both smoothing directions) over --seeds (with --no-baselines: "
+             "ALS-SK alone over the seeds).", bool, False,
+             commands=("run",)),
+        Flag("--seeds", "Seeds of every system, e.g. 0,1,2 (default: 0,1,2 with --compare, else --seed).",
              commands=("run",)),
     ),
 )
@@ -62,7 +70,7 @@ def translate(
     model: Annotated[str, typer.Option("--model", help="An export directory or its model.pt2.")] = "runs/nlg-smooth/export",
     beam_size: Annotated[Optional[int], typer.Option("--beam-size", help="Default: the export's eval.beam_size.")] = None,
     lenpen: Annotated[Optional[float], typer.Option("--lenpen")] = None,
-    detok: Annotated[bool, typer.Option("--detok", help="Detokenize the output (Moses-style, ours).")] = False,
+    detok: Annotated[bool, typer.Option("--detok", help="Detokenize the output (the Moses detokenizer, sacremoses).")] = False,
     batch_size: Annotated[int, typer.Option("--batch-size", help="stdin lines translated together (1 = strictly line by line).")] = 16,
     json_out: JsonOpt = False, debug: DebugOpt = False,
 ):

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 
 from ..engine.config import TrainConfig, check_choice
 from ..engine.errors import SkdError
-from ..text.seq2seq import Seq2SeqConfig
+from ..text.seq2seq import ARCHS, Seq2SeqConfig
 
-METHODS = ("als_sk", "ce", "ls", "confpen")
+METHODS = ("als_sk", "ce", "ls", "ls_unigram", "confpen", "tfkd", "pskd")
 ALPHA_FNS = ("norm_entropy", "one_minus_norm_entropy", "batch_minmax", "constant")
 PRIOR_FALLBACKS = ("uniform", "ce")
 
@@ -23,7 +23,10 @@ class LossConfig:
     # als_sk  : q = (1 - a_i) e_y + a_i p~_i, p~ = the best-so-far checkpoint (frozen), a_i from the entropy
     # ce      : plain cross-entropy (--baseline)
     # ls      : uniform label smoothing, q = (1 - smoothing) e_y + smoothing / V
+    # ls_unigram: q = (1 - smoothing) e_y + smoothing u, u = the train split's target unigram distribution
     # confpen : confidence penalty, CE - beta H(p) (Pereyra et al. 2017)
+    # tfkd    : TF-KD_reg (Yuan et al. 2020), official code's form: (1 - a) CE + a m KL(softmax(p^d / T) || p)
+    # pskd    : PS-KD (Kim et al. 2021): q = (1 - a_t) e_y + a_t p_prev, p_prev = the model at the previous epoch's end
     method: str = "als_sk"
     lam: float = 0.5  # lambda: the largest smoothing weight a_i can take (a_i in [0, lam])
     alpha_fn: str = "norm_entropy"  # entropy -> weight: H/log V | 1 - H/log V | batch min-max | constant (= lam)
@@ -34,16 +37,23 @@ class LossConfig:
     # Keep the prior's logits per training pair until the prior is swapped: later epochs of the same
     # prior generation then skip its forward. Used only if the whole train split fits in this budget.
     prior_cache_mb: int = 512
-    smoothing: float = 0.1  # method=ls: epsilon
+    smoothing: float = 0.1  # method=ls / ls_unigram: epsilon
     beta: float = 0.1  # method=confpen: weight of the entropy bonus
+    # method=tfkd, the official code's CIFAR-100 settings (experiments/*/params.json: reg_alpha 0.1,
+    # reg_temperature 20, multiplier 100 over 100 classes -> 1 per class here), correct_prob 0.99
+    tfkd_alpha: float = 0.1
+    tfkd_temperature: float = 20.0
+    tfkd_correct_prob: float = 0.99
+    tfkd_multiplier: float = 1.0
+    pskd_alpha_T: float = 0.8  # method=pskd: a_t grows linearly to alpha_T at the last epoch (official default 0.8)
 
 
 @dataclass
 class EvalConfig:
     beam_size: int = 5  # eval stage; 1 = greedy
     lenpen: float = 1.0  # fairseq length penalty: score / len^lenpen
-    max_len_a: float = 1.2  # longest output = a * source length + b (fairseq's max_len_a / max_len_b)
-    max_len_b: int = 10
+    max_len_a: float = 0.0  # longest output = a * source length + b: fairseq-generate's defaults (0, 200)
+    max_len_b: int = 200
     ece_bins: int = 10
     valid_bleu: bool = True  # periodic eval also decodes the valid set greedily (BLEU); off = NLL/ECE only
     valid_decode_max: int = 200  # sentences decoded per periodic eval (0 = all)
@@ -64,6 +74,7 @@ class NlgSmoothConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def validate(self) -> None:
+        check_choice("model.arch", self.model.arch, ARCHS)
         check_choice("loss.method", self.loss.method, METHODS)
         check_choice("loss.alpha_fn", self.loss.alpha_fn, ALPHA_FNS)
         check_choice("loss.prior_fallback", self.loss.prior_fallback, PRIOR_FALLBACKS)
@@ -72,8 +83,11 @@ class NlgSmoothConfig:
             raise SkdError(f"loss.lam must be in [0, 1], got {self.loss.lam}")
         if not 0.0 <= self.loss.smoothing <= 1.0:
             raise SkdError(f"loss.smoothing must be in [0, 1], got {self.loss.smoothing}")
-        if self.loss.temperature <= 0:
-            raise SkdError("loss.temperature must be > 0")
+        if self.loss.temperature <= 0 or self.loss.tfkd_temperature <= 0:
+            raise SkdError("loss.temperature and loss.tfkd_temperature must be > 0")
+        for key in ("tfkd_alpha", "tfkd_correct_prob", "pskd_alpha_T"):
+            if not 0.0 <= getattr(self.loss, key) <= 1.0:
+                raise SkdError(f"loss.{key} must be in [0, 1], got {getattr(self.loss, key)}")
         if self.model.d_model % self.model.num_heads:
             raise SkdError(f"model.d_model={self.model.d_model} must be divisible by model.num_heads={self.model.num_heads}")
         if self.model.max_positions < 3:

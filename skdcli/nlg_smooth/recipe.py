@@ -8,31 +8,31 @@ model, replaced only when the validation metric (``loss.prior_metric``, default 
 from __future__ import annotations
 
 import statistics
-import sys
 import time
 from pathlib import Path
-from typing import Iterable, TextIO
+from typing import TextIO
 
 import torch
 from torch.utils.data import DataLoader
 
+from ..engine.compare import compare_over_seeds, parse_seeds
 from ..engine.console import console, metric_table, progress_bar
 from ..engine.contract import StageOptions
 from ..engine.errors import SkdError
-from ..engine.export import load_exported
-from ..engine.io import atomic_write_text
+from ..engine.io import atomic_write_text, read_json
 from ..engine.schedules import Progress
 from ..engine.stages import ExportSpec, Pipeline, RecipeHooks, Trained
-from ..engine.teachers import BestCheckpointTeacher
+from ..engine.teachers import BestCheckpointTeacher, SnapshotTeacher
 from ..engine.trainer import Task, move_to
-from ..text.metrics import (TokenCalibration, bleu_sacre, bleu_tokenized, chrf, detokenize, reliability_diagram,
-                            remove_bpe)
-from ..text.parallel import ParallelDataset, ParallelTaskData, collate_parallel, prepare_parallel
-from ..text.seq2seq import (Seq2SeqTransformer, TranslationProgram, beam_search, pad_batch,
-                            program_scorer)
-from ..text.tokenizer import EOS_ID, PAD_ID, load_tokenizer
+from ..text.metrics import reliability_diagram
+from ..text.parallel import ParallelTaskData, collate_parallel, prepare_parallel
+from ..text.seq2seq import Seq2SeqTransformer
+from ..text.tokenizer import EOS_ID, PAD_ID
+from ..text.translation import (BLEU_CONVENTION, DecodeOptions, Translator, score_translation, translate_texts,
+                                translation_export_spec)
 from .config import NlgSmoothConfig
-from .loss import (als_sk_loss, ce_loss, confidence_penalty_loss, label_smoothing_loss, smoothing_weight)
+from .loss import (als_sk_loss, ce_loss, confidence_penalty_loss, label_smoothing_loss, label_smoothing_prior_loss,
+                   ps_kd_alpha, ps_kd_loss, smoothing_weight, tf_kd_loss, unigram_distribution)
 
 TASK_NAME = "nlg-smooth"
 SYNTHETIC_VOCAB = 200  # the toy pair has ~130 word types; sentencepiece keeps them whole
@@ -45,6 +45,8 @@ class NlgSmoothTask(ParallelTaskData, Task):
         self.cfg = cfg
         self.open_parallel(data_dir, cfg.model.max_positions)
         self.prior: BestCheckpointTeacher | None = None
+        self.previous_epoch: SnapshotTeacher | None = None  # loss.method=pskd
+        self._unigram: torch.Tensor | None = None  # loss.method=ls_unigram
         self.warm_prior = False  # bench: start with a ready prior so every step pays its forward
         self._prior_cache: dict[int, torch.Tensor] = {}  # train index -> prior logits (T_i, V), one generation
         self._prior_cache_generation = -1
@@ -55,10 +57,24 @@ class NlgSmoothTask(ParallelTaskData, Task):
             self.prior = BestCheckpointTeacher(model, self.cfg.loss.prior_metric, self.cfg.loss.prior_mode)
             if self.warm_prior:
                 self.prior.refresh(model)
+        if self.cfg.loss.method == "pskd":  # the model as it was at the end of the previous epoch
+            self.previous_epoch = SnapshotTeacher(model, refresh_every_epochs=1, initial="none")
+            if self.warm_prior:
+                self.previous_epoch.refresh(model)
         return model
 
     def teachers(self) -> dict:
-        return {"prior": self.prior} if self.prior is not None else {}
+        if self.prior is not None:
+            return {"prior": self.prior}
+        return {"previous_epoch": self.previous_epoch} if self.previous_epoch is not None else {}
+
+    def unigram_prior(self, device: torch.device) -> torch.Tensor:
+        """The train targets' unigram distribution (ls_unigram), counted once."""
+        if self._unigram is None:
+            self._unigram = unigram_distribution(self.dataset("train").tgt, self.tokenizer.vocab_size, EOS_ID)
+        if self._unigram.device != device:
+            self._unigram = self._unigram.to(device)
+        return self._unigram
 
     def compute_loss(self, model, batch: dict, progress: Progress):
         logits = model(batch["src"], batch["tgt_in"])
@@ -68,8 +84,23 @@ class NlgSmoothTask(ParallelTaskData, Task):
             return ce_loss(logits, targets)
         if lc.method == "ls":
             return label_smoothing_loss(logits, targets, lc.smoothing)
+        if lc.method == "ls_unigram":
+            return label_smoothing_prior_loss(logits, targets, lc.smoothing, self.unigram_prior(logits.device))
         if lc.method == "confpen":
             return confidence_penalty_loss(logits, targets, lc.beta)
+        if lc.method == "tfkd":
+            return tf_kd_loss(logits, targets, lc.tfkd_alpha, lc.tfkd_temperature, lc.tfkd_correct_prob,
+                              lc.tfkd_multiplier)
+        if lc.method == "pskd":
+            teacher_logits = None
+            if self.previous_epoch.ready:
+                if self.previous_epoch.model.embed.weight.device != logits.device:
+                    self.previous_epoch.model.to(logits.device)
+                teacher_logits = self.previous_epoch(batch["src"], batch["tgt_in"])  # frozen, eval mode, no grad
+            alpha_t = ps_kd_alpha(lc.pskd_alpha_T, progress.epoch, progress.total_epochs)
+            loss, logs = ps_kd_loss(logits, targets, alpha_t, teacher_logits)
+            logs["weight/alpha_t"] = alpha_t if teacher_logits is not None else 0.0
+            return loss, logs
         mask = targets != PAD_ID
         prior_logits = None
         lam = lc.lam
@@ -113,49 +144,18 @@ class NlgSmoothTask(ParallelTaskData, Task):
 
     def evaluate(self, model, loader, device) -> dict[str, float]:
         ev = self.cfg.eval
-        scored = score_batches(model, loader, device, self.cfg, self.tokenizer, self.dataset("valid"),
-                               beam=1, decode_max=(ev.valid_decode_max if ev.valid_bleu else -1),
-                               keep_bpe=self.data.info.get("bpe") == "keep")
+        scored = score_translation(model, loader, device, self.tokenizer, self.dataset("valid"),
+                                   decode_options(self.cfg, beam=1), ece_bins=ev.ece_bins,
+                                   decode_max=(ev.valid_decode_max if ev.valid_bleu else -1),
+                                   keep_bpe=self.data.info.get("bpe") == "keep", lang=self.tgt_lang)
         return scored["metrics"]
 
 
-# -- scoring: teacher-forced calibration + decoding ---------------------------------------------------------
-def max_output_len(cfg: NlgSmoothConfig, src_len: int) -> int:
-    return max(1, min(int(cfg.eval.max_len_a * src_len + cfg.eval.max_len_b), cfg.model.max_positions - 2))
-
-
-def score_batches(model: Seq2SeqTransformer, batches: Iterable[dict], device: torch.device, cfg: NlgSmoothConfig,
-                  tokenizer, dataset: ParallelDataset, beam: int, decode_max: int = 0, lenpen: float = 1.0,
-                  keep_bpe: bool = False) -> dict:
-    """One pass: NLL / ECE / MCE / accuracy with teacher forcing on all batches, and BLEU / chrF of
-    the decoded first ``decode_max`` sentences (0 = all, < 0 = no decoding)."""
-    calib = TokenCalibration(cfg.eval.ece_bins, PAD_ID)
-    hyps: list[str] = []
-    refs: list[str] = []
-    srcs: list[str] = []
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        for batch in batches:
-            batch = move_to(batch, device)
-            calib.update(model(batch["src"], batch["tgt_in"]), batch["tgt_out"])
-            if decode_max < 0 or (decode_max and len(hyps) >= decode_max):
-                continue
-            src_len = int((batch["src"] != PAD_ID).sum(dim=1).max())
-            ids = beam_search(model.scorer(), batch["src"], beam, max_output_len(cfg, src_len), lenpen)
-            for i, out in zip(batch["index"].tolist(), ids):
-                hyps.append(tokenizer.decode(out))
-                refs.append(dataset.tgt_text[i])
-                srcs.append(dataset.src_text[i])
-    model.train(was_training)
-    if keep_bpe:
-        hyps, refs = [remove_bpe(h) for h in hyps], [remove_bpe(r) for r in refs]
-    calibration = calib.result()
-    metrics = {k: calibration[k] for k in ("nll", "ppl", "accuracy", "ece", "mce")}
-    if hyps:
-        metrics.update(bleu=bleu_tokenized(hyps, refs)["bleu"], bleu_sacre=bleu_sacre(hyps, refs)["bleu"],
-                       chrf=chrf(hyps, refs))
-    return {"metrics": metrics, "calibration": calibration, "hyps": hyps, "refs": refs, "srcs": srcs}
+# -- scoring: teacher-forced calibration + decoding (skdcli/text/translation.py) --------------------------------
+def decode_options(cfg: NlgSmoothConfig, beam: int | None = None) -> DecodeOptions:
+    ev = cfg.eval
+    return DecodeOptions(beam_size=ev.beam_size if beam is None else beam, lenpen=ev.lenpen,
+                         max_len_a=ev.max_len_a, max_len_b=ev.max_len_b)
 
 
 # -- stages ---------------------------------------------------------------------------------------------------
@@ -174,18 +174,21 @@ def check_task(task: NlgSmoothTask) -> NlgSmoothTask:
     if task.cfg.loss.method == "als_sk" and not task.data.split("valid")[0]:
         raise SkdError("loss.method=als_sk needs a valid split (the prior is the best checkpoint on it); "
                        "this dataset has none", task.data.root)
+    task.dataset("train")  # a pair longer than the model's limit stops here, with its file and line
     if task.data.info.get("max_tokens", 0) > task.max_tokens:
         console.print(f"[yellow]note:[/] the data allows {task.data.info['max_tokens']} tokens per sentence, "
                       f"the model {task.max_tokens} (model.max_positions - 2); longer pairs stop training")
     return task
 
 
-def _is_lowercase(texts: list[str]) -> bool:
-    return all(t == t.lower() for t in texts[:2000])
-
-
-# The systems `run --compare` trains next to ALS-SK (RUN_DIR/baselines/<name>).
-COMPARE = {"ce": ["loss.method=ce"], "ls": ["loss.method=ls"]}
+# What `run` trains next to ALS-SK (RUN_DIR/compare/<name>/seed<S>): its standard baselines, and with --compare
+# every comparison point of the paper's tables that the README names, both smoothing directions included.
+BASELINES = {"ce": ["loss.method=ce"], "ls": ["loss.method=ls"]}
+COMPARE = {"als_sk_confident": ["loss.method=als_sk", "loss.alpha_fn=one_minus_norm_entropy"],
+           "ce": ["loss.method=ce"], "ls": ["loss.method=ls"], "ls_unigram": ["loss.method=ls_unigram"],
+           "confpen": ["loss.method=confpen"], "tfkd": ["loss.method=tfkd"], "pskd": ["loss.method=pskd"]}
+COMPARE_SEEDS = (0, 1, 2)
+HEADLINE = ("bleu", "bleu_sacre", "chrf", "nll", "ece", "mce", "token_accuracy")
 
 
 class NlgSmoothHooks(RecipeHooks):
@@ -213,8 +216,9 @@ class NlgSmoothHooks(RecipeHooks):
         t0 = time.perf_counter()
         with progress_bar(transient=True) as bar:
             batches = bar.track(loader, description=f"translate {split} (beam {cfg.eval.beam_size})")
-            scored = score_batches(model, batches, dev, cfg, task.tokenizer, dataset, beam=cfg.eval.beam_size,
-                                   lenpen=cfg.eval.lenpen, keep_bpe=task.data.info.get("bpe") == "keep")
+            scored = score_translation(model, batches, dev, task.tokenizer, dataset, decode_options(cfg),
+                                       ece_bins=cfg.eval.ece_bins, keep_bpe=task.data.info.get("bpe") == "keep",
+                                       lang=task.tgt_lang)
         seconds = time.perf_counter() - t0
         png = reliability_diagram(scored["calibration"], run.plots / f"reliability_{split}.png",
                                   title=f"{cfg.loss.method} on {split}: ECE {100 * scored['calibration']['ece']:.2f}%, "
@@ -226,8 +230,8 @@ class NlgSmoothHooks(RecipeHooks):
                 "decoder": "greedy" if cfg.eval.beam_size == 1 else f"beam{cfg.eval.beam_size}",
                 "lenpen": cfg.eval.lenpen,
                 "bleu": m["bleu"], "bleu_sacre": m["bleu_sacre"], "chrf": m["chrf"],
-                "bleu_convention": "bleu: tokenized, case-insensitive (fairseq/IWSLT, sacrebleu tokenize=none on "
-                                   "lowercased text); bleu_sacre: detokenized sacreBLEU 13a, case-sensitive",
+                "bleu_sacre_signature": scored["signatures"]["bleu_sacre"], "signatures": scored["signatures"],
+                "bleu_convention": BLEU_CONVENTION, "max_len": {"a": cfg.eval.max_len_a, "b": cfg.eval.max_len_b},
                 "nll": m["nll"], "ppl": m["ppl"], "token_accuracy": m["accuracy"], "ece": m["ece"], "mce": m["mce"],
                 "ece_bins": cfg.eval.ece_bins, "reliability_plot": str(png),
                 "translations": str(run.path / f"translations.{split}.txt"),
@@ -237,66 +241,47 @@ class NlgSmoothHooks(RecipeHooks):
 
     def export_spec(self, trained: Trained, opts: StageOptions) -> ExportSpec:
         cfg, task = trained.cfg, trained.task
-        program = TranslationProgram(trained.model).eval()
         ds = task.dataset("valid") if len(task.dataset("valid")) else task.dataset("train")
-        items = [ds[i] for i in range(min(5, len(ds)))]
-        example, parity, single = collate_parallel(items[:2]), collate_parallel(items), collate_parallel(items[-1:])
-        limit = cfg.model.max_positions
-        batch = torch.export.Dim("batch", min=1, max=4096)
-        src_len = torch.export.Dim("src_len", min=1, max=limit)
-        tgt_len = torch.export.Dim("tgt_len", min=1, max=limit)
-        train_src, train_tgt = task.data.split("train")
-
-        def write_files(folder: Path) -> dict:
-            task.tokenizer.save(folder / "tokenizer")
-            return {"tokenizer": "tokenizer"}
-
-        return ExportSpec(
-            program, (example["src"], example["tgt_in"]),
-            dynamic_shapes=({0: batch, 1: src_len}, {0: batch, 1: tgt_len}),
-            parity_inputs=[(parity["src"], parity["tgt_in"]), (single["src"], single["tgt_in"]),
-                           (single["src"], single["tgt_in"][:, :1])],
-            write_files=write_files, result_keys=("method",),
-            manifest={"method": cfg.loss.method, "src_lang": task.data.info.get("src_lang"),
-                      "tgt_lang": task.data.info.get("tgt_lang"),
-                      "lowercase": _is_lowercase(train_src) and _is_lowercase(train_tgt),
-                      "bpe": task.data.info.get("bpe", "remove"), "max_positions": limit,
-                      "decoding": {"beam_size": cfg.eval.beam_size, "lenpen": cfg.eval.lenpen,
-                                   "max_len_a": cfg.eval.max_len_a, "max_len_b": cfg.eval.max_len_b},
-                      "inputs": ["src_ids (B, S) int64: pieces + </s>, padded with 0",
-                                 "tgt_ids (B, T) int64: <s> + prefix, padded with 0"],
-                      "outputs": ["log_probs (B, T, V) float32: next-token log-probabilities"],
-                      "special_ids": {"pad": PAD_ID, "unk": 1, "bos": 2, "eos": EOS_ID}})
+        return translation_export_spec(trained.model, task.tokenizer, ds, data_info=task.data.info,
+                                       train_texts=task.data.split("train"), decode=decode_options(cfg),
+                                       manifest={"method": cfg.loss.method}, result_keys=("method",))
 
     def pipeline(self, p: Pipeline) -> dict:
-        """Synthetic toy pair -> train SKD (and CE, uniform LS for comparison) -> eval -> export the SKD model."""
-        baseline, compare = p.opts.baseline, p.opts.extra.get("compare", True)
-        systems = [("skd" if not baseline else "ce", str(p.run.path), [])]
-        if compare and not baseline:
-            systems += [(name, str(p.run.path / "baselines" / name), extra) for name, extra in COMPARE.items()]
-        rows = {}
-        for name, rd, extra in systems:
-            trained = p.train(rd, sets=[*p.opts.sets, *extra], baseline=baseline and rd == str(p.run.path),
-                              overwrite=True)
-            ev = p.evaluate(rd)
-            rows[name] = {"method": trained["method"], "bleu": ev["bleu"], "bleu_sacre": ev["bleu_sacre"],
-                          "chrf": ev["chrf"], "nll": ev["nll"], "ece": ev["ece"], "mce": ev["mce"],
-                          "token_accuracy": ev["token_accuracy"], "train_seconds": trained["train_seconds"]}
+        """Toy pair -> train ALS-SK and its baselines (CE, uniform LS; with --compare every comparison system,
+        over --seeds, default 0,1,2; --no-baselines: ALS-SK alone) -> eval each on test -> export the ALS-SK
+        run (RUN_DIR)."""
+        extra = p.opts.extra
+        main = "ce" if p.opts.baseline else "als_sk"
+        others = (COMPARE if extra.get("compare") else BASELINES) if extra.get("baselines", True) else {}
+        systems = {main: [], **{name: sets for name, sets in others.items() if name != main}}
+        default = COMPARE_SEEDS if extra.get("compare") else [p.opts.seed]
+        seeds = parse_seeds(extra.get("seeds"), default)
+        compared = compare_over_seeds(p, systems, seeds, HEADLINE, main, train_keys=("train_seconds",))
         exported = p.export()
-        main = rows[systems[0][0]]
-        return {"task": TASK_NAME, "run_dir": str(p.run.path), "method": main["method"], "split": "test",
-                "bleu": main["bleu"], "bleu_sacre": main["bleu_sacre"], "chrf": main["chrf"], "nll": main["nll"],
-                "ece": main["ece"], "mce": main["mce"], "systems": rows,
+        first = compared["per_seed"][main][0]
+        evaluated = read_json(p.run.eval_json)
+        return {"task": TASK_NAME, "run_dir": str(p.run.path), "method": main, "split": "test",
+                **{k: first[k] for k in HEADLINE}, "bleu_sacre_signature": evaluated["bleu_sacre_signature"],
+                "seeds": compared["seeds"], "systems": compared["systems"], "per_seed": compared["per_seed"],
                 "export_dir": exported["export_dir"], "parity_max_abs_diff": exported["parity_max_abs_diff"]}
 
     def report(self, command: str, result: dict):
         if command not in ("eval", "run"):
             return None
         systems = result.get("systems") or {result["method"]: result}
-        rows = [[name, r["bleu"], r["bleu_sacre"], r["chrf"], r["nll"], 100 * r["ece"], 100 * r["mce"]]
-                for name, r in systems.items()]
-        return metric_table(f"nlg-smooth {command}: {result['split']} split", ["system", "BLEU (tok.)", "sacreBLEU",
-                                                                               "chrF", "NLL", "ECE %", "MCE %"], rows)
+        several = len(result.get("seeds") or [None]) > 1
+
+        def cell(r: dict, key: str, scale: float = 1.0):
+            value = scale * r[key]
+            return (value, scale * r[f"{key}_std"]) if several and f"{key}_std" in r else value
+
+        rows = [[name, cell(r, "bleu"), cell(r, "bleu_sacre"), cell(r, "chrf"), cell(r, "nll"), cell(r, "ece", 100),
+                 cell(r, "mce", 100)] for name, r in systems.items()]
+        seeds = f"mean ± std over seeds {', '.join(map(str, result['seeds']))}; " if several else ""
+        caption = f"{seeds}sacreBLEU {result.get('bleu_sacre_signature', '')}"
+        return metric_table(f"nlg-smooth {command}: {result['split']} split",
+                            ["system", "BLEU (tok.)", "sacreBLEU", "chrF", "NLL", "ECE %", "MCE %"], rows,
+                            caption=caption)
 
     def bench_task(self, cfg: NlgSmoothConfig, data_dir: str) -> NlgSmoothTask:
         task = NlgSmoothTask(cfg, data_dir)
@@ -314,69 +299,12 @@ class NlgSmoothHooks(RecipeHooks):
                 "goal_skd_over_baseline": 1.25}
 
 
-class Translator:
-    """An exported model + its tokenizer: text in, text out (no training code needed)."""
-
-    def __init__(self, model_path: str | Path, beam_size: int | None = None, lenpen: float | None = None):
-        self.program, self.manifest, folder = load_exported(model_path, TASK_NAME)
-        self.tokenizer = load_tokenizer(folder / self.manifest["tokenizer"])
-        dec = self.manifest["decoding"]
-        self.beam = beam_size or dec["beam_size"]
-        self.lenpen = dec["lenpen"] if lenpen is None else lenpen
-        self.max_len_a, self.max_len_b = dec["max_len_a"], dec["max_len_b"]
-        self.max_tokens = self.manifest["max_positions"] - 2
-
-    def translate(self, lines: list[str], where: str = "input", first_line: int = 1) -> list[str]:
-        texts = [" ".join(t.split()) for t in lines]
-        if self.manifest.get("lowercase"):
-            texts = [t.lower() for t in texts]
-        todo = [(i, self.tokenizer.encode(t)) for i, t in enumerate(texts) if t]
-        for i, ids in todo:
-            if len(ids) > self.max_tokens:
-                raise SkdError(f"line {first_line + i}: {len(ids)} tokens, more than the model's limit of "
-                               f"{self.max_tokens}", where)
-        out = [""] * len(texts)
-        if todo:
-            src = pad_batch([ids + [EOS_ID] for _, ids in todo])
-            max_len = max(1, min(int(self.max_len_a * src.shape[1] + self.max_len_b), self.max_tokens))
-            ids = beam_search(program_scorer(self.program), src, self.beam, max_len, self.lenpen)
-            for (i, _), hyp in zip(todo, ids):
-                text = self.tokenizer.decode(hyp)
-                out[i] = remove_bpe(text) if self.manifest.get("bpe") == "keep" else text
-        return out
-
-
 def translate_stage(model_path: str, texts: list[str], beam_size: int | None = None, lenpen: float | None = None,
                     detok: bool = False, batch_size: int = 16, stdin: TextIO | None = None,
                     stream: TextIO | None = None) -> dict:
     """Translate ``texts``, or (none given) stdin line by line; ``stream`` gets one output line per input line."""
-    translator = Translator(model_path, beam_size, lenpen)
-    post = detokenize if detok else (lambda s: s)
-    results: list[dict] = []
-
-    def emit(batch: list[str], where: str, first: int) -> None:
-        for src, hyp in zip(batch, translator.translate(batch, where, first)):
-            results.append({"src": src, "hyp": post(hyp)})
-            if stream is not None:
-                stream.write(post(hyp) + "\n")
-        if stream is not None:
-            stream.flush()
-
-    if texts:
-        emit(list(texts), "argument", 1)
-    else:
-        stdin = stdin or sys.stdin
-        batch: list[str] = []
-        first = 1
-        for n, raw in enumerate(stdin, 1):
-            batch.append(raw.rstrip("\n").rstrip("\r"))
-            if len(batch) >= max(batch_size, 1):
-                emit(batch, "<stdin>", first)
-                batch, first = [], n + 1
-        if batch:
-            emit(batch, "<stdin>", first)
-    return {"model": str(model_path), "beam_size": translator.beam, "lenpen": translator.lenpen,
-            "translations": results}
+    translator = Translator(model_path, TASK_NAME, beam_size, lenpen)
+    return {"model": str(model_path), **translate_texts(translator, texts, detok, batch_size, stdin, stream)}
 
 
 # -- bench ---------------------------------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """`skd nlp-embed ...`: the recipe's description (train / eval / export / run come from the engine's
-contract) and its own commands: prep, sample, neighbours."""
+contract) and its own commands: prep, sample, translate (mode=nmt), neighbours."""
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated, Optional
 
 import typer
@@ -17,11 +18,17 @@ RECIPE = Recipe(
     config_example="recipes/nlp_embed/ptb.yaml",
     docs={"train": "Train the LM with embedding-space self-KD (or the plain-CE --baseline); works under torchrun.",
           "eval": "Perplexity, NLL, accuracy, ECE/MCE, reliability diagram (NMT: + beam-search BLEU/chrF); writes eval.json.",
-          "export": "torch.export program + safetensors + vocabulary + manifest (with a parity check).",
-          "run": "The whole pipeline on the embedded tiny default, SKD next to CE / LS / noise control."},
+          "export": "torch.export program + safetensors + vocabulary (NMT: tokenizer) + manifest (with a parity check).",
+          "run": "The whole pipeline on the embedded tiny default (or --data: a parallel dataset), SKD next to CE / LS "
+                 "and the noise and random controls; --compare: over 3 seeds."},
     flags=(
         Flag("--split", "test | valid | train.", default="test", commands=("eval",)),
-        Flag("--compare/--no-compare", "Also train plain CE, uniform LS and the random-noise control.", bool, True,
+        Flag("--baselines/--no-baselines", "Also train plain CE, uniform LS and the noise and random controls "
+             "(NMT: CE, noise, random) under RUN_DIR/compare/.", bool, True, commands=("run",)),
+        Flag("--compare/--no-compare", "Every system side by side over --seeds (default 0,1,2; with --no-baselines: "
+             "SKD alone over the seeds).", bool, False,
+             commands=("run",)),
+        Flag("--seeds", "Seeds of every system, e.g. 0,1,2 (default: 0,1,2 with --compare, else --seed).",
              commands=("run",)),
     ),
 )
@@ -64,6 +71,30 @@ def sample_cmd(
     run_stage("nlp-embed sample", lambda: sample_stage(model, prompt, max_new_tokens, temperature, top_k,
                                                         num_samples, seed), json_out, debug, ctx,
               lines=lambda result: result["samples"])
+
+
+@app.command()
+def translate(
+    ctx: typer.Context,
+    texts: Annotated[Optional[list[str]], typer.Argument(help="Sentences to translate (none: read stdin, one per line).")] = None,
+    model: Annotated[str, typer.Option("--model", help="An NMT export directory (from `export` of a mode=nmt run).")] = "runs/nlp-embed/export",
+    beam_size: Annotated[Optional[int], typer.Option("--beam-size", help="Default: the export's eval.beam_size.")] = None,
+    lenpen: Annotated[Optional[float], typer.Option("--lenpen")] = None,
+    detok: Annotated[bool, typer.Option("--detok", help="Detokenize the output (the Moses detokenizer, sacremoses).")] = False,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="stdin lines translated together (1 = strictly line by line).")] = 16,
+    json_out: JsonOpt = False, debug: DebugOpt = False,
+):
+    """Translate with an exported mode=nmt model alone: one output line per input line on stdout (or --json)."""
+    from .recipe import translate_stage
+
+    def go() -> dict:
+        result = translate_stage(model, texts or [], beam_size, lenpen, detok, batch_size,
+                                 stream=None if json_out else sys.stdout)
+        if not json_out:
+            raise typer.Exit(0)  # the translations are already on stdout; no table
+        return result
+
+    run_stage("nlp-embed translate", go, json_out, debug, ctx)
 
 
 @app.command()

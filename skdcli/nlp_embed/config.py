@@ -9,28 +9,38 @@ from typing import Any
 
 from ..engine.config import TrainConfig, check_choice
 from ..engine.errors import SkdError
-from ..text.seq2seq import Seq2SeqConfig
+from ..text.seq2seq import ARCHS, Seq2SeqConfig
 from ..engine.schedules import build_weight_schedule
 from ..text.lm import LMConfig
 
-METHODS = ("skd", "noise", "input_noise", "ce", "ls")
+METHODS = ("skd", "noise", "random", "input_noise", "ce", "ls")
+BPTT_MODES = ("stateful", "windows")
 SIMILARITIES = ("dot", "cos", "neg_l2")
 
 
 @dataclass
 class DataConfig:
+    # stateful: truncated BPTT (Zaremba et al. 2014; pytorch/examples word_language_model): the train stream
+    #   is cut into train.batch_size parallel columns, consecutive windows of `bptt` tokens, the LSTM state
+    #   carried from window to window (detached) and reset each epoch; eval runs the whole valid/test stream
+    #   statefully in eval.stream_batch columns. LSTM only.
+    # windows: independent windows of `bptt` tokens, shuffled, no carried state (train and eval); Transformers.
+    bptt_mode: str = "stateful"
     bptt: int = 20  # tokens per training window (next-token predictions per example)
-    eval_bptt: int = 0  # window for eval / perplexity (0 = bptt)
+    eval_bptt: int = 0  # window for eval / perplexity (0 = bptt; with stateful eval it only bounds memory)
 
 
 @dataclass
 class KDConfig:
     # skd:   L = (1-b)·CE(e_y, p) + b·CE(q~, p), q~ = softmax over y's top-K neighbours of
-    #        sim(w_y, w_j)/T, W = the detached output-embedding matrix (PROPOSAL of the notes, reading A)
+    #        sim(w_y, w_j)/T, W = the detached output-embedding matrix
+    #        (our reading "A": recipes/nlp_embed/README.md §3, §5)
     # noise: the same, but w_y is perturbed by isotropic Gaussian noise of norm noise_scale·|w_y| first
-    #        (the paper's "random noise" control, as the notes' proposal reads it)
+    #        (our reading of the paper's "random noise" control; README §5)
     # input_noise: plain CE with Gaussian noise of std noise_scale·rms(E) added to the input word
     #        embeddings (the other reading of "random noise injected into word embeddings")
+    # random: the same weighting over K neighbours drawn at random (not the nearest), redrawn at every refresh
+    #        (controls for how the neighbours are chosen; `noise` keeps the true nearest ones)
     # ce:    plain cross-entropy (--baseline)     ls: uniform label smoothing with `label_smoothing`
     method: str = "skd"
     sim: str = "cos"  # dot | cos | neg_l2
@@ -52,11 +62,16 @@ NmtModelConfig = Seq2SeqConfig
 @dataclass
 class EvalConfig:
     ece_bins: int = 10
-    batch_size: int = 32
+    # data.bptt_mode=stateful: the valid/test stream as this many parallel streams, the state carried over the
+    # whole stream. 1 = one sequence, every token but the first predicted with its full history (the test
+    # setting of Zaremba et al.'s code and AWD-LSTM); 10 = pytorch/examples word_language_model's eval batch
+    # (the N % 10 tail tokens and each stream's first token are not predicted). eval.json names it.
+    stream_batch: int = 1
+    batch_size: int = 32  # windows per batch (bptt_mode=windows); sentences per batch (mode=nmt)
     beam_size: int = 5  # mode=nmt, eval stage (periodic validation decodes greedily)
     lenpen: float = 1.0  # fairseq length penalty
-    max_len_a: float = 1.2  # longest output = a * source length + b
-    max_len_b: int = 10
+    max_len_a: float = 0.0  # longest output = a * source length + b: fairseq-generate's defaults (0, 200)
+    max_len_b: int = 200
     valid_decode_max: int = 200  # mode=nmt: sentences decoded per periodic validation (BLEU); 0 = all
 
 
@@ -86,9 +101,18 @@ class NlpEmbedConfig:
         if self.mode == "nmt" and self.kd.method == "input_noise":
             raise SkdError("kd.method=input_noise is implemented for mode=lm only (use kd.method=noise)")
         check_choice("model.arch", self.model.arch, ["lstm", "transformer"])
+        check_choice("nmt.arch", self.nmt.arch, ARCHS)
         if self.nmt.d_model % self.nmt.num_heads:
             raise SkdError("nmt.d_model must be divisible by nmt.num_heads")
         check_choice("kd.method", self.kd.method, METHODS)
+        check_choice("data.bptt_mode", self.data.bptt_mode, BPTT_MODES)
+        if self.mode == "lm" and self.data.bptt_mode == "stateful" and self.model.arch != "lstm":
+            raise SkdError("data.bptt_mode=stateful carries an LSTM state; a Transformer LM has none: "
+                           "set data.bptt_mode=windows")
+        if self.kd.method == "random" and self.kd.topk < 1:
+            raise SkdError("kd.method=random draws kd.topk random neighbours: set kd.topk >= 1")
+        if self.eval.stream_batch < 1:
+            raise SkdError("eval.stream_batch must be >= 1")
         check_choice("kd.sim", self.kd.sim, SIMILARITIES)
         if self.model.arch == "transformer":
             if self.model.d_hidden != self.model.d_embed:

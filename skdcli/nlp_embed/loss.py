@@ -1,4 +1,4 @@
-"""Embedding-space self-KD (Hahn & Choi 2019), as the notes' PROPOSAL reads it:
+"""Embedding-space self-KD (Hahn & Choi 2019), our reading of it (recipes/nlp_embed/README.md §3, §5):
 
     L = (1 - b) · CE(e_y, p) + b · CE(q~, p),      q~_j ∝ exp(sim(w_y, w_j) / T),  j in N_K(y)
 
@@ -62,13 +62,41 @@ def build_neighbour_table(weight: Tensor, k: int, sim: str, include_gold: bool, 
     return torch.cat(rows)
 
 
+@torch.no_grad()
+def build_random_table(vocab: int, k: int, include_gold: bool, generator: torch.Generator, chunk: int = 2048,
+                       exclude: tuple[int, ...] = ()) -> Tensor:
+    """(V, k) word ids like ``build_neighbour_table``, but row v's other words are drawn uniformly at
+    random without replacement (never v itself, never ``exclude``): the ``random`` control."""
+    others = k - 1 if include_gold else k
+    if not 0 <= others <= vocab - 1 - len(exclude):
+        raise ValueError(f"kd.topk={k} needs at most {vocab - 1 - len(exclude) + include_gold} words "
+                         f"(vocabulary {vocab})")
+    rows = []
+    for start in range(0, vocab, chunk):
+        ids = torch.arange(start, min(start + chunk, vocab))
+        scores = torch.rand(len(ids), vocab, generator=generator)  # a random ranking of the vocabulary per row
+        scores[torch.arange(len(ids)), ids] = -1.0
+        if exclude:
+            scores[:, list(exclude)] = -1.0
+        near = scores.topk(others, dim=-1).indices if others else ids.new_zeros(len(ids), 0)
+        rows.append(torch.cat([ids.unsqueeze(1), near], 1) if include_gold else near)
+    return torch.cat(rows)
+
+
 class NeighbourTable(TeacherSignal):
     """The cached top-K table as an engine teacher signal, so a resumed run reuses the exact table
-    an uninterrupted run would have (it goes into every checkpoint)."""
+    an uninterrupted run would have (it goes into every checkpoint).
 
-    def __init__(self, k: int, sim: str, include_gold: bool, refresh_every: int, exclude: tuple[int, ...] = ()):
+    ``choice="random"`` (the ``random`` control) draws each word's K neighbours at random instead,
+    from a generator seeded by (seed, step): every DDP rank draws the same table, and the draw
+    depends on the run's seed and the refresh step only."""
+
+    def __init__(self, k: int, sim: str, include_gold: bool, refresh_every: int, exclude: tuple[int, ...] = (),
+                 choice: str = "nearest", seed: int = 0):
+        if choice not in ("nearest", "random"):
+            raise ValueError(f"choice must be 'nearest' or 'random', got {choice!r}")
         self.k, self.sim, self.include_gold, self.refresh_every = k, sim, include_gold, refresh_every
-        self.exclude = exclude
+        self.exclude, self.choice, self.seed = exclude, choice, seed
         self.table: Tensor | None = None
         self.built_at = -1
         self.rebuilds = 0
@@ -76,7 +104,13 @@ class NeighbourTable(TeacherSignal):
     def get(self, weight: Tensor, step: int) -> Tensor:
         """The table for optimizer step ``step``, rebuilt from ``weight`` (V, d) when it is due."""
         if self.table is None or step >= self.built_at + self.refresh_every:
-            self.table = build_neighbour_table(weight, self.k, self.sim, self.include_gold, exclude=self.exclude)
+            if self.choice == "random":
+                # a tuple of ints hashes the same in every process (str hashing is salted)
+                g = torch.Generator().manual_seed(hash((self.seed, step, -1)) & 0x7FFF_FFFF)
+                self.table = build_random_table(weight.shape[0], self.k, self.include_gold, g,
+                                                exclude=self.exclude).to(weight.device)
+            else:
+                self.table = build_neighbour_table(weight, self.k, self.sim, self.include_gold, exclude=self.exclude)
             self.built_at, self.rebuilds = step, self.rebuilds + 1
         return self.table
 
@@ -129,7 +163,8 @@ def soft_targets(weight: Tensor, gold: Tensor, table: Tensor | None, sim: str, t
 
 def embedding_skd_loss(logits: Tensor, targets: Tensor, mask: Tensor, weight: Tensor, beta: float, kd: KDConfig,
                        table: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor | float]]:
-    """Total loss and its logged parts for kd.method in {skd, noise, ce, ls, input_noise}.
+    """Total loss and its logged parts for kd.method in {skd, noise, random, ce, ls, input_noise}
+    (``random`` is ``skd`` on a table of randomly drawn neighbours).
 
     logits (B, T, V), targets (B, T), mask (B, T) bool (True = counts). ``table``: the neighbour
     table (kd.topk > 0) or None (full vocabulary). ``input_noise`` is applied in the forward pass

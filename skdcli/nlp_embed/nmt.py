@@ -11,17 +11,16 @@ beam-search output (text-common.md §2-3).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable
 
 import torch
 
 from ..engine.schedules import Progress, build_weight_schedule
 from ..engine.teachers import unwrap_model
-from ..engine.trainer import Task, move_to
-from ..text.metrics import TokenCalibration, remove_bpe, translation_scores
-from ..text.parallel import ParallelDataset, ParallelTaskData
-from ..text.seq2seq import Seq2SeqTransformer, beam_search
+from ..engine.trainer import Task
+from ..text.parallel import ParallelTaskData
+from ..text.seq2seq import Seq2SeqTransformer
 from ..text.tokenizer import BOS_ID, PAD_ID
+from ..text.translation import DecodeOptions, score_translation
 from .config import NlpEmbedConfig
 from .loss import NeighbourTable, embedding_skd_loss
 
@@ -40,10 +39,12 @@ class NlpEmbedNmtTask(ParallelTaskData, Task):
         self.cfg = cfg
         self.open_parallel(data_dir, cfg.nmt.max_positions)
         self.beta = build_weight_schedule(cfg.kd.beta)
-        uses_table = cfg.kd.method in ("skd", "noise") and cfg.kd.topk > 0
+        uses_table = cfg.kd.method in ("skd", "noise", "random") and cfg.kd.topk > 0
         # <pad> and <s> are never targets, so never neighbours
         self.neighbours = (NeighbourTable(cfg.kd.topk, cfg.kd.sim, cfg.kd.include_gold, cfg.kd.refresh_every,
-                                          exclude=(PAD_ID, BOS_ID)) if uses_table else None)
+                                          exclude=(PAD_ID, BOS_ID), seed=cfg.train.seed,
+                                          choice="random" if cfg.kd.method == "random" else "nearest")
+                           if uses_table else None)
 
     def build_model(self) -> Seq2SeqTransformer:
         return build_seq2seq(self.cfg, self.tokenizer.vocab_size)
@@ -64,34 +65,13 @@ class NlpEmbedNmtTask(ParallelTaskData, Task):
         return embedding_skd_loss(logits, targets, targets != PAD_ID, weight, beta, kd, table)
 
     def evaluate(self, model, loader, device) -> dict[str, float]:
-        return score_translation(model, loader, device, self.cfg, self.tokenizer, self.dataset("valid"), beam=1,
+        return score_translation(model, loader, device, self.tokenizer, self.dataset("valid"),
+                                 decode_options(self.cfg, beam=1), ece_bins=self.cfg.eval.ece_bins,
                                  decode_max=self.cfg.eval.valid_decode_max,
-                                 keep_bpe=self.data.info.get("bpe") == "keep")["metrics"]
+                                 keep_bpe=self.data.info.get("bpe") == "keep", lang=self.tgt_lang)["metrics"]
 
 
-def score_translation(model: Seq2SeqTransformer, batches: Iterable[dict], device: torch.device, cfg: NlpEmbedConfig,
-                      tokenizer, dataset: ParallelDataset, beam: int, decode_max: int = 0,
-                      keep_bpe: bool = False) -> dict:
-    """Teacher-forced NLL / ECE / MCE / accuracy on all batches; BLEU / chrF of the first
-    ``decode_max`` decoded sentences (0 = all)."""
-    calib = TokenCalibration(cfg.eval.ece_bins, PAD_ID)
-    hyps, refs = [], []
-    for batch in batches:
-        batch = move_to(batch, device)
-        calib.update(model(batch["src"], batch["tgt_in"]), batch["tgt_out"])
-        if decode_max and len(hyps) >= decode_max:
-            continue
-        src_len = int((batch["src"] != PAD_ID).sum(dim=1).max())
-        max_len = max(1, min(int(cfg.eval.max_len_a * src_len + cfg.eval.max_len_b), cfg.nmt.max_positions - 2))
-        for i, out in zip(batch["index"].tolist(), beam_search(model.scorer(), batch["src"], beam, max_len,
-                                                                cfg.eval.lenpen)):
-            hyps.append(tokenizer.decode(out))
-            refs.append(dataset.tgt_text[i])
-    if keep_bpe:
-        hyps, refs = [remove_bpe(h) for h in hyps], [remove_bpe(r) for r in refs]
-    calibration = calib.result()
-    metrics = {k: calibration[k] for k in ("nll", "ppl", "accuracy", "ece", "mce")}
-    if hyps:
-        scores = translation_scores(hyps, refs)
-        metrics.update(bleu=scores["bleu_tokenized"], bleu_sacre=scores["bleu_sacre"], chrf=scores["chrf"])
-    return {"metrics": metrics, "calibration": calibration, "hyps": hyps, "refs": refs}
+def decode_options(cfg: NlpEmbedConfig, beam: int | None = None) -> DecodeOptions:
+    ev = cfg.eval
+    return DecodeOptions(beam_size=ev.beam_size if beam is None else beam, lenpen=ev.lenpen,
+                         max_len_a=ev.max_len_a, max_len_b=ev.max_len_b)

@@ -13,17 +13,20 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..engine.config import validate_config
+from ..engine.compare import compare_over_seeds, parse_seeds
 from ..engine.console import metric_table
 from ..engine.contract import StageOptions
 from ..engine.errors import SkdError
 from ..engine.export import load_exported
+from ..engine.io import read_json
 from ..engine.schedules import Progress, build_weight_schedule
 from ..engine.stages import ExportSpec, Pipeline, RecipeHooks, Trained, load_trained
 from ..engine.teachers import unwrap_model
 from ..engine.trainer import Task, move_to
-from ..text.lm import LSTMStep, RecurrentScorer, SequenceScorer, build_lm, sample
-from ..text.lm_corpus import (EOS, SOURCES, UNK, LMCorpus, LMWindows, load_lm_corpus, prepare_lm_corpus,
-                              synthetic_oracle_nll)
+from ..text.lm import (CarriedHiddenState, LSTMStep, RecurrentScorer, SequenceScorer, build_lm, sample,
+                      stateful_logits)
+from ..text.lm_corpus import (EOS, SOURCES, UNK, LMCorpus, LMStreamColumns, LMWindows, batchify, load_lm_corpus,
+                              prepare_lm_corpus, synthetic_oracle_nll)
 from ..text.metrics import TokenCalibration, perplexity, reliability_diagram
 from .config import NlpEmbedConfig
 from .loss import NeighbourTable, build_neighbour_table, embedding_skd_loss, similarity
@@ -37,11 +40,16 @@ class NlpEmbedTask(Task):
         self.cfg = cfg
         self.corpus: LMCorpus = load_lm_corpus(data_dir)
         self.beta = build_weight_schedule(cfg.kd.beta)
-        uses_table = cfg.kd.method in ("skd", "noise") and cfg.kd.topk > 0
-        self.neighbours = (NeighbourTable(cfg.kd.topk, cfg.kd.sim, cfg.kd.include_gold, cfg.kd.refresh_every)
-                           if uses_table else None)
+        self.stateful = cfg.data.bptt_mode == "stateful"
+        uses_table = cfg.kd.method in ("skd", "noise", "random") and cfg.kd.topk > 0
+        self.neighbours = (NeighbourTable(cfg.kd.topk, cfg.kd.sim, cfg.kd.include_gold, cfg.kd.refresh_every,
+                                          choice="random" if cfg.kd.method == "random" else "nearest",
+                                          seed=cfg.train.seed) if uses_table else None)
         if uses_table and cfg.kd.topk - int(cfg.kd.include_gold) > len(self.corpus.vocab) - 1:
             raise SkdError(f"kd.topk={cfg.kd.topk} is larger than the vocabulary ({len(self.corpus.vocab)} words)")
+        # truncated BPTT: one train column per sequence of the global batch, its LSTM state carried
+        self.carried = (CarriedHiddenState(cfg.model.num_layers, cfg.train.batch_size, cfg.model.d_hidden)
+                        if self.stateful else None)
 
     def build_model(self):
         return build_lm(len(self.corpus.vocab), self.cfg.model)
@@ -49,14 +57,22 @@ class NlpEmbedTask(Task):
     def data_fingerprint(self) -> str | None:
         return self.corpus.info.get("fingerprint")
 
-    def train_dataset(self) -> LMWindows:
+    def train_dataset(self) -> LMStreamColumns | LMWindows:
+        if self.stateful:
+            return LMStreamColumns(self.corpus.streams["train"], self.cfg.train.batch_size, self.cfg.data.bptt)
         return LMWindows(self.corpus.streams["train"], self.cfg.data.bptt)
 
+    def epoch_order(self, dataset, seed: int, epoch: int, global_batch: int) -> list[int] | None:
+        """Truncated BPTT reads each column in order, window after window, every epoch (no shuffle)."""
+        return dataset.order() if isinstance(dataset, LMStreamColumns) else None
+
     def eval_dataset(self) -> LMWindows:
+        # bptt_mode=stateful: ``evaluate`` runs the valid stream itself; the engine's loader goes unused
         return LMWindows(self.corpus.streams["valid"], self.cfg.data.eval_bptt or self.cfg.data.bptt)
 
     def teachers(self) -> dict:
-        return {"neighbours": self.neighbours} if self.neighbours is not None else {}
+        signals = {"neighbours": self.neighbours} if self.neighbours is not None else {}
+        return {**signals, "lstm_state": self.carried} if self.carried is not None else signals
 
     def compute_loss(self, model, batch: dict, progress: Progress):
         kd = self.cfg.kd
@@ -65,7 +81,13 @@ class NlpEmbedTask(Task):
             emb = unwrap_model(model).embed.weight.detach()
             noise = torch.randn(*batch["inputs"].shape, emb.shape[1], device=emb.device, dtype=emb.dtype)
             noise = noise * kd.noise_scale * emb.pow(2).mean().sqrt()
-        logits = model(batch["inputs"], noise) if noise is not None else model(batch["inputs"])
+        if self.carried is not None:
+            window = int(batch["window"][0])  # one global batch = one time slice of every column
+            state = self.carried.get(batch["column"], window, batch["inputs"].device)
+            logits, new_state = model(batch["inputs"], noise, state=state, return_state=True)
+            self.carried.put(batch["column"], window, new_state)  # detached: truncated BPTT
+        else:
+            logits = model(batch["inputs"], noise) if noise is not None else model(batch["inputs"])
         beta = float(self.beta(progress))
         weight = unwrap_model(model).output_embedding
         table = None
@@ -75,11 +97,11 @@ class NlpEmbedTask(Task):
         return embedding_skd_loss(logits, batch["targets"], batch["mask"], weight, beta, kd, table)
 
     def evaluate(self, model, loader, device) -> dict[str, float]:
-        return score_lm(model, loader, device, self.cfg.eval.ece_bins)["metrics"]
+        return score_lm_split(model, self.corpus.streams["valid"], self.cfg, device)["metrics"]
 
 
 def score_lm(model, loader, device: torch.device, bins: int) -> dict:
-    """Perplexity, NLL/token, accuracy and ECE/MCE (token level, teacher forced) over a loader."""
+    """Perplexity, NLL/token, accuracy and ECE/MCE (token level, teacher forced) over a loader of windows."""
     calib = TokenCalibration(num_bins=bins)
     for batch in loader:
         batch = move_to(batch, device)
@@ -88,6 +110,49 @@ def score_lm(model, loader, device: torch.device, bins: int) -> dict:
     metrics = {k: result[k] for k in ("ppl", "nll", "accuracy", "ece", "mce")}
     metrics["tokens"] = result["tokens"]
     return {"metrics": metrics, "calibration": result}
+
+
+def score_lm_stateful(model, columns: torch.Tensor, bptt: int, device: torch.device, bins: int) -> dict:
+    """Perplexity, NLL/token, accuracy, ECE/MCE with the LSTM state carried over the whole of
+    ``columns`` (B, L): every token but each column's first is predicted once."""
+    calib = TokenCalibration(num_bins=bins)
+    was_training = model.training
+    model.eval()
+    for logits, targets in stateful_logits(model, columns.to(device), bptt):
+        calib.update(logits, targets, torch.ones_like(targets, dtype=torch.bool))
+    model.train(was_training)
+    result = calib.result()
+    metrics = {k: result[k] for k in ("ppl", "nll", "accuracy", "ece", "mce")}
+    metrics["tokens"] = result["tokens"]
+    return {"metrics": metrics, "calibration": result}
+
+
+def score_lm_split(model, stream: torch.Tensor, cfg: NlpEmbedConfig, device: torch.device) -> dict:
+    """Perplexity etc. of one split by the run's convention: stateful over the whole stream in
+    ``eval.stream_batch`` columns (bptt_mode=stateful), or independent windows; ``convention`` names it."""
+    bptt = cfg.data.eval_bptt or cfg.data.bptt
+    with torch.no_grad():
+        if cfg.data.bptt_mode == "stateful":
+            columns = batchify(stream, cfg.eval.stream_batch)
+            scored = score_lm_stateful(unwrap_model(model), columns, bptt, device, cfg.eval.ece_bins)
+            convention = (f"stateful: the whole stream as {cfg.eval.stream_batch} parallel stream(s) of "
+                          f"{columns.shape[1]} tokens, LSTM state carried across windows of {bptt}; "
+                          f"{scored['metrics']['tokens']} of {len(stream) - 1} tokens predicted")
+        else:
+            loader = DataLoader(LMWindows(stream, bptt), batch_size=cfg.eval.batch_size, shuffle=False)
+            scored = score_lm(model, loader, device, cfg.eval.ece_bins)
+            convention = (f"windows: independent windows of {bptt} tokens, no carried state; "
+                          f"{scored['metrics']['tokens']} of {len(stream) - 1} tokens predicted")
+    return {**scored, "convention": convention}
+
+
+def predicted_positions(length: int, cfg: NlpEmbedConfig) -> list[int]:
+    """Stream positions whose token the split's evaluation predicts (``score_lm_split``'s convention)."""
+    if cfg.data.bptt_mode != "stateful":
+        return list(range(1, length))
+    columns = cfg.eval.stream_batch
+    per = length // columns
+    return [c * per + i for c in range(columns) for i in range(1, per)]
 
 
 def class_purity(weight: torch.Tensor, vocab: list[str], classes: dict[str, int], k: int, sim: str = "cos") -> float:
@@ -139,9 +204,10 @@ def make_task(cfg: NlpEmbedConfig, data_dir: str | Path) -> Task:
 
 
 def eval_translation(trained: Trained, split: str) -> dict:
-    """mode=nmt: beam search BLEU / chrF and teacher-forced NLL / ECE / MCE on a split."""
+    """mode=nmt: beam search BLEU / chrF and teacher-forced NLL / ECE / MCE on a split (skdcli/text/translation.py)."""
     from ..text.parallel import collate_parallel
-    from .nmt import score_translation
+    from ..text.translation import BLEU_CONVENTION, score_translation
+    from .nmt import decode_options
 
     cfg, task, model, run = trained.cfg, trained.task, trained.model, trained.run
     if split not in ("train", "valid", "test") or not len(task.dataset(split)):
@@ -150,21 +216,30 @@ def eval_translation(trained: Trained, split: str) -> dict:
     loader = DataLoader(ds, batch_size=cfg.eval.batch_size, shuffle=False, collate_fn=collate_parallel)
     t0 = time.perf_counter()
     with torch.no_grad():
-        scored = score_translation(model, loader, next(model.parameters()).device, cfg, task.tokenizer, ds,
-                                   beam=cfg.eval.beam_size, keep_bpe=task.data.info.get("bpe") == "keep")
+        scored = score_translation(model, loader, next(model.parameters()).device, task.tokenizer, ds,
+                                   decode_options(cfg), ece_bins=cfg.eval.ece_bins,
+                                   keep_bpe=task.data.info.get("bpe") == "keep", lang=task.tgt_lang)
+    ece = 100 * scored["metrics"]["ece"]
     png = reliability_diagram(scored["calibration"], run.plots / "reliability.png",
-                              title=f"{TASK_NAME} nmt {cfg.kd.method} ({split}): ECE {100 * scored['metrics']['ece']:.2f}%")
+                              title=f"{TASK_NAME} nmt {cfg.kd.method} ({split}): ECE {ece:.2f}%")
     return {"task": TASK_NAME, "mode": "nmt", "run_dir": str(run.path), "split": split, "kd_method": cfg.kd.method,
             "sentences": len(ds), "decoder": f"beam{cfg.eval.beam_size}", **scored["metrics"],
-            "bleu_convention": "bleu = tokenized, case-insensitive (IWSLT/fairseq); bleu_sacre = detokenized 13a",
+            "bleu_sacre_signature": scored["signatures"]["bleu_sacre"], "signatures": scored["signatures"],
+            "bleu_convention": BLEU_CONVENTION, "max_len": {"a": cfg.eval.max_len_a, "b": cfg.eval.max_len_b},
             "ece_bins": cfg.eval.ece_bins, "seconds": round(time.perf_counter() - t0, 3),
             "weights": str(run.weights_for_eval()), "reliability_png": str(png),
             "examples": [{"hyp": h, "ref": r} for h, r in list(zip(scored["hyps"], scored["refs"]))[:3]]}
 
 
-# The systems `run --compare` trains next to SKD (RUN_DIR/compare/<name>), and the figures it tabulates.
-COMPARE = {"ce": ["kd.method=ce"], "ls": ["kd.method=ls"], "noise": ["kd.method=noise"]}
-HEADLINE = ("ppl", "nll", "accuracy", "ece", "mce")
+# What `run` trains next to SKD (RUN_DIR/compare/<name>/seed<S>): its baselines and controls, with --compare over
+# --seeds (default 0,1,2). `noise` keeps the gold word's true neighbours and perturbs their weighting; `random`
+# keeps the weighting and draws the neighbours at random.
+BASELINES = {"ce": ["kd.method=ce"], "ls": ["kd.method=ls"], "noise": ["kd.method=noise"],
+             "random": ["kd.method=random"]}
+NMT_BASELINES = {"ce": ["kd.method=ce"], "noise": ["kd.method=noise"], "random": ["kd.method=random"]}
+COMPARE_SEEDS = (0, 1, 2)
+HEADLINE = ("ppl", "nll", "accuracy", "ece", "mce", "class_purity@5", "oracle_ppl")
+NMT_HEADLINE = ("bleu", "bleu_sacre", "chrf", "nll", "accuracy", "ece", "mce")
 
 
 class NlpEmbedHooks(RecipeHooks):
@@ -188,15 +263,12 @@ class NlpEmbedHooks(RecipeHooks):
         if split not in task.corpus.streams:
             raise SkdError(f"the dataset has no '{split}' split (has: {', '.join(task.corpus.streams)})",
                            trained.data_dir)
-        windows = LMWindows(task.corpus.streams[split], cfg.data.eval_bptt or cfg.data.bptt)
-        loader = DataLoader(windows, batch_size=cfg.eval.batch_size, shuffle=False)
         t0 = time.perf_counter()
-        with torch.no_grad():
-            scored = score_lm(model, loader, next(model.parameters()).device, cfg.eval.ece_bins)
+        scored = score_lm_split(model, task.corpus.streams[split], cfg, next(model.parameters()).device)
         png = reliability_diagram(scored["calibration"], run.plots / "reliability.png",
                                   title=f"{TASK_NAME} {cfg.kd.method} ({split}): ECE {100 * scored['metrics']['ece']:.2f}%")
         result = {"task": TASK_NAME, "run_dir": str(run.path), "split": split, "kd_method": cfg.kd.method,
-                  **scored["metrics"], "ece_bins": cfg.eval.ece_bins,
+                  **scored["metrics"], "ppl_convention": scored["convention"], "ece_bins": cfg.eval.ece_bins,
                   "seconds": round(time.perf_counter() - t0, 3), "weights": str(run.weights_for_eval()),
                   "reliability_png": str(png), "bins": scored["calibration"]["bins"]}
         if task.corpus.classes:
@@ -204,8 +276,9 @@ class NlpEmbedHooks(RecipeHooks):
             result[f"class_purity@{k}"] = class_purity(model.output_embedding.detach().cpu(), task.corpus.vocab,
                                                         task.corpus.classes, k)
         if task.corpus.synthetic:  # the generating chain's own perplexity: the floor any model can reach
-            nll, n = synthetic_oracle_nll([task.corpus.vocab[i] for i in task.corpus.streams[split].tolist()],
-                                          task.corpus.synthetic)
+            stream = task.corpus.streams[split]  # the same predicted positions as the model's evaluation
+            nll, n = synthetic_oracle_nll([task.corpus.vocab[i] for i in stream.tolist()], task.corpus.synthetic,
+                                          positions=predicted_positions(len(stream), cfg))
             result["oracle_ppl"] = perplexity(nll, n)
         return result
 
@@ -213,9 +286,14 @@ class NlpEmbedHooks(RecipeHooks):
         """Transformer: the whole-sequence program (ids (B, T) -> logits (B, T, V), dynamic B and T);
         LSTM: the one-step program with explicit state (see ``text.lm.LSTMStep``)."""
         cfg, task, model = trained.cfg, trained.task, trained.model
-        if cfg.mode == "nmt":
-            raise SkdError("export is implemented for language models (mode=lm); an nmt run is evaluated with `eval`",
-                           trained.run.path)
+        if cfg.mode == "nmt":  # the text stack's translation export: `skd nlp-embed translate` reads it
+            from ..text.translation import translation_export_spec
+            from .nmt import decode_options
+            ds = task.dataset("valid") if len(task.dataset("valid")) else task.dataset("train")
+            return translation_export_spec(model, task.tokenizer, ds, data_info=task.data.info,
+                                           train_texts=task.data.split("train"), decode=decode_options(cfg),
+                                           manifest={"kd_method": cfg.kd.method, "mode": "nmt"},
+                                           result_keys=("mode",))
         vocab = task.corpus.vocab
         stream = task.corpus.streams["valid"]
         batch = torch.export.Dim("batch", min=1, max=1024)
@@ -253,44 +331,57 @@ class NlpEmbedHooks(RecipeHooks):
                                     "kd_method": cfg.kd.method})
 
     def pipeline(self, p: Pipeline) -> dict:
-        """prep (synthetic) -> train -> eval -> export in RUN_DIR; with --compare the plain-CE, uniform-LS and
-        random-noise systems are trained the same way under RUN_DIR/compare/<name>."""
-        if dataset_mode(p.data) == "nmt":
-            raise SkdError("`run` is the LM pipeline; train and evaluate a parallel dataset with `train` and `eval`",
-                           p.data)
-        baseline = p.opts.baseline
-        systems = {"main": (str(p.run.path), [])}
-        if p.opts.extra.get("compare", True):
-            for name, extra in COMPARE.items():
-                if baseline and name == "ce":
-                    continue
-                systems[name] = (str(p.run.path / "compare" / name), extra)
-        table, main = {}, {}
-        for name, (rd, extra) in systems.items():
-            trained = p.train(rd, sets=[*p.opts.sets, *extra], baseline=baseline and name == "main",
-                              overwrite=p.opts.overwrite or name != "main")
-            evaluated = p.evaluate(rd)
-            label = trained["kd_method"] if name == "main" else name
-            table[label] = {k: evaluated[k] for k in HEADLINE} | {k: v for k, v in evaluated.items()
-                                                                  if k.startswith("class_purity") or k == "oracle_ppl"}
-            if name == "main":
-                main = {"kd_method": trained["kd_method"], "steps": trained["steps"],
-                        "train_seconds": trained["train_seconds"], **table[label]}
+        """prep (synthetic) -> train -> eval -> export in RUN_DIR, next to the baselines and controls (CE, uniform
+        LS, the noise and random controls) under RUN_DIR/compare/<name>/seed<S>; --compare runs every system over
+        --seeds (default 0,1,2). A parallel dataset (--data, `prep --source synthetic-nmt|iwslt14|parallel`) runs
+        the NMT half the same way (SKD, CE, noise, random; BLEU and calibration)."""
+        extra = p.opts.extra
+        nmt = dataset_mode(p.data) == "nmt"
+        main = "ce" if p.opts.baseline else "skd"
+        others = (NMT_BASELINES if nmt else BASELINES) if extra.get("baselines", True) else {}
+        systems = {main: [], **{name: sets for name, sets in others.items() if name != main}}
+        seeds = parse_seeds(extra.get("seeds"), COMPARE_SEEDS if extra.get("compare") else [p.opts.seed])
+        headline = NMT_HEADLINE if nmt else HEADLINE
+        compared = compare_over_seeds(p, systems, seeds, headline, main, train_keys=("train_seconds", "steps"))
         exported = p.export()
-        return {"task": TASK_NAME, "run_dir": str(p.run.path), "split": "test", **main, "systems": table,
+        first = compared["per_seed"][main][0]
+        evaluated = read_json(p.run.eval_json)  # the run's own eval: how its figures were computed
+        how = "bleu_sacre_signature" if nmt else "ppl_convention"
+        return {"task": TASK_NAME, "run_dir": str(p.run.path), "mode": "nmt" if nmt else "lm", "split": "test",
+                "kd_method": main, **{k: first[k] for k in headline if k in first},
+                "steps": first["steps"], "train_seconds": first["train_seconds"], how: evaluated[how],
+                "seeds": compared["seeds"], "systems": compared["systems"], "per_seed": compared["per_seed"],
                 "export_dir": exported["export_dir"], "parity_max_abs_diff": exported["parity_max_abs_diff"]}
 
     def report(self, command: str, result: dict):
-        if command not in ("eval", "run") or result.get("mode") == "nmt":
+        if command not in ("eval", "run"):
             return None
         systems = result.get("systems") or {result["kd_method"]: result}
-        purity = next((k for k in next(iter(systems.values())) if k.startswith("class_purity")), None)
-        rows = [[name, r["ppl"], r["nll"], r["accuracy"], 100 * r["ece"], *([r[purity]] if purity else [])]
-                for name, r in systems.items()]
+        several = len(result.get("seeds") or [None]) > 1
+
+        def cell(r: dict, key: str, scale: float = 1.0):
+            if key not in r:
+                return None
+            value = scale * r[key]
+            return (value, scale * r[f"{key}_std"]) if several and f"{key}_std" in r else value
+
+        seeds = f"mean ± std over seeds {', '.join(map(str, result['seeds']))}. " if several else ""
+        if result.get("mode") == "nmt":
+            rows = [[name, cell(r, "bleu"), cell(r, "bleu_sacre"), cell(r, "chrf"), cell(r, "nll"),
+                     cell(r, "ece", 100), cell(r, "mce", 100)] for name, r in systems.items()]
+            return metric_table(f"nlp-embed {command} (nmt): {result['split']} split",
+                                ["system", "BLEU (tok.)", "sacreBLEU", "chrF", "NLL", "ECE %", "MCE %"], rows,
+                                caption=f"{seeds}sacreBLEU {result.get('bleu_sacre_signature', '')}")
+        purity = next((k for k in next(iter(systems.values())) if k.startswith("class_purity")
+                       and not k.endswith("_std")), None)
+        rows = [[name, cell(r, "ppl"), cell(r, "nll"), cell(r, "accuracy"), cell(r, "ece", 100),
+                 *([cell(r, purity)] if purity else [])] for name, r in systems.items()]
         oracle = next((r.get("oracle_ppl") for r in systems.values() if r.get("oracle_ppl")), None)
+        caption = seeds + (f"oracle perplexity (the generating chain) {oracle:.4g}. " if oracle else "") + \
+            f"perplexity: {result.get('ppl_convention', '')}"
         return metric_table(f"nlp-embed {command}: {result['split']} split",
                             ["system", "perplexity", "NLL", "accuracy", "ECE %", *([purity] if purity else [])], rows,
-                            caption=f"oracle perplexity (the generating chain) {oracle:.4g}" if oracle else None)
+                            caption=caption)
 
     def bench_extra(self, make, data: str, device: torch.device, steps: int, rounds: int, timed: dict) -> dict:
         """Tokens/s and the neighbour-table rebuild cost (paid every kd.refresh_every steps)."""
@@ -319,6 +410,8 @@ HOOKS = NlpEmbedHooks()
 def sample_stage(model_path: str, prompt: str, max_new_tokens: int = 30, temperature: float = 1.0,
                  top_k: int = 0, num_samples: int = 1, seed: int = 0, stop_at_eos: bool = True) -> dict:
     module, manifest, folder = load_exported(model_path, TASK_NAME)
+    if manifest.get("interface") == "translation":
+        raise SkdError("a translation model (mode=nmt): use `skd nlp-embed translate`, not `sample`", folder)
     if max_new_tokens < 1 or temperature < 0 or top_k < 0 or num_samples < 1:
         raise SkdError("--max-new-tokens and --num-samples must be >= 1, --temperature and --top-k >= 0")
     vocab = (folder / manifest["vocab"]).read_text(encoding="utf-8").splitlines()
@@ -365,3 +458,12 @@ def neighbours_stage(run_dir: str, word: str, k: int = 10, sim: str | None = Non
             r["same_class"] = classes.get(r["word"]) == classes[word]
         result["same_class_share"] = sum(r["same_class"] for r in rows) / max(len(rows), 1)
     return result
+
+
+def translate_stage(model_path: str, texts: list[str], beam_size: int | None = None, lenpen: float | None = None,
+                    detok: bool = False, batch_size: int = 16, stdin=None, stream=None) -> dict:
+    """mode=nmt: translate with an exported model alone (the text stack's ``Translator``, as nlg-smooth)."""
+    from ..text.translation import Translator, translate_texts
+
+    translator = Translator(model_path, TASK_NAME, beam_size, lenpen)
+    return {"model": str(model_path), **translate_texts(translator, texts, detok, batch_size, stdin, stream)}

@@ -5,7 +5,10 @@ matrix right below the softmax, which embedding-space self-KD reads its soft tar
 ``tie_weights`` shares it with the input embedding (Press & Wolf / Inan et al.); the LSTM then
 projects its hidden state to the embedding size when they differ.
 
-Export-friendly: forward is a pure function of the ids (no hidden state carried between calls).
+The LSTM's ``forward(ids, state=(h, c), return_state=True)`` continues from a given state and
+returns the new one: truncated BPTT carries it from window to window (detached in between; see
+``CarriedHiddenState``) and stateful evaluation runs the whole stream through it
+(``stateful_scores``). Without a state it starts from zeros, a pure function of the ids.
 The Transformer exports whole sequences (dynamic batch and length); the LSTM exports as one
 recurrent step with explicit state (``LSTMStep``). ``sample`` runs the same loop on an eager
 model or a loaded export program through ``SequenceScorer`` / ``RecurrentScorer``.
@@ -13,11 +16,15 @@ model or a loaded export program through ``SequenceScorer`` / ``RecurrentScorer`
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..engine.teachers import TeacherSignal
 
 
 @dataclass
@@ -51,15 +58,23 @@ class LSTMLM(nn.Module):
     def output_embedding(self) -> torch.Tensor:
         return self.out.weight
 
-    def forward(self, ids: torch.Tensor, embed_noise: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, ids: torch.Tensor, embed_noise: torch.Tensor | None = None,
+                state: tuple[torch.Tensor, torch.Tensor] | None = None, return_state: bool = False):
+        """Logits (B, T, V); with ``return_state`` also the final (h, c), each (layers, B, hidden).
+        ``state`` = the (h, c) to start from (None: zeros)."""
         x = self.embed(ids)
         if embed_noise is not None:
             x = x + embed_noise
-        h, _ = self.rnn(self.drop(x))
+        h, new_state = self.rnn(self.drop(x), state)
         h = self.drop(h)
         if self.proj is not None:
             h = self.proj(h)
-        return self.out(h)
+        logits = self.out(h)
+        return (logits, new_state) if return_state else logits
+
+    def zero_state(self, batch: int, device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        shape = (self.rnn.num_layers, batch, self.rnn.hidden_size)
+        return torch.zeros(shape, device=device), torch.zeros(shape, device=device)
 
 
 class TransformerLM(nn.Module):
@@ -172,3 +187,83 @@ def sample(next_logits, prompt: list[int], max_new_tokens: int, temperature: flo
         if stop_id is not None and nxt == stop_id:
             break
     return ids[len(prompt):]
+
+
+class CarriedHiddenState(TeacherSignal):
+    """The LSTM state of each training column between truncated-BPTT windows (Zaremba et al. 2014;
+    pytorch/examples ``word_language_model``: state carried from batch to batch, detached in between,
+    reset to zeros at the start of every epoch).
+
+    The state that enters window j of a column is the output of window j - 1, computed with the
+    weights of the previous step, so it cannot be recomputed from a checkpoint's weights: it is
+    saved with the checkpoint (a ``TeacherSignal``'s state), and a resumed run continues from
+    exactly the state an uninterrupted one had. Under DDP each rank runs its own columns;
+    ``before_checkpoint`` (called on every rank) sums the ranks' columns so rank 0 saves all of them.
+    """
+
+    def __init__(self, num_layers: int, columns: int, hidden: int):
+        self.h = torch.zeros(num_layers, columns, hidden)
+        self.c = torch.zeros(num_layers, columns, hidden)
+        self.next_window = torch.zeros(columns, dtype=torch.long)  # the window each column's state enters
+        self.owned = torch.zeros(columns, dtype=torch.bool)  # columns this rank has run (DDP)
+
+    def get(self, columns: torch.Tensor, window: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The state entering ``window`` for ``columns`` (zeros at window 0)."""
+        columns = columns.cpu()
+        if self.h.device != device:
+            self.h, self.c = self.h.to(device), self.c.to(device)
+        if window == 0:
+            shape = (self.h.shape[0], len(columns), self.h.shape[2])
+            return torch.zeros(shape, device=device), torch.zeros(shape, device=device)
+        late = columns[self.next_window[columns] != window]
+        if len(late):
+            raise RuntimeError(f"truncated BPTT out of order: column {int(late[0])} holds the state for window "
+                               f"{int(self.next_window[late[0]])}, asked for {window}")
+        idx = columns.to(device)
+        return self.h[:, idx], self.c[:, idx]
+
+    def put(self, columns: torch.Tensor, window: int, state: tuple[torch.Tensor, torch.Tensor]) -> None:
+        """Keep the (detached) state leaving ``window`` for ``columns``."""
+        columns = columns.cpu()
+        idx = columns.to(self.h.device)
+        self.h[:, idx] = state[0].detach().to(self.h)
+        self.c[:, idx] = state[1].detach().to(self.c)
+        self.next_window[columns] = window + 1
+        self.owned[columns] = True
+
+    def before_checkpoint(self) -> None:
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()):
+            return
+        mine = self.owned.to(self.h.device)
+        parts = [self.h * mine[None, :, None], self.c * mine[None, :, None],
+                 (self.next_window.to(self.h.device) * mine).to(self.h.dtype).unsqueeze(0).unsqueeze(-1)]
+        flat = torch.cat([p.reshape(-1) for p in parts])
+        dist.all_reduce(flat)  # every column belongs to exactly one rank: the sum is the union
+        n_h = self.h.numel()
+        self.h = flat[:n_h].view_as(self.h).clone()
+        self.c = flat[n_h:2 * n_h].view_as(self.c).clone()
+        self.next_window = flat[2 * n_h:].round().long().cpu()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"h": self.h.cpu(), "c": self.c.cpu(), "next_window": self.next_window.clone()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if tuple(state["h"].shape) != tuple(self.h.shape):
+            raise ValueError(f"saved LSTM state has shape {tuple(state['h'].shape)}, expected {tuple(self.h.shape)}")
+        self.h, self.c = state["h"].clone(), state["c"].clone()
+        self.next_window = state["next_window"].clone().long()
+        self.owned = torch.zeros_like(self.owned)
+
+
+@torch.no_grad()
+def stateful_logits(model: LSTMLM, columns: torch.Tensor, bptt: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Run ``columns`` (B, L) through the LSTM window by window with the state carried: yields
+    (logits (B, n, V), targets (B, n)) per window of n <= bptt predictions, the whole stream once."""
+    state = None
+    length = columns.shape[1]
+    for start in range(0, length - 1, bptt):
+        n = min(bptt, length - 1 - start)
+        logits, state = model(columns[:, start:start + n], state=state, return_state=True)
+        yield logits, columns[:, start + 1:start + 1 + n]

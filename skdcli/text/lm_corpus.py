@@ -30,6 +30,7 @@ import random
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -157,10 +158,11 @@ def generate_synthetic_corpus(out: str | Path, num_classes: int = 8, words_per_c
     return out
 
 
-def synthetic_oracle_nll(stream: list[str], meta: dict) -> tuple[float, int]:
+def synthetic_oracle_nll(stream: list[str], meta: dict, positions: Iterable[int] | None = None) -> tuple[float, int]:
     """(total NLL, predicted tokens) of a synthetic stream under the chain that generated it: the
     best any model can do (perplexity = exp(total / tokens)), with the same token count as the LM
-    eval (every token but the first, ``<eos>`` included). The first word of a sentence is uniform
+    eval (every token but the first, ``<eos>`` included; ``positions``: only those stream positions, the
+    tokens a stateful eval in several columns predicts). The first word of a sentence is uniform
     over all words; the next word uniform within a successor class (0.7 / 0.3); the sentence ends
     after L words, L uniform in [min_len, max_len], so ``<eos>`` has the hazard P(L = i | L >= i).
     """
@@ -172,9 +174,10 @@ def synthetic_oracle_nll(stream: list[str], meta: dict) -> tuple[float, int]:
     def stop(i: int) -> float:  # P(sentence ends after word i | it has >= i words)
         return 0.0 if i < lo else 1.0 / (hi - i + 1)
 
+    wanted = set(range(1, len(stream))) if positions is None else set(positions)
     nll, tokens, pos, prev = 0.0, 0, 0, None
     for t, word in enumerate(stream):
-        if t > 0:
+        if t in wanted:
             if word == EOS:
                 p = stop(pos)
             elif pos == 0:
@@ -258,6 +261,47 @@ def load_lm_corpus(path: str | Path) -> LMCorpus:
         raise SkdError(f"token ids of split(s) {bad} exceed the vocabulary ({len(vocab)} words)", path)
     meta = read_json(path / "classes.json") if (path / "classes.json").is_file() else None
     return LMCorpus(path, vocab, streams, read_json(path / PREP_MARKER), meta["classes"] if meta else None, meta)
+
+
+def batchify(stream: torch.Tensor, columns: int) -> torch.Tensor:
+    """The stream cut into ``columns`` contiguous parallel streams (columns, L), the remainder
+    (len % columns tokens) dropped: pytorch/examples ``word_language_model``'s ``batchify``."""
+    length = len(stream) // columns
+    return stream[: columns * length].reshape(columns, length)
+
+
+class LMStreamColumns(torch.utils.data.Dataset):
+    """Truncated-BPTT training data: the train stream as ``columns`` parallel streams
+    (``batchify``), each cut into consecutive windows of ``bptt`` predictions (the last one
+    shorter, its padding masked). Item ``c * windows + j`` is window j of column c, with
+    ``column`` and ``window`` so the task can carry each column's LSTM state from window j-1.
+    ``order()`` lists one epoch: window 0 of every column, then window 1, ... so that one global
+    batch of ``columns`` items is one time slice (the engine's ``Task.epoch_order``; DDP ranks
+    take interleaved columns, the same ones at every step).
+    """
+
+    def __init__(self, stream: torch.Tensor, columns: int, bptt: int, pad_id: int = 0):
+        self.data = batchify(stream, columns)
+        self.columns, self.bptt, self.pad_id = columns, bptt, pad_id
+        length = self.data.shape[1]
+        self.windows = (length - 2) // bptt + 1 if length > 1 else 0
+
+    def __len__(self) -> int:
+        return self.columns * self.windows
+
+    def __getitem__(self, i: int) -> dict:
+        column, window = divmod(i, self.windows)
+        chunk = self.data[column, window * self.bptt: window * self.bptt + self.bptt + 1]
+        n = len(chunk) - 1
+        inputs = torch.full((self.bptt,), self.pad_id, dtype=torch.long)
+        targets = torch.full((self.bptt,), self.pad_id, dtype=torch.long)
+        inputs[:n], targets[:n] = chunk[:-1], chunk[1:]
+        mask = torch.zeros(self.bptt, dtype=torch.bool)
+        mask[:n] = True
+        return {"inputs": inputs, "targets": targets, "mask": mask, "column": column, "window": window}
+
+    def order(self) -> list[int]:
+        return [c * self.windows + j for j in range(self.windows) for c in range(self.columns)]
 
 
 class LMWindows(torch.utils.data.Dataset):

@@ -8,9 +8,10 @@ BLEU (text-common.md §2). Two numbers, always labelled:
   ``tokenize='none'`` (whitespace split), i.e. case-insensitive tokenized BLEU as fairseq's
   ``--scoring bleu`` / ``multi-bleu.perl`` compute it on lowercased text.
 - ``bleu_sacre`` — detokenized sacreBLEU, ``tokenize='13a'``, case-sensitive (sacrebleu's
-  default). Tokenized input is first detokenized with ``detokenize`` (undo Moses' XML escapes and
-  glue punctuation back; ours, a small rule set rather than the full Moses detokenizer), so the
-  figure is only comparable to published sacreBLEU when the references were not lowercased.
+  default). Tokenized input is first detokenized with the Moses detokenizer (``sacremoses``, the
+  Python port of ``detokenizer.perl``: XML escapes undone, punctuation, quotes and ``@-@``
+  re-attached, per target language), so the figure is only comparable to published sacreBLEU when
+  the references were not lowercased. sacreBLEU's signature string goes with every score.
 
 Calibration (text-common.md §3): token level with teacher forcing on references. Each target
 token's confidence is the max probability of the model's distribution, correct means argmax ==
@@ -26,8 +27,8 @@ Perplexity = exp(total NLL / total tokens) over every non-padding target token (
 
 from __future__ import annotations
 
+import functools
 import math
-import re
 from pathlib import Path
 from typing import Sequence
 
@@ -50,26 +51,17 @@ def remove_bpe(text: str, marker: str = BPE_MARKER) -> str:
     return (text + " ").replace(marker, "").rstrip() if marker else text
 
 
-# Moses' tokenizer.perl escapes these (its default, as used by prepare-iwslt14.sh).
-_MOSES_UNESCAPE = [("&bar;", "|"), ("&#124;", "|"), ("&lt;", "<"), ("&gt;", ">"), ("&bra;", "["),
-                   ("&ket;", "]"), ("&#91;", "["), ("&#93;", "]"), ("&quot;", '"'), ("&apos;", "'"),
-                   ("&amp;", "&")]
-_NO_SPACE_BEFORE = re.compile(r" ([.,!?;:%)\]}]|'s\b|'re\b|'ve\b|'ll\b|'d\b|'m\b|'t\b|n't\b)")
-_NO_SPACE_AFTER = re.compile(r"([(\[{$]) ")
+@functools.lru_cache(maxsize=8)
+def _moses_detokenizer(lang: str):
+    from sacremoses import MosesDetokenizer
+
+    return MosesDetokenizer(lang=lang)
 
 
-def moses_unescape(text: str) -> str:
-    for escaped, char in _MOSES_UNESCAPE:
-        text = text.replace(escaped, char)
-    return text
-
-
-def detokenize(text: str) -> str:
-    """Approximate Moses detokenization of tokenized (English-like) text: unescape, glue punctuation."""
-    text = " ".join(moses_unescape(text).split())
-    text = _NO_SPACE_BEFORE.sub(r"\1", text)
-    text = _NO_SPACE_AFTER.sub(r"\1", text)
-    return text.replace(" @-@ ", "-")
+def detokenize(text: str, lang: str = "en") -> str:
+    """Moses detokenization of Moses-tokenized text (sacremoses' port of ``detokenizer.perl``):
+    XML escapes undone (``&apos;`` -> ``'``), punctuation, quotes and ``@-@`` re-attached."""
+    return _moses_detokenizer(lang or "en").detokenize(text.split())
 
 
 # -- BLEU / chrF -------------------------------------------------------------------------------------
@@ -90,29 +82,34 @@ def bleu_tokenized(hyps: Sequence[str], refs: Sequence[str]) -> dict:
             "sys_len": score.sys_len, "ref_len": score.ref_len, "signature": str(metric.get_signature())}
 
 
-def bleu_sacre(hyps: Sequence[str], refs: Sequence[str], detok: bool = True) -> dict:
-    """Detokenized sacreBLEU (13a, case-sensitive); ``detok`` first runs ``detokenize`` on both sides."""
+def bleu_sacre(hyps: Sequence[str], refs: Sequence[str], detok: bool = True, lang: str = "en") -> dict:
+    """Detokenized sacreBLEU (13a, case-sensitive); ``detok`` first runs the Moses detokenizer of
+    ``lang`` (the target language) on both sides. ``signature`` is sacreBLEU's, to report with the score."""
     _check_pairs(hyps, refs)
     if detok:
-        hyps, refs = [detokenize(h) for h in hyps], [detokenize(r) for r in refs]
+        hyps, refs = [detokenize(h, lang) for h in hyps], [detokenize(r, lang) for r in refs]
     metric = sacrebleu.BLEU(tokenize="13a")
     score = metric.corpus_score(list(hyps), [list(refs)])
     return {"bleu": score.score, "precisions": list(score.precisions), "bp": score.bp,
             "sys_len": score.sys_len, "ref_len": score.ref_len, "signature": str(metric.get_signature())}
 
 
-def chrf(hyps: Sequence[str], refs: Sequence[str], detok: bool = True) -> float:
-    """sacrebleu chrF (character n-grams, beta 2) on detokenized text; in [0, 100]."""
+def chrf(hyps: Sequence[str], refs: Sequence[str], detok: bool = True, lang: str = "en") -> dict:
+    """sacrebleu chrF (character n-grams, beta 2) on Moses-detokenized text: ``{"chrf", "signature"}``."""
     _check_pairs(hyps, refs)
     if detok:
-        hyps, refs = [detokenize(h) for h in hyps], [detokenize(r) for r in refs]
-    return sacrebleu.CHRF().corpus_score(list(hyps), [list(refs)]).score
+        hyps, refs = [detokenize(h, lang) for h in hyps], [detokenize(r, lang) for r in refs]
+    metric = sacrebleu.CHRF()
+    return {"chrf": metric.corpus_score(list(hyps), [list(refs)]).score, "signature": str(metric.get_signature())}
 
 
-def translation_scores(hyps: Sequence[str], refs: Sequence[str]) -> dict[str, float]:
-    """The three headline figures: ``bleu_tokenized``, ``bleu_sacre``, ``chrf``."""
-    return {"bleu_tokenized": bleu_tokenized(hyps, refs)["bleu"], "bleu_sacre": bleu_sacre(hyps, refs)["bleu"],
-            "chrf": chrf(hyps, refs)}
+def translation_scores(hyps: Sequence[str], refs: Sequence[str], lang: str = "en") -> dict:
+    """The headline figures ``bleu_tokenized``, ``bleu_sacre``, ``chrf`` (floats) and the sacreBLEU
+    signature of each (``*_signature``); ``lang`` = the target language (for the detokenizer)."""
+    tok, sacre, ch = bleu_tokenized(hyps, refs), bleu_sacre(hyps, refs, lang=lang), chrf(hyps, refs, lang=lang)
+    return {"bleu_tokenized": tok["bleu"], "bleu_sacre": sacre["bleu"], "chrf": ch["chrf"],
+            "bleu_tokenized_signature": tok["signature"], "bleu_sacre_signature": sacre["signature"],
+            "chrf_signature": ch["signature"]}
 
 
 # -- calibration ----------------------------------------------------------------------------------------

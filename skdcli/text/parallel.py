@@ -481,6 +481,7 @@ class ParallelTaskData:
         self.data: PreparedParallel = load_prepared_parallel(data_dir)
         self.tokenizer = self.data.tokenizer
         self.max_tokens = max_positions - 2  # room for <s> and </s>
+        self.tgt_lang: str = self.data.info.get("tgt_lang") or "en"  # the Moses detokenizer's language
         self._datasets: dict[str, ParallelDataset] = {}
 
     def data_fingerprint(self) -> str | None:

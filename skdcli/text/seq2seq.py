@@ -1,9 +1,25 @@
 """Transformer encoder-decoder for translation, with greedy and beam search.
 
-nanoGPT-style: pre-LayerNorm blocks on ``F.scaled_dot_product_attention``, sinusoidal positions
-(fairseq's), scaled embeddings, one embedding table shared by encoder and decoder (joint
-sentencepiece vocabulary) and tied to the output projection (fairseq's
-``--share-all-embeddings``; ``share_embeddings`` / ``tie_output`` switch each off).
+Two block layouts (``Seq2SeqConfig.arch``):
+
+- ``fairseq`` (default): fairseq's ``transformer`` / ``transformer_iwslt_de_en`` as fairseq builds it
+  (fairseq ``fairseq/modules/transformer_layer.py``, ``multihead_attention.py``,
+  ``models/transformer/transformer_{encoder,decoder}.py``): post-LayerNorm blocks
+  (``x = LN(x + dropout(sublayer(x)))``, no final encoder/decoder LayerNorm), dropout on the scaled
+  embeddings + positions, after each attention and after the feed-forward output, and
+  ``activation_dropout`` after the ReLU inside the feed-forward (0 in fairseq's defaults); fairseq's
+  init: embeddings N(0, d^-1/2) with the padding row zeroed, q/k/v projections Xavier-uniform with
+  gain 1/sqrt(2), the attention output projection Xavier-uniform with zero bias, the feed-forward
+  layers PyTorch's default ``nn.Linear`` init, an untied output projection N(0, d^-1/2) without bias;
+  sinusoidal positions numbered from ``padding_idx + 1`` = 2 (fairseq's dictionary puts <pad> at 1).
+- ``prenorm``: the layout this file had before (nanoGPT-style pre-LayerNorm blocks with final
+  LayerNorms, PyTorch default init, the feed-forward's inner dropout = ``dropout``, positions from 0).
+
+Embedding sharing is independent of the layout: ``tie_output`` ties the decoder's input embedding to
+the output projection (fairseq ``--share-decoder-input-output-embed``, the IWSLT14 recipe's),
+``share_embeddings`` also shares it with the encoder (``--share-all-embeddings``; the vocabulary is a
+joint sentencepiece model either way). The layout before issue 14 is ``arch=prenorm`` with
+``share_embeddings=true``.
 
 Export-friendly: ``forward(src_ids, tgt_ids) -> logits (B, T, V)`` takes only token ids; padding
 masks are derived from ``PAD_ID`` inside, there is no data-dependent Python control flow, and the
@@ -28,20 +44,25 @@ from torch import Tensor, nn
 
 from .tokenizer import BOS_ID, EOS_ID, PAD_ID
 
+ARCHS = ("fairseq", "prenorm")
+FAIRSEQ_POSITION_OFFSET = 2  # fairseq numbers positions from padding_idx + 1, with padding_idx = 1
+
 
 @dataclass
 class Seq2SeqConfig:
     """The model block of a recipe config (nlg-smooth ``model``, nlp-embed ``nmt``)."""
+    arch: str = "fairseq"  # fairseq: transformer_iwslt_de_en's layout (post-LN, fairseq init) | prenorm (module doc)
     d_model: int = 64
     num_heads: int = 4
     ff_dim: int = 256
     encoder_layers: int = 2
     decoder_layers: int = 2
-    dropout: float = 0.1
-    attention_dropout: float = 0.0
+    dropout: float = 0.1  # fairseq --dropout
+    attention_dropout: float = 0.0  # fairseq --attention-dropout (on the attention weights)
+    activation_dropout: float = 0.0  # fairseq --activation-dropout (after the FFN's ReLU); arch=prenorm uses `dropout`
     max_positions: int = 258  # longest sequence the model takes, <s>/</s> included (prep --max-tokens + 2)
-    share_embeddings: bool = True  # one table for encoder and decoder (joint vocabulary)
-    tie_output: bool = True  # output projection = decoder embedding
+    share_embeddings: bool = False  # encoder and decoder share one table (fairseq --share-all-embeddings)
+    tie_output: bool = True  # output projection = decoder input embedding (--share-decoder-input-output-embed)
 
     def sizes(self, vocab_size: int) -> "Seq2SeqSizes":
         return Seq2SeqSizes(**{**asdict(self), "vocab_size": vocab_size})
@@ -63,12 +84,17 @@ def sinusoidal_positions(n: int, d: int) -> Tensor:
 
 
 class Attention(nn.Module):
-    def __init__(self, d: int, heads: int, dropout: float):
+    def __init__(self, d: int, heads: int, dropout: float, fairseq_init: bool = False):
         super().__init__()
         if d % heads:
             raise ValueError(f"d_model {d} is not divisible by num_heads {heads}")
         self.heads, self.dropout = heads, dropout
         self.q, self.k, self.v, self.out = (nn.Linear(d, d) for _ in range(4))
+        if fairseq_init:  # fairseq MultiheadAttention.reset_parameters (q/k/v/out of one width)
+            for proj in (self.q, self.k, self.v):
+                nn.init.xavier_uniform_(proj.weight, gain=1 / math.sqrt(2))
+            nn.init.xavier_uniform_(self.out.weight)
+            nn.init.zeros_(self.out.bias)
 
     def forward(self, x: Tensor, memory: Tensor, mask: Tensor | None = None, causal: bool = False) -> Tensor:
         b, t, d = x.shape
@@ -80,19 +106,29 @@ class Attention(nn.Module):
 
 
 class FeedForward(nn.Sequential):
-    def __init__(self, d: int, ff: int, dropout: float):
-        super().__init__(nn.Linear(d, ff), nn.ReLU(), nn.Dropout(dropout), nn.Linear(ff, d))
+    """fc1 -> ReLU -> dropout(inner) -> fc2 (PyTorch's default Linear init, as fairseq's build_fc1/fc2)."""
+
+    def __init__(self, d: int, ff: int, inner_dropout: float):
+        super().__init__(nn.Linear(d, ff), nn.ReLU(), nn.Dropout(inner_dropout), nn.Linear(ff, d))
+
+
+def _ffn_inner_dropout(s: Seq2SeqSizes) -> float:
+    return s.activation_dropout if s.arch == "fairseq" else s.dropout
 
 
 class EncoderLayer(nn.Module):
     def __init__(self, s: Seq2SeqSizes):
         super().__init__()
+        self.post_norm = s.arch == "fairseq"
         self.norm1, self.norm2 = nn.LayerNorm(s.d_model), nn.LayerNorm(s.d_model)
-        self.attn = Attention(s.d_model, s.num_heads, s.attention_dropout)
-        self.ff = FeedForward(s.d_model, s.ff_dim, s.dropout)
+        self.attn = Attention(s.d_model, s.num_heads, s.attention_dropout, fairseq_init=self.post_norm)
+        self.ff = FeedForward(s.d_model, s.ff_dim, _ffn_inner_dropout(s))
         self.drop = nn.Dropout(s.dropout)
 
     def forward(self, x: Tensor, src_mask: Tensor) -> Tensor:
+        if self.post_norm:  # fairseq TransformerEncoderLayerBase with normalize_before=False
+            x = self.norm1(x + self.drop(self.attn(x, x, src_mask)))
+            return self.norm2(x + self.drop(self.ff(x)))
         h = self.norm1(x)
         x = x + self.drop(self.attn(h, h, src_mask))
         return x + self.drop(self.ff(self.norm2(x)))
@@ -101,14 +137,19 @@ class EncoderLayer(nn.Module):
 class DecoderLayer(nn.Module):
     def __init__(self, s: Seq2SeqSizes):
         super().__init__()
+        self.post_norm = s.arch == "fairseq"
         self.norm1, self.norm2, self.norm3 = (nn.LayerNorm(s.d_model) for _ in range(3))
-        self.self_attn = Attention(s.d_model, s.num_heads, s.attention_dropout)
-        self.cross_attn = Attention(s.d_model, s.num_heads, s.attention_dropout)
-        self.ff = FeedForward(s.d_model, s.ff_dim, s.dropout)
+        self.self_attn = Attention(s.d_model, s.num_heads, s.attention_dropout, fairseq_init=self.post_norm)
+        self.cross_attn = Attention(s.d_model, s.num_heads, s.attention_dropout, fairseq_init=self.post_norm)
+        self.ff = FeedForward(s.d_model, s.ff_dim, _ffn_inner_dropout(s))
         self.drop = nn.Dropout(s.dropout)
 
     def forward(self, y: Tensor, memory: Tensor, src_mask: Tensor) -> Tensor:
         # Target padding sits after </s>: causal masking alone keeps real positions from seeing it.
+        if self.post_norm:  # fairseq TransformerDecoderLayerBase with normalize_before=False
+            y = self.norm1(y + self.drop(self.self_attn(y, y, causal=True)))
+            y = self.norm2(y + self.drop(self.cross_attn(y, memory, src_mask)))
+            return self.norm3(y + self.drop(self.ff(y)))
         h = self.norm1(y)
         y = y + self.drop(self.self_attn(h, h, causal=True))
         y = y + self.drop(self.cross_attn(self.norm2(y), memory, src_mask))
@@ -118,23 +159,35 @@ class DecoderLayer(nn.Module):
 class Seq2SeqTransformer(nn.Module):
     def __init__(self, sizes: Seq2SeqSizes):
         super().__init__()
+        if sizes.arch not in ARCHS:
+            raise ValueError(f"unknown arch {sizes.arch!r} ({', '.join(ARCHS)})")
         self.sizes = s = sizes
-        self.embed = nn.Embedding(s.vocab_size, s.d_model, padding_idx=PAD_ID)
+        fairseq = s.arch == "fairseq"
+        # fairseq's Embedding init, N(0, d^-1/2) with the padding row zeroed, drawn in the order this model
+        # always drew it (both tables built, then each initialised: the shared table twice), so that
+        # arch=prenorm with share_embeddings reproduces the pre-issue-14 model's weights for a seed
+        self.embed = nn.Embedding(s.vocab_size, s.d_model, padding_idx=PAD_ID)  # encoder's (shared: also decoder's)
         self.tgt_embed = self.embed if s.share_embeddings else nn.Embedding(s.vocab_size, s.d_model, padding_idx=PAD_ID)
-        nn.init.normal_(self.embed.weight, std=s.d_model ** -0.5)  # fairseq's init for scaled embeddings
-        nn.init.normal_(self.tgt_embed.weight, std=s.d_model ** -0.5)
-        with torch.no_grad():
-            self.embed.weight[PAD_ID].zero_()
-            self.tgt_embed.weight[PAD_ID].zero_()
-        self.register_buffer("positions", sinusoidal_positions(s.max_positions, s.d_model), persistent=False)
+        for table in (self.embed, self.tgt_embed):
+            nn.init.normal_(table.weight, std=s.d_model ** -0.5)
+            with torch.no_grad():
+                table.weight[PAD_ID].zero_()
+        self.position_offset = FAIRSEQ_POSITION_OFFSET if fairseq else 0
+        self.register_buffer("positions", sinusoidal_positions(s.max_positions + self.position_offset, s.d_model),
+                             persistent=False)
         self.drop = nn.Dropout(s.dropout)
         self.encoder = nn.ModuleList(EncoderLayer(s) for _ in range(s.encoder_layers))
         self.decoder = nn.ModuleList(DecoderLayer(s) for _ in range(s.decoder_layers))
-        self.enc_norm, self.dec_norm = nn.LayerNorm(s.d_model), nn.LayerNorm(s.d_model)
+        # fairseq's post-LN stacks have no final LayerNorm (it exists only with normalize_before)
+        self.enc_norm = None if fairseq else nn.LayerNorm(s.d_model)
+        self.dec_norm = None if fairseq else nn.LayerNorm(s.d_model)
         self.output = None if s.tie_output else nn.Linear(s.d_model, s.vocab_size, bias=False)
+        if self.output is not None and fairseq:
+            nn.init.normal_(self.output.weight, std=s.d_model ** -0.5)
 
     def _embed(self, table: nn.Embedding, ids: Tensor) -> Tensor:
-        x = table(ids) * math.sqrt(self.sizes.d_model) + self.positions[: ids.shape[1]]
+        start = self.position_offset
+        x = table(ids) * math.sqrt(self.sizes.d_model) + self.positions[start: start + ids.shape[1]]
         return self.drop(x)
 
     def encode(self, src_ids: Tensor) -> tuple[Tensor, Tensor]:
@@ -143,14 +196,15 @@ class Seq2SeqTransformer(nn.Module):
         x = self._embed(self.embed, src_ids)
         for layer in self.encoder:
             x = layer(x, src_mask)
-        return self.enc_norm(x), src_mask
+        return (x if self.enc_norm is None else self.enc_norm(x)), src_mask
 
     def decode(self, memory: Tensor, src_mask: Tensor, tgt_ids: Tensor) -> Tensor:
         """Logits (B, T, V) for each target prefix position."""
         y = self._embed(self.tgt_embed, tgt_ids)
         for layer in self.decoder:
             y = layer(y, memory, src_mask)
-        y = self.dec_norm(y)
+        if self.dec_norm is not None:
+            y = self.dec_norm(y)
         return F.linear(y, self.tgt_embed.weight) if self.output is None else self.output(y)
 
     def forward(self, src_ids: Tensor, tgt_ids: Tensor) -> Tensor:
