@@ -34,7 +34,7 @@ class DataConfig:
 class KDConfig:
     # skd:   L = (1-b)·CE(e_y, p) + b·CE(q~, p), q~ = softmax over y's top-K neighbours of
     #        sim(w_y, w_j)/T, W = the detached output-embedding matrix
-    #        (our reading "A": recipes/nlp_embed/README.md §3, §5)
+    #        (our reading of the abstract: recipes/nlp_embed/README.md §3, §5)
     # noise: the same, but w_y is perturbed by isotropic Gaussian noise of norm noise_scale·|w_y| first
     #        (our reading of the paper's "random noise" control; README §5)
     # input_noise: plain CE with Gaussian noise of std noise_scale·rms(E) added to the input word
