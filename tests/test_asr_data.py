@@ -20,11 +20,25 @@ import torch
 
 from skdcli.asr_ctc import data
 from skdcli.asr_ctc.data import (
-    SYNTH_WORDS, AsrDataset, FeatureConfig, collate_asr, compute_features, fbank_features,
-    generate_synthetic_corpus, load_prepared, prepare_dataset, read_audio, read_librispeech, read_manifest,
+    SYNTH_WORDS,
+    AsrDataset,
+    FeatureConfig,
+    collate_asr,
+    compute_features,
+    fbank_features,
+    generate_synthetic_corpus,
+    load_prepared,
+    prepare_dataset,
+    read_audio,
+    read_librispeech,
+    read_manifest,
 )
 from skdcli.asr_ctc.tokenizer import (
-    CharTokenizer, SentencePieceTokenizer, load_tokenizer, normalize_transcript, train_tokenizer,
+    CharTokenizer,
+    SentencePieceTokenizer,
+    load_tokenizer,
+    normalize_transcript,
+    train_tokenizer,
 )
 from skdcli.engine.errors import SkdError
 from skdcli.engine.io import read_jsonl

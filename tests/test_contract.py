@@ -16,15 +16,13 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from conftest import REPO, assert_one_line_error, invoke
-from test_golden_trajectories import golden_of, run_fixture
-
 from typer.testing import CliRunner
 
+from conftest import REPO, assert_one_line_error, invoke
 from skdcli.cli import RECIPE_APPS
 from skdcli.cli import app as skd_app
 from skdcli.engine.errors import SkdError
+from test_golden_trajectories import golden_of, run_fixture
 
 TASKS = sorted(RECIPE_APPS)
 SHARED_STAGES = ("prep", "train", "eval", "export", "run")

@@ -9,9 +9,21 @@ import torch
 import torch.nn.functional as F
 
 from skdcli.engine.losses import label_smoothing_cross_entropy
-from skdcli.nlg_smooth.loss import (als_sk_loss, ce_loss, confidence_penalty_loss, label_smoothing_loss,
-                                    label_smoothing_prior_loss, ps_kd_alpha, ps_kd_loss, smoothing_weight,
-                                    soft_targets, tf_kd_loss, tf_kd_teacher, token_entropy, unigram_distribution)
+from skdcli.nlg_smooth.loss import (
+    als_sk_loss,
+    ce_loss,
+    confidence_penalty_loss,
+    label_smoothing_loss,
+    label_smoothing_prior_loss,
+    ps_kd_alpha,
+    ps_kd_loss,
+    smoothing_weight,
+    soft_targets,
+    tf_kd_loss,
+    tf_kd_teacher,
+    token_entropy,
+    unigram_distribution,
+)
 
 
 def _batch(seed: int = 0, v: int = 6):

@@ -24,7 +24,7 @@ from skdcli.engine.schedules import Progress
 from skdcli.engine.trainer import Trainer
 from skdcli.nlp_embed.config import NlpEmbedConfig
 from skdcli.nlp_embed.recipe import make_task, score_lm, score_lm_stateful
-from skdcli.text.lm import LMConfig, LSTMLM, CarriedHiddenState
+from skdcli.text.lm import LSTMLM, CarriedHiddenState, LMConfig
 from skdcli.text.lm_corpus import LMStreamColumns, LMWindows, batchify
 
 V = 23

@@ -9,8 +9,15 @@ import torch
 import torch.nn.functional as F
 
 from skdcli.nlp_embed.config import KDConfig
-from skdcli.nlp_embed.loss import (NeighbourTable, build_neighbour_table, build_random_table, embedding_skd_loss,
-                                   perturb, similarity, soft_targets)
+from skdcli.nlp_embed.loss import (
+    NeighbourTable,
+    build_neighbour_table,
+    build_random_table,
+    embedding_skd_loss,
+    perturb,
+    similarity,
+    soft_targets,
+)
 
 # Four words in 2-D: 0 and 1 point the same way, 2 is orthogonal, 3 is opposite to 0.
 W = torch.tensor([[1.0, 0.0], [2.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])

@@ -9,8 +9,15 @@ import torch
 
 from skdcli.engine.schedules import Progress
 from skdcli.retrieval.config import LossConfig, RetrievalConfig
-from skdcli.retrieval.loss import (flops_reg, info_nce, l1_reg, retrieval_objective, score_matrices, self_kd,
-                                   teacher_probs)
+from skdcli.retrieval.loss import (
+    flops_reg,
+    info_nce,
+    l1_reg,
+    retrieval_objective,
+    score_matrices,
+    self_kd,
+    teacher_probs,
+)
 
 LN2 = math.log(2.0)
 

@@ -7,8 +7,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from skdcli.retrieval.metrics import (flops, flops_official, i2t_metrics, mean_nnz, rank_metrics, t2i_metrics,
-                                      top_k, truncate_top_terms, write_trec_run)
+from skdcli.retrieval.metrics import (
+    flops,
+    flops_official,
+    i2t_metrics,
+    mean_nnz,
+    rank_metrics,
+    t2i_metrics,
+    top_k,
+    truncate_top_terms,
+    write_trec_run,
+)
 
 
 def test_recall_and_mrr_on_a_hand_ranked_run() -> None:

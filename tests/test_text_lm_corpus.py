@@ -12,8 +12,18 @@ import torch
 
 from fixtures_nlp_embed import NLP_EMBED_WIKITEXT
 from skdcli.engine.errors import SkdError
-from skdcli.text.lm_corpus import (EOS, UNK, LMWindows, build_vocab, find_split_files, generate_synthetic_corpus,
-                                   load_lm_corpus, prepare_lm_corpus, read_lines, tokenize_lines)
+from skdcli.text.lm_corpus import (
+    EOS,
+    UNK,
+    LMWindows,
+    build_vocab,
+    find_split_files,
+    generate_synthetic_corpus,
+    load_lm_corpus,
+    prepare_lm_corpus,
+    read_lines,
+    tokenize_lines,
+)
 
 
 def test_wikitext2_real_lines_follow_the_lm_convention(tmp_path: Path) -> None:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from skdcli.text.lm import (LMConfig, LSTMStep, LSTMLM, RecurrentScorer, SequenceScorer, TransformerLM, build_lm,
-                            sample)
+from skdcli.text.lm import LSTMLM, LMConfig, LSTMStep, RecurrentScorer, SequenceScorer, TransformerLM, build_lm, sample
 
 V = 30
 

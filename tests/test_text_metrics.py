@@ -8,9 +8,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from skdcli.text.metrics import (TokenCalibration, bleu_sacre, bleu_tokenized, calibration_from_bins, chrf,
-                                 detokenize, expected_calibration_error, perplexity, reliability_diagram,
-                                 remove_bpe, translation_scores)
+from skdcli.text.metrics import (
+    TokenCalibration,
+    bleu_sacre,
+    bleu_tokenized,
+    calibration_from_bins,
+    chrf,
+    detokenize,
+    expected_calibration_error,
+    perplexity,
+    reliability_diagram,
+    remove_bpe,
+    translation_scores,
+)
 
 
 def test_bleu_identical_is_100_in_both_conventions() -> None:

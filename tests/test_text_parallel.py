@@ -8,8 +8,15 @@ from pathlib import Path
 import pytest
 
 from skdcli.engine.errors import SkdError
-from skdcli.text.parallel import (ParallelDataset, ToyGrammar, collate_parallel, load_prepared_parallel,
-                                  prepare_parallel, read_lines, write_synthetic_pair)
+from skdcli.text.parallel import (
+    ParallelDataset,
+    ToyGrammar,
+    collate_parallel,
+    load_prepared_parallel,
+    prepare_parallel,
+    read_lines,
+    write_synthetic_pair,
+)
 
 DE = ["ein kleiner test .", "das haus ist gro@@ ß .", "wir sehen uns morgen .", "danke sch@@ ön ."]
 EN = ["a small test .", "the house is big .", "see you tomorrow .", "thank you very much ."]

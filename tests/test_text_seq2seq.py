@@ -8,8 +8,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from skdcli.text.seq2seq import (Seq2SeqSizes, Seq2SeqTransformer, TranslationProgram, beam_search, greedy_search,
-                                 pad_batch, program_scorer, sinusoidal_positions)
+from skdcli.text.seq2seq import (
+    Seq2SeqSizes,
+    Seq2SeqTransformer,
+    TranslationProgram,
+    beam_search,
+    greedy_search,
+    pad_batch,
+    program_scorer,
+    sinusoidal_positions,
+)
 from skdcli.text.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 V = 12

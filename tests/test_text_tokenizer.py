@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 
 from skdcli.engine.errors import SkdError
-from skdcli.text.tokenizer import (BOS_ID, EOS_ID, PAD_ID, UNK_ID, TextTokenizer, load_tokenizer,
-                                   train_tokenizer)
+from skdcli.text.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID, TextTokenizer, load_tokenizer, train_tokenizer
 
 TEXTS = ["ein kleiner satz", "a small sentence", "noch ein satz", "one more sentence"] * 20
 

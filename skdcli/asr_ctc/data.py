@@ -35,9 +35,15 @@ from torch.nn.utils.rnn import pad_sequence
 
 from .. import __version__
 from ..engine.errors import SkdError
-from ..engine.io import atomic_write_json, atomic_write_jsonl, atomic_write_text, claim_output_dir, read_json, read_jsonl
-from .tokenizer import (TEXT_NORMS, TOKENIZER_KINDS, Tokenizer, load_tokenizer, normalize_transcript,
-                        train_tokenizer)
+from ..engine.io import (
+    atomic_write_json,
+    atomic_write_jsonl,
+    atomic_write_text,
+    claim_output_dir,
+    read_json,
+    read_jsonl,
+)
+from .tokenizer import TEXT_NORMS, TOKENIZER_KINDS, Tokenizer, load_tokenizer, normalize_transcript, train_tokenizer
 
 SAMPLE_RATE = 16000
 FRAME_LENGTH_MS = 25.0

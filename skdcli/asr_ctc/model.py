@@ -17,8 +17,8 @@ import math
 from pathlib import Path
 
 import torch
-import torchaudio
 import torch.nn.functional as F
+import torchaudio
 from torch import nn
 
 from ..engine.errors import SkdError
@@ -232,6 +232,7 @@ class HFEncoder(nn.Module):
     def truncated(self, num_layers: int) -> "HFEncoder":
         """A separate, smaller model with the first ``num_layers`` layers (the deployable sub-model)."""
         import copy
+
         from transformers import AutoModel
 
         small_cfg = copy.deepcopy(self.model.config)

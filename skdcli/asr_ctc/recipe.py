@@ -21,8 +21,16 @@ from ..engine.schedules import Progress, build_weight_schedule
 from ..engine.stages import ExportSpec, Pipeline, RecipeHooks, Trained
 from ..engine.trainer import Task, move_to
 from .config import AsrCtcConfig
-from .data import (SAMPLE_RATE, AsrDataset, FeatureConfig, collate_asr, compute_features, load_prepared,
-                   prepare_dataset, read_audio)
+from .data import (
+    SAMPLE_RATE,
+    AsrDataset,
+    FeatureConfig,
+    collate_asr,
+    compute_features,
+    load_prepared,
+    prepare_dataset,
+    read_audio,
+)
 from .loss import ctc_self_kd_objective
 from .metrics import aggregate_spike_timing, beam_ctc_decode, error_rates, greedy_ctc_decode, spike_timing
 from .model import CTCInference, CTCSelfKDModel

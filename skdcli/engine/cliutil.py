@@ -72,10 +72,10 @@ def run_stage(title: str, fn: Callable[[], dict], json_out: bool, debug: bool,
         if debug:
             raise
         console.print(f"[bold red]error:[/] {exc.format()}", highlight=False, soft_wrap=True)
-        raise typer.Exit(exc.exit_code)
+        raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
         console.print("[bold red]interrupted[/]")
-        raise typer.Exit(130)
+        raise typer.Exit(130) from None
     except (typer.Exit, typer.Abort):
         raise
     except Exception as exc:  # unexpected: still one line unless --debug
@@ -84,7 +84,7 @@ def run_stage(title: str, fn: Callable[[], dict], json_out: bool, debug: bool,
         first = str(exc).splitlines()[0] if str(exc) else ""
         console.print(f"[bold red]error:[/] {exc.__class__.__name__}: {first} (run with --debug for the traceback)",
                       highlight=False, soft_wrap=True)
-        raise typer.Exit(1)
+        raise typer.Exit(1) from None
     if is_main_process():
         if json_out:
             sys.stdout.write(json.dumps(result, default=str) + "\n")

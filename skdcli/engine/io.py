@@ -16,7 +16,6 @@ from typing import Any, Callable
 
 from .errors import SkdError
 
-
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 

@@ -21,8 +21,15 @@ from typing import Any, Callable, Generic, TypeVar
 
 import torch
 
-from .config import build_config, config_from_dict, config_to_yaml, load_yaml, merge_into, parse_set_overrides, \
-    validate_config
+from .config import (
+    build_config,
+    config_from_dict,
+    config_to_yaml,
+    load_yaml,
+    merge_into,
+    parse_set_overrides,
+    validate_config,
+)
 from .console import console
 from .contract import StageOptions
 from .distributed import barrier, init_distributed, resolve_device, shutdown_distributed

@@ -28,11 +28,27 @@ from ..text.metrics import reliability_diagram
 from ..text.parallel import ParallelTaskData, collate_parallel, prepare_parallel
 from ..text.seq2seq import Seq2SeqTransformer
 from ..text.tokenizer import EOS_ID, PAD_ID
-from ..text.translation import (BLEU_CONVENTION, DecodeOptions, Translator, score_translation, translate_texts,
-                                translation_export_spec)
+from ..text.translation import (
+    BLEU_CONVENTION,
+    DecodeOptions,
+    Translator,
+    score_translation,
+    translate_texts,
+    translation_export_spec,
+)
 from .config import NlgSmoothConfig
-from .loss import (als_sk_loss, ce_loss, confidence_penalty_loss, label_smoothing_loss, label_smoothing_prior_loss,
-                   ps_kd_alpha, ps_kd_loss, smoothing_weight, tf_kd_loss, unigram_distribution)
+from .loss import (
+    als_sk_loss,
+    ce_loss,
+    confidence_penalty_loss,
+    label_smoothing_loss,
+    label_smoothing_prior_loss,
+    ps_kd_alpha,
+    ps_kd_loss,
+    smoothing_weight,
+    tf_kd_loss,
+    unigram_distribution,
+)
 
 TASK_NAME = "nlg-smooth"
 SYNTHETIC_VOCAB = 200  # the toy pair has ~130 word types; sentencepiece keeps them whole

@@ -9,9 +9,9 @@ from typing import Any
 
 from ..engine.config import TrainConfig, check_choice
 from ..engine.errors import SkdError
-from ..text.seq2seq import ARCHS, Seq2SeqConfig
 from ..engine.schedules import build_weight_schedule
 from ..text.lm import LMConfig
+from ..text.seq2seq import ARCHS, Seq2SeqConfig
 
 METHODS = ("skd", "noise", "random", "input_noise", "ce", "ls")
 BPTT_MODES = ("stateful", "windows")

@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from ..engine.config import validate_config
 from ..engine.compare import compare_over_seeds, parse_seeds
+from ..engine.config import validate_config
 from ..engine.console import metric_table
 from ..engine.contract import StageOptions
 from ..engine.errors import SkdError
@@ -23,10 +23,19 @@ from ..engine.schedules import Progress, build_weight_schedule
 from ..engine.stages import ExportSpec, Pipeline, RecipeHooks, Trained, load_trained
 from ..engine.teachers import unwrap_model
 from ..engine.trainer import Task, move_to
-from ..text.lm import (CarriedHiddenState, LSTMStep, RecurrentScorer, SequenceScorer, build_lm, sample,
-                      stateful_logits)
-from ..text.lm_corpus import (EOS, SOURCES, UNK, LMCorpus, LMStreamColumns, LMWindows, batchify, load_lm_corpus,
-                              prepare_lm_corpus, synthetic_oracle_nll)
+from ..text.lm import CarriedHiddenState, LSTMStep, RecurrentScorer, SequenceScorer, build_lm, sample, stateful_logits
+from ..text.lm_corpus import (
+    EOS,
+    SOURCES,
+    UNK,
+    LMCorpus,
+    LMStreamColumns,
+    LMWindows,
+    batchify,
+    load_lm_corpus,
+    prepare_lm_corpus,
+    synthetic_oracle_nll,
+)
 from ..text.metrics import TokenCalibration, perplexity, reliability_diagram
 from .config import NlpEmbedConfig
 from .loss import NeighbourTable, build_neighbour_table, embedding_skd_loss, similarity

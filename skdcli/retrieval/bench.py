@@ -108,7 +108,7 @@ def bench_collection(n: int, cfg: RetrievalConfig, seed: int = 0) -> dict:
     for query_cut, heap_factor in b.seismic_settings:
         qc = int(query_cut)
         found = [searcher.search(terms, vals, k, qc, heap_factor)[0] for terms, vals in q_list]
-        lat = _latencies(lambda q: searcher.search(q[0], q[1], k, qc, heap_factor), q_list)
+        lat = _latencies(lambda q, qc=qc, hf=heap_factor: searcher.search(q[0], q[1], k, qc, hf), q_list)
         t = time.perf_counter()
         for s in range(0, b.queries, b.batch):
             searcher.batch_search(q_list[s:s + b.batch], k, qc, heap_factor, threads=b.threads)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from ..engine.console import console, metric_table, progress_bar, progress_callback
 from ..engine.contract import StageOptions
 from ..engine.errors import SkdError
@@ -24,8 +25,18 @@ from ..engine.trainer import Task
 from . import data as D
 from .config import RetrievalConfig
 from .loss import retrieval_objective
-from .metrics import (flops, flops_official, gold_ranks, i2t_metrics, mean_nnz, t2i_metrics, truncate_top_terms,
-                      write_per_query, write_qrels, write_trec_run)
+from .metrics import (
+    flops,
+    flops_official,
+    gold_ranks,
+    i2t_metrics,
+    mean_nnz,
+    t2i_metrics,
+    truncate_top_terms,
+    write_per_query,
+    write_qrels,
+    write_trec_run,
+)
 from .model import RetrievalHeads, SparseDenseRetriever
 
 TASK_NAME = "retrieval"

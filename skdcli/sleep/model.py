@@ -40,10 +40,10 @@ class SleepTransformer(nn.Module):
         self.head = nn.Linear(cfg.d_model, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, l, s = x.shape
-        tokens = self.patch(x.reshape(b * l, 1, s)).transpose(1, 2)  # (B*L, P, D)
-        tokens = torch.cat([self.cls.expand(b * l, -1, -1), tokens], dim=1) + self.patch_pos
-        epochs = self.epoch_norm(self.epoch_encoder(tokens)[:, 0]).reshape(b, l, -1)  # CLS per epoch
+        b, n_epochs, s = x.shape
+        tokens = self.patch(x.reshape(b * n_epochs, 1, s)).transpose(1, 2)  # (B*L, P, D)
+        tokens = torch.cat([self.cls.expand(b * n_epochs, -1, -1), tokens], dim=1) + self.patch_pos
+        epochs = self.epoch_norm(self.epoch_encoder(tokens)[:, 0]).reshape(b, n_epochs, -1)  # CLS per epoch
         seq = epochs + self.seq_pos
         if self.seq_encoder is not None:
             seq = self.seq_encoder(seq)

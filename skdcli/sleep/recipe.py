@@ -59,13 +59,13 @@ TASK_NAME = "sleep"
 def augment(x: torch.Tensor, kd: KDConfig, fs: int) -> torch.Tensor:
     """One random view of (B, L, S) windows: amplitude scale, circular time shift of each 30-s epoch,
     gaussian noise. Draws from torch's RNG, which the engine reseeds every step (exact resume)."""
-    b, l, s = x.shape
+    b, n_epochs, s = x.shape
     scale = 1 + kd.aug_amplitude * (2 * torch.rand(b, 1, 1, device=x.device) - 1)
     max_shift = int(kd.aug_shift_seconds * fs)
     if max_shift > 0:
         shift = torch.randint(-max_shift, max_shift + 1, (b, 1, 1), device=x.device)
         idx = (torch.arange(s, device=x.device).view(1, 1, s) - shift) % s
-        x = x.gather(2, idx.expand(b, l, s))
+        x = x.gather(2, idx.expand(b, n_epochs, s))
     return x * scale + kd.aug_noise * torch.randn_like(x)
 
 
