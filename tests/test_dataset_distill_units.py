@@ -16,7 +16,6 @@ from skdcli.dataset_distill.evaluate import (
     OnTheFly,
     TrainSpec,
     generate_fixed,
-    mean_std,
     random_real_subset,
     select_top1,
     train_models,
@@ -289,7 +288,6 @@ def test_fixed_generation_is_reproducible_and_on_the_fly_counts() -> None:
     assert sorted(y.tolist()) == sorted([c for c in range(10)] * 2)
     assert select_top1([(1, 50.0), (2, 70.0), (3, 60.0)], "last") == 60.0
     assert select_top1([(1, 50.0), (2, 70.0), (3, 60.0)], "best_on_test") == 70.0
-    assert mean_std([1.0, 2.0, 3.0]) == (2.0, 1.0)
 
 
 # -- stage-1 weights from DiM's own checkpoint format ------------------------------------------------------------------

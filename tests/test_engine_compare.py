@@ -25,7 +25,13 @@ def test_parse_seeds_and_mean_std_by_hand() -> None:
     stats = mean_std([1.0, 2.0, 4.0])
     assert stats["mean"] == pytest.approx(7 / 3) and stats["values"] == [1.0, 2.0, 4.0]
     assert stats["std"] == pytest.approx(((4 / 3) ** 2 + (1 / 3) ** 2 + (5 / 3) ** 2) ** 0.5 / 2 ** 0.5)  # n - 1
-    assert mean_std([5.0])["std"] == 0.0
+    assert mean_std([5.0])["std"] == 0.0 and mean_std([5.0])["n"] == 1
+    # report precision rounds mean, std and values alike; a NaN run is not dropped: the summary is NaN
+    assert mean_std([0.5, 0.7, 0.6], digits=4) == {"mean": 0.6, "std": 0.1, "n": 3, "values": [0.5, 0.7, 0.6]}
+    nan = mean_std([1.0, float("nan")])
+    assert nan["mean"] != nan["mean"] and nan["std"] != nan["std"] and nan["n"] == 2
+    with pytest.raises(ValueError, match="no values"):
+        mean_std([])
 
 
 def test_run_compare_over_two_seeds(nlp_embed_corpus: Path, tmp_path: Path) -> None:

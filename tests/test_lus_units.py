@@ -22,7 +22,7 @@ from skdcli.lus.loss import (
     teacher_temperature,
     weight_decay_at,
 )
-from skdcli.lus.metrics import classification_metrics
+from skdcli.lus.metrics import classification_metrics, mean_std
 from skdcli.lus.model import MeanPooling, VladPooling
 
 LN3 = math.log(3.0)
@@ -233,7 +233,6 @@ def test_recipe_configs_hold_the_official_settings() -> None:
 
     recipes = Path(__file__).resolve().parent.parent / "recipes" / "lus"
     assert build_config(PretrainConfig, recipes / "tiny_dino.yaml") == PretrainConfig()  # the embedded defaults
-    assert build_config(LusConfig, recipes / "tiny.yaml") == LusConfig()
     dino = build_config(PretrainConfig, recipes / "dino.yaml")
     d, a, t = dino.dino, dino.aug, dino.train
     assert (d.out_dim, d.student_temp, d.warmup_teacher_temp, d.teacher_temp, d.warmup_teacher_temp_epochs) == (
@@ -271,3 +270,10 @@ def test_recipe_configs_hold_the_official_settings() -> None:
         0.07,
         5e-4,
     )
+
+
+def test_mean_std_leaves_out_undefined_cells() -> None:
+    # an AUC is undefined (NaN / None) on a reported fold without two classes: that cell is left out, n says so
+    stats = mean_std([0.5, None, float("nan"), 0.7])
+    assert stats == {"mean": 0.6, "std": round(0.02**0.5, 4), "n": 2, "values": [0.5, 0.7]}
+    assert mean_std([None])["n"] == 0

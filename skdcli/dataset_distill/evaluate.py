@@ -228,9 +228,3 @@ def train_models(
 def select_top1(curve: list[tuple[int, float]], select: str) -> float:
     """last: the top-1 after the last step; best_on_test: DiM's max over the test points."""
     return curve[-1][1] if select == "last" else max(v for _, v in curve)
-
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single value)."""
-    t = torch.tensor(values, dtype=torch.float64)
-    return float(t.mean()), float(t.std()) if len(values) > 1 else 0.0

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
+from ..engine.compare import mean_std
 from ..engine.console import console, metric_table
 from ..engine.contract import StageOptions
 from ..engine.distributed import resolve_device
@@ -34,7 +35,6 @@ from .evaluate import (
     OnTheFly,
     TrainSpec,
     generate_fixed,
-    mean_std,
     random_real_subset,
     select_top1,
     train_models,
@@ -165,7 +165,8 @@ def evaluate_systems(
             device=device,
         )
         top1 = [select_top1(curve, e.select) for curve in result["curves"]]
-        mean, std = mean_std(top1)
+        stats = mean_std(top1)
+        mean, std = stats["mean"], stats["std"]
         rows.append(
             {
                 "system": name,

@@ -8,12 +8,15 @@ Layout: the main system's first seed is the run itself (``RUN_DIR``, what `run` 
 
 from __future__ import annotations
 
+import math
 import statistics
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from .errors import SkdError
-from .stages import Pipeline
+
+if TYPE_CHECKING:  # a type only: the statistics below import no torch (recipes' metrics modules use them)
+    from .stages import Pipeline
 
 
 def parse_seeds(text: str | None, default: Sequence[int]) -> list[int]:
@@ -29,11 +32,21 @@ def parse_seeds(text: str | None, default: Sequence[int]) -> list[int]:
     return seeds
 
 
-def mean_std(values: Sequence[float]) -> dict[str, Any]:
-    """{"mean", "std" (sample, n - 1; 0 for one value), "values"}."""
+def mean_std(values: Sequence[float], digits: int | None = None) -> dict[str, Any]:
+    """{"mean", "std" (sample, n - 1; 0 for one value), "n", "values"} of repeated runs (seeds, folds,
+    passes), every recipe's summary of them; ``digits`` rounds all of them (report precision). A NaN (a
+    metric undefined for one run, e.g. an AUC without both classes) makes mean and std NaN: never dropped."""
     values = [float(v) for v in values]
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "values": values}
+    if not values:
+        raise ValueError("mean_std of no values")
+    if any(math.isnan(v) for v in values):
+        mean = std = math.nan
+    else:
+        mean = statistics.fmean(values)
+        std = statistics.stdev(values) if len(values) > 1 else 0.0
+    if digits is not None:
+        mean, std, values = round(mean, digits), round(std, digits), [round(v, digits) for v in values]
+    return {"mean": mean, "std": std, "n": len(values), "values": values}
 
 
 def compare_over_seeds(p: Pipeline, systems: dict[str, list[str]], seeds: Sequence[int | None], metrics: Sequence[str],

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import math
-import statistics
 
 import numpy as np
 from sklearn.metrics import confusion_matrix, f1_score, roc_auc_score
 
+from ..engine.compare import mean_std as engine_mean_std
 from .config import NUM_CLASSES
 
 
@@ -35,12 +35,10 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray) -> dict:
     }
 
 
-def mean_std(values: list[float]) -> dict:
-    vals = [v for v in values if v is not None and not math.isnan(v)]
-    if not vals:
-        return {"mean": float("nan"), "std": float("nan"), "n": 0}
-    return {
-        "mean": round(statistics.fmean(vals), 4),
-        "std": round(statistics.stdev(vals), 4) if len(vals) > 1 else 0.0,
-        "n": len(vals),
-    }
+def mean_std(values: list[float | None]) -> dict:
+    """The engine's summary (4 digits) over the cells where a metric is defined: an AUC is None / NaN on a reported
+    fold that lacks a class, and such a cell is left out (n says how many count), not allowed to blank the row."""
+    defined = [v for v in values if v is not None and not math.isnan(v)]
+    if not defined:
+        return {"mean": math.nan, "std": math.nan, "n": 0, "values": []}
+    return engine_mean_std(defined, digits=4)

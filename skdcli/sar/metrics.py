@@ -3,8 +3,15 @@ accuracy (recall), the confusion matrix (rows = true class, columns = predicted)
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 from sklearn.metrics import confusion_matrix, f1_score
+
+from ..engine.compare import mean_std as engine_mean_std
+
+# repeated runs (seeds, TTA passes) summarised at the reports' precision
+mean_std = partial(engine_mean_std, digits=4)
 
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> dict:
@@ -17,15 +24,4 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: list
         "per_class_accuracy": {c: round(float(a), 4) for c, a in zip(classes, per_class)},
         "confusion": cm.tolist(),
         "chips": int(len(y_true)),
-    }
-
-
-def mean_std(values: list[float]) -> dict:
-    """Mean and sample standard deviation (ddof=1; 0 for one value)."""
-    arr = np.asarray(values, dtype=float)
-    return {
-        "mean": round(float(arr.mean()), 4),
-        "std": round(float(arr.std(ddof=1)) if len(arr) > 1 else 0.0, 4),
-        "n": int(len(arr)),
-        "values": [round(float(v), 4) for v in arr],
     }

@@ -4,10 +4,16 @@ per-stage F1 and the confusion matrix (rows = true stage, columns = predicted). 
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 from sklearn.metrics import accuracy_score, cohen_kappa_score, confusion_matrix, f1_score
 
+from ..engine.compare import mean_std as engine_mean_std
 from .config import STAGES
+
+# repeated runs (seeds, folds) summarised at the reports' precision
+mean_std = partial(engine_mean_std, digits=4)
 
 LABELS = list(range(len(STAGES)))
 
@@ -31,13 +37,6 @@ def priors(y: np.ndarray) -> dict[str, float]:
     y = np.asarray(y)
     counts = np.bincount(y[y >= 0], minlength=len(STAGES))
     return {s: round(float(c / max(counts.sum(), 1)), 4) for s, c in zip(STAGES, counts)}
-
-
-def mean_std(values: list[float]) -> dict:
-    """Mean and sample standard deviation (ddof=1; 0 for a single value) over repeated runs."""
-    arr = np.asarray(values, dtype=float)
-    return {"mean": round(float(arr.mean()), 4), "std": round(float(arr.std(ddof=1)) if len(arr) > 1 else 0.0, 4),
-            "n": int(len(arr)), "values": [round(float(v), 4) for v in arr]}
 
 
 def metrics_from_confusion(confusion) -> dict:
