@@ -10,7 +10,6 @@ from __future__ import annotations
 import statistics
 import time
 from pathlib import Path
-from typing import TextIO
 
 import torch
 from torch.utils.data import DataLoader
@@ -31,9 +30,7 @@ from ..text.tokenizer import EOS_ID, PAD_ID
 from ..text.translation import (
     BLEU_CONVENTION,
     DecodeOptions,
-    Translator,
     score_translation,
-    translate_texts,
     translation_export_spec,
 )
 from .config import NlgSmoothConfig
@@ -313,14 +310,6 @@ class NlgSmoothHooks(RecipeHooks):
                 "tokens_per_second": {k: round(per_batch / (v / 1000), 1) for k, v in timed["median_step_ms"].items()},
                 "prior_cache": _cached_prior_steps(make, device, steps, rounds), "method": task.cfg.loss.method,
                 "goal_skd_over_baseline": 1.25}
-
-
-def translate_stage(model_path: str, texts: list[str], beam_size: int | None = None, lenpen: float | None = None,
-                    detok: bool = False, batch_size: int = 16, stdin: TextIO | None = None,
-                    stream: TextIO | None = None) -> dict:
-    """Translate ``texts``, or (none given) stdin line by line; ``stream`` gets one output line per input line."""
-    translator = Translator(model_path, TASK_NAME, beam_size, lenpen)
-    return {"model": str(model_path), **translate_texts(translator, texts, detok, batch_size, stdin, stream)}
 
 
 # -- bench ---------------------------------------------------------------------------------------------------------

@@ -3,13 +3,13 @@ contract) and its own commands: prep, sample, translate (mode=nmt), neighbours."
 
 from __future__ import annotations
 
-import sys
 from typing import Annotated, Optional
 
 import typer
 
 from ..engine.cliutil import DebugOpt, JsonOpt, run_stage
 from ..engine.contract import Flag, OverwriteOpt, Recipe
+from ..text.translate_cli import add_translate_command
 
 RECIPE = Recipe(
     name="nlp-embed",
@@ -73,28 +73,8 @@ def sample_cmd(
               lines=lambda result: result["samples"])
 
 
-@app.command()
-def translate(
-    ctx: typer.Context,
-    texts: Annotated[Optional[list[str]], typer.Argument(help="Sentences to translate (none: read stdin, one per line).")] = None,
-    model: Annotated[str, typer.Option("--model", help="An NMT export directory (from `export` of a mode=nmt run).")] = "runs/nlp-embed/export",
-    beam_size: Annotated[Optional[int], typer.Option("--beam-size", help="Default: the export's eval.beam_size.")] = None,
-    lenpen: Annotated[Optional[float], typer.Option("--lenpen")] = None,
-    detok: Annotated[bool, typer.Option("--detok", help="Detokenize the output (the Moses detokenizer, sacremoses).")] = False,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="stdin lines translated together (1 = strictly line by line).")] = 16,
-    json_out: JsonOpt = False, debug: DebugOpt = False,
-):
-    """Translate with an exported mode=nmt model alone: one output line per input line on stdout (or --json)."""
-    from .recipe import translate_stage
-
-    def go() -> dict:
-        result = translate_stage(model, texts or [], beam_size, lenpen, detok, batch_size,
-                                 stream=None if json_out else sys.stdout)
-        if not json_out:
-            raise typer.Exit(0)  # the translations are already on stdout; no table
-        return result
-
-    run_stage("nlp-embed translate", go, json_out, debug, ctx)
+add_translate_command(app, "nlp-embed", "An NMT export directory (from `export` of a mode=nmt run).",
+                      "Translate with an exported mode=nmt model alone: one output line per input line on stdout (or --json).")
 
 
 @app.command()

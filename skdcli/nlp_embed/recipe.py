@@ -467,12 +467,3 @@ def neighbours_stage(run_dir: str, word: str, k: int = 10, sim: str | None = Non
             r["same_class"] = classes.get(r["word"]) == classes[word]
         result["same_class_share"] = sum(r["same_class"] for r in rows) / max(len(rows), 1)
     return result
-
-
-def translate_stage(model_path: str, texts: list[str], beam_size: int | None = None, lenpen: float | None = None,
-                    detok: bool = False, batch_size: int = 16, stdin=None, stream=None) -> dict:
-    """mode=nmt: translate with an exported model alone (the text stack's ``Translator``, as nlg-smooth)."""
-    from ..text.translation import Translator, translate_texts
-
-    translator = Translator(model_path, TASK_NAME, beam_size, lenpen)
-    return {"model": str(model_path), **translate_texts(translator, texts, detok, batch_size, stdin, stream)}
