@@ -34,7 +34,6 @@ def finished_run(task: str, request: pytest.FixtureRequest) -> tuple[Path, Path]
     return run, data
 
 
-@pytest.mark.parametrize("task", TASKS)
 def assert_contract_error(result, *needles: str) -> None:
     assert_one_line_error(result, *needles, exit_code=2)  # 2: bad input
 
@@ -43,6 +42,17 @@ def assert_contract_error(result, *needles: str) -> None:
 def test_every_recipe_has_a_run_fixture_and_a_golden_trajectory(task: str, request: pytest.FixtureRequest) -> None:
     assert golden_of(task), f"tests/fixtures_{task.replace('-', '_')}.py needs a GOLDEN_TRAJECTORY"
     finished_run(task, request)  # the <task>_run fixture exists and finished
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_tiny_yaml_is_the_embedded_default(task: str) -> None:
+    # recipes/<task>/tiny.yaml shows the whole embedded default a bare `train` / `run` uses, so it must be it
+    from skdcli.engine.config import build_config
+
+    config_class = RECIPE_APPS[task].recipe.load_hooks().config_class
+    tiny = REPO / "recipes" / task.replace("-", "_") / "tiny.yaml"
+    assert tiny.is_file(), f"{tiny} is missing"
+    assert build_config(config_class, tiny) == config_class()
 
 
 @pytest.mark.parametrize("task", TASKS)

@@ -15,10 +15,6 @@ from skdcli.engine.config import build_config
 RECIPE = REPO / "recipes" / "asr_ctc"
 
 
-def test_tiny_yaml_is_the_embedded_default() -> None:
-    assert build_config(AsrCtcConfig, RECIPE / "tiny.yaml") == AsrCtcConfig()
-
-
 def test_real_data_configs_load(tmp_path: Path) -> None:
     ls = build_config(AsrCtcConfig, RECIPE / "librispeech.yaml")
     assert ls.model.num_layers == 12 and ls.kd.method == "skd" and ls.train.max_steps > 10_000
@@ -27,14 +23,28 @@ def test_real_data_configs_load(tmp_path: Path) -> None:
     assert hubert.model.encoder == "hf" and hubert.data.feature == "waveform" and hubert.model.student_layer == 8
 
 
-def test_librispeech_config_trains_a_step_on_cpu(tiny_corpus: Path, tmp_path: Path) -> None:
-    # The documented real-data command line, shrunk to one step on the tiny corpus.
-    result = invoke_json("asr-ctc", "train", "--data", tiny_corpus, "--run-dir", tmp_path / "ls",
-                         "--config", RECIPE / "librispeech.yaml", "--device", "cpu", "--max-steps", "1",
-                         *sets("train.batch_size=4", "train.num_workers=0", "train.warmup_steps=1"))
-    assert result["steps"] == 1 and result["parameters"] > 5_000_000
-    saved = yaml.safe_load((tmp_path / "ls" / "config.yaml").read_text())
-    assert saved["model"]["num_layers"] == 12 and saved["train"]["batch_size"] == 4
+# The documented real-data command lines, shrunk to one step on each recipe's tiny corpus:
+# (task, data fixture, config, --set items, entries of the saved config.yaml)
+PAPER_CONFIG_STEPS = [
+    ("asr-ctc", "tiny_corpus", "asr_ctc/librispeech.yaml",
+     ("train.batch_size=4", "train.num_workers=0", "train.warmup_steps=1"),
+     {("model", "num_layers"): 12, ("train", "batch_size"): 4}),
+    ("nlp-embed", "nlp_embed_corpus", "nlp_embed/ptb.yaml",
+     ("train.batch_size=2", "train.warmup_steps=1", "train.eval_every=0"),
+     {("model", "d_hidden"): 650, ("train", "batch_size"): 2}),
+]
+
+
+@pytest.mark.parametrize("task, fixture, config, overrides, saved", PAPER_CONFIG_STEPS,
+                         ids=[c[2] for c in PAPER_CONFIG_STEPS])
+def test_paper_config_trains_a_step_on_cpu(task: str, fixture: str, config: str, overrides: tuple, saved: dict,
+                                           request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    data = request.getfixturevalue(fixture)
+    result = invoke_json(task, "train", "--data", data, "--run-dir", tmp_path / "run", "--config",
+                         REPO / "recipes" / config, "--device", "cpu", "--max-steps", "1", *sets(*overrides))
+    assert result["steps"] == 1 and result["parameters"] > 5_000_000  # the paper-size model, not the tiny one
+    written = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert {key: written[key[0]][key[1]] for key in saved} == saved
 
 
 def test_gradient_accumulation_matches_the_full_batch(tiny_corpus: Path, tmp_path: Path) -> None:

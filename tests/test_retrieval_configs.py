@@ -14,10 +14,6 @@ from skdcli.retrieval.config import RetrievalConfig
 RECIPE = REPO / "recipes" / "retrieval"
 
 
-def test_tiny_yaml_is_the_embedded_default() -> None:
-    assert build_config(RetrievalConfig, RECIPE / "tiny.yaml") == RetrievalConfig()
-
-
 def test_official_dataset_configs() -> None:
     coco = build_config(RetrievalConfig, RECIPE / "coco.yaml")
     assert (coco.train.lr, coco.loss.q_reg, coco.loss.d_reg, coco.loss.w_dense, coco.loss.w_sparse,

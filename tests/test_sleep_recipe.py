@@ -16,10 +16,6 @@ from skdcli.sleep.config import SleepConfig
 RECIPE = REPO / "recipes" / "sleep"
 
 
-def test_tiny_yaml_is_the_embedded_default() -> None:
-    assert build_config(SleepConfig, RECIPE / "tiny.yaml") == SleepConfig()
-
-
 def test_real_data_configs_load() -> None:
     shhs = build_config(SleepConfig, RECIPE / "shhs.yaml")
     assert shhs.data.seq_len == 10 and shhs.kd.method == "skd" and shhs.sampler.kind == "selective"

@@ -13,10 +13,6 @@ from skdcli.xqa.config import XqaConfig
 RECIPE = REPO / "recipes" / "xqa"
 
 
-def test_tiny_yaml_is_the_embedded_default() -> None:
-    assert build_config(XqaConfig, RECIPE / "tiny.yaml") == XqaConfig()
-
-
 def test_paper_configs_hold_the_paper_s_hyperparameters() -> None:
     stage2 = build_config(XqaConfig, RECIPE / "mbert_xquad.yaml")
     assert (stage2.data.max_seq_length, stage2.data.doc_stride, stage2.data.max_query_length) == (384, 128, 64)
