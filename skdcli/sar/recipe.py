@@ -685,7 +685,8 @@ class SarHooks(RecipeHooks):
                 f"sar run — {result['split']} split",
                 ("system", "top-1", "macro-F1"),
                 rows,
-                caption=f"confusion: {result['confusion_png']}",
+                caption=f"confusion: {result['confusion_png']}; one seed: every method over 3 seeds with std is "
+                f"`skd sar compare --data {result['data']} --seeds 3`",
             )
         if command == "eval":
             rows = [(c, a) for c, a in result["per_class_accuracy"].items()]
