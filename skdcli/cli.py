@@ -24,8 +24,13 @@ RECIPES = [
     "skdcli.lus.cli",
 ]
 
-app = typer.Typer(name="skd", help="Self-knowledge-distillation recipes on one shared engine.",
-                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+app = typer.Typer(
+    name="skd",
+    help="Self-knowledge-distillation recipes on one shared engine.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
 RECIPE_APPS = {}
 for _module in RECIPES:
     _app = load_recipe_app(_module)
@@ -40,8 +45,11 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
-def root(version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True,
-                                                         help="Print the version and exit.")] = None):
+def root(
+    version: Annotated[
+        Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = None,
+):
     """skd: train, evaluate and export self-KD models, one sub-command per task."""
 
 
@@ -49,19 +57,23 @@ def root(version: Annotated[Optional[bool], typer.Option("--version", callback=_
 def env(json_out: JsonOpt = False, debug: DebugOpt = False):
     """Print what a bug report needs: versions, devices, threads."""
     from .engine.envinfo import environment_report
+
     run_stage("skd env", environment_report, json_out, debug)
 
 
 @app.command()
 def bench(
     task: Annotated[str, typer.Argument(help="Task to benchmark: " + ", ".join(RECIPE_APPS))],
-    data: Annotated[Optional[str], typer.Option("--data", help="Prepared dataset (default: generate the tiny one).")] = None,
+    data: Annotated[
+        Optional[str], typer.Option("--data", help="Prepared dataset (default: generate the tiny one).")
+    ] = None,
     steps: Annotated[int, typer.Option("--steps", help="Timed steps per variant per round.")] = 20,
     rounds: Annotated[int, typer.Option("--rounds", help="Alternating rounds.")] = 3,
     sets: SetOpt = None,
     device: DeviceOpt = "auto",
     out: Annotated[Optional[str], typer.Option("--out", help="Also write the result to this JSON file.")] = None,
-    json_out: JsonOpt = False, debug: DebugOpt = False,
+    json_out: JsonOpt = False,
+    debug: DebugOpt = False,
 ):
     """Engine vs hand-written PyTorch loop, and SKD vs --baseline step time (ratios)."""
     from .engine.errors import SkdError

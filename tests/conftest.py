@@ -19,6 +19,7 @@ from skdcli.cli import app
 
 REPO = Path(__file__).resolve().parent.parent
 
+
 def sets(*items: str) -> list[str]:
     """`--set a=b --set c=d ...` as a CLI argument list."""
     return [arg for item in items for arg in ("--set", item)]
@@ -40,19 +41,27 @@ def invoke_json(*args: str) -> dict:
 def assert_one_line_error(result, *needles: str, exit_code: int | None = None) -> None:
     """The error contract: a non-zero exit (``exit_code`` if given), one `error: ...` line on stderr naming
     what is wrong (each needle appears in it), no traceback, nothing on stdout."""
-    assert result.exit_code != 0 if exit_code is None else result.exit_code == exit_code, \
-        (result.exit_code, result.stderr)
+    assert result.exit_code != 0 if exit_code is None else result.exit_code == exit_code, (
+        result.exit_code,
+        result.stderr,
+    )
     assert "Traceback" not in result.stderr and result.stdout == ""
     text = " ".join(result.stderr.split())  # rich may wrap a long line
     assert "error:" in text, result.stderr  # (after any progress output)
-    error = text[text.index("error:"):]
+    error = text[text.index("error:") :]
     for needle in needles:
         assert needle in error, result.stderr
 
 
 def run_cli_subprocess(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "skdcli", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})}, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "skdcli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        cwd=REPO,
+    )
 
 
 # Each recipe keeps its session fixtures (and the golden trajectory of its shared tiny run) in

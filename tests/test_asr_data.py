@@ -66,8 +66,14 @@ def chapter(corpus: Path) -> Path:
     return corpus / "3752" / "4944"
 
 
-def add_utterance(corpus: Path, utt_id: str, text: str | None, audio: np.ndarray | bytes | None,
-                  sample_rate: int = 16000, suffix: str = ".flac") -> Path:
+def add_utterance(
+    corpus: Path,
+    utt_id: str,
+    text: str | None,
+    audio: np.ndarray | bytes | None,
+    sample_rate: int = 16000,
+    suffix: str = ".flac",
+) -> Path:
     """Add audio (samples, raw bytes, or none) and/or a transcript line to the fixture chapter."""
     path = chapter(corpus) / f"{utt_id}{suffix}"
     if isinstance(audio, bytes):
@@ -88,6 +94,7 @@ def tone(seconds: float, sample_rate: int, channels: int = 1) -> np.ndarray:
 
 # ---- tokenizers ---------------------------------------------------------------------------
 
+
 def test_char_tokenizer_matches_reference_vocab(tmp_path: Path) -> None:
     tok = CharTokenizer()
     assert tok.vocab_size == 29
@@ -105,8 +112,9 @@ def test_char_tokenizer_matches_reference_vocab(tmp_path: Path) -> None:
 
 def test_normalize_transcript() -> None:
     assert normalize_transcript("  HELLO\tThere \n  world ") == "hello there world"
-    assert normalize_transcript("\"It\u2019s a well-known ‘fact’,\" she said - 42 times!", "strip_punctuation") == (
-        "it's a well known fact she said 42 times")
+    assert normalize_transcript('"It\u2019s a well-known ‘fact’," she said - 42 times!', "strip_punctuation") == (
+        "it's a well known fact she said 42 times"
+    )
     assert normalize_transcript("Don't stop.", "lower") == "don't stop."
     with pytest.raises(SkdError, match="unknown text normalisation"):
         normalize_transcript("x", "nfkc")
@@ -149,6 +157,7 @@ def test_load_tokenizer_errors_name_the_file(tmp_path: Path) -> None:
 
 # ---- audio and features -------------------------------------------------------------------
 
+
 def test_read_audio_and_features_on_real_file() -> None:
     path = FIXTURE / "dev-clean-2" / "3752" / "4944" / "3752-4944-0000.flac"
     wave = read_audio(path)
@@ -174,8 +183,12 @@ def test_read_audio_errors_name_file_and_problem(tmp_path: Path) -> None:
     (tmp_path / "corrupt.flac").write_bytes(np.random.default_rng(0).bytes(4000))
     (tmp_path / "zero.flac").write_bytes(b"")
     sf.write(str(tmp_path / "empty.wav"), np.zeros(0, np.float32), 16000)
-    cases = {"corrupt.flac": "cannot decode audio", "zero.flac": "empty \\(0 bytes\\)",
-             "empty.wav": "empty \\(0 samples\\)", "missing.flac": "not found"}
+    cases = {
+        "corrupt.flac": "cannot decode audio",
+        "zero.flac": "empty \\(0 bytes\\)",
+        "empty.wav": "empty \\(0 samples\\)",
+        "missing.flac": "not found",
+    }
     for name, problem in cases.items():
         with pytest.raises(SkdError, match=f"{name}: .*{problem}"):
             read_audio(tmp_path / name)
@@ -192,6 +205,7 @@ def test_feature_config_round_trip() -> None:
 
 
 # ---- readers ------------------------------------------------------------------------------
+
 
 def test_read_librispeech_fixture_split_or_root() -> None:
     for raw in (FIXTURE / "dev-clean-2", FIXTURE):
@@ -224,8 +238,12 @@ def test_read_manifest_tsv_jsonl_and_skd_ctc_csv(corpus: Path) -> None:
     jsonl = base / "m.jsonl"
     jsonl.write_text("".join(json.dumps({"path": rel[i], "text": TEXTS[i].upper()}) + "\n" for i in IDS))
     # huutuongtu/skd-ctc: header ",Unnamed: 0,Path,Transcript", two index columns first
-    csv = write_table(base / "train.csv", ["", "Unnamed: 0", "Path", "Transcript"],
-                      [[str(k), str(k), "./" + rel[i], TEXTS[i]] for k, i in enumerate(IDS)], ",")
+    csv = write_table(
+        base / "train.csv",
+        ["", "Unnamed: 0", "Path", "Transcript"],
+        [[str(k), str(k), "./" + rel[i], TEXTS[i]] for k, i in enumerate(IDS)],
+        ",",
+    )
     for manifest in (tsv, jsonl, csv):
         utterances, skipped = read_manifest(manifest)
         assert [u.id for u in utterances] == IDS and skipped == []
@@ -256,13 +274,16 @@ def test_read_manifest_malformed_rows_raise_with_line(tmp_path: Path) -> None:
 
 # ---- prep ---------------------------------------------------------------------------------
 
+
 def test_prep_char_on_real_fixture(corpus: Path, tmp_path: Path) -> None:
     seen = []
     info = prepare_dataset("librispeech", corpus, tmp_path / "out", progress=lambda a, t, d: seen.append((a, t, d)))
     out = tmp_path / "out"
     assert info["counts"] == {"train": 2, "dev": 1, "test": 0} and info["skipped"] == 0
     assert {name: (s["role"], s["utterances"]) for name, s in info["sets"].items()} == {
-        "dev-heldout": ("dev", 1), "my-corpus": ("train", 2)}
+        "dev-heldout": ("dev", 1),
+        "my-corpus": ("train", 2),
+    }
     assert info["tokenizer"] == {"dir": "tokenizer", "kind": "char", "vocab_size": 29}
     assert json.loads((out / "prep.json").read_text()) == info
     assert sum(a for a, _, _ in seen) == 3 and seen[-1][1] == 3
@@ -270,8 +291,13 @@ def test_prep_char_on_real_fixture(corpus: Path, tmp_path: Path) -> None:
     assert sorted(r["id"] for r in rows) == IDS
     row = next(r for r in rows if r["id"] == IDS[0])
     assert {k: v for k, v in row.items() if k != "set"} == {
-        "id": IDS[0], "audio": str(chapter(corpus) / f"{IDS[0]}.flac"), "text": TEXTS[IDS[0]], "duration": 3.335,
-        "num_samples": 53360, "sample_rate": 16000}
+        "id": IDS[0],
+        "audio": str(chapter(corpus) / f"{IDS[0]}.flac"),
+        "text": TEXTS[IDS[0]],
+        "duration": 3.335,
+        "num_samples": 53360,
+        "sample_rate": 16000,
+    }
     assert row["set"] in ("my-corpus", "dev-heldout")
     assert read_jsonl(out / "test.jsonl") == [] and read_jsonl(out / "skipped.jsonl") == []
     assert info["hours"]["train"] + info["hours"]["dev"] == pytest.approx((3.335 + 4.415 + 3.225) / 3600, abs=1e-4)
@@ -363,6 +389,7 @@ def test_load_prepared_errors(corpus: Path, tmp_path: Path) -> None:
 
 # ---- dataset and collate ------------------------------------------------------------------
 
+
 def test_dataset_and_collate_shapes(corpus: Path, tmp_path: Path) -> None:
     prepare_dataset("librispeech", corpus, tmp_path / "out", dev_fraction=0.0)
     prepared = load_prepared(tmp_path / "out")
@@ -377,17 +404,19 @@ def test_dataset_and_collate_shapes(corpus: Path, tmp_path: Path) -> None:
     assert batch["feature_lengths"].tolist() == lengths
     assert batch["target_lengths"].tolist() == [len(TEXTS[i]) for i in IDS]
     assert batch["targets"].shape == (3, max(len(t) for t in TEXTS.values()))
-    assert batch["targets"][2, len(TEXTS[IDS[2]]):].eq(0).all()
-    assert batch["features"][2, lengths[2]:].eq(0).all()
+    assert batch["targets"][2, len(TEXTS[IDS[2]]) :].eq(0).all()
+    assert batch["features"][2, lengths[2] :].eq(0).all()
     assert batch["ids"] == IDS and batch["texts"] == [TEXTS[i] for i in IDS]
     assert batch["indices"].tolist() == [0, 1, 2]
 
-    waves = collate_asr([AsrDataset(prepared.train, prepared.tokenizer, FeatureConfig(kind="waveform"))[i]
-                         for i in range(3)])
+    waves = collate_asr(
+        [AsrDataset(prepared.train, prepared.tokenizer, FeatureConfig(kind="waveform"))[i] for i in range(3)]
+    )
     assert waves["features"].shape == (3, 70640) and waves["feature_lengths"].tolist() == [53360, 70640, 51600]
 
 
 # ---- synthetic corpus ---------------------------------------------------------------------
+
 
 @pytest.mark.espeak
 @pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng binary not installed")
@@ -413,8 +442,9 @@ def test_synthetic_corpus_layout_determinism_and_held_out(tmp_path: Path, monkey
     assert digest(root) != digest(other)
 
     # prep's synthetic source generates into out/raw and prepares it like LibriSpeech.
-    monkeypatch.setattr(data, "generate_synthetic_corpus",
-                        functools.partial(generate_synthetic_corpus, n_train=12, n_dev=3, n_test=3))
+    monkeypatch.setattr(
+        data, "generate_synthetic_corpus", functools.partial(generate_synthetic_corpus, n_train=12, n_dev=3, n_test=3)
+    )
     info = prepare_dataset("synthetic", None, tmp_path / "syn")
     assert info["counts"] == {"train": 12, "dev": 3, "test": 3} and not info["dev_held_out"]
     assert info["raw"] == str(tmp_path / "syn" / "raw" / "LibriSpeech")

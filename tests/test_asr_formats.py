@@ -66,6 +66,7 @@ def prep_rows(raw: Path, out: Path, **options) -> tuple[dict, dict[str, dict]]:
 
 # ---- item 4: LibriSpeech sets keep their names and roles ------------------------------------------
 
+
 def librispeech_tree(root: Path, sets: dict[str, list[str]]) -> Path:
     """A LibriSpeech root whose sets hold copies of the fixture utterances (fresh ids per set)."""
     for k, (name, ids) in enumerate(sets.items()):
@@ -81,22 +82,59 @@ def librispeech_tree(root: Path, sets: dict[str, list[str]]) -> Path:
 
 
 def test_set_roles_from_names() -> None:
-    roles = {name: set_role(name) for name in ("train-clean-100", "train-other-500", "dev-clean", "dev-other",
-                                               "test-clean", "test-other", "dev-clean-2", "train-clean-5",
-                                               "validation", "test_clean", "validated", "my-corpus")}
-    assert roles == {"train-clean-100": "train", "train-other-500": "train", "dev-clean": "dev", "dev-other": "dev",
-                     "test-clean": "test", "test-other": "test", "dev-clean-2": "dev", "train-clean-5": "train",
-                     "validation": "dev", "test_clean": "test", "validated": None, "my-corpus": None}
+    roles = {
+        name: set_role(name)
+        for name in (
+            "train-clean-100",
+            "train-other-500",
+            "dev-clean",
+            "dev-other",
+            "test-clean",
+            "test-other",
+            "dev-clean-2",
+            "train-clean-5",
+            "validation",
+            "test_clean",
+            "validated",
+            "my-corpus",
+        )
+    }
+    assert roles == {
+        "train-clean-100": "train",
+        "train-other-500": "train",
+        "dev-clean": "dev",
+        "dev-other": "dev",
+        "test-clean": "test",
+        "test-other": "test",
+        "dev-clean-2": "dev",
+        "train-clean-5": "train",
+        "validation": "dev",
+        "test_clean": "test",
+        "validated": None,
+        "my-corpus": None,
+    }
 
 
 def test_each_official_set_is_its_own_named_split(tmp_path: Path) -> None:
-    root = librispeech_tree(tmp_path, {"train-clean-100": IDS[:2], "dev-clean": IDS[2:], "dev-other": IDS[:1],
-                                       "test-clean": IDS[1:2], "test-other": IDS})
+    root = librispeech_tree(
+        tmp_path,
+        {
+            "train-clean-100": IDS[:2],
+            "dev-clean": IDS[2:],
+            "dev-other": IDS[:1],
+            "test-clean": IDS[1:2],
+            "test-other": IDS,
+        },
+    )
     info = prepare_dataset("librispeech", root, tmp_path / "out")
     assert info["counts"] == {"train": 2, "dev": 2, "test": 4} and not info["dev_held_out"]
     assert {n: (s["role"], s["utterances"]) for n, s in info["sets"].items()} == {
-        "train-clean-100": ("train", 2), "dev-clean": ("dev", 1), "dev-other": ("dev", 1),
-        "test-clean": ("test", 1), "test-other": ("test", 3)}
+        "train-clean-100": ("train", 2),
+        "dev-clean": ("dev", 1),
+        "dev-other": ("dev", 1),
+        "test-clean": ("test", 1),
+        "test-other": ("test", 3),
+    }
     data = load_prepared(tmp_path / "out")
     assert {r["set"] for r in data.test} == {"test-clean", "test-other"}  # not merged into one "test"
     assert list(data.eval_sets("test-other")) == ["test-other"] and len(data.eval_sets("test-other")["test-other"]) == 3
@@ -131,6 +169,7 @@ def test_datasets_prepared_before_named_sets_still_evaluate(tmp_path: Path) -> N
 
 # ---- item 5: manifest formats, on real speech at 8 kHz mono and 44.1 kHz stereo -----------------------
 
+
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_nemo_jsonl(variant: str, tmp_path: Path) -> None:
     rate, channels = VARIANTS[variant]
@@ -138,8 +177,9 @@ def test_nemo_jsonl(variant: str, tmp_path: Path) -> None:
     lines = []
     for i in IDS:
         write_variant(ORIGINAL[i], folder / "audio" / f"{i}.wav", rate, channels)
-        lines.append({"audio_filepath": f"audio/{i}.wav", "text": TEXTS[i].lower(),
-                      "duration": ORIGINAL[i].numel() / 16000})
+        lines.append(
+            {"audio_filepath": f"audio/{i}.wav", "text": TEXTS[i].lower(), "duration": ORIGINAL[i].numel() / 16000}
+        )
     # a segment of the first file: offset + duration
     lines.append({"audio_filepath": f"audio/{IDS[1]}.wav", "text": "indeed by god", "offset": 0.5, "duration": 1.25})
     manifest = folder / "train_manifest.json"  # NeMo's usual name: JSON lines in a .json file
@@ -172,8 +212,10 @@ def test_common_voice_tsv(variant: str, tmp_path: Path) -> None:
     assert "outside the tokenizer vocabulary: ',.'" in read_jsonl(tmp_path / "kept" / "skipped.jsonl")[0]["reason"]
     info, rows = prep_rows(release, tmp_path / "out", text_norm="strip_punctuation")
     assert info["text_norm"] == "strip_punctuation"
-    assert {n: (s["role"], s["utterances"]) for n, s in info["sets"].items()} == {"train": ("train", 2),
-                                                                                  "test": ("test", 1)}
+    assert {n: (s["role"], s["utterances"]) for n, s in info["sets"].items()} == {
+        "train": ("train", 2),
+        "test": ("test", 1),
+    }
     for i in IDS:
         assert_same_speech(rows[f"common_voice_en_{i}"], i, rate, channels)
     # one TSV alone; Common Voice does not quote: a sentence may start with a quote character
@@ -216,8 +258,10 @@ def test_kaldi_data_dir_with_segments(variant: str, tmp_path: Path) -> None:
     starts = np.cumsum([0] + [ORIGINAL[i].numel() + 8000 for i in IDS])[:3] / 16000
     # Kaldi writes paths relative to the recipe directory (an ancestor of the data directory)
     (data_dir / "wav.scp").write_text("rec1 wav/rec1.flac\nrec2 ../../wav/rec2.wav\n")
-    (data_dir / "segments").write_text("".join(f"{i} rec1 {s:.4f} {s + ORIGINAL[i].numel() / 16000:.4f}\n"
-                                               for i, s in zip(IDS, starts)) + "whole rec2 0 -1\n")
+    (data_dir / "segments").write_text(
+        "".join(f"{i} rec1 {s:.4f} {s + ORIGINAL[i].numel() / 16000:.4f}\n" for i, s in zip(IDS, starts))
+        + "whole rec2 0 -1\n"
+    )
     (data_dir / "text").write_text("".join(f"{i} {TEXTS[i]}\n" for i in IDS) + f"whole {TEXTS[IDS[0]]}\n")
     (data_dir / "utt2spk").write_text("".join(f"{i} 3752\n" for i in IDS))  # present, not needed
     info, rows = prep_rows(data_dir, tmp_path / "out")
@@ -231,8 +275,11 @@ def test_kaldi_data_dir_with_segments(variant: str, tmp_path: Path) -> None:
 
 def test_kaldi_refuses_pipes_and_archives(tmp_path: Path) -> None:
     (tmp_path / "text").write_text("u1 HELLO\n")
-    for entry, problem in (("sox in.sph -t wav - |", "command pipe"), ("feats.ark:1234", "ark offsets"),
-                           ("flac -c -d -s x.flac |", "command pipe")):
+    for entry, problem in (
+        ("sox in.sph -t wav - |", "command pipe"),
+        ("feats.ark:1234", "ark offsets"),
+        ("flac -c -d -s x.flac |", "command pipe"),
+    ):
         (tmp_path / "wav.scp").write_text(f"u1 {entry}\n")
         with pytest.raises(SkdError, match=f"wav.scp: line 1: recording u1 .*{problem}"):
             read_kaldi_dir(tmp_path)

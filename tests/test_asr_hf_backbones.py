@@ -21,10 +21,19 @@ def tiny_config(family: str, stable: bool, **overrides):
     from transformers import HubertConfig, WavLMConfig
 
     config_cls = HubertConfig if family == "hubert" else WavLMConfig
-    kwargs = {"hidden_size": 32, "num_hidden_layers": 3, "num_attention_heads": 2, "intermediate_size": 64,
-              "conv_dim": (16, 16), "conv_kernel": (10, 8), "conv_stride": (10, 8), "num_conv_pos_embeddings": 16,
-              "num_conv_pos_embedding_groups": 2, "do_stable_layer_norm": stable,
-              "feat_extract_norm": "layer" if stable else "group"}
+    kwargs = {
+        "hidden_size": 32,
+        "num_hidden_layers": 3,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+        "conv_dim": (16, 16),
+        "conv_kernel": (10, 8),
+        "conv_stride": (10, 8),
+        "num_conv_pos_embeddings": 16,
+        "num_conv_pos_embedding_groups": 2,
+        "do_stable_layer_norm": stable,
+        "feat_extract_norm": "layer" if stable else "group",
+    }
     return config_cls(**{**kwargs, **overrides})
 
 
@@ -69,6 +78,7 @@ def hf_cfg(path: Path, **kd):
 
 # -- item 1: the convolutional front-end is frozen on every supported encoder --------------------------
 
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_front_end_is_frozen(family: str, hf_dirs: dict[str, Path]) -> None:
     from skdcli.asr_ctc.model import CTCSelfKDModel
@@ -94,13 +104,31 @@ def test_freezing_a_model_without_a_front_end_is_an_error() -> None:
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_front_end_weights_unchanged_after_training_steps(family: str, hf_dirs: dict[str, Path],
-                                                          fixture_dataset: Path, tmp_path: Path) -> None:
+def test_front_end_weights_unchanged_after_training_steps(
+    family: str, hf_dirs: dict[str, Path], fixture_dataset: Path, tmp_path: Path
+) -> None:
     run_dir = tmp_path / "run"
-    invoke_json("asr-ctc", "train", "--data", fixture_dataset, "--run-dir", run_dir, "--max-steps", "2",
-                *sets("model.encoder=hf", "data.feature=waveform", f"model.pretrained={hf_dirs[family]}",
-                      "model.student_layer=2", "train.batch_size=2", "train.warmup_steps=0", "train.eval_every=0",
-                      "train.lr=1e-2", "train.weight_decay=0.1"))
+    invoke_json(
+        "asr-ctc",
+        "train",
+        "--data",
+        fixture_dataset,
+        "--run-dir",
+        run_dir,
+        "--max-steps",
+        "2",
+        *sets(
+            "model.encoder=hf",
+            "data.feature=waveform",
+            f"model.pretrained={hf_dirs[family]}",
+            "model.student_layer=2",
+            "train.batch_size=2",
+            "train.warmup_steps=0",
+            "train.eval_every=0",
+            "train.lr=1e-2",
+            "train.weight_decay=0.1",
+        ),
+    )
     before = load_file(hf_dirs[family] / "model.safetensors")
     after = load_file(run_dir / "checkpoints" / "step_00000002" / "model.safetensors")
     prefix = "encoder.model."
@@ -109,11 +137,13 @@ def test_front_end_weights_unchanged_after_training_steps(family: str, hf_dirs: 
     for key in front:
         assert torch.equal(after[prefix + key], before[key]), key
     # the step did train the rest of the encoder
-    assert not torch.equal(after[prefix + "feature_projection.projection.weight"],
-                           before["feature_projection.projection.weight"])
+    assert not torch.equal(
+        after[prefix + "feature_projection.projection.weight"], before["feature_projection.projection.weight"]
+    )
 
 
 # -- item 2: the teacher reads what the model's own CTC head reads ------------------------------------
+
 
 @pytest.mark.parametrize("stable", [False, True], ids=["post-ln", "stable-ln"])
 @pytest.mark.parametrize("family", FAMILIES)
@@ -125,7 +155,8 @@ def test_taps_equal_output_hidden_states(family: str, stable: bool) -> None:
     mask = (torch.arange(6000)[None] < lengths[:, None]).long()
     last_layer: list[torch.Tensor] = []
     model.encoder.layers[-1].register_forward_hook(
-        lambda m, i, out: last_layer.append(out[0] if isinstance(out, tuple) else out))
+        lambda m, i, out: last_layer.append(out[0] if isinstance(out, tuple) else out)
+    )
     with torch.no_grad():
         ref = model(wave, attention_mask=mask, output_hidden_states=True)
         encoder = HFEncoder(model)

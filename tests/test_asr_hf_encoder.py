@@ -13,8 +13,15 @@ import pytest
 
 from conftest import invoke_json, sets
 
-HF_SETS = ["model.encoder=hf", "data.feature=waveform", "model.student_layer=2", "train.batch_size=4",
-           "train.warmup_steps=1", "train.eval_every=0", "train.lr=1e-4"]
+HF_SETS = [
+    "model.encoder=hf",
+    "data.feature=waveform",
+    "model.student_layer=2",
+    "train.batch_size=4",
+    "train.warmup_steps=1",
+    "train.eval_every=0",
+    "train.lr=1e-4",
+]
 
 
 @pytest.fixture(scope="module")
@@ -22,9 +29,17 @@ def tiny_hubert(tmp_path_factory) -> Path:
     from transformers import HubertConfig, HubertModel
 
     path = tmp_path_factory.mktemp("hubert")
-    config = HubertConfig(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64,
-                          conv_dim=(32, 32), conv_kernel=(10, 3), conv_stride=(5, 2),
-                          num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)
+    config = HubertConfig(
+        hidden_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=2,
+        intermediate_size=64,
+        conv_dim=(32, 32),
+        conv_kernel=(10, 3),
+        conv_stride=(5, 2),
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=2,
+    )
     HubertModel(config).save_pretrained(path)
     assert (path / "model.safetensors").is_file()
     return path
@@ -33,8 +48,17 @@ def tiny_hubert(tmp_path_factory) -> Path:
 @pytest.mark.slow
 def test_hubert_encoder_train_eval_export_transcribe(tiny_hubert: Path, tiny_corpus: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "hubert-run"
-    trained = invoke_json("asr-ctc", "train", "--data", tiny_corpus, "--run-dir", run_dir, "--max-steps", "3",
-                          *sets(*HF_SETS, f"model.pretrained={tiny_hubert}"))
+    trained = invoke_json(
+        "asr-ctc",
+        "train",
+        "--data",
+        tiny_corpus,
+        "--run-dir",
+        run_dir,
+        "--max-steps",
+        "3",
+        *sets(*HF_SETS, f"model.pretrained={tiny_hubert}"),
+    )
     assert trained["steps"] == 3 and trained["kd_method"] == "skd"
     evaluated = invoke_json("asr-ctc", "eval", "--run-dir", run_dir, "--split", "dev")
     assert "wer_student" in evaluated and "spike_timing" in evaluated
@@ -56,9 +80,19 @@ def test_layerdrop_skipped_layers_pass_their_input_through(family: str) -> None:
     from skdcli.asr_ctc.model import HFEncoder
 
     config_cls, model_cls = (HubertConfig, HubertModel) if family == "hubert" else (WavLMConfig, WavLMModel)
-    config = config_cls(hidden_size=32, num_hidden_layers=3, num_attention_heads=2, intermediate_size=64,
-                        conv_dim=(32, 32), conv_kernel=(10, 3), conv_stride=(5, 2), num_conv_pos_embeddings=16,
-                        num_conv_pos_embedding_groups=2, mask_time_prob=0.0, layerdrop=1.0)  # skip every layer
+    config = config_cls(
+        hidden_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=2,
+        intermediate_size=64,
+        conv_dim=(32, 32),
+        conv_kernel=(10, 3),
+        conv_stride=(5, 2),
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=2,
+        mask_time_prob=0.0,
+        layerdrop=1.0,
+    )  # skip every layer
     encoder = HFEncoder(model_cls(config)).train()
     hidden, lengths = encoder(torch.randn(2, 8000), torch.tensor([8000, 6000]), (0, 1, 2, 3))
     assert lengths.tolist() == [799, 599]

@@ -42,15 +42,19 @@ def test_frame_kd_masks_padding_and_stops_gradient() -> None:
 def test_objective_weights_by_alpha() -> None:
     # (1 - a) * CTC_T + a * (CTC_S + w * KD) with hand-set parts.
     torch.manual_seed(0)
-    out = {"teacher_logits": torch.randn(2, 6, 5), "student_logits": torch.randn(2, 6, 5),
-           "out_lengths": torch.tensor([6, 5])}
+    out = {
+        "teacher_logits": torch.randn(2, 6, 5),
+        "student_logits": torch.randn(2, 6, 5),
+        "out_lengths": torch.tensor([6, 5]),
+    }
     batch = {"targets": torch.tensor([[1, 2], [3, 0]]), "target_lengths": torch.tensor([2, 1])}
     kd = KDConfig(kd_weight=0.5)
     total, logs = ctc_self_kd_objective(out, batch, 0.3, kd)
     expected = 0.7 * logs["loss/ctc_teacher"] + 0.3 * (logs["loss/ctc_student"] + 0.5 * logs["loss/kd"])
     assert total.item() == pytest.approx(expected.item(), rel=1e-6)
-    plain, plain_logs = ctc_self_kd_objective({k: v for k, v in out.items() if k != "student_logits"}, batch, 0.3,
-                                              KDConfig(method="ctc"))
+    plain, plain_logs = ctc_self_kd_objective(
+        {k: v for k, v in out.items() if k != "student_logits"}, batch, 0.3, KDConfig(method="ctc")
+    )
     assert plain.item() == pytest.approx(logs["loss/ctc_teacher"].item(), rel=1e-6)
 
 
@@ -67,8 +71,11 @@ def test_interctc_is_standard_interctc_with_a_constant_weight() -> None:
     # Lee & Watanabe 2021 with one intermediate layer: (1 - 0.3) * CTC_T + 0.3 * CTC_S, whatever
     # the SKD schedule's a(e) is at that step (here 0.7, late in training).
     torch.manual_seed(0)
-    out = {"teacher_logits": torch.randn(2, 6, 5), "student_logits": torch.randn(2, 6, 5),
-           "out_lengths": torch.tensor([6, 5])}
+    out = {
+        "teacher_logits": torch.randn(2, 6, 5),
+        "student_logits": torch.randn(2, 6, 5),
+        "out_lengths": torch.tensor([6, 5]),
+    }
     batch = {"targets": torch.tensor([[1, 2], [3, 0]]), "target_lengths": torch.tensor([2, 1])}
     ctc_t = ctc_loss(out["teacher_logits"], out["out_lengths"], batch["targets"], batch["target_lengths"])
     ctc_s = ctc_loss(out["student_logits"], out["out_lengths"], batch["targets"], batch["target_lengths"])
@@ -101,8 +108,9 @@ def test_official_reduction_is_the_unofficial_codes_kl_div_mean() -> None:
     assert element.item() == pytest.approx(kl / 2, abs=1e-6)
     # Without padding, sequence_mean = V x official: the scale factor the config comments state.
     full = torch.tensor([2, 2])
-    ratio = (ctc_frame_kd_loss(student, teacher, full, KDConfig())
-             / ctc_frame_kd_loss(student, teacher, full, KDConfig(reduction="official")))
+    ratio = ctc_frame_kd_loss(student, teacher, full, KDConfig()) / ctc_frame_kd_loss(
+        student, teacher, full, KDConfig(reduction="official")
+    )
     assert ratio.item() == pytest.approx(2.0, rel=1e-6)
     # no T^2 factor: T = 2 gives the plain KL of the softened distributions, / 8
     p1 = math.sqrt(3) / (1 + math.sqrt(3))

@@ -192,9 +192,30 @@ def test_spike_timing_unequal_sequences_not_comparable():
 
 def test_aggregate_spike_timing_token_weighted():
     utts = [
-        {"comparable": True, "num_tokens": 2, "mean_offset": 0.0, "frac_nonzero_offset": 0.0, "max_offset": 0, "overlap": 1.0},
-        {"comparable": True, "num_tokens": 3, "mean_offset": 2.0, "frac_nonzero_offset": 2 / 3, "max_offset": 3, "overlap": 0.5},
-        {"comparable": False, "num_tokens": 0, "mean_offset": None, "frac_nonzero_offset": None, "max_offset": None, "overlap": 0.0},
+        {
+            "comparable": True,
+            "num_tokens": 2,
+            "mean_offset": 0.0,
+            "frac_nonzero_offset": 0.0,
+            "max_offset": 0,
+            "overlap": 1.0,
+        },
+        {
+            "comparable": True,
+            "num_tokens": 3,
+            "mean_offset": 2.0,
+            "frac_nonzero_offset": 2 / 3,
+            "max_offset": 3,
+            "overlap": 0.5,
+        },
+        {
+            "comparable": False,
+            "num_tokens": 0,
+            "mean_offset": None,
+            "frac_nonzero_offset": None,
+            "max_offset": None,
+            "overlap": 0.0,
+        },
     ]
     out = aggregate_spike_timing(utts)
     assert out["num_utterances"] == 3 and out["num_tokens"] == 5

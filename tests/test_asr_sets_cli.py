@@ -37,7 +37,11 @@ def test_eval_reports_each_librispeech_set(asr_ctc_run: Path, tmp_path: Path) ->
     raw = librispeech_sets(tmp_path, ["dev-clean", "dev-other", "test-clean", "test-other"])
     prepped = invoke_json("asr-ctc", "prep", "--source", "librispeech", "--raw", raw, "--out", tmp_path / "ls")
     assert {n: s["role"] for n, s in prepped["sets"].items()} == {
-        "dev-clean": "dev", "dev-other": "dev", "test-clean": "test", "test-other": "test"}
+        "dev-clean": "dev",
+        "dev-other": "dev",
+        "test-clean": "test",
+        "test-other": "test",
+    }
     assert prepped["counts"] == {"train": 0, "dev": 6, "test": 6}  # evaluation only
 
     one = invoke_json("asr-ctc", "eval", "--run-dir", asr_ctc_run, "--data", tmp_path / "ls", "--split", "test-other")
@@ -66,8 +70,13 @@ def test_eval_reports_each_librispeech_set(asr_ctc_run: Path, tmp_path: Path) ->
     results = tmp_path / "runs" / "results"
     results.mkdir(parents=True)
     (results / "skd_seed0.all.eval.json").write_text(every.stdout)
-    table = subprocess.run(["bash", str(REPO / "recipes" / "asr_ctc" / "run.sh"), "--stage", "6", "--runs",
-                            tmp_path / "runs"], capture_output=True, text=True, cwd=REPO, env=dict(os.environ))
+    table = subprocess.run(
+        ["bash", str(REPO / "recipes" / "asr_ctc" / "run.sh"), "--stage", "6", "--runs", tmp_path / "runs"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=dict(os.environ),
+    )
     assert table.returncode == 0, table.stderr
     assert all(name in table.stdout for name in ("dev-clean", "dev-other", "test-clean", "test-other"))
 
@@ -85,8 +94,18 @@ def test_prep_a_kaldi_data_dir_and_common_voice_sentences(tmp_path: Path) -> Non
     data_dir.mkdir(parents=True)
     (data_dir / "wav.scp").write_text("".join(f"{i} {CHAPTER / (i + '.flac')}\n" for i in IDS))
     (data_dir / "text").write_text("".join(f"{i} {TEXTS[i].capitalize()}.\n" for i in IDS))
-    prepped = invoke_json("asr-ctc", "prep", "--source", "manifest", "--raw", data_dir, "--out", tmp_path / "p",
-                          "--text-norm", "strip_punctuation")
+    prepped = invoke_json(
+        "asr-ctc",
+        "prep",
+        "--source",
+        "manifest",
+        "--raw",
+        data_dir,
+        "--out",
+        tmp_path / "p",
+        "--text-norm",
+        "strip_punctuation",
+    )
     assert prepped["sets"]["train"]["role"] == "train" and prepped["counts"]["train"] + prepped["counts"]["dev"] == 3
     (data_dir / "wav.scp").write_text(f"{IDS[0]} sox {CHAPTER / (IDS[0] + '.flac')} -t wav - |\n")
     piped = invoke("asr-ctc", "prep", "--source", "manifest", "--raw", data_dir, "--out", tmp_path / "q")
@@ -94,11 +113,29 @@ def test_prep_a_kaldi_data_dir_and_common_voice_sentences(tmp_path: Path) -> Non
 
 
 def test_train_summary_names_the_system(tiny_corpus: Path, tmp_path: Path) -> None:
-    official = invoke_json("asr-ctc", "train", "--data", tiny_corpus, "--run-dir", tmp_path / "o", "--max-steps", "1",
-                           *sets(*TINY_MODEL, "kd.reduction=official", "train.eval_every=0"))
+    official = invoke_json(
+        "asr-ctc",
+        "train",
+        "--data",
+        tiny_corpus,
+        "--run-dir",
+        tmp_path / "o",
+        "--max-steps",
+        "1",
+        *sets(*TINY_MODEL, "kd.reduction=official", "train.eval_every=0"),
+    )
     assert "kd.reduction=official" in official["system"]
-    inter = invoke_json("asr-ctc", "train", "--data", tiny_corpus, "--run-dir", tmp_path / "i", "--max-steps", "1",
-                        *sets(*TINY_MODEL, "kd.method=interctc", "train.eval_every=0"))
+    inter = invoke_json(
+        "asr-ctc",
+        "train",
+        "--data",
+        tiny_corpus,
+        "--run-dir",
+        tmp_path / "i",
+        "--max-steps",
+        "1",
+        *sets(*TINY_MODEL, "kd.method=interctc", "train.eval_every=0"),
+    )
     assert inter["system"].startswith("InterCTC") and "constant weight 0.3" in inter["system"]
     row = json.loads((tmp_path / "i" / "metrics.jsonl").read_text().splitlines()[0])
     assert row["weight/interctc"] == pytest.approx(0.3) and "weight/alpha" not in row

@@ -43,14 +43,22 @@ def test_prep_real_librispeech_fixture(tmp_path: Path) -> None:
 def test_prep_errors_are_one_line(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert_one_line_error(invoke("asr-ctc", "prep", "--source", "librispeech", "--raw", empty, "--out", tmp_path / "o"),
-                          str(empty))
+    assert_one_line_error(
+        invoke("asr-ctc", "prep", "--source", "librispeech", "--raw", empty, "--out", tmp_path / "o"), str(empty)
+    )
     assert_one_line_error(invoke("asr-ctc", "prep", "--source", "librispeech", "--out", tmp_path / "o"), "--raw")
 
 
 def test_train_writes_the_run_directory(asr_ctc_run: Path) -> None:
-    for name in ("config.yaml", "provenance.json", "metrics.jsonl", "train_summary.json", "plots/loss.png",
-                 "checkpoints/latest.json", "checkpoints/best/model.safetensors"):
+    for name in (
+        "config.yaml",
+        "provenance.json",
+        "metrics.jsonl",
+        "train_summary.json",
+        "plots/loss.png",
+        "checkpoints/latest.json",
+        "checkpoints/best/model.safetensors",
+    ):
         assert (asr_ctc_run / name).exists(), name
     prov = json.loads((asr_ctc_run / "provenance.json").read_text())
     assert prov["seed"] == 0 and prov["data_fingerprint"] and prov["command"].endswith("asr-ctc train")
@@ -75,8 +83,11 @@ def test_a_bad_yaml_key_and_missing_data_are_named(tiny_corpus: Path, tmp_path: 
     assert_one_line_error(bad_key, "unknown config key 'train.lrr'", "lr")  # the valid keys are listed
     bad_yaml = tmp_path / "bad.yaml"
     bad_yaml.write_text("model:\n  d_modle: 3\n")
-    assert_one_line_error(invoke("asr-ctc", "train", "--data", tiny_corpus, "--run-dir", tmp_path / "r",
-                                 "--config", bad_yaml), str(bad_yaml), "model.d_modle")
+    assert_one_line_error(
+        invoke("asr-ctc", "train", "--data", tiny_corpus, "--run-dir", tmp_path / "r", "--config", bad_yaml),
+        str(bad_yaml),
+        "model.d_modle",
+    )
     no_data = invoke("asr-ctc", "train", "--data", tmp_path / "nope", "--run-dir", tmp_path / "r")
     assert_one_line_error(no_data, str(tmp_path / "nope"))
     assert not (tmp_path / "r" / "config.yaml").exists()
@@ -121,22 +132,42 @@ def test_export_and_transcribe_with_the_artifact_alone(asr_ctc_run: Path, tiny_c
 
 
 def test_baseline_and_interctc_variants(tiny_corpus: Path, tmp_path: Path) -> None:
-    base = invoke_json("asr-ctc", "train", "--data", tiny_corpus, "--run-dir", tmp_path / "base", "--baseline",
-                       "--max-steps", "2", *sets(*TINY_MODEL))
+    base = invoke_json(
+        "asr-ctc",
+        "train",
+        "--data",
+        tiny_corpus,
+        "--run-dir",
+        tmp_path / "base",
+        "--baseline",
+        "--max-steps",
+        "2",
+        *sets(*TINY_MODEL),
+    )
     assert base["kd_method"] == "ctc"
     weights = load_file(tmp_path / "base" / "checkpoints" / "step_00000002" / "model.safetensors")
     assert not any(k.startswith("student_head") for k in weights)
     evaluated = invoke_json("asr-ctc", "eval", "--run-dir", tmp_path / "base")
     assert evaluated["head"] == "teacher" and "wer_student" not in evaluated
-    inter = invoke_json("asr-ctc", "train", "--data", tiny_corpus, "--run-dir", tmp_path / "inter", "--max-steps", "2",
-                        *sets(*TINY_MODEL, "kd.method=interctc"))
+    inter = invoke_json(
+        "asr-ctc",
+        "train",
+        "--data",
+        tiny_corpus,
+        "--run-dir",
+        tmp_path / "inter",
+        "--max-steps",
+        "2",
+        *sets(*TINY_MODEL, "kd.method=interctc"),
+    )
     rows = [json.loads(x) for x in (tmp_path / "inter" / "metrics.jsonl").read_text().splitlines()]
     assert "loss/ctc_student" in rows[0] and "loss/kd" not in rows[0]
     assert inter["kd_method"] == "interctc"
 
 
-def test_non_finite_loss_stops_cleanly_and_keeps_last_good_checkpoint(tiny_corpus: Path, tmp_path: Path,
-                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_non_finite_loss_stops_cleanly_and_keeps_last_good_checkpoint(
+    tiny_corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from skdcli.asr_ctc import recipe
 
     original = recipe.AsrCtcTask.compute_loss
@@ -147,8 +178,17 @@ def test_non_finite_loss_stops_cleanly_and_keeps_last_good_checkpoint(tiny_corpu
 
     monkeypatch.setattr(recipe.AsrCtcTask, "compute_loss", poisoned)
     run_dir = tmp_path / "nan"
-    result = invoke("asr-ctc", "train", "--data", tiny_corpus, "--run-dir", run_dir, "--max-steps", "8",
-                    *sets(*TINY_MODEL, "train.checkpoint_every=2", "train.eval_every=0"))
+    result = invoke(
+        "asr-ctc",
+        "train",
+        "--data",
+        tiny_corpus,
+        "--run-dir",
+        run_dir,
+        "--max-steps",
+        "8",
+        *sets(*TINY_MODEL, "train.checkpoint_every=2", "train.eval_every=0"),
+    )
     assert result.exit_code == 3
     assert_one_line_error(result, "non-finite loss", "step 5", "step_00000004")
     weights = load_file(run_dir / "checkpoints" / "step_00000004" / "model.safetensors")
@@ -163,15 +203,19 @@ def test_resume_needs_a_run_and_extends_a_finished_one(asr_ctc_run: Path, tmp_pa
     shutil.copytree(asr_ctc_run, run)
     extended = invoke_json("asr-ctc", "train", "--run-dir", run, "--resume", "--max-steps", "8")
     assert extended["resumed_from"] == 6 and extended["steps"] == 8
-    steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()
-             if json.loads(x)["split"] == "train"]
+    steps = [
+        json.loads(x)["step"]
+        for x in (run / "metrics.jsonl").read_text().splitlines()
+        if json.loads(x)["split"] == "train"
+    ]
     assert steps == list(range(1, 9))
 
 
 def test_bench_reports_ratios(tiny_corpus: Path, tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
-    result = invoke_json("bench", "asr-ctc", "--data", tiny_corpus, "--steps", "3", "--rounds", "1",
-                         "--out", out, *sets(*TINY_MODEL))
+    result = invoke_json(
+        "bench", "asr-ctc", "--data", tiny_corpus, "--steps", "3", "--rounds", "1", "--out", out, *sets(*TINY_MODEL)
+    )
     assert result["engine_over_hand"] > 0 and result["skd_over_baseline"] > 0
     assert result["timed_steps"] == {"hand": 3, "engine": 3, "engine_baseline": 3}
     assert json.loads(out.read_text()) == result
@@ -179,11 +223,31 @@ def test_bench_reports_ratios(tiny_corpus: Path, tmp_path: Path) -> None:
 
 def test_amp_bf16_path_runs_on_cpu_and_fp16_needs_cuda(tiny_corpus: Path, tmp_path: Path) -> None:
     # The autocast code path that CUDA uses, exercised with CPU bf16 autocast.
-    result = invoke_json("asr-ctc", "train", "--data", tiny_corpus, "--run-dir", tmp_path / "bf16", "--max-steps", "2",
-                         "--device", "cpu", *sets(*TINY_MODEL, "train.amp=bf16"))
+    result = invoke_json(
+        "asr-ctc",
+        "train",
+        "--data",
+        tiny_corpus,
+        "--run-dir",
+        tmp_path / "bf16",
+        "--max-steps",
+        "2",
+        "--device",
+        "cpu",
+        *sets(*TINY_MODEL, "train.amp=bf16"),
+    )
     assert result["steps"] == 2 and result["final_loss"] == result["final_loss"]  # finite, not NaN
-    fp16 = invoke("asr-ctc", "train", "--data", tiny_corpus, "--run-dir", tmp_path / "fp16", "--device", "cpu",
-                  *sets(*TINY_MODEL, "train.amp=fp16"))
+    fp16 = invoke(
+        "asr-ctc",
+        "train",
+        "--data",
+        tiny_corpus,
+        "--run-dir",
+        tmp_path / "fp16",
+        "--device",
+        "cpu",
+        *sets(*TINY_MODEL, "train.amp=fp16"),
+    )
     assert_one_line_error(fp16, "fp16", "cuda")
     no_gpu = invoke("asr-ctc", "train", "--data", tiny_corpus, "--run-dir", tmp_path / "gpu", "--device", "cuda")
     if not torch.cuda.is_available():
@@ -192,8 +256,19 @@ def test_amp_bf16_path_runs_on_cpu_and_fp16_needs_cuda(tiny_corpus: Path, tmp_pa
 
 def test_run_takes_a_config_and_refuses_a_finished_run(tiny_corpus: Path, tmp_path: Path) -> None:
     config = Path(__file__).resolve().parent.parent / "recipes" / "asr_ctc" / "tiny.yaml"
-    args = ["asr-ctc", "run", "--run-dir", tmp_path / "r", "--data", tiny_corpus, "--config", config,
-            "--max-steps", "2", *sets(*TINY_MODEL, "model.conv_channels=4")]
+    args = [
+        "asr-ctc",
+        "run",
+        "--run-dir",
+        tmp_path / "r",
+        "--data",
+        tiny_corpus,
+        "--config",
+        config,
+        "--max-steps",
+        "2",
+        *sets(*TINY_MODEL, "model.conv_channels=4"),
+    ]
     result = invoke_json(*args)
     assert result["steps"] == 2 and Path(result["export_dir"], "model.pt2").is_file()
     assert "conv_channels: 4" in (tmp_path / "r" / "config.yaml").read_text()
@@ -203,8 +278,9 @@ def test_run_takes_a_config_and_refuses_a_finished_run(tiny_corpus: Path, tmp_pa
 
 def test_prep_from_a_manifest_tsv(tmp_path: Path) -> None:
     lines = (FIXTURE / "3752" / "4944" / "3752-4944.trans.txt").read_text().splitlines()
-    rows = ["audio\ttext"] + [f"{FIXTURE / '3752' / '4944' / (line.split()[0] + '.flac')}\t{line.split(' ', 1)[1]}"
-                              for line in lines]
+    rows = ["audio\ttext"] + [
+        f"{FIXTURE / '3752' / '4944' / (line.split()[0] + '.flac')}\t{line.split(' ', 1)[1]}" for line in lines
+    ]
     rows.append(f"{tmp_path / 'missing.flac'}\tHELLO")  # unreadable: skipped, listed with the reason
     manifest = tmp_path / "m.tsv"
     manifest.write_text("\n".join(rows) + "\n")

@@ -62,8 +62,21 @@ def test_help_lists_the_stages_and_the_shared_options(task: str) -> None:
     for stage in SHARED_STAGES:
         assert f" {stage} " in listing.stdout, f"skd {task} --help lacks {stage}"
     train = invoke(task, "train", "--help").stdout
-    for option in ("--data", "--run-dir", "--config", "--set", "--baseline", "--seed", "--max-steps",
-                   "--checkpoint-every", "--resume", "--device", "--overwrite", "--json", "--debug"):
+    for option in (
+        "--data",
+        "--run-dir",
+        "--config",
+        "--set",
+        "--baseline",
+        "--seed",
+        "--max-steps",
+        "--checkpoint-every",
+        "--resume",
+        "--device",
+        "--overwrite",
+        "--json",
+        "--debug",
+    ):
         assert option in train, f"skd {task} train --help lacks {option}"
     assert f"runs/{task}" in train  # the default run directory
 
@@ -72,9 +85,24 @@ def test_help_lists_the_stages_and_the_shared_options(task: str) -> None:
 def test_json_prints_exactly_one_object(task: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
     run, _ = finished_run(task, request)
     # a subprocess, so nothing but the CLI itself can write to stdout
-    proc = subprocess.run([sys.executable, "-m", "skdcli", task, "export", "--run-dir", str(run), "--out",
-                           str(tmp_path / "export"), "--json"], capture_output=True, text=True, cwd=REPO,
-                          timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "skdcli",
+            task,
+            "export",
+            "--run-dir",
+            str(run),
+            "--out",
+            str(tmp_path / "export"),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert len(lines) == 1, proc.stdout
@@ -88,12 +116,20 @@ def test_json_prints_exactly_one_object(task: str, request: pytest.FixtureReques
 def test_bad_input_is_a_one_line_error(task: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
     run, data = finished_run(task, request)
     assert_contract_error(invoke(task, "eval", "--run-dir", tmp_path / "none"), str(tmp_path / "none"), "not found")
-    assert_contract_error(invoke(task, "train", "--data", data, "--run-dir", tmp_path / "r", "--set", "no_such.key=1"),
-                   "unknown config key 'no_such'")
-    assert_contract_error(invoke(task, "train", "--data", data, "--run-dir", tmp_path / "r", "--set", "train.max_steps=x"),
-                   "train.max_steps", "expected an integer")
-    assert_contract_error(invoke(task, "train", "--data", data, "--run-dir", tmp_path / "r", "--config", tmp_path / "no.yaml"),
-                   str(tmp_path / "no.yaml"), "config file not found")
+    assert_contract_error(
+        invoke(task, "train", "--data", data, "--run-dir", tmp_path / "r", "--set", "no_such.key=1"),
+        "unknown config key 'no_such'",
+    )
+    assert_contract_error(
+        invoke(task, "train", "--data", data, "--run-dir", tmp_path / "r", "--set", "train.max_steps=x"),
+        "train.max_steps",
+        "expected an integer",
+    )
+    assert_contract_error(
+        invoke(task, "train", "--data", data, "--run-dir", tmp_path / "r", "--config", tmp_path / "no.yaml"),
+        str(tmp_path / "no.yaml"),
+        "config file not found",
+    )
     with pytest.raises(SkdError):  # --debug lets the exception (and its traceback) through
         invoke(task, "eval", "--run-dir", tmp_path / "none", "--debug")
 
@@ -102,7 +138,9 @@ def test_bad_input_is_a_one_line_error(task: str, request: pytest.FixtureRequest
 def test_a_finished_run_is_never_replaced_without_overwrite(task: str, request: pytest.FixtureRequest) -> None:
     run, data = finished_run(task, request)
     before = {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()}
-    assert_contract_error(invoke(task, "train", "--data", data, "--run-dir", run), str(run), "finished run", "--overwrite")
+    assert_contract_error(
+        invoke(task, "train", "--data", data, "--run-dir", run), str(run), "finished run", "--overwrite"
+    )
     assert_contract_error(invoke(task, "run", "--run-dir", run, "--data", data), str(run), "--overwrite")
     assert {p: p.stat().st_mtime_ns for p in run.rglob("*") if p.is_file()} == before
 
@@ -116,11 +154,13 @@ def test_resume_refuses_config_changes(task: str, request: pytest.FixtureRequest
 
 
 def test_help_builds_without_importing_torch() -> None:
-    code = ("import sys\nfrom typer.testing import CliRunner\nfrom skdcli.cli import app, RECIPE_APPS\n"
-            "for args in [['--help']] + [[t, '--help'] for t in RECIPE_APPS] + [[t, 'train', '--help'] for t in RECIPE_APPS]:\n"
-            "    assert CliRunner().invoke(app, args).exit_code == 0, args\n"
-            "heavy = [m for m in ('torch', 'numpy', 'transformers', 'datasets', 'mne') if m in sys.modules]\n"
-            "print(heavy)\n")
+    code = (
+        "import sys\nfrom typer.testing import CliRunner\nfrom skdcli.cli import app, RECIPE_APPS\n"
+        "for args in [['--help']] + [[t, '--help'] for t in RECIPE_APPS] + [[t, 'train', '--help'] for t in RECIPE_APPS]:\n"
+        "    assert CliRunner().invoke(app, args).exit_code == 0, args\n"
+        "heavy = [m for m in ('torch', 'numpy', 'transformers', 'datasets', 'mne') if m in sys.modules]\n"
+        "print(heavy)\n"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]", f"--help imported {proc.stdout.strip()}"
@@ -128,10 +168,17 @@ def test_help_builds_without_importing_torch() -> None:
 
 def test_the_process_entry_point_serves_a_task_like_the_full_app() -> None:
     # `main()` builds only the invoked task's commands; the result must be what the full app shows
-    proc = subprocess.run([sys.executable, "-m", "skdcli", "sleep", "--help"], capture_output=True, text=True,
-                          cwd=REPO, timeout=120, env={**os.environ, "COLUMNS": "100", "TERM": "dumb"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "skdcli", "sleep", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "100", "TERM": "dumb"},
+    )
     full = CliRunner().invoke(skd_app, ["sleep", "--help"], env={"COLUMNS": "100", "TERM": "dumb"}, prog_name="skd")
     assert proc.returncode == 0
+
     def lines(text: str) -> list[str]:
         return [line.rstrip() for line in text.replace("python -m skdcli", "skd").splitlines()]
 

@@ -37,7 +37,10 @@ def assert_png(path) -> None:
 
 def test_all_three_figures_and_torn_line(tmp_path):
     rows = [train_row(s) for s in range(1, 41)]
-    rows += [{"step": s, "split": "eval", "epoch": s // 10, "wer": 1.0 - s / 50, "loss": 2.0 - s / 40} for s in (10, 20, 30, 40)]
+    rows += [
+        {"step": s, "split": "eval", "epoch": s // 10, "wer": 1.0 - s / 50, "loss": 2.0 - s / 40}
+        for s in (10, 20, 30, 40)
+    ]
     metrics = tmp_path / "metrics.jsonl"
     write_metrics(metrics, rows, torn_tail='{"step": 41, "split": "tra')
     out_dir = tmp_path / "plots"

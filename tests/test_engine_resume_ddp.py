@@ -59,8 +59,12 @@ def test_sigkill_then_resume_is_bit_identical(tiny_corpus: Path, tmp_path: Path)
     assert done.returncode == 0, done.stderr
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-c", SLOW_CLI, *common, "--run-dir", str(killed), *TRAIN_SETS],
-                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SLOW_CLI, *common, "--run-dir", str(killed), *TRAIN_SETS],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 120
     while not (killed / "checkpoints" / "step_00000006").exists():  # wait for the 2nd checkpoint
         assert proc.poll() is None, "training ended before it could be killed"
@@ -93,15 +97,40 @@ def test_sigkill_then_resume_is_bit_identical(tiny_corpus: Path, tmp_path: Path)
 @pytest.mark.slow
 def test_ddp_two_gloo_ranks_match_one_process(tiny_corpus: Path, tmp_path: Path) -> None:
     # Dropout and SpecAugment draw per-rank random numbers; switch them off to compare exactly.
-    common = ["asr-ctc", "train", "--data", str(tiny_corpus), "--max-steps", "6", "--device", "cpu",
-              *sets(*TINY_MODEL, "model.dropout=0.0", "model.spec_augment.enabled=false", "train.eval_every=0")]
+    common = [
+        "asr-ctc",
+        "train",
+        "--data",
+        str(tiny_corpus),
+        "--max-steps",
+        "6",
+        "--device",
+        "cpu",
+        *sets(*TINY_MODEL, "model.dropout=0.0", "model.spec_augment.enabled=false", "train.eval_every=0"),
+    ]
     single = run_cli_subprocess(*common, "--run-dir", tmp_path / "one")
     assert single.returncode == 0, single.stderr
     torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    ddp = subprocess.run([torchrun, "--standalone", "--nproc-per-node", "2", "-m", "skdcli", *common,
-                          "--run-dir", str(tmp_path / "two"), "--json"],
-                         capture_output=True, text=True, timeout=300, cwd=REPO, env=env)
+    ddp = subprocess.run(
+        [
+            torchrun,
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            "-m",
+            "skdcli",
+            *common,
+            "--run-dir",
+            str(tmp_path / "two"),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+        env=env,
+    )
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     summary = json.loads(ddp.stdout.strip().splitlines()[-1])
     assert summary["world_size"] == 2

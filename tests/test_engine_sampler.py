@@ -23,15 +23,16 @@ def test_a_step_sees_the_same_examples_on_one_or_two_ranks() -> None:
     assert len(one) == 48  # 50 examples -> 6 full global batches
     micro = 4  # per rank
     for step in range(len(one) // 8):
-        ranks = [two[r][step * micro:(step + 1) * micro] for r in range(2)]
-        assert sorted(ranks[0] + ranks[1]) == sorted(one[step * 8:(step + 1) * 8])
+        ranks = [two[r][step * micro : (step + 1) * micro] for r in range(2)]
+        assert sorted(ranks[0] + ranks[1]) == sorted(one[step * 8 : (step + 1) * 8])
 
 
 def test_batches_group_similar_lengths_and_order_is_seeded() -> None:
     (grouped,) = streams(1, lengths=LENGTHS, global_batch=8, group_batches=2)
     (plain,) = streams(1)
-    spread = lambda order: sum(max(LENGTHS[i] for i in order[k:k + 8]) - min(LENGTHS[i] for i in order[k:k + 8])
-                               for k in range(0, 48, 8))
+    spread = lambda order: sum(
+        max(LENGTHS[i] for i in order[k : k + 8]) - min(LENGTHS[i] for i in order[k : k + 8]) for k in range(0, 48, 8)
+    )
     assert spread(grouped) < spread(plain) / 2
     assert streams(1, lengths=LENGTHS, global_batch=8, group_batches=2)[0] == grouped  # deterministic
 

@@ -55,7 +55,9 @@ def test_quadratic_warmup(step, expected):
     assert QuadraticWarmup(2.0, 0)(at(step=0)) == 2.0
 
 
-@pytest.mark.parametrize("step, expected", [(0, 0.996), (50, 0.998), (100, 1.0), (25, 0.996 + 0.004 * (1 - math.sqrt(0.5)) / 2)])
+@pytest.mark.parametrize(
+    "step, expected", [(0, 0.996), (50, 0.998), (100, 1.0), (25, 0.996 + 0.004 * (1 - math.sqrt(0.5)) / 2)]
+)
 def test_cosine(step, expected):
     assert Cosine(0.996, 1.0)(at(step=step)) == pytest.approx(expected)
 
@@ -123,7 +125,9 @@ def test_lr_multiplier(kind, step, expected):
     assert got == pytest.approx(expected)
 
 
-@pytest.mark.parametrize("step, expected", [(0, 1 / 4), (1, 2 / 4), (3, 1.0), (15, math.sqrt(4 / 16)), (99, math.sqrt(4 / 100))])
+@pytest.mark.parametrize(
+    "step, expected", [(0, 1 / 4), (1, 2 / 4), (3, 1.0), (15, math.sqrt(4 / 16)), (99, math.sqrt(4 / 100))]
+)
 @pytest.mark.parametrize("d_model", [None, 256])
 def test_noam_peaks_at_one(step, expected, d_model):
     # s = step + 1, w = 4: min(s/w, sqrt(w/s)); d_model cancels after normalisation
@@ -132,7 +136,9 @@ def test_noam_peaks_at_one(step, expected, d_model):
 
 def test_make_lr_lambda_drives_lambdalr():
     opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.5)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, make_lr_lambda("linear_warmup_linear", warmup_steps=2, total_steps=4))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, make_lr_lambda("linear_warmup_linear", warmup_steps=2, total_steps=4)
+    )
     lrs = []
     for _ in range(5):
         lrs.append(opt.param_groups[0]["lr"])

@@ -25,6 +25,7 @@ TASKS = sorted(RECIPE_APPS)
 # Compared keys: the total loss, every logged term (loss/...) and every weight (weight/...).
 TOLERANCE = 1e-4
 
+
 def golden_of(task: str) -> dict[int, dict[str, float]]:
     """The recipe's pinned values: ``GOLDEN_TRAJECTORY`` in tests/fixtures_<task>.py."""
     return importlib.import_module(f"fixtures_{task.replace('-', '_')}").GOLDEN_TRAJECTORY
@@ -37,8 +38,11 @@ def run_fixture(task: str) -> str:
 
 def logged_values(run_dir: Path) -> dict[int, dict[str, float]]:
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    return {row["step"]: {k: v for k, v in row.items() if k == "loss" or k.startswith(("loss/", "weight/"))}
-            for row in rows if row["split"] == "train"}
+    return {
+        row["step"]: {k: v for k, v in row.items() if k == "loss" or k.startswith(("loss/", "weight/"))}
+        for row in rows
+        if row["split"] == "train"
+    }
 
 
 @pytest.mark.parametrize("recipe", TASKS)
@@ -52,5 +56,6 @@ def test_golden_loss_trajectory(recipe: str, request: pytest.FixtureRequest) -> 
         assert step in logged, f"{recipe}: step {step} was not logged"
         assert set(logged[step]) == set(values), f"{recipe} step {step}: logged terms {sorted(logged[step])}"
         for key, value in values.items():
-            assert logged[step][key] == pytest.approx(value, rel=TOLERANCE, abs=TOLERANCE), \
+            assert logged[step][key] == pytest.approx(value, rel=TOLERANCE, abs=TOLERANCE), (
                 f"{recipe} step {step} {key}: {logged[step][key]!r} != pinned {value!r}"
+            )

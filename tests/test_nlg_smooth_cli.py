@@ -30,26 +30,37 @@ def test_prep_cli_and_its_errors(tmp_path: Path) -> None:
     for name in ("train.src", "train.tgt", "valid.src", "test.tgt", "prep.json", "tokenizer/spm.model", "raw/train.de"):
         assert (out / name).is_file(), name
     assert_one_line_error(invoke("nlg-smooth", "prep", "--source", "synthetic", "--out", out), str(out), "--overwrite")
-    assert_one_line_error(invoke("nlg-smooth", "prep", "--source", "europarl", "--raw", tmp_path, "--out", tmp_path / "o"),
-                   "unknown source 'europarl'")
+    assert_one_line_error(
+        invoke("nlg-smooth", "prep", "--source", "europarl", "--raw", tmp_path, "--out", tmp_path / "o"),
+        "unknown source 'europarl'",
+    )
     jsonl = tmp_path / "pairs.jsonl"
-    jsonl.write_text("".join(json.dumps({"de": f"satz nummer {i}", "en": f"sentence number {i}"}) + "\n"
-                             for i in range(50)))
-    par = invoke_json("nlg-smooth", "prep", "--source", "parallel", "--raw", jsonl, "--out", tmp_path / "par",
-                      "--vocab-size", "40")
+    jsonl.write_text(
+        "".join(json.dumps({"de": f"satz nummer {i}", "en": f"sentence number {i}"}) + "\n" for i in range(50))
+    )
+    par = invoke_json(
+        "nlg-smooth", "prep", "--source", "parallel", "--raw", jsonl, "--out", tmp_path / "par", "--vocab-size", "40"
+    )
     assert par["counts"] == {"train": 44, "valid": 3, "test": 3} and par["source"] == "parallel"
     raw = tmp_path / "iw"
     raw.mkdir()
     (raw / "train.de").write_text("a\nb\nc\n")
     (raw / "train.en").write_text("x\ny\n")
-    assert_one_line_error(invoke("nlg-smooth", "prep", "--source", "iwslt14", "--raw", raw, "--out", tmp_path / "o"),
-                   f"{raw / 'train.de'} has 3 lines but {raw / 'train.en'} has 2 lines")
+    assert_one_line_error(
+        invoke("nlg-smooth", "prep", "--source", "iwslt14", "--raw", raw, "--out", tmp_path / "o"),
+        f"{raw / 'train.de'} has 3 lines but {raw / 'train.en'} has 2 lines",
+    )
 
 
 def test_train_outputs_and_the_prior_is_swapped_only_on_improvement(nlg_smooth_run: Path) -> None:
     run = nlg_smooth_run
-    for name in ("config.yaml", "provenance.json", "train_summary.json", "checkpoints/best/model.safetensors",
-                 "plots/loss.png"):
+    for name in (
+        "config.yaml",
+        "provenance.json",
+        "train_summary.json",
+        "checkpoints/best/model.safetensors",
+        "plots/loss.png",
+    ):
         assert (run / name).is_file(), name
     train = metrics(run, "train")
     evals = metrics(run, "eval")
@@ -91,24 +102,57 @@ def test_best_checkpoint_prior_unit(nlg_smooth_corpus: Path) -> None:
 def test_baseline_and_methods_are_recorded(nlg_smooth_corpus: Path, tmp_path: Path) -> None:
     for args, method in ((["--baseline"], "ce"), (sets("loss.method=confpen"), "confpen")):
         run = tmp_path / method
-        res = invoke_json("nlg-smooth", "train", "--data", nlg_smooth_corpus, "--run-dir", run, "--max-steps", "2",
-                          *args, *sets(*NLG_TINY_MODEL, "train.eval_every=0"))
+        res = invoke_json(
+            "nlg-smooth",
+            "train",
+            "--data",
+            nlg_smooth_corpus,
+            "--run-dir",
+            run,
+            "--max-steps",
+            "2",
+            *args,
+            *sets(*NLG_TINY_MODEL, "train.eval_every=0"),
+        )
         assert res["method"] == method
         assert yaml.safe_load((run / "config.yaml").read_text())["loss"]["method"] == method
-    assert_one_line_error(invoke("nlg-smooth", "train", "--data", nlg_smooth_corpus, "--run-dir", tmp_path / "x",
-                          *sets("loss.method=kd")), "loss.method: 'kd' is not one of")
-    assert_one_line_error(invoke("nlg-smooth", "train", "--data", tmp_path / "none", "--run-dir", tmp_path / "y"),
-                   "prepared dataset not found")
-    assert_one_line_error(invoke("nlg-smooth", "train", "--data", nlg_smooth_corpus, "--run-dir", tmp_path / "z",
-                          *sets(*NLG_TINY_MODEL, "model.max_positions=6")), "more than the model's limit of 4")
+    assert_one_line_error(
+        invoke(
+            "nlg-smooth", "train", "--data", nlg_smooth_corpus, "--run-dir", tmp_path / "x", *sets("loss.method=kd")
+        ),
+        "loss.method: 'kd' is not one of",
+    )
+    assert_one_line_error(
+        invoke("nlg-smooth", "train", "--data", tmp_path / "none", "--run-dir", tmp_path / "y"),
+        "prepared dataset not found",
+    )
+    assert_one_line_error(
+        invoke(
+            "nlg-smooth",
+            "train",
+            "--data",
+            nlg_smooth_corpus,
+            "--run-dir",
+            tmp_path / "z",
+            *sets(*NLG_TINY_MODEL, "model.max_positions=6"),
+        ),
+        "more than the model's limit of 4",
+    )
 
 
 def test_resume_continues_exactly(nlg_smooth_corpus: Path, tmp_path: Path) -> None:
     # The prior's weights and best value live in the checkpoint: a resumed run replays the same steps.
     # (Extending a finished 3-step run = the 6-step run when the LR schedule does not depend on
     # max_steps and both validate at step 3, where the prior is swapped in.)
-    common = ["nlg-smooth", "train", "--data", nlg_smooth_corpus, "--checkpoint-every", "3",
-              *sets(*NLG_TINY_MODEL, "train.eval_every=3", "eval.valid_bleu=false", "train.lr_schedule=constant")]
+    common = [
+        "nlg-smooth",
+        "train",
+        "--data",
+        nlg_smooth_corpus,
+        "--checkpoint-every",
+        "3",
+        *sets(*NLG_TINY_MODEL, "train.eval_every=3", "eval.valid_bleu=false", "train.lr_schedule=constant"),
+    ]
     invoke_json(*common, "--run-dir", tmp_path / "full", "--max-steps", "6")
     invoke_json(*common, "--run-dir", tmp_path / "part", "--max-steps", "3")
     invoke_json("nlg-smooth", "train", "--run-dir", tmp_path / "part", "--resume", "--max-steps", "6")
@@ -129,7 +173,9 @@ def test_eval_writes_scores_plot_and_translations(nlg_smooth_run: Path) -> None:
     assert json.loads((nlg_smooth_run / "eval.json").read_text())["bleu"] == res["bleu"]
     greedy = invoke_json("nlg-smooth", "eval", "--run-dir", nlg_smooth_run, "--beam-size", "1", "--split", "valid")
     assert greedy["decoder"] == "greedy" and greedy["split"] == "valid"
-    assert_one_line_error(invoke("nlg-smooth", "eval", "--run-dir", nlg_smooth_run.parent / "missing"), "run directory not found")
+    assert_one_line_error(
+        invoke("nlg-smooth", "eval", "--run-dir", nlg_smooth_run.parent / "missing"), "run directory not found"
+    )
 
 
 def test_export_and_translate(nlg_smooth_export: Path, nlg_smooth_corpus: Path, tmp_path: Path) -> None:
@@ -140,24 +186,44 @@ def test_export_and_translate(nlg_smooth_export: Path, nlg_smooth_corpus: Path, 
     res = invoke_json("nlg-smooth", "translate", "--model", nlg_smooth_export, *sentences[:2])
     assert [t["src"] for t in res["translations"]] == sentences[:2]
     # stdin: one line in, one line out, empty lines kept, nothing else on stdout
-    proc = subprocess.run([sys.executable, "-m", "skdcli", "nlg-smooth", "translate", "--model", str(nlg_smooth_export),
-                           "--batch-size", "2"], input="\n".join([sentences[0], "", sentences[1], sentences[2]]) + "\n",
-                          capture_output=True, text=True, timeout=300, cwd=REPO)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "skdcli",
+            "nlg-smooth",
+            "translate",
+            "--model",
+            str(nlg_smooth_export),
+            "--batch-size",
+            "2",
+        ],
+        input="\n".join([sentences[0], "", sentences[1], sentences[2]]) + "\n",
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.split("\n")[:-1]
     assert len(lines) == 4 and lines[1] == ""
     assert lines[0] == res["translations"][0]["hyp"] and lines[2] == res["translations"][1]["hyp"]
-    assert_one_line_error(invoke("nlg-smooth", "translate", "--model", nlg_smooth_export, "la " * 300),
-                   "argument: line 1", "more than the model's limit")
+    assert_one_line_error(
+        invoke("nlg-smooth", "translate", "--model", nlg_smooth_export, "la " * 300),
+        "argument: line 1",
+        "more than the model's limit",
+    )
     assert_one_line_error(invoke("nlg-smooth", "translate", "--model", tmp_path, "x"), "no manifest.json")
-    assert_one_line_error(invoke("nlg-smooth", "export", "--run-dir", nlg_smooth_export.parent.parent / "nope"),
-                   "run directory not found")
+    assert_one_line_error(
+        invoke("nlg-smooth", "export", "--run-dir", nlg_smooth_export.parent.parent / "nope"), "run directory not found"
+    )
 
 
 @pytest.mark.slow
 def test_bench_json(nlg_smooth_corpus: Path) -> None:
-    res = invoke_json("bench", "nlg-smooth", "--data", nlg_smooth_corpus, "--steps", "3", "--rounds", "1",
-                      *sets(*NLG_TINY_MODEL))
+    res = invoke_json(
+        "bench", "nlg-smooth", "--data", nlg_smooth_corpus, "--steps", "3", "--rounds", "1", *sets(*NLG_TINY_MODEL)
+    )
     assert res["task"] == "nlg-smooth" and res["skd_over_baseline"] > 0
     assert set(res["tokens_per_second"]) == {"hand", "engine", "engine_baseline"}
     assert res["prior_cache"]["cache_on"] and res["prior_cache"]["skd_over_baseline"] > 0
@@ -166,10 +232,21 @@ def test_bench_json(nlg_smooth_corpus: Path) -> None:
 def test_iwslt14_yaml_loads(nlg_smooth_corpus: Path, tmp_path: Path) -> None:
     iw = build_config(NlgSmoothConfig, RECIPE / "iwslt14.yaml")
     assert (iw.model.d_model, iw.model.ff_dim, iw.model.num_heads, iw.model.encoder_layers) == (512, 1024, 4, 6)
-    res = invoke_json("nlg-smooth", "train", "--data", nlg_smooth_corpus, "--run-dir", tmp_path / "iw",
-                      "--config", RECIPE / "iwslt14.yaml", "--max-steps", "1", "--device", "cpu",
-                      *sets("train.batch_size=4", "train.eval_every=0", "train.warmup_steps=1",
-                            "eval.valid_bleu=false"))  # an untrained model would decode 200 tokens per sentence
+    res = invoke_json(
+        "nlg-smooth",
+        "train",
+        "--data",
+        nlg_smooth_corpus,
+        "--run-dir",
+        tmp_path / "iw",
+        "--config",
+        RECIPE / "iwslt14.yaml",
+        "--max-steps",
+        "1",
+        "--device",
+        "cpu",
+        *sets("train.batch_size=4", "train.eval_every=0", "train.warmup_steps=1", "eval.valid_bleu=false"),
+    )  # an untrained model would decode 200 tokens per sentence
     assert res["steps"] == 1 and res["parameters"] > 30_000_000
 
 
@@ -208,11 +285,29 @@ def test_the_prenorm_option_is_the_old_model(nlg_smooth_corpus: Path, tmp_path: 
 
     run = tmp_path / "prenorm"
     # the shared run's settings (the LR schedule depends on max_steps), the old layout and sharing
-    invoke_json("nlg-smooth", "train", "--data", nlg_smooth_corpus, "--run-dir", run, "--max-steps", "12",
-                *sets(*NLG_TINY_MODEL, "train.eval_every=4", "train.checkpoint_every=6", "eval.valid_decode_max=8",
-                      "model.arch=prenorm", "model.share_embeddings=true"))
+    invoke_json(
+        "nlg-smooth",
+        "train",
+        "--data",
+        nlg_smooth_corpus,
+        "--run-dir",
+        run,
+        "--max-steps",
+        "12",
+        *sets(
+            *NLG_TINY_MODEL,
+            "train.eval_every=4",
+            "train.checkpoint_every=6",
+            "eval.valid_decode_max=8",
+            "model.arch=prenorm",
+            "model.share_embeddings=true",
+        ),
+    )
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-    logged = {r["step"]: {k: v for k, v in r.items() if k == "loss" or k.startswith(("loss/", "weight/"))}
-              for r in rows if r["split"] == "train"}
+    logged = {
+        r["step"]: {k: v for k, v in r.items() if k == "loss" or k.startswith(("loss/", "weight/"))}
+        for r in rows
+        if r["split"] == "train"
+    }
     for step, values in PRE_ISSUE_14_TRAJECTORY.items():
         assert logged[step] == pytest.approx(values, rel=1e-4, abs=1e-4), step

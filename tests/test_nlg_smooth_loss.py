@@ -75,7 +75,8 @@ def test_uniform_prior_and_constant_weight_is_label_smoothing() -> None:
         torch_ls = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=0, label_smoothing=eps)
         assert float(loss) == pytest.approx(float(torch_ls), rel=1e-6)
     assert float(label_smoothing_loss(logits, targets, eps)[0]) == pytest.approx(
-        float(label_smoothing_cross_entropy(logits, targets, eps, ignore_index=0)), rel=1e-7)
+        float(label_smoothing_cross_entropy(logits, targets, eps, ignore_index=0)), rel=1e-7
+    )
 
 
 def test_soft_targets_are_distributions_and_the_loss_is_their_cross_entropy() -> None:
@@ -107,8 +108,11 @@ def test_padding_never_contributes() -> None:
     assert float(loss2) == pytest.approx(float(loss.detach()), rel=1e-6)
     shifted = logits.detach().clone()
     shifted[targets == 0] = 100.0 * torch.randn_like(shifted[targets == 0])
-    for fn in (lambda x: label_smoothing_loss(x, targets, 0.1)[0], lambda x: confidence_penalty_loss(x, targets, 0.1)[0],
-               lambda x: ce_loss(x, targets)[0]):
+    for fn in (
+        lambda x: label_smoothing_loss(x, targets, 0.1)[0],
+        lambda x: confidence_penalty_loss(x, targets, 0.1)[0],
+        lambda x: ce_loss(x, targets)[0],
+    ):
         assert float(fn(shifted)) == pytest.approx(float(fn(logits.detach())), rel=1e-6)
 
 
@@ -128,8 +132,9 @@ def test_smoothing_weight_range_direction_and_no_gradient() -> None:
     assert float(b[mask].max()) == pytest.approx(0.3) and float(b[mask].min()) == pytest.approx(0.0, abs=1e-7)
     # the uniform distribution has the largest entropy: weight lam; a one-hot-like one about 0
     flat = smoothing_weight(torch.zeros(1, 1, v), torch.ones(1, 1, dtype=torch.bool), 0.3, "norm_entropy")
-    peaked = smoothing_weight(torch.tensor([[[50.0] + [0.0] * (v - 1)]]), torch.ones(1, 1, dtype=torch.bool), 0.3,
-                              "norm_entropy")
+    peaked = smoothing_weight(
+        torch.tensor([[[50.0] + [0.0] * (v - 1)]]), torch.ones(1, 1, dtype=torch.bool), 0.3, "norm_entropy"
+    )
     assert float(flat) == pytest.approx(0.3) and float(peaked) < 1e-6
     with pytest.raises(ValueError, match="alpha_fn"):
         smoothing_weight(logits, mask, 0.3, "nope")
@@ -161,7 +166,9 @@ def test_weight_function_form_equals_the_tensor_form() -> None:
     logits, prior, targets = _batch(6)
     mask = targets != 0
     as_tensor, _ = als_sk_loss(logits, targets, smoothing_weight(logits, mask, 0.5, "norm_entropy"), prior)
-    as_fn, logs = als_sk_loss(logits, targets, lambda lp: smoothing_weight(logits, mask, 0.5, "norm_entropy", lp), prior)
+    as_fn, logs = als_sk_loss(
+        logits, targets, lambda lp: smoothing_weight(logits, mask, 0.5, "norm_entropy", lp), prior
+    )
     assert float(as_fn) == pytest.approx(float(as_tensor), rel=1e-6)
     assert 0 < float(logs["weight/alpha"]) <= 0.5
 
@@ -186,7 +193,9 @@ def test_unigram_label_smoothing_hand_value() -> None:
     logits, _, targets = _batch(3)
     uniform = torch.full((6,), 1 / 6)
     torch_ls = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=0, label_smoothing=0.1)
-    assert float(label_smoothing_prior_loss(logits, targets, 0.1, uniform)[0]) == pytest.approx(float(torch_ls), rel=1e-6)
+    assert float(label_smoothing_prior_loss(logits, targets, 0.1, uniform)[0]) == pytest.approx(
+        float(torch_ls), rel=1e-6
+    )
 
 
 def test_tf_kd_hand_value_and_the_official_code_form() -> None:
@@ -209,7 +218,9 @@ def test_tf_kd_hand_value_and_the_official_code_form() -> None:
     teacher_soft = torch.full_like(flat, (1 - c) / (v - 1))
     teacher_soft[torch.arange(len(gold)), gold] = c
     # nn.KLDivLoss() with its default reduction='mean' = the elementwise sum / (tokens x classes)
-    kl_mean = F.kl_div(F.log_softmax(flat, dim=1), F.softmax(teacher_soft / temp, dim=1), reduction="sum") / flat.numel()
+    kl_mean = (
+        F.kl_div(F.log_softmax(flat, dim=1), F.softmax(teacher_soft / temp, dim=1), reduction="sum") / flat.numel()
+    )
     official = (1 - a) * F.cross_entropy(flat, gold) + a * mult * kl_mean
     ours, _ = tf_kd_loss(logits, targets, alpha=a, temperature=temp, correct_prob=c, multiplier=mult / v)
     assert float(ours) == pytest.approx(float(official), rel=1e-5)

@@ -42,7 +42,7 @@ def test_stateful_perplexity_equals_a_hand_written_loop() -> None:
     nll, state = 0.0, None
     with torch.no_grad():
         for i in range(0, len(stream) - 1, 7):
-            x, y = stream[i:i + 7][None], stream[i + 1:i + 8][None]
+            x, y = stream[i : i + 7][None], stream[i + 1 : i + 8][None]
             x = x[:, : y.shape[1]]
             out, state = model.rnn(model.embed(x), state)
             nll += float(F.cross_entropy(model.out(out)[0], y[0], reduction="sum"))
@@ -86,14 +86,15 @@ def test_stream_columns_and_the_carried_state() -> None:
 
 
 def test_training_carries_the_state_and_detaches_it(nlp_embed_corpus: Path) -> None:
-    cfg = build_config(NlpEmbedConfig, None, [*NLP_EMBED_TINY, "model.dropout=0.0", "train.batch_size=4",
-                                              "kd.method=ce"])
+    cfg = build_config(
+        NlpEmbedConfig, None, [*NLP_EMBED_TINY, "model.dropout=0.0", "train.batch_size=4", "kd.method=ce"]
+    )
     task = make_task(cfg, nlp_embed_corpus)
     torch.manual_seed(0)
     model = task.build_model()
     ds = task.train_dataset()
     order = task.epoch_order(ds, 0, 1, 4)
-    first, second = (task.collate([ds[i] for i in order[k:k + 4]]) for k in (0, 4))
+    first, second = (task.collate([ds[i] for i in order[k : k + 4]]) for k in (0, 4))
     assert first["window"].tolist() == [0] * 4 and second["window"].tolist() == [1] * 4
     progress = Progress(step=0, total_steps=10, epoch=1, total_epochs=1)
     task.compute_loss(model, first, progress)
@@ -109,8 +110,17 @@ def test_training_carries_the_state_and_detaches_it(nlp_embed_corpus: Path) -> N
 
 
 def _stateful_cfg(steps: int) -> NlpEmbedConfig:
-    return build_config(NlpEmbedConfig, None, [*NLP_EMBED_TINY, "train.eval_every=0", "train.checkpoint_every=3",
-                                               f"train.max_steps={steps}", "train.keep_checkpoints=10"])
+    return build_config(
+        NlpEmbedConfig,
+        None,
+        [
+            *NLP_EMBED_TINY,
+            "train.eval_every=0",
+            "train.checkpoint_every=3",
+            f"train.max_steps={steps}",
+            "train.keep_checkpoints=10",
+        ],
+    )
 
 
 def test_resume_mid_epoch_restores_the_carried_state(nlp_embed_corpus: Path, tmp_path: Path) -> None:
@@ -122,9 +132,15 @@ def test_resume_mid_epoch_restores_the_carried_state(nlp_embed_corpus: Path, tmp
         def on_step(step: int) -> None:
             if step == crash_at:
                 raise KeyboardInterrupt
+
         run.mkdir(exist_ok=True)
-        trainer = Trainer(make_task(_stateful_cfg(8), nlp_embed_corpus), _stateful_cfg(8).train, RunDir(run), device,
-                          show_progress=False)
+        trainer = Trainer(
+            make_task(_stateful_cfg(8), nlp_embed_corpus),
+            _stateful_cfg(8).train,
+            RunDir(run),
+            device,
+            show_progress=False,
+        )
         trainer.fit(resume=resume, on_step=on_step)
         return trainer
 
@@ -140,13 +156,23 @@ def test_resume_mid_epoch_restores_the_carried_state(nlp_embed_corpus: Path, tmp
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_eval_names_the_convention_and_transformers_keep_windows(nlp_embed_run: Path, nlp_embed_corpus: Path,
-                                                                  tmp_path: Path) -> None:
+def test_eval_names_the_convention_and_transformers_keep_windows(
+    nlp_embed_run: Path, nlp_embed_corpus: Path, tmp_path: Path
+) -> None:
     result = invoke_json("nlp-embed", "eval", "--run-dir", nlp_embed_run)
     assert result["ppl_convention"].startswith("stateful: the whole stream as 1 parallel stream")
     assert result["tokens"] == len(_stream(nlp_embed_corpus, "test")) - 1  # every token but the first
-    bad = invoke("nlp-embed", "train", "--data", nlp_embed_corpus, "--run-dir", tmp_path / "t", "--max-steps", "1",
-                 *sets(*NLP_EMBED_TINY, "model.arch=transformer", "model.max_len=32"))
+    bad = invoke(
+        "nlp-embed",
+        "train",
+        "--data",
+        nlp_embed_corpus,
+        "--run-dir",
+        tmp_path / "t",
+        "--max-steps",
+        "1",
+        *sets(*NLP_EMBED_TINY, "model.arch=transformer", "model.max_len=32"),
+    )
     assert bad.exit_code == 2 and "data.bptt_mode=windows" in bad.stderr
 
 
@@ -158,15 +184,44 @@ def _stream(corpus: Path, split: str) -> torch.Tensor:
 def test_ddp_two_ranks_follow_one_process_with_carried_state(nlp_embed_corpus: Path, tmp_path: Path) -> None:
     """2 gloo ranks (each running half of the columns) follow the 1-process loss trajectory, and the
     checkpointed LSTM state holds every column (gathered from both ranks)."""
-    common = ["nlp-embed", "train", "--data", str(nlp_embed_corpus), "--max-steps", "4", "--device", "cpu",
-              *sets(*NLP_EMBED_TINY, "model.dropout=0.0", "train.eval_every=0", "train.checkpoint_every=2")]
-    single = subprocess.run([sys.executable, "-m", "skdcli", *common, "--run-dir", str(tmp_path / "one")],
-                            capture_output=True, text=True, timeout=300, cwd=REPO)
+    common = [
+        "nlp-embed",
+        "train",
+        "--data",
+        str(nlp_embed_corpus),
+        "--max-steps",
+        "4",
+        "--device",
+        "cpu",
+        *sets(*NLP_EMBED_TINY, "model.dropout=0.0", "train.eval_every=0", "train.checkpoint_every=2"),
+    ]
+    single = subprocess.run(
+        [sys.executable, "-m", "skdcli", *common, "--run-dir", str(tmp_path / "one")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
     assert single.returncode == 0, single.stderr
     torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
-    ddp = subprocess.run([torchrun, "--standalone", "--nproc-per-node", "2", "-m", "skdcli", *common,
-                          "--run-dir", str(tmp_path / "two")], capture_output=True, text=True, timeout=300, cwd=REPO,
-                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    ddp = subprocess.run(
+        [
+            torchrun,
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            "-m",
+            "skdcli",
+            *common,
+            "--run-dir",
+            str(tmp_path / "two"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert ddp.returncode == 0, ddp.stderr[-3000:]
 
     def losses(run: Path) -> list[float]:
@@ -184,16 +239,28 @@ def test_ddp_two_ranks_follow_one_process_with_carried_state(nlp_embed_corpus: P
 
 def _logged(run: Path) -> dict[int, dict[str, float]]:
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-    return {r["step"]: {k: v for k, v in r.items() if k == "loss" or k.startswith(("loss/", "weight/"))}
-            for r in rows if r["split"] == "train"}
+    return {
+        r["step"]: {k: v for k, v in r.items() if k == "loss" or k.startswith(("loss/", "weight/"))}
+        for r in rows
+        if r["split"] == "train"
+    }
 
 
 def test_the_windows_option_is_the_old_training(nlp_embed_corpus: Path, tmp_path: Path) -> None:
     """data.bptt_mode=windows trains exactly as before issue 14 (the shared tiny run's pinned trajectory)."""
     from fixtures_nlp_embed import PRE_ISSUE_14_TRAJECTORY
 
-    invoke_json("nlp-embed", "train", "--data", nlp_embed_corpus, "--run-dir", tmp_path / "w", "--max-steps", "8",
-                *sets(*NLP_EMBED_TINY, "train.eval_every=4", "train.checkpoint_every=4", "data.bptt_mode=windows"))
+    invoke_json(
+        "nlp-embed",
+        "train",
+        "--data",
+        nlp_embed_corpus,
+        "--run-dir",
+        tmp_path / "w",
+        "--max-steps",
+        "8",
+        *sets(*NLP_EMBED_TINY, "train.eval_every=4", "train.checkpoint_every=4", "data.bptt_mode=windows"),
+    )
     logged = _logged(tmp_path / "w")
     for step, values in PRE_ISSUE_14_TRAJECTORY.items():
         assert logged[step] == pytest.approx(values, rel=1e-4, abs=1e-4), step

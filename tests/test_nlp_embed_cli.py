@@ -14,7 +14,9 @@ from fixtures_nlp_embed import NLP_EMBED_TINY, NLP_EMBED_WIKITEXT
 
 
 def test_prep_wikitext2_and_synthetic(tmp_path: Path) -> None:
-    wt = invoke_json("nlp-embed", "prep", "--source", "wikitext2", "--raw", NLP_EMBED_WIKITEXT, "--out", tmp_path / "wt2")
+    wt = invoke_json(
+        "nlp-embed", "prep", "--source", "wikitext2", "--raw", NLP_EMBED_WIKITEXT, "--out", tmp_path / "wt2"
+    )
     assert wt["source"] == "wikitext2" and wt["splits"]["train"]["tokens"] > 1000 and not wt["has_classes"]
     syn = invoke_json("nlp-embed", "prep", "--source", "synthetic", "--out", tmp_path / "syn", "--seed", "1")
     assert syn["has_classes"] and syn["vocab_size"] == 98  # 8 classes x 12 words + <eos> + <unk>
@@ -23,17 +25,22 @@ def test_prep_wikitext2_and_synthetic(tmp_path: Path) -> None:
     assert again.exit_code == 2 and "--overwrite" in again.stderr
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--source", "penn", "--raw", "."], "unknown source 'penn'; valid: ptb, wikitext2, text, synthetic, iwslt14"),
-    (["--source", "ptb"], "--source ptb needs --raw DIR"),
-    (["--source", "wikitext2", "--raw", "MISSING"], "raw corpus directory not found"),
-    (["--source", "synthetic", "--empty-lines", "drop"], "--empty-lines: 'drop'"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--source", "penn", "--raw", "."], "unknown source 'penn'; valid: ptb, wikitext2, text, synthetic, iwslt14"),
+        (["--source", "ptb"], "--source ptb needs --raw DIR"),
+        (["--source", "wikitext2", "--raw", "MISSING"], "raw corpus directory not found"),
+        (["--source", "synthetic", "--empty-lines", "drop"], "--empty-lines: 'drop'"),
+    ],
+)
 def test_prep_bad_input_is_one_line(tmp_path: Path, args, message) -> None:
     args = [str(tmp_path / a) if a == "MISSING" else a for a in args]
     result = invoke("nlp-embed", "prep", *args, "--out", tmp_path / "out")
     assert result.exit_code == 2
-    assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    assert (
+        message in result.stderr and len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    )
 
 
 def test_prep_non_utf8_and_missing_split_through_the_cli(tmp_path: Path) -> None:
@@ -84,7 +91,7 @@ def test_perplexity_matches_a_hand_computation(nlp_embed_run: Path) -> None:
     nll, n, state = 0.0, 0, None
     with torch.no_grad():
         for start in range(0, len(stream) - 1, bptt):  # window after window, the LSTM state carried, by hand
-            chunk = stream[start:start + bptt + 1]
+            chunk = stream[start : start + bptt + 1]
             logits, state = model(chunk[:-1].unsqueeze(0), state=state, return_state=True)
             logp = torch.log_softmax(logits[0], -1)
             nll -= float(logp.gather(1, chunk[1:].unsqueeze(1)).sum())
@@ -101,16 +108,34 @@ def test_export_sample_and_neighbours(nlp_embed_run: Path, tmp_path: Path) -> No
     out = tmp_path / "export"
     exported = invoke_json("nlp-embed", "export", "--run-dir", nlp_embed_run, "--out", out)
     assert exported["interface"] == "recurrent_step" and exported["parity_max_abs_diff"] < 1e-5
-    assert {"model.pt2", "model.safetensors", "vocab.txt"} <= set(exported["files"]) and (out / "manifest.json").is_file()
+    assert {"model.pt2", "model.safetensors", "vocab.txt"} <= set(exported["files"]) and (
+        out / "manifest.json"
+    ).is_file()
     assert invoke("nlp-embed", "export", "--run-dir", nlp_embed_run, "--out", out).exit_code == 2  # no --overwrite
     vocab = (out / "vocab.txt").read_text().splitlines()
     word = vocab[5]
-    sampled = invoke_json("nlp-embed", "sample", "--model", out, "--prompt", f"{word} zzz", "--num-samples", "2",
-                          "--top-k", "5", "--max-new-tokens", "12")
+    sampled = invoke_json(
+        "nlp-embed",
+        "sample",
+        "--model",
+        out,
+        "--prompt",
+        f"{word} zzz",
+        "--num-samples",
+        "2",
+        "--top-k",
+        "5",
+        "--max-new-tokens",
+        "12",
+    )
     assert sampled["unknown_words"] == ["zzz"] and len(sampled["samples"]) == 2
     assert all(w in vocab for s in sampled["samples"] for w in s.split())
-    greedy = [invoke_json("nlp-embed", "sample", "--model", out, "--prompt", word, "--temperature", "0",
-                          "--seed", str(s))["samples"] for s in (1, 2)]
+    greedy = [
+        invoke_json("nlp-embed", "sample", "--model", out, "--prompt", word, "--temperature", "0", "--seed", str(s))[
+            "samples"
+        ]
+        for s in (1, 2)
+    ]
     assert greedy[0] == greedy[1]  # greedy ignores the seed
     near = invoke_json("nlp-embed", "neighbours", "--run-dir", nlp_embed_run, "--word", word, "--k", "5")
     assert len(near["neighbours"]) == 5 and word not in [r["word"] for r in near["neighbours"]]
@@ -127,20 +152,46 @@ def test_export_sample_and_neighbours(nlp_embed_run: Path, tmp_path: Path) -> No
 
 def test_transformer_exports_the_sequence_program(nlp_embed_corpus: Path, tmp_path: Path) -> None:
     run = tmp_path / "tf"
-    invoke_json("nlp-embed", "train", "--data", nlp_embed_corpus, "--run-dir", run, "--max-steps", "2",
-                *sets(*NLP_EMBED_TINY, "model.arch=transformer", "model.max_len=32", "model.ff_dim=32",
-                      "data.bptt_mode=windows"))  # a Transformer LM carries no state
+    invoke_json(
+        "nlp-embed",
+        "train",
+        "--data",
+        nlp_embed_corpus,
+        "--run-dir",
+        run,
+        "--max-steps",
+        "2",
+        *sets(
+            *NLP_EMBED_TINY, "model.arch=transformer", "model.max_len=32", "model.ff_dim=32", "data.bptt_mode=windows"
+        ),
+    )  # a Transformer LM carries no state
     exported = invoke_json("nlp-embed", "export", "--run-dir", run)
     assert exported["interface"] == "sequence" and exported["parity_max_abs_diff"] < 1e-5
-    sampled = invoke_json("nlp-embed", "sample", "--model", run / "export", "--max-new-tokens", "40", "--temperature", "0.5")
+    sampled = invoke_json(
+        "nlp-embed", "sample", "--model", run / "export", "--max-new-tokens", "40", "--temperature", "0.5"
+    )
     assert len(sampled["samples"]) == 1
 
 
 def test_baseline_and_controls_train(nlp_embed_corpus: Path, tmp_path: Path) -> None:
-    for name, extra in (("ce", ["--baseline"]), ("noise", sets("kd.method=noise")),
-                        ("input_noise", sets("kd.method=input_noise")), ("full", sets("kd.topk=0", "kd.sim=neg_l2"))):
-        result = invoke_json("nlp-embed", "train", "--data", nlp_embed_corpus, "--run-dir", tmp_path / name,
-                             "--max-steps", "3", *sets(*NLP_EMBED_TINY), *extra)
+    for name, extra in (
+        ("ce", ["--baseline"]),
+        ("noise", sets("kd.method=noise")),
+        ("input_noise", sets("kd.method=input_noise")),
+        ("full", sets("kd.topk=0", "kd.sim=neg_l2")),
+    ):
+        result = invoke_json(
+            "nlp-embed",
+            "train",
+            "--data",
+            nlp_embed_corpus,
+            "--run-dir",
+            tmp_path / name,
+            "--max-steps",
+            "3",
+            *sets(*NLP_EMBED_TINY),
+            *extra,
+        )
         assert result["steps"] == 3
     assert result["kd_method"] == "skd"
     rows = [json.loads(x) for x in (tmp_path / "ce" / "metrics.jsonl").read_text().splitlines() if '"train"' in x]
@@ -150,12 +201,15 @@ def test_baseline_and_controls_train(nlp_embed_corpus: Path, tmp_path: Path) -> 
     assert set(saved) == {"lstm_state"}
 
 
-@pytest.mark.parametrize("override, message", [
-    ("kd.method=magic", "kd.method: 'magic' is not one of"),
-    ("kd.topk=500", "kd.topk=500 is larger than the vocabulary"),
-    ("kd.temperature=0", "kd.temperature must be > 0"),
-    ("kd.wrong=1", "unknown config key 'kd.wrong'"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("kd.method=magic", "kd.method: 'magic' is not one of"),
+        ("kd.topk=500", "kd.topk=500 is larger than the vocabulary"),
+        ("kd.temperature=0", "kd.temperature must be > 0"),
+        ("kd.wrong=1", "unknown config key 'kd.wrong'"),
+    ],
+)
 def test_train_bad_config(nlp_embed_corpus: Path, tmp_path: Path, override: str, message: str) -> None:
     result = invoke("nlp-embed", "train", "--data", nlp_embed_corpus, "--run-dir", tmp_path / "r", "--set", override)
     assert result.exit_code == 2 and message in result.stderr
@@ -164,8 +218,13 @@ def test_train_bad_config(nlp_embed_corpus: Path, tmp_path: Path, override: str,
 def test_resume_is_exact(nlp_embed_corpus: Path, tmp_path: Path) -> None:
     """Killed after step 4 and resumed = uninterrupted (the neighbour table comes from the checkpoint)."""
     # a constant LR: a cosine schedule over 4 steps would differ from one over 7 before the "kill"
-    common = ["nlp-embed", "train", "--data", nlp_embed_corpus, *sets(*NLP_EMBED_TINY, "kd.refresh_every=3", "train.lr_schedule=constant",
-                                                                      "train.eval_every=0")]
+    common = [
+        "nlp-embed",
+        "train",
+        "--data",
+        nlp_embed_corpus,
+        *sets(*NLP_EMBED_TINY, "kd.refresh_every=3", "train.lr_schedule=constant", "train.eval_every=0"),
+    ]
     invoke_json(*common, "--run-dir", tmp_path / "full", "--max-steps", "7")
     invoke_json(*common, "--run-dir", tmp_path / "part", "--max-steps", "4", "--checkpoint-every", "4")
     (tmp_path / "part" / "train_summary.json").unlink()  # as if killed right after the step-4 checkpoint
@@ -176,8 +235,9 @@ def test_resume_is_exact(nlp_embed_corpus: Path, tmp_path: Path) -> None:
 
 
 def test_bench_reports_ratios_and_tokens_per_second() -> None:
-    result = invoke_json("bench", "nlp-embed", "--steps", "3", "--rounds", "1", "--set", "model.d_embed=16",
-                         "--set", "model.d_hidden=16")
+    result = invoke_json(
+        "bench", "nlp-embed", "--steps", "3", "--rounds", "1", "--set", "model.d_embed=16", "--set", "model.d_hidden=16"
+    )
     assert result["task"] == "nlp-embed" and result["skd_over_baseline"] > 0 and result["engine_over_hand"] > 0
     assert result["tokens_per_step"] == 16 * 20 and result["tokens_per_second"]["engine"] > 0
     assert result["neighbour_table_ms"] > 0 and result["topk"] == 16

@@ -24,8 +24,9 @@ W = torch.tensor([[1.0, 0.0], [2.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
 
 
 def kd(**kw) -> KDConfig:
-    return KDConfig(**{"method": "skd", "sim": "dot", "temperature": 1.0, "topk": 2, "include_gold": True,
-                       "beta": 0.5, **kw})
+    return KDConfig(
+        **{"method": "skd", "sim": "dot", "temperature": 1.0, "topk": 2, "include_gold": True, "beta": 0.5, **kw}
+    )
 
 
 def test_similarities_by_hand() -> None:
@@ -46,7 +47,9 @@ def test_neighbour_table_by_hand() -> None:
     assert no_gold[0].tolist() == [1, 2] and no_gold[3, 0] == 2  # word 3's 2nd is a tie of 0 and 1
     assert not (no_gold == torch.arange(4).unsqueeze(1)).any()  # a word is never its own neighbour
     # computed in chunks: the same table as one block
-    assert torch.equal(build_neighbour_table(W, 3, "neg_l2", True, chunk=1), build_neighbour_table(W, 3, "neg_l2", True))
+    assert torch.equal(
+        build_neighbour_table(W, 3, "neg_l2", True, chunk=1), build_neighbour_table(W, 3, "neg_l2", True)
+    )
     with pytest.raises(ValueError, match="kd.topk"):
         build_neighbour_table(W, 6, "dot", True)
 
@@ -88,7 +91,9 @@ def test_beta_zero_is_cross_entropy_bit_for_bit() -> None:
     mask = torch.ones(3, 5, dtype=torch.bool)
     ce = F.cross_entropy(logits.reshape(-1, 4), targets.reshape(-1))
     for method in ("skd", "noise"):
-        total, _ = embedding_skd_loss(logits, targets, mask, W, 0.0, kd(method=method), build_neighbour_table(W, 2, "dot", True))
+        total, _ = embedding_skd_loss(
+            logits, targets, mask, W, 0.0, kd(method=method), build_neighbour_table(W, 2, "dot", True)
+        )
         assert torch.equal(total, ce)
     baseline, _ = embedding_skd_loss(logits, targets, mask, W, 0.7, kd(method="ce"))
     assert torch.equal(baseline, ce)
@@ -98,7 +103,9 @@ def test_k1_with_gold_reduces_to_cross_entropy() -> None:
     torch.manual_seed(1)
     logits, targets = torch.randn(2, 6, 4), torch.randint(0, 4, (2, 6))
     mask = torch.ones(2, 6, dtype=torch.bool)
-    total, logs = embedding_skd_loss(logits, targets, mask, W, 0.6, kd(topk=1), build_neighbour_table(W, 1, "dot", True))
+    total, logs = embedding_skd_loss(
+        logits, targets, mask, W, 0.6, kd(topk=1), build_neighbour_table(W, 1, "dot", True)
+    )
     assert float(logs["target/gold_mass"]) == 1.0
     assert torch.allclose(total, F.cross_entropy(logits.reshape(-1, 4), targets.reshape(-1)))
 
@@ -139,8 +146,9 @@ def test_padding_never_contributes() -> None:
 def test_targets_are_detached_from_the_embedding() -> None:
     weight = W.clone().requires_grad_(True)
     logits = torch.zeros(1, 1, 4, requires_grad=True)
-    total, _ = embedding_skd_loss(logits, torch.tensor([[0]]), torch.tensor([[True]]), weight, 1.0, kd(),
-                                  build_neighbour_table(W, 2, "dot", True))
+    total, _ = embedding_skd_loss(
+        logits, torch.tensor([[0]]), torch.tensor([[True]]), weight, 1.0, kd(), build_neighbour_table(W, 2, "dot", True)
+    )
     total.backward()
     assert weight.grad is None and logits.grad is not None
 
@@ -148,8 +156,9 @@ def test_targets_are_detached_from_the_embedding() -> None:
 def test_label_smoothing_baseline_is_torch_label_smoothing() -> None:
     torch.manual_seed(4)
     logits, targets = torch.randn(2, 3, 4), torch.randint(0, 4, (2, 3))
-    total, _ = embedding_skd_loss(logits, targets, torch.ones(2, 3, dtype=torch.bool), W, 0.5,
-                                  kd(method="ls", label_smoothing=0.1))
+    total, _ = embedding_skd_loss(
+        logits, targets, torch.ones(2, 3, dtype=torch.bool), W, 0.5, kd(method="ls", label_smoothing=0.1)
+    )
     assert torch.allclose(total, F.cross_entropy(logits.reshape(-1, 4), targets.reshape(-1), label_smoothing=0.1))
 
 

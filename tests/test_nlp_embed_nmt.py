@@ -11,15 +11,37 @@ import yaml
 
 from conftest import REPO, invoke, invoke_json, sets
 
-NMT_TINY = ["nmt.d_model=16", "nmt.num_heads=2", "nmt.ff_dim=32", "nmt.encoder_layers=1", "nmt.decoder_layers=1",
-            "train.batch_size=8", "train.warmup_steps=2", "train.log_every=1", "kd.topk=4", "kd.beta=0.5",
-            "kd.refresh_every=2", "eval.valid_decode_max=8", "eval.beam_size=2", "eval.max_len_b=16"]
+NMT_TINY = [
+    "nmt.d_model=16",
+    "nmt.num_heads=2",
+    "nmt.ff_dim=32",
+    "nmt.encoder_layers=1",
+    "nmt.decoder_layers=1",
+    "train.batch_size=8",
+    "train.warmup_steps=2",
+    "train.log_every=1",
+    "kd.topk=4",
+    "kd.beta=0.5",
+    "kd.refresh_every=2",
+    "eval.valid_decode_max=8",
+    "eval.beam_size=2",
+    "eval.max_len_b=16",
+]
 
 
 def test_nmt_train_eval_neighbours(nlp_embed_nmt_corpus: Path, tmp_path: Path) -> None:
     run = tmp_path / "nmt"
-    trained = invoke_json("nlp-embed", "train", "--data", nlp_embed_nmt_corpus, "--run-dir", run, "--max-steps", "4",
-                          *sets(*NMT_TINY, "train.eval_every=2"))
+    trained = invoke_json(
+        "nlp-embed",
+        "train",
+        "--data",
+        nlp_embed_nmt_corpus,
+        "--run-dir",
+        run,
+        "--max-steps",
+        "4",
+        *sets(*NMT_TINY, "train.eval_every=2"),
+    )
     assert trained["steps"] == 4 and trained["kd_method"] == "skd"
     assert yaml.safe_load((run / "config.yaml").read_text())["mode"] == "nmt"  # set from the dataset
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
@@ -48,11 +70,30 @@ def test_iwslt14_config_is_the_nlg_smooth_architecture() -> None:
 
 
 def test_nmt_baseline_and_bad_method(nlp_embed_nmt_corpus: Path, tmp_path: Path) -> None:
-    result = invoke_json("nlp-embed", "train", "--data", nlp_embed_nmt_corpus, "--run-dir", tmp_path / "ce",
-                         "--max-steps", "2", "--baseline", *sets(*NMT_TINY, "train.eval_every=0"))
+    result = invoke_json(
+        "nlp-embed",
+        "train",
+        "--data",
+        nlp_embed_nmt_corpus,
+        "--run-dir",
+        tmp_path / "ce",
+        "--max-steps",
+        "2",
+        "--baseline",
+        *sets(*NMT_TINY, "train.eval_every=0"),
+    )
     assert result["kd_method"] == "ce"
-    bad = invoke("nlp-embed", "train", "--data", nlp_embed_nmt_corpus, "--run-dir", tmp_path / "x", "--max-steps", "2",
-                 *sets(*NMT_TINY, "kd.method=input_noise"))
+    bad = invoke(
+        "nlp-embed",
+        "train",
+        "--data",
+        nlp_embed_nmt_corpus,
+        "--run-dir",
+        tmp_path / "x",
+        "--max-steps",
+        "2",
+        *sets(*NMT_TINY, "kd.method=input_noise"),
+    )
     assert bad.exit_code == 2 and "input_noise is implemented for mode=lm only" in bad.stderr
 
 
@@ -60,17 +101,32 @@ def test_run_on_a_parallel_dataset_exports_and_translates(nlp_embed_nmt_corpus: 
     """`run --data <parallel>` is the NMT half: train, eval (BLEU + signature), export; then `translate`
     reads the export alone through the text stack's shared Translator."""
     run = tmp_path / "r"
-    result = invoke_json("nlp-embed", "run", "--run-dir", run, "--data", nlp_embed_nmt_corpus, "--no-baselines",
-                         "--max-steps", "3", *sets(*NMT_TINY, "train.eval_every=0"))
+    result = invoke_json(
+        "nlp-embed",
+        "run",
+        "--run-dir",
+        run,
+        "--data",
+        nlp_embed_nmt_corpus,
+        "--no-baselines",
+        "--max-steps",
+        "3",
+        *sets(*NMT_TINY, "train.eval_every=0"),
+    )
     assert result["mode"] == "nmt" and set(result["systems"]) == {"skd"} and 0 <= result["bleu"] <= 100
     assert result["bleu_sacre_signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a")
     manifest = json.loads((run / "export" / "manifest.json").read_text())
     assert manifest["interface"] == "translation" and manifest["task"] == "nlp-embed" and manifest["kd_method"] == "skd"
     assert manifest["parity"]["max_abs_diff"] < 1e-4 and manifest["model"]["arch"] == "fairseq"
     sentences = (nlp_embed_nmt_corpus / "test.src").read_text().splitlines()[:2]
-    proc = subprocess.run([sys.executable, "-m", "skdcli", "nlp-embed", "translate", "--model", str(run / "export")],
-                          input="\n".join([sentences[0], "", sentences[1]]) + "\n", capture_output=True, text=True,
-                          timeout=300, cwd=REPO)
+    proc = subprocess.run(
+        [sys.executable, "-m", "skdcli", "nlp-embed", "translate", "--model", str(run / "export")],
+        input="\n".join([sentences[0], "", sentences[1]]) + "\n",
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.split("\n")[:-1]
     assert len(lines) == 3 and lines[1] == ""

@@ -26,38 +26,81 @@ def test_real_data_configs_load(tmp_path: Path) -> None:
 # The documented real-data command lines, shrunk to one step on each recipe's tiny corpus:
 # (task, data fixture, config, --set items, entries of the saved config.yaml)
 PAPER_CONFIG_STEPS = [
-    ("asr-ctc", "tiny_corpus", "asr_ctc/librispeech.yaml",
-     ("train.batch_size=4", "train.num_workers=0", "train.warmup_steps=1"),
-     {("model", "num_layers"): 12, ("train", "batch_size"): 4}),
-    ("nlp-embed", "nlp_embed_corpus", "nlp_embed/ptb.yaml",
-     ("train.batch_size=2", "train.warmup_steps=1", "train.eval_every=0"),
-     {("model", "d_hidden"): 650, ("train", "batch_size"): 2}),
+    (
+        "asr-ctc",
+        "tiny_corpus",
+        "asr_ctc/librispeech.yaml",
+        ("train.batch_size=4", "train.num_workers=0", "train.warmup_steps=1"),
+        {("model", "num_layers"): 12, ("train", "batch_size"): 4},
+    ),
+    (
+        "nlp-embed",
+        "nlp_embed_corpus",
+        "nlp_embed/ptb.yaml",
+        ("train.batch_size=2", "train.warmup_steps=1", "train.eval_every=0"),
+        {("model", "d_hidden"): 650, ("train", "batch_size"): 2},
+    ),
 ]
 
 
-@pytest.mark.parametrize("task, fixture, config, overrides, saved", PAPER_CONFIG_STEPS,
-                         ids=[c[2] for c in PAPER_CONFIG_STEPS])
-def test_paper_config_trains_a_step_on_cpu(task: str, fixture: str, config: str, overrides: tuple, saved: dict,
-                                           request: pytest.FixtureRequest, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "task, fixture, config, overrides, saved", PAPER_CONFIG_STEPS, ids=[c[2] for c in PAPER_CONFIG_STEPS]
+)
+def test_paper_config_trains_a_step_on_cpu(
+    task: str, fixture: str, config: str, overrides: tuple, saved: dict, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
     data = request.getfixturevalue(fixture)
-    result = invoke_json(task, "train", "--data", data, "--run-dir", tmp_path / "run", "--config",
-                         REPO / "recipes" / config, "--device", "cpu", "--max-steps", "1", *sets(*overrides))
+    result = invoke_json(
+        task,
+        "train",
+        "--data",
+        data,
+        "--run-dir",
+        tmp_path / "run",
+        "--config",
+        REPO / "recipes" / config,
+        "--device",
+        "cpu",
+        "--max-steps",
+        "1",
+        *sets(*overrides),
+    )
     assert result["steps"] == 1 and result["parameters"] > 5_000_000  # the paper-size model, not the tiny one
     written = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert {key: written[key[0]][key[1]] for key in saved} == saved
 
 
 def test_gradient_accumulation_matches_the_full_batch(tiny_corpus: Path, tmp_path: Path) -> None:
-    common = ["asr-ctc", "train", "--data", tiny_corpus, "--max-steps", "3",
-              *sets("model.d_model=32", "model.num_layers=2", "model.student_layer=1", "model.num_heads=2",
-                    "model.ff_dim=64", "model.conv_channels=8", "train.batch_size=8", "train.log_every=1",
-                    "model.dropout=0.0", "model.spec_augment.enabled=false", "train.eval_every=0")]
+    common = [
+        "asr-ctc",
+        "train",
+        "--data",
+        tiny_corpus,
+        "--max-steps",
+        "3",
+        *sets(
+            "model.d_model=32",
+            "model.num_layers=2",
+            "model.student_layer=1",
+            "model.num_heads=2",
+            "model.ff_dim=64",
+            "model.conv_channels=8",
+            "train.batch_size=8",
+            "train.log_every=1",
+            "model.dropout=0.0",
+            "model.spec_augment.enabled=false",
+            "train.eval_every=0",
+        ),
+    ]
     invoke_json(*common, "--run-dir", tmp_path / "full")
     invoke_json(*common, "--run-dir", tmp_path / "accum", *sets("train.grad_accum=2"))
 
     def losses(run: Path) -> list[float]:
-        return [r["loss"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
-                if r["split"] == "train"]
+        return [
+            r["loss"]
+            for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
+            if r["split"] == "train"
+        ]
 
     assert losses(tmp_path / "accum") == pytest.approx(losses(tmp_path / "full"), rel=1e-5)
 

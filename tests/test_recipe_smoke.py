@@ -19,12 +19,16 @@ def test_recipe_smoke(smoke_file: Path, tmp_path: Path, request: pytest.FixtureR
     spec = yaml.safe_load(smoke_file.read_text())
     run_dir = tmp_path / "run"
     data_args = ["--data", str(request.getfixturevalue(spec["data"]))] if spec.get("data") else []
-    result = invoke_json(spec["task"], "run", "--run-dir", run_dir, *data_args, *spec.get("args", []),
-                         *sets(*spec.get("sets", [])))
+    result = invoke_json(
+        spec["task"], "run", "--run-dir", run_dir, *data_args, *spec.get("args", []), *sets(*spec.get("sets", []))
+    )
     for name in spec["expect_files"]:
         assert (run_dir / name).is_file(), f"{smoke_file}: {name} missing"
-    losses = [r["loss"] for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
-              if r["split"] == "train"]
+    losses = [
+        r["loss"]
+        for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
+        if r["split"] == "train"
+    ]
     ratio = spec["thresholds"]["last_train_loss_below_first_times"]
     first, last = sum(losses[:10]) / len(losses[:10]), sum(losses[-10:]) / len(losses[-10:])
     assert last < ratio * first, f"loss went {first:.3f} -> {last:.3f} (mean of first/last 10 logged)"

@@ -35,8 +35,14 @@ def stub(tmp_path: Path) -> dict[str, str]:
 
 
 def run_sh(env: dict, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(REPO / "recipes" / "nlp_embed" / "run.sh"), *args], capture_output=True,
-                          text=True, env=env, cwd=REPO, timeout=60)
+    return subprocess.run(
+        ["bash", str(REPO / "recipes" / "nlp_embed" / "run.sh"), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=60,
+    )
 
 
 def calls(env: dict) -> list[str]:
@@ -53,7 +59,11 @@ def test_stages_seeds_skip_and_resume(stub: dict, tmp_path: Path) -> None:
     assert len(trains) == 4 and all("--set train.lr=1" in c and "--device cpu" in c for c in trains)
     assert any("--baseline" in c and "ce_seed1" in c for c in trains)  # the ce system is --baseline
     assert sorted(p.name for p in (runs / "results").iterdir()) == [
-        "ce_seed0.test.eval.json", "ce_seed1.test.eval.json", "skd_seed0.test.eval.json", "skd_seed1.test.eval.json"]
+        "ce_seed0.test.eval.json",
+        "ce_seed1.test.eval.json",
+        "skd_seed0.test.eval.json",
+        "skd_seed1.test.eval.json",
+    ]
     assert not list((runs / "results").glob("*.tmp"))
 
     Path(stub["STUB_LOG"]).unlink()
@@ -70,15 +80,19 @@ def test_stages_seeds_skip_and_resume(stub: dict, tmp_path: Path) -> None:
 def test_options_help_and_errors(stub: dict, tmp_path: Path) -> None:
     usage = run_sh(stub, "--help")
     assert usage.returncode == 0 and "Usage" in usage.stdout and "set -euo" not in usage.stdout
-    for bad, message in ((["--no-such-option", "1"], "unknown option '--no-such-option'"),
-                         (["--stage", "two"], "--stage/--stop-stage take integers"),
-                         (["--runs"], "option '--runs' needs a value"),
-                         (["stray"], "unknown argument 'stray'")):
+    for bad, message in (
+        (["--no-such-option", "1"], "unknown option '--no-such-option'"),
+        (["--stage", "two"], "--stage/--stop-stage take integers"),
+        (["--runs"], "option '--runs' needs a value"),
+        (["stray"], "unknown argument 'stray'"),
+    ):
         result = run_sh(stub, *bad)
         assert result.returncode == 1 and message in result.stderr, result.stderr
     # the environment twin works and a flag wins over it
     env = {**stub, "SEEDS": "5", "SYSTEMS": "ls"}
-    assert run_sh(env, "--stage", "1", "--stop-stage", "1", "--runs", str(tmp_path / "r"), "--seeds", "7").returncode == 0
+    assert (
+        run_sh(env, "--stage", "1", "--stop-stage", "1", "--runs", str(tmp_path / "r"), "--seeds", "7").returncode == 0
+    )
     assert [c.split("--run-dir ")[1].split()[0] for c in calls(env)] == [str(tmp_path / "r" / "ls_seed7")]
 
 
@@ -87,7 +101,8 @@ def test_multi_gpu_training_goes_through_torchrun(stub: dict, tmp_path: Path) ->
     fake.write_text('#!/usr/bin/env bash\necho "torchrun $*" >> "$STUB_LOG"\n')
     fake.chmod(0o755)
     env = {**stub, "PATH": f"{fake.parent}:{os.environ['PATH']}"}
-    result = run_sh(env, "--stage", "1", "--stop-stage", "1", "--runs", str(tmp_path / "r"), "--ngpu", "4",
-                    "--systems", "skd")
+    result = run_sh(
+        env, "--stage", "1", "--stop-stage", "1", "--runs", str(tmp_path / "r"), "--ngpu", "4", "--systems", "skd"
+    )
     assert result.returncode == 0, result.stderr
     assert calls(env)[0].startswith("torchrun --standalone --nproc-per-node 4 -m skdcli nlp-embed train")

@@ -22,7 +22,9 @@ def test_synthetic_prep_writes_the_real_formats(retrieval_data: Path) -> None:
     first = karpathy["images"][0]
     assert {"filename", "filepath", "imgid", "split", "sentids", "sentences"} <= set(first)
     assert (retrieval_data / "raw" / first["filepath"] / first["filename"]).is_file()
-    assert (retrieval_data / "encoder" / "config.json").is_file() and (retrieval_data / "encoder" / "model.safetensors").is_file()
+    assert (retrieval_data / "encoder" / "config.json").is_file() and (
+        retrieval_data / "encoder" / "model.safetensors"
+    ).is_file()
     vocab = (retrieval_data / "vocab.txt").read_text().split()
     assert {"red", "circle", "left"} <= set(vocab)
     assert not (retrieval_data / "shards").exists() and not (retrieval_data / ".prep-in-progress").exists()
@@ -31,13 +33,27 @@ def test_synthetic_prep_writes_the_real_formats(retrieval_data: Path) -> None:
 
 
 def test_train_writes_the_run_directory(retrieval_run: Path) -> None:
-    for name in ("config.yaml", "provenance.json", "metrics.jsonl", "train_summary.json",
-                 "checkpoints/latest.json", "checkpoints/best/model.safetensors", "checkpoints/best/best.json"):
+    for name in (
+        "config.yaml",
+        "provenance.json",
+        "metrics.jsonl",
+        "train_summary.json",
+        "checkpoints/latest.json",
+        "checkpoints/best/model.safetensors",
+        "checkpoints/best/best.json",
+    ):
         assert (retrieval_run / name).exists(), name
     rows = [json.loads(x) for x in (retrieval_run / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in rows if r["split"] == "train"]
-    assert {"loss/dense", "loss/sparse", "loss/integrated", "loss/kd_dense", "loss/kd_sparse", "weight/eta_q",
-            "temperature"} <= set(train[0])
+    assert {
+        "loss/dense",
+        "loss/sparse",
+        "loss/integrated",
+        "loss/kd_dense",
+        "loss/kd_sparse",
+        "weight/eta_q",
+        "temperature",
+    } <= set(train[0])
     etas = [r["weight/eta_q"] for r in train]
     assert etas[0] < etas[-1] and etas == sorted(etas)  # quadratic warm-up, then flat
     evals = [r for r in rows if r["split"] == "eval"]
@@ -78,8 +94,9 @@ def test_export_parity_and_manifest(retrieval_run: Path, tmp_path: Path) -> None
     module, manifest, _ = load_exported(tmp_path / "exp")
     u_t, z_t, u_i, z_i = module(torch.randn(4, 64), torch.randn(6, 64))
     assert u_t.shape == (4, 32) and z_i.shape[0] == 6 and manifest["task"] == "retrieval"
-    assert_one_line_error(invoke("retrieval", "export", "--run-dir", retrieval_run, "--out", tmp_path / "exp"),
-                          "--overwrite")
+    assert_one_line_error(
+        invoke("retrieval", "export", "--run-dir", retrieval_run, "--out", tmp_path / "exp"), "--overwrite"
+    )
 
 
 def test_search_explain_and_the_index(retrieval_run: Path, tmp_path: Path) -> None:
@@ -93,18 +110,25 @@ def test_search_explain_and_the_index(retrieval_run: Path, tmp_path: Path) -> No
     assert "rank" in human.stderr and hits[0]["image_id"] in human.stderr
     qfile = tmp_path / "q.txt"
     qfile.write_text("q1\ta blue square on the left\na small green triangle\n")
-    many = invoke_json("retrieval", "search", "--run-dir", retrieval_run, "--queries", qfile, "--query-id", "0", "--exact", "--k", "3")
+    many = invoke_json(
+        "retrieval", "search", "--run-dir", retrieval_run, "--queries", qfile, "--query-id", "0", "--exact", "--k", "3"
+    )
     assert [len(r["hits"]) for r in many["results"]] == [3, 3, 3] and many["results"][0]["engine"] == "exact"
     image_id = hits[0]["image_id"]
     explained = invoke_json("retrieval", "explain", "--run-dir", retrieval_run, "--id", image_id, "--top", "5")
     assert explained["kind"] == "image" and 1 <= len(explained["top_terms"]) <= 5
     assert all(isinstance(t["term"], str) and t["weight"] > 0 for t in explained["top_terms"])
-    assert invoke_json("retrieval", "explain", "--run-dir", retrieval_run, "--id", "0", "--kind", "caption")["kind"] == "caption"
+    assert (
+        invoke_json("retrieval", "explain", "--run-dir", retrieval_run, "--id", "0", "--kind", "caption")["kind"]
+        == "caption"
+    )
 
 
 def test_search_and_explain_errors(retrieval_run: Path) -> None:
-    assert_one_line_error(invoke("retrieval", "search", "--run-dir", retrieval_run, "--query", "zebra quokka"),
-                          "no word the encoder's vocabulary knows")
+    assert_one_line_error(
+        invoke("retrieval", "search", "--run-dir", retrieval_run, "--query", "zebra quokka"),
+        "no word the encoder's vocabulary knows",
+    )
     assert_one_line_error(invoke("retrieval", "search", "--run-dir", retrieval_run), "--query")
     assert_one_line_error(invoke("retrieval", "search", "--run-dir", retrieval_run, "--query-id", "nope"), "nope")
     assert_one_line_error(invoke("retrieval", "explain", "--run-dir", retrieval_run, "--id", "nope"), "nope")
@@ -112,31 +136,72 @@ def test_search_and_explain_errors(retrieval_run: Path) -> None:
 
 
 def test_bad_method_and_unprepared_data(retrieval_data: Path, tmp_path: Path) -> None:
-    assert_one_line_error(invoke("retrieval", "train", "--data", retrieval_data, "--run-dir", tmp_path / "r",
-                                 *sets("loss.method=distill")), "loss.method")
+    assert_one_line_error(
+        invoke(
+            "retrieval", "train", "--data", retrieval_data, "--run-dir", tmp_path / "r", *sets("loss.method=distill")
+        ),
+        "loss.method",
+    )
     assert_one_line_error(invoke("retrieval", "train", "--data", tmp_path, "--run-dir", tmp_path / "r"), "prep.json")
 
 
 def test_baseline_and_compat_switches_train(retrieval_data: Path, tmp_path: Path) -> None:
-    base = invoke_json("retrieval", "train", "--data", retrieval_data, "--run-dir", tmp_path / "b", "--baseline",
-                       "--max-steps", "10", *sets(*RETRIEVAL_FAST, "train.eval_every=0"))
+    base = invoke_json(
+        "retrieval",
+        "train",
+        "--data",
+        retrieval_data,
+        "--run-dir",
+        tmp_path / "b",
+        "--baseline",
+        "--max-steps",
+        "10",
+        *sets(*RETRIEVAL_FAST, "train.eval_every=0"),
+    )
     assert base["method"] == "contrastive"
     rows = [json.loads(x) for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
     assert "loss/kd_dense" not in rows[0]
-    compat = invoke_json("retrieval", "train", "--data", retrieval_data, "--run-dir", tmp_path / "c", "--max-steps", "10",
-                         *sets(*RETRIEVAL_FAST, "train.eval_every=0", "loss.compat_official=true",
-                               "loss.detach_teacher=false", "loss.reg=flops", "eval.flops=official"))
+    compat = invoke_json(
+        "retrieval",
+        "train",
+        "--data",
+        retrieval_data,
+        "--run-dir",
+        tmp_path / "c",
+        "--max-steps",
+        "10",
+        *sets(
+            *RETRIEVAL_FAST,
+            "train.eval_every=0",
+            "loss.compat_official=true",
+            "loss.detach_teacher=false",
+            "loss.reg=flops",
+            "eval.flops=official",
+        ),
+    )
     assert compat["steps"] == 10
 
 
-def test_eval_through_the_index_and_against_another_run(retrieval_run: Path, retrieval_data: Path,
-                                                        tmp_path: Path) -> None:
+def test_eval_through_the_index_and_against_another_run(
+    retrieval_run: Path, retrieval_data: Path, tmp_path: Path
+) -> None:
     """Issue 15, items 10 and 12: `eval --index` and `eval --compare RUN` through the CLI."""
     base = tmp_path / "base"
-    invoke_json("retrieval", "train", "--data", retrieval_data, "--run-dir", base, "--baseline", "--max-steps", "10",
-                *sets(*RETRIEVAL_FAST, "train.eval_every=0"))
-    assert_one_line_error(invoke("retrieval", "eval", "--run-dir", retrieval_run, "--compare", base),
-                          "per_query.tsv", "eval")  # the other run is not evaluated yet
+    invoke_json(
+        "retrieval",
+        "train",
+        "--data",
+        retrieval_data,
+        "--run-dir",
+        base,
+        "--baseline",
+        "--max-steps",
+        "10",
+        *sets(*RETRIEVAL_FAST, "train.eval_every=0"),
+    )
+    assert_one_line_error(
+        invoke("retrieval", "eval", "--run-dir", retrieval_run, "--compare", base), "per_query.tsv", "eval"
+    )  # the other run is not evaluated yet
     invoke_json("retrieval", "eval", "--run-dir", base)
     result = invoke_json("retrieval", "eval", "--run-dir", retrieval_run, "--index", "--compare", base)
     through = result["index"]
@@ -150,7 +215,8 @@ def test_eval_through_the_index_and_against_another_run(retrieval_run: Path, ret
     for test in compared["sparse"].values():
         assert 0 <= test["t_test_p"] <= 1 and 0 < test["randomisation_p"] <= 1 and test["n"] == 500
     assert compared["sparse"]["R@1"]["mean_diff"] == pytest.approx(
-        result["t2i"]["sparse"]["R@1"] - invoke_json("retrieval", "eval", "--run-dir", base)["t2i"]["sparse"]["R@1"])
+        result["t2i"]["sparse"]["R@1"] - invoke_json("retrieval", "eval", "--run-dir", base)["t2i"]["sparse"]["R@1"]
+    )
     human = invoke("retrieval", "eval", "--run-dir", retrieval_run, "--index")
     assert human.exit_code == 0 and "through RUN/index" in human.stderr
     no_index = tmp_path / "noindex"
@@ -163,8 +229,23 @@ def test_eval_through_the_index_and_against_another_run(retrieval_run: Path, ret
 
 def test_json_stdout_is_one_object_in_a_subprocess(retrieval_run: Path) -> None:
     # Seismic writes logs from native code: they must not reach stdout.
-    proc = subprocess.run([sys.executable, "-m", "skdcli", "retrieval", "index", "--run-dir", str(retrieval_run),
-                           "--overwrite", "--json"], capture_output=True, text=True, cwd=REPO, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "skdcli",
+            "retrieval",
+            "index",
+            "--run-dir",
+            str(retrieval_run),
+            "--overwrite",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     assert len(proc.stdout.strip().splitlines()) == 1 and json.loads(proc.stdout)["engine"] == "seismic"
     # the rebuild was made beside the old index and swapped in: no half-built folder is left

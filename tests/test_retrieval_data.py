@@ -22,23 +22,54 @@ def test_read_both_karpathy_layouts(tmp_path: Path) -> None:
     lavis = read_karpathy(RETRIEVAL_FIXTURES / "coco_karpathy_train.json")
     assert len(lavis) == 1 and lavis[0]["split"] == "train" and len(lavis[0]["sentences"]) == 5
     assert lavis[0]["filename"] == "val2014/COCO_val2014_000000522418.jpg" and lavis[0]["imgid"] == "coco_522418"
-    assert lavis[0]["sentences"][0]["raw"] == "A woman wearing a net on her head cutting a cake."  # trailing space stripped
-    karpathy = {"images": [
-        {"filepath": "val2014", "filename": "a.jpg", "imgid": 0, "split": "restval", "sentids": [7],
-         "sentences": [{"tokens": ["x"], "raw": "x", "imgid": 0, "sentid": 7}]},
-        {"filepath": "val2014", "filename": "b.jpg", "imgid": 1, "split": "test", "sentids": [8],
-         "sentences": [{"tokens": ["y"], "raw": "y", "imgid": 1, "sentid": 8}]}], "dataset": "coco"}
+    assert (
+        lavis[0]["sentences"][0]["raw"] == "A woman wearing a net on her head cutting a cake."
+    )  # trailing space stripped
+    karpathy = {
+        "images": [
+            {
+                "filepath": "val2014",
+                "filename": "a.jpg",
+                "imgid": 0,
+                "split": "restval",
+                "sentids": [7],
+                "sentences": [{"tokens": ["x"], "raw": "x", "imgid": 0, "sentid": 7}],
+            },
+            {
+                "filepath": "val2014",
+                "filename": "b.jpg",
+                "imgid": 1,
+                "split": "test",
+                "sentids": [8],
+                "sentences": [{"tokens": ["y"], "raw": "y", "imgid": 1, "sentid": 8}],
+            },
+        ],
+        "dataset": "coco",
+    }
     (tmp_path / "dataset_coco.json").write_text(json.dumps(karpathy))
     rows = read_karpathy(tmp_path / "dataset_coco.json")
-    assert [(r["imgid"], r["split"], r["filename"]) for r in rows] == [("0", "train", "val2014/a.jpg"), ("1", "test", "val2014/b.jpg")]
+    assert [(r["imgid"], r["split"], r["filename"]) for r in rows] == [
+        ("0", "train", "val2014/a.jpg"),
+        ("1", "test", "val2014/b.jpg"),
+    ]
     assert rows[0]["sentences"][0]["sentid"] == "7"
     assert [r["imgid"] for r in read_karpathy(tmp_path / "dataset_coco.json", restval="drop")] == ["1"]
 
 
 def test_prep_real_coco_image_through_a_tiny_clip(retrieval_tiny_clip: Path, tmp_path: Path) -> None:
     out = tmp_path / "coco"
-    result = invoke_json("retrieval", "prep", "--source", "karpathy", "--raw", RETRIEVAL_FIXTURES,
-                         "--encoder", retrieval_tiny_clip, "--out", out)
+    result = invoke_json(
+        "retrieval",
+        "prep",
+        "--source",
+        "karpathy",
+        "--raw",
+        RETRIEVAL_FIXTURES,
+        "--encoder",
+        retrieval_tiny_clip,
+        "--out",
+        out,
+    )
     assert result["images"] == 1 and result["captions"] == 5 and result["encoder_kind"] == "clip"
     assert result["text_dim"] == 64 and result["img_dim"] == 64 and result["vocab_size"] == result["vocab_size"] > 20
     ids, embs = read_embeddings(out / "text_embs.parquet")
@@ -59,16 +90,42 @@ def test_prep_tiny_blip_checkpoint(tmp_path: Path) -> None:
 
     words = "a woman cutting cake white sheet hair net wearing".split()
     tok = build_word_tokenizer(words, 16)
-    cfg = BlipConfig(text_config=dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                      num_attention_heads=2, max_position_embeddings=32, encoder_hidden_size=32),
-                     vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                                        image_size=32, patch_size=8), projection_dim=16)
+    cfg = BlipConfig(
+        text_config=dict(
+            vocab_size=len(tok),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            max_position_embeddings=32,
+            encoder_hidden_size=32,
+        ),
+        vision_config=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=8,
+        ),
+        projection_dim=16,
+    )
     model_dir = tmp_path / "blip"
     BlipForImageTextRetrieval(cfg).eval().save_pretrained(str(model_dir))
     tok.save_pretrained(str(model_dir))
     BlipImageProcessor(size={"height": 32, "width": 32}).save_pretrained(str(model_dir))
-    result = invoke_json("retrieval", "prep", "--source", "karpathy", "--raw", RETRIEVAL_FIXTURES,
-                         "--encoder", model_dir, "--out", tmp_path / "out")
+    result = invoke_json(
+        "retrieval",
+        "prep",
+        "--source",
+        "karpathy",
+        "--raw",
+        RETRIEVAL_FIXTURES,
+        "--encoder",
+        model_dir,
+        "--out",
+        tmp_path / "out",
+    )
     assert result["encoder_kind"] == "blip" and result["text_dim"] == 32 and result["img_dim"] == 32
 
 
@@ -76,18 +133,53 @@ def test_missing_and_undecodable_images(retrieval_tiny_clip: Path, tmp_path: Pat
     raw = tmp_path / "raw"
     raw.mkdir()
     shutil.copy(RETRIEVAL_FIXTURES / "coco_karpathy_train.json", raw)
-    missing = invoke("retrieval", "prep", "--source", "karpathy", "--raw", raw, "--encoder", retrieval_tiny_clip,
-                     "--out", tmp_path / "o1")
+    missing = invoke(
+        "retrieval",
+        "prep",
+        "--source",
+        "karpathy",
+        "--raw",
+        raw,
+        "--encoder",
+        retrieval_tiny_clip,
+        "--out",
+        tmp_path / "o1",
+    )
     assert_one_line_error(missing, "missing", "COCO_val2014_000000522418.jpg")
     (raw / "val2014").mkdir()
     (raw / "val2014" / COCO_JPG.name).write_bytes(b"this is not a jpeg")
-    broken = invoke("retrieval", "prep", "--source", "karpathy", "--raw", raw, "--encoder", retrieval_tiny_clip,
-                    "--out", tmp_path / "o2")
+    broken = invoke(
+        "retrieval",
+        "prep",
+        "--source",
+        "karpathy",
+        "--raw",
+        raw,
+        "--encoder",
+        retrieval_tiny_clip,
+        "--out",
+        tmp_path / "o2",
+    )
     assert_one_line_error(broken, "does not decode", COCO_JPG.name)
-    assert_one_line_error(invoke("retrieval", "prep", "--source", "karpathy", "--raw", RETRIEVAL_FIXTURES,
-                                 "--out", tmp_path / "o3"), "--encoder")
-    assert_one_line_error(invoke("retrieval", "prep", "--source", "karpathy", "--raw", RETRIEVAL_FIXTURES,
-                                 "--encoder", tmp_path, "--out", tmp_path / "o4"), "config.json")
+    assert_one_line_error(
+        invoke("retrieval", "prep", "--source", "karpathy", "--raw", RETRIEVAL_FIXTURES, "--out", tmp_path / "o3"),
+        "--encoder",
+    )
+    assert_one_line_error(
+        invoke(
+            "retrieval",
+            "prep",
+            "--source",
+            "karpathy",
+            "--raw",
+            RETRIEVAL_FIXTURES,
+            "--encoder",
+            tmp_path,
+            "--out",
+            tmp_path / "o4",
+        ),
+        "config.json",
+    )
 
 
 def test_extraction_resumes_from_finished_shards(retrieval_tiny_clip: Path, tmp_path: Path, monkeypatch) -> None:
@@ -111,7 +203,9 @@ def test_extraction_resumes_from_finished_shards(retrieval_tiny_clip: Path, tmp_
     assert (out / ".prep-in-progress").is_file() and (out / "shards" / "text_00000.parquet").is_file()
     calls.clear()
     kill[0] = False
-    result = prep_stage("karpathy", str(RETRIEVAL_FIXTURES), str(out), str(retrieval_tiny_clip), batch_size=2, shard_size=2)
+    result = prep_stage(
+        "karpathy", str(RETRIEVAL_FIXTURES), str(out), str(retrieval_tiny_clip), batch_size=2, shard_size=2
+    )
     assert result["resumed"] and result["captions"] == 5
     assert calls == [2, 1]  # shard 0 (captions 1-2) was not recomputed; shards 1 and 2 were
     assert len(read_embeddings(out / "text_embs.parquet")[0]) == 5
@@ -131,17 +225,25 @@ def official_layout(folder: Path, width: int = 48, n_train: int = 40, n_test: in
         text_ids += [str(s["sentid"]) for s in sents]
     (folder / "dataset_meta.json").write_text(json.dumps({"images": images}))
     concept = rng.normal(size=(len(img_ids), 8))
-    write_embeddings(folder / "img_embs_before_proj_blip.parquet", img_ids,
-                     concept @ rng.normal(size=(8, width)) + 0.1 * rng.normal(size=(len(img_ids), width)))
-    write_embeddings(folder / "text_embs_before_proj_blip.parquet", text_ids,
-                     np.repeat(concept, 2, axis=0) @ rng.normal(size=(8, width)))
+    write_embeddings(
+        folder / "img_embs_before_proj_blip.parquet",
+        img_ids,
+        concept @ rng.normal(size=(8, width)) + 0.1 * rng.normal(size=(len(img_ids), width)),
+    )
+    write_embeddings(
+        folder / "text_embs_before_proj_blip.parquet",
+        text_ids,
+        np.repeat(concept, 2, axis=0) @ rng.normal(size=(8, width)),
+    )
     return folder
 
 
 def test_import_official_embeddings_then_train_and_search_by_id(tmp_path: Path) -> None:
     raw = official_layout(tmp_path / "cache")
     out = tmp_path / "prepared"
-    result = invoke_json("retrieval", "prep", "--source", "embeddings", "--raw", raw, "--out", out, "--vocab-size", "50")
+    result = invoke_json(
+        "retrieval", "prep", "--source", "embeddings", "--raw", raw, "--out", out, "--vocab-size", "50"
+    )
     assert result["images"] == 50 and result["captions"] == 100 and not result["has_word_embeddings"]
     assert result["vocab_size"] == 50 and result["encoder"] is None
     run = tmp_path / "run"
@@ -150,8 +252,17 @@ def test_import_official_embeddings_then_train_and_search_by_id(tmp_path: Path) 
     refused = invoke("retrieval", "train", "--data", out, "--run-dir", run, "--max-steps", "6", *sets(*quick))
     assert_one_line_error(refused, "init_proj_from_encoder", "no text_proj", "--init FILE")
     assert not run.exists()  # checked before the run directory is written
-    invoke_json("retrieval", "train", "--data", out, "--run-dir", run, "--max-steps", "6",
-                *sets(*quick, "model.init_proj_from_encoder=false", "model.init_vocab_from_encoder=false"))
+    invoke_json(
+        "retrieval",
+        "train",
+        "--data",
+        out,
+        "--run-dir",
+        run,
+        "--max-steps",
+        "6",
+        *sets(*quick, "model.init_proj_from_encoder=false", "model.init_vocab_from_encoder=false"),
+    )
     invoke_json("retrieval", "index", "--run-dir", run, "--engine", "exact")
     assert_one_line_error(invoke("retrieval", "search", "--run-dir", run, "--query", "a cat"), "--query-id")
     found = invoke_json("retrieval", "search", "--run-dir", run, "--query-id", "200")
@@ -160,8 +271,18 @@ def test_import_official_embeddings_then_train_and_search_by_id(tmp_path: Path) 
 
 def test_embedding_file_with_the_wrong_width(retrieval_tiny_clip: Path, tmp_path: Path) -> None:
     raw = official_layout(tmp_path / "cache", width=48)  # the tiny CLIP's encoder width is 64
-    bad = invoke("retrieval", "prep", "--source", "embeddings", "--raw", raw, "--encoder", retrieval_tiny_clip,
-                 "--out", tmp_path / "o")
+    bad = invoke(
+        "retrieval",
+        "prep",
+        "--source",
+        "embeddings",
+        "--raw",
+        raw,
+        "--encoder",
+        retrieval_tiny_clip,
+        "--out",
+        tmp_path / "o",
+    )
     assert_one_line_error(bad, "text_embs_before_proj_blip.parquet", "width 48, expected 64")
     from datasets import Dataset
 
@@ -177,8 +298,18 @@ def test_embedding_file_with_the_wrong_width(retrieval_tiny_clip: Path, tmp_path
 
 def test_import_embeddings_with_an_encoder_takes_its_vocabulary(retrieval_tiny_clip: Path, tmp_path: Path) -> None:
     raw = official_layout(tmp_path / "cache", width=64)
-    result = invoke_json("retrieval", "prep", "--source", "embeddings", "--raw", raw, "--encoder", retrieval_tiny_clip,
-                         "--out", tmp_path / "o")
+    result = invoke_json(
+        "retrieval",
+        "prep",
+        "--source",
+        "embeddings",
+        "--raw",
+        raw,
+        "--encoder",
+        retrieval_tiny_clip,
+        "--out",
+        tmp_path / "o",
+    )
     vocab = (tmp_path / "o" / "vocab.txt").read_text().splitlines()
     assert result["has_word_embeddings"] and result["vocab_size"] == len(vocab) and "cake" in vocab
     assert result["encoder_kind"] == "clip" and Path(result["encoder"]).is_absolute()

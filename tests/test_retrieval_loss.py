@@ -82,8 +82,10 @@ def test_self_kd_by_hand_with_the_transposed_teacher() -> None:
     third = [1 / 3] * 3
     assert torch.allclose(p_i2t, t([[0.25, 0.5, 0.25], third, third]))
     assert torch.allclose(p_t2i, t([third, [0.5, 0.25, 0.25], third]))
-    expected = 0.5 * (soft_ce([[0.25, 0.5, 0.25], third, third], STUDENT)
-                      + soft_ce([third, [0.5, 0.25, 0.25], third], transpose(STUDENT)))
+    expected = 0.5 * (
+        soft_ce([[0.25, 0.5, 0.25], third, third], STUDENT)
+        + soft_ce([third, [0.5, 0.25, 0.25], third], transpose(STUDENT))
+    )
     assert float(self_kd(t(STUDENT), p_i2t, p_t2i)) == pytest.approx(expected)
 
 
@@ -93,8 +95,10 @@ def test_compat_official_reuses_the_image_to_text_teacher_rows() -> None:
     assert torch.allclose(compat[1], compat[0])  # the official code's quirk: P_t2i = softmax_row(S_x)
     assert not torch.allclose(fixed[1], compat[1])
     third = [1 / 3] * 3
-    expected = 0.5 * (soft_ce([[0.25, 0.5, 0.25], third, third], STUDENT)
-                      + soft_ce([[0.25, 0.5, 0.25], third, third], transpose(STUDENT)))
+    expected = 0.5 * (
+        soft_ce([[0.25, 0.5, 0.25], third, third], STUDENT)
+        + soft_ce([[0.25, 0.5, 0.25], third, third], transpose(STUDENT))
+    )
     assert float(self_kd(t(STUDENT), *compat)) == pytest.approx(expected)
     sym = torch.randn(3, 3, dtype=torch.float64)
     sym = sym + sym.t()  # for a symmetric teacher the two agree
@@ -127,8 +131,13 @@ def test_flops_regulariser_by_hand() -> None:
 
 def objective_inputs() -> dict:
     eye = torch.eye(3, dtype=torch.float64)
-    return {"u_t": eye.clone(), "u_i": eye.clone(), "temp": torch.tensor(0.5, dtype=torch.float64),
-            "z_i": t([[1, 0, 0], [0, 1, 0], [0, 0, 0]]), "z_t": t([[1, 0, 0], [0, 0, 0], [0, 0, 1]])}
+    return {
+        "u_t": eye.clone(),
+        "u_i": eye.clone(),
+        "temp": torch.tensor(0.5, dtype=torch.float64),
+        "z_i": t([[1, 0, 0], [0, 1, 0], [0, 0, 0]]),
+        "z_t": t([[1, 0, 0], [0, 0, 0], [0, 0, 1]]),
+    }
 
 
 @pytest.mark.parametrize("method", ["skd", "contrastive"])
@@ -161,4 +170,8 @@ def test_reg_warmup_is_a_quarter_at_half_the_warmup(retrieval_data) -> None:
     task = RetrievalTask(cfg, retrieval_data)  # T = 0.2 * 100 = 20 steps
     at = lambda step: Progress(step=step, total_steps=100, epoch=1, total_epochs=1)
     assert task.eta_q(at(10)) == pytest.approx(1e-3) and task.eta_d(at(10)) == pytest.approx(2e-3)
-    assert task.eta_q(at(0)) == 0.0 and task.eta_q(at(20)) == pytest.approx(4e-3) and task.eta_q(at(90)) == pytest.approx(4e-3)
+    assert (
+        task.eta_q(at(0)) == 0.0
+        and task.eta_q(at(20)) == pytest.approx(4e-3)
+        and task.eta_q(at(90)) == pytest.approx(4e-3)
+    )

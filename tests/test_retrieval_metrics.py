@@ -96,8 +96,12 @@ def test_metrics_agree_with_ir_measures_on_the_written_trec_files(tmp_path: Path
     qrels = list(ir_measures.read_trec_qrels(str(tmp_path / "qrels.txt")))
     run = list(ir_measures.read_trec_run(str(tmp_path / "run.trec")))
     theirs = ir_measures.calc_aggregate([R @ 1, R @ 5, R @ 10, RR @ 10], qrels, run)
-    assert {"R@1": theirs[R @ 1], "R@5": theirs[R @ 5], "R@10": theirs[R @ 10], "MRR@10": theirs[RR @ 10]} == \
-        pytest.approx(ours, abs=1e-6)
+    assert {
+        "R@1": theirs[R @ 1],
+        "R@5": theirs[R @ 5],
+        "R@10": theirs[R @ 10],
+        "MRR@10": theirs[RR @ 10],
+    } == pytest.approx(ours, abs=1e-6)
     assert 0 < ours["R@1"] < ours["R@10"] < 1  # a run that exercises every branch
     per_query = per_query_values(gold_ranks(top, gold))
     for m in ir_measures.iter_calc([RR @ 10, R @ 5], qrels, run):

@@ -35,8 +35,9 @@ def test_prep_shhs_layout_resamples_and_expands_xml(sleep_shhs: Path) -> None:
 
 def test_prep_sleep_edf_cli_subjects_and_incremental(sleep_raw, tmp_path: Path) -> None:
     out = tmp_path / "sedf"
-    first = invoke_json("sleep", "prep", "--source", "sleep-edf", "--raw", sleep_raw["sleep-edf"], "--out", out,
-                        "--subjects", "0")
+    first = invoke_json(
+        "sleep", "prep", "--source", "sleep-edf", "--raw", sleep_raw["sleep-edf"], "--out", out, "--subjects", "0"
+    )
     assert first["recordings"] == 2 and first["reused"] == 0 and first["channel"] == "EEG Fpz-Cz"
     manifest = json.loads((out / "prep.json").read_text())["manifest"]
     assert [r["id"] for r in manifest] == ["SC4001E0", "SC4002E0"]
@@ -44,8 +45,19 @@ def test_prep_sleep_edf_cli_subjects_and_incremental(sleep_raw, tmp_path: Path) 
     again = invoke("sleep", "prep", "--source", "sleep-edf", "--raw", sleep_raw["sleep-edf"], "--out", out)
     assert_one_line_error(again, str(out), "--overwrite")
     # adding subject 1: only its two nights are processed, subject 0's are reused
-    wider = invoke_json("sleep", "prep", "--source", "sleep-edf", "--raw", sleep_raw["sleep-edf"], "--out", out,
-                        "--subjects", "0-1", "--overwrite")
+    wider = invoke_json(
+        "sleep",
+        "prep",
+        "--source",
+        "sleep-edf",
+        "--raw",
+        sleep_raw["sleep-edf"],
+        "--out",
+        out,
+        "--subjects",
+        "0-1",
+        "--overwrite",
+    )
     assert wider["recordings"] == 4 and wider["reused"] == 2
 
 
@@ -60,9 +72,14 @@ def test_prep_resumes_an_interrupted_run(sleep_raw, tmp_path: Path) -> None:
 def test_prep_real_sleep_edf_fixture(tmp_path: Path) -> None:
     raw = SLEEP_FIXTURES / "sleep-cassette"
     # the 5-min excerpt is all wake: nothing to trim around, so the default skips it with a reason
-    assert_one_line_error(invoke("sleep", "prep", "--source", "sleep-edf", "--raw", raw, "--out", tmp_path / "a"),
-                          "skipped", "--no-trim-wake")
-    result = invoke_json("sleep", "prep", "--source", "sleep-edf", "--raw", raw, "--out", tmp_path / "b", "--no-trim-wake")
+    assert_one_line_error(
+        invoke("sleep", "prep", "--source", "sleep-edf", "--raw", raw, "--out", tmp_path / "a"),
+        "skipped",
+        "--no-trim-wake",
+    )
+    result = invoke_json(
+        "sleep", "prep", "--source", "sleep-edf", "--raw", raw, "--out", tmp_path / "b", "--no-trim-wake"
+    )
     assert result["epochs"] == 10 and result["class_counts"]["W"] == 10
     row = json.loads((tmp_path / "b" / "prep.json").read_text())["manifest"][0]
     assert row["native_fs"] == 100.0 and "2870 epochs past the PSG end" in row["notes"][0]
@@ -77,19 +94,28 @@ def _pair(tmp_path: Path, name: str) -> Path:
 
 
 def test_bad_inputs_are_one_line_errors(tmp_path: Path) -> None:
-    prep = lambda source, raw, *extra: invoke("sleep", "prep", "--source", source, "--raw", raw,
-                                              "--out", tmp_path / "out", "--no-trim-wake", *extra)
+    prep = lambda source, raw, *extra: invoke(
+        "sleep", "prep", "--source", source, "--raw", raw, "--out", tmp_path / "out", "--no-trim-wake", *extra
+    )
     empty = tmp_path / "empty"
     empty.mkdir()
     assert_one_line_error(prep("sleep-edf", empty), str(empty), "no recordings found")
     # an unknown source is named as such, with or without --raw
-    assert_one_line_error(prep("shhs2", empty), "--source must be one of sleep-edf, shhs, synthetic, synthetic-sleep-edf, got 'shhs2'")
-    assert_one_line_error(invoke("sleep", "prep", "--source", "shhs2", "--out", tmp_path / "o"),
-                          "--source must be one of sleep-edf, shhs, synthetic, synthetic-sleep-edf, got 'shhs2'")
+    assert_one_line_error(
+        prep("shhs2", empty), "--source must be one of sleep-edf, shhs, synthetic, synthetic-sleep-edf, got 'shhs2'"
+    )
+    assert_one_line_error(
+        invoke("sleep", "prep", "--source", "shhs2", "--out", tmp_path / "o"),
+        "--source must be one of sleep-edf, shhs, synthetic, synthetic-sleep-edf, got 'shhs2'",
+    )
     # a missing channel lists the channels present
     raw = _pair(tmp_path, "channel")
-    assert_one_line_error(prep("sleep-edf", raw, "--channel", "EEG C4-A1"), "SC4001E0-PSG.edf",
-                          "channel 'EEG C4-A1' not found", "EEG Fpz-Cz, EEG Pz-Oz, EOG horizontal")
+    assert_one_line_error(
+        prep("sleep-edf", raw, "--channel", "EEG C4-A1"),
+        "SC4001E0-PSG.edf",
+        "channel 'EEG C4-A1' not found",
+        "EEG Fpz-Cz, EEG Pz-Oz, EOG horizontal",
+    )
     # truncated EDF
     raw = _pair(tmp_path, "cut")
     psg = raw / "SC4001E0-PSG.edf"
@@ -140,8 +166,15 @@ def test_bad_shhs_inputs(tmp_path: Path) -> None:
 
 def test_train_writes_the_run_directory(sleep_run: Path) -> None:
     run = sleep_run
-    for name in ("config.yaml", "provenance.json", "metrics.jsonl", "train_summary.json", "plots/loss.png",
-                 "checkpoints/latest.json", "checkpoints/best/model.safetensors"):
+    for name in (
+        "config.yaml",
+        "provenance.json",
+        "metrics.jsonl",
+        "train_summary.json",
+        "plots/loss.png",
+        "checkpoints/latest.json",
+        "checkpoints/best/model.safetensors",
+    ):
         assert (run / name).exists(), name
     summary = json.loads((run / "train_summary.json").read_text())
     assert summary["kd_method"] == "skd" and summary["sampler"] == "selective" and summary["fs"] == 100
@@ -169,21 +202,42 @@ def test_eval_dev_and_cross_dataset(sleep_run: Path, sleep_sedf: Path) -> None:
 
 def test_eval_refuses_mismatched_rates(sleep_run: Path, sleep_raw, tmp_path: Path) -> None:
     out = tmp_path / "sedf50"
-    invoke_json("sleep", "prep", "--source", "sleep-edf", "--raw", sleep_raw["sleep-edf"], "--out", out,
-                "--fs", "50", "--subjects", "0")
-    assert_one_line_error(invoke("sleep", "eval", "--run-dir", sleep_run, "--data", out, "--cross-dataset"),
-                          "mismatched sampling rates", "100 Hz", "50 Hz")
+    invoke_json(
+        "sleep",
+        "prep",
+        "--source",
+        "sleep-edf",
+        "--raw",
+        sleep_raw["sleep-edf"],
+        "--out",
+        out,
+        "--fs",
+        "50",
+        "--subjects",
+        "0",
+    )
+    assert_one_line_error(
+        invoke("sleep", "eval", "--run-dir", sleep_run, "--data", out, "--cross-dataset"),
+        "mismatched sampling rates",
+        "100 Hz",
+        "50 Hz",
+    )
 
 
 def test_eval_refuses_another_normalisation(sleep_run: Path, sleep_raw, tmp_path: Path) -> None:
     out = tmp_path / "sedf_epoch"
     prepare_dataset("sleep-edf", sleep_raw["sleep-edf"], out, subjects="0", normalisation="epoch")
-    assert_one_line_error(invoke("sleep", "eval", "--run-dir", sleep_run, "--data", out, "--cross-dataset"),
-                          "mismatched normalisation", "'robust'", "'epoch'")
+    assert_one_line_error(
+        invoke("sleep", "eval", "--run-dir", sleep_run, "--data", out, "--cross-dataset"),
+        "mismatched normalisation",
+        "'robust'",
+        "'epoch'",
+    )
 
 
-def test_export_and_score_with_the_export_alone(sleep_export: Path, sleep_raw, sleep_sedf: Path,
-                                                tmp_path: Path) -> None:
+def test_export_and_score_with_the_export_alone(
+    sleep_export: Path, sleep_raw, sleep_sedf: Path, tmp_path: Path
+) -> None:
     manifest = json.loads((sleep_export / "manifest.json").read_text())
     assert manifest["task"] == "sleep" and manifest["fs"] == 100 and manifest["parity"]["max_abs_diff"] < 1e-4
     assert manifest["normalisation"]["rule"] == "robust" and manifest["trim_minutes"] == 30.0
@@ -191,8 +245,20 @@ def test_export_and_score_with_the_export_alone(sleep_export: Path, sleep_raw, s
     psg = sleep_raw["sleep-edf"] / "sleep-cassette" / "SC4001E0-PSG.edf"
     hyp = sleep_raw["sleep-edf"] / "sleep-cassette" / "SC4001EC-Hypnogram.edf"
     out = tmp_path / "night.csv"
-    result = invoke_json("sleep", "score", "--model", sleep_export, "--edf", psg, "--out", out,
-                         "--channel", "EEG Fpz-Cz", "--hypnogram", hyp)
+    result = invoke_json(
+        "sleep",
+        "score",
+        "--model",
+        sleep_export,
+        "--edf",
+        psg,
+        "--out",
+        out,
+        "--channel",
+        "EEG Fpz-Cz",
+        "--hypnogram",
+        hyp,
+    )
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == result["epochs"] and rows[1]["onset_s"] == "30"
     assert abs(sum(float(rows[0][f"p_{s}"]) for s in ("W", "N1", "N2", "N3", "REM")) - 1) < 1e-3
@@ -202,26 +268,51 @@ def test_export_and_score_with_the_export_alone(sleep_export: Path, sleep_raw, s
     # metrics on eval's epochs (the prepared night's scored epochs) and on the whole night's
     row = next(r for r in json.loads((sleep_sedf / "prep.json").read_text())["manifest"] if r["id"] == "SC4001E0")
     assert result["scored_epochs"] == row["epochs"] and result["trimmed_span"][0] == row["first_epoch"]
-    n_scored = int((read_edf_hypnogram(hyp).labels[:result["epochs"]] >= 0).sum())
+    n_scored = int((read_edf_hypnogram(hyp).labels[: result["epochs"]] >= 0).sum())
     assert result["whole_night"]["scored_epochs"] == n_scored and result["normalisation"] == "robust"
     # sleep statistics of both hypnograms over the recording (time in bed = the recording)
     stats = result["sleep_statistics"]
     assert stats["predicted"]["tib_min"] == stats["true"]["tib_min"] == result["epochs"] / 2
-    true_labels = read_edf_hypnogram(hyp).labels[:result["epochs"]]
+    true_labels = read_edf_hypnogram(hyp).labels[: result["epochs"]]
     assert stats["true"]["minutes"]["REM"] == (true_labels == 4).sum() / 2
     assert sum(stats["predicted"]["minutes"].values()) == stats["predicted"]["tib_min"]
-    assert_one_line_error(invoke("sleep", "score", "--model", sleep_export, "--edf", psg, "--out", out),
-                          str(out), "--overwrite")
-    assert_one_line_error(invoke("sleep", "score", "--model", sleep_export, "--edf", psg, "--out", tmp_path / "x.csv"),
-                          "channel 'EEG' not found")  # SHHS channel name by default, no prefix match
+    assert_one_line_error(
+        invoke("sleep", "score", "--model", sleep_export, "--edf", psg, "--out", out), str(out), "--overwrite"
+    )
+    assert_one_line_error(
+        invoke("sleep", "score", "--model", sleep_export, "--edf", psg, "--out", tmp_path / "x.csv"),
+        "channel 'EEG' not found",
+    )  # SHHS channel name by default, no prefix match
 
 
 def test_baseline_sampler_and_exact_resume(sleep_shhs: Path, tmp_path: Path) -> None:
-    base = invoke_json("sleep", "train", "--data", sleep_shhs, "--run-dir", tmp_path / "base", "--baseline",
-                       "--max-steps", "2", *sets(*SLEEP_TINY))
+    base = invoke_json(
+        "sleep",
+        "train",
+        "--data",
+        sleep_shhs,
+        "--run-dir",
+        tmp_path / "base",
+        "--baseline",
+        "--max-steps",
+        "2",
+        *sets(*SLEEP_TINY),
+    )
     assert base["kd_method"] == "ce" and base["sampler"] == "random"
-    bal = invoke_json("sleep", "train", "--data", sleep_shhs, "--run-dir", tmp_path / "bal", "--baseline",
-                      "--sampler", "balanced", "--max-steps", "2", *sets(*SLEEP_TINY))
+    bal = invoke_json(
+        "sleep",
+        "train",
+        "--data",
+        sleep_shhs,
+        "--run-dir",
+        tmp_path / "bal",
+        "--baseline",
+        "--sampler",
+        "balanced",
+        "--max-steps",
+        "2",
+        *sets(*SLEEP_TINY),
+    )
     assert bal["kd_method"] == "ce" and bal["sampler"] == "balanced"
     # selective sampling + augment views resume bit-identically (the sampler hook is a pure function)
     # constant LR: the schedule must not depend on --max-steps for the 5-step run to be a prefix of the 8-step one
@@ -236,8 +327,21 @@ def test_baseline_sampler_and_exact_resume(sleep_shhs: Path, tmp_path: Path) -> 
 
 
 def test_repeats_report_mean_and_std(sleep_shhs: Path, sleep_sedf: Path, tmp_path: Path) -> None:
-    result = invoke_json("sleep", "train", "--data", sleep_shhs, "--run-dir", tmp_path / "rep", "--repeats", "3",
-                         "--eval-data", sleep_sedf, "--max-steps", "2", *sets(*SLEEP_TINY))
+    result = invoke_json(
+        "sleep",
+        "train",
+        "--data",
+        sleep_shhs,
+        "--run-dir",
+        tmp_path / "rep",
+        "--repeats",
+        "3",
+        "--eval-data",
+        sleep_sedf,
+        "--max-steps",
+        "2",
+        *sets(*SLEEP_TINY),
+    )
     assert result["seeds"] == [0, 1, 2] and result["cross_dataset"]
     acc = result["accuracy"]
     assert acc["n"] == 3 and acc["std"] == pytest.approx(float(np.std(acc["values"], ddof=1)), abs=1e-4)

@@ -83,7 +83,9 @@ def test_nsrr_events_of_any_length_expand_to_epochs(tmp_path: Path) -> None:
 
 def test_profusion_found_by_tag_not_position(tmp_path: Path) -> None:
     text = profusion_xml([0, 1, 2, 3, 4, 5, 6, 9])
-    swapped = text.replace("<StepChannels />", "").replace("<Montage />", "<StepChannels />")  # SleepStages no longer root[4]
+    swapped = text.replace("<StepChannels />", "").replace(
+        "<Montage />", "<StepChannels />"
+    )  # SleepStages no longer root[4]
     path = tmp_path / "a-profusion.xml"
     path.write_text(swapped)
     assert read_shhs_xml(path).labels.tolist() == [0, 1, 2, 3, 3, 4, -1, -1]
@@ -96,8 +98,11 @@ def test_unknown_stage_code_is_an_error_naming_the_file(tmp_path: Path) -> None:
         read_shhs_xml(path)
     assert str(path) in str(err.value) and "unknown sleep stage code 7" in str(err.value)
     off_grid = tmp_path / "c-nsrr.xml"
-    off_grid.write_text(nsrr_xml([0, 2], 60.0).replace("<Duration>30.0</Duration></ScoredEvent></Scored",
-                                                        "<Duration>45.0</Duration></ScoredEvent></Scored"))
+    off_grid.write_text(
+        nsrr_xml([0, 2], 60.0).replace(
+            "<Duration>30.0</Duration></ScoredEvent></Scored", "<Duration>45.0</Duration></ScoredEvent></Scored"
+        )
+    )
     with pytest.raises(SkdError, match="not on the 30-s epoch grid"):
         read_shhs_xml(off_grid)
 

@@ -26,9 +26,21 @@ def test_real_data_configs_load() -> None:
 
 def test_shhs_config_trains_a_step_on_cpu(sleep_shhs: Path, tmp_path: Path) -> None:
     # the documented real-data command line, shrunk to one step on the tiny SHHS-like set
-    result = invoke_json("sleep", "train", "--data", sleep_shhs, "--run-dir", tmp_path / "shhs", "--config",
-                         RECIPE / "shhs.yaml", "--device", "cpu", "--max-steps", "1",
-                         *sets("train.batch_size=4", "train.num_workers=0", "train.warmup_steps=1"))
+    result = invoke_json(
+        "sleep",
+        "train",
+        "--data",
+        sleep_shhs,
+        "--run-dir",
+        tmp_path / "shhs",
+        "--config",
+        RECIPE / "shhs.yaml",
+        "--device",
+        "cpu",
+        "--max-steps",
+        "1",
+        *sets("train.batch_size=4", "train.num_workers=0", "train.warmup_steps=1"),
+    )
     assert result["steps"] == 1 and result["parameters"] > 500_000
     saved = yaml.safe_load((tmp_path / "shhs" / "config.yaml").read_text())
     assert saved["data"]["seq_len"] == 10 and saved["train"]["batch_size"] == 4
@@ -54,8 +66,19 @@ def test_sleep_run_cross_dataset_learns(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_bench_sleep_json(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
-    result = invoke_json("bench", "sleep", "--steps", "3", "--rounds", "1", "--device", "cpu", "--out", out,
-                         *sets("train.batch_size=8", "model.d_model=16", "model.patch_len=100"))
+    result = invoke_json(
+        "bench",
+        "sleep",
+        "--steps",
+        "3",
+        "--rounds",
+        "1",
+        "--device",
+        "cpu",
+        "--out",
+        out,
+        *sets("train.batch_size=8", "model.d_model=16", "model.patch_len=100"),
+    )
     assert result["engine_over_hand"] > 0 and result["skd_over_baseline"] > 0
     assert result["prep"]["psg_hours_per_second"] > 0 and result["inference"]["epochs_per_second"] > 0
     assert out.is_file()

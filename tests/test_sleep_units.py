@@ -100,7 +100,7 @@ def sc4001_night() -> np.ndarray:
 
     y = read_edf_hypnogram(SLEEP_FIXTURES / "sleep-cassette" / "SC4001EC-Hypnogram.edf").labels[:2650]
     first, last = scored_span(y, 30.0)
-    return y[first:last + 1]
+    return y[first : last + 1]
 
 
 def test_balanced_batches_balance_every_supervised_epoch_of_sc4001() -> None:
@@ -114,7 +114,7 @@ def test_balanced_batches_balance_every_supervised_epoch_of_sc4001() -> None:
     shares = supervised_shares(y, starts, L, order)
     assert np.abs(shares - 0.2).max() < 0.006 and shares[1] > 0.19
     comp = window_compositions(y, starts, L)
-    per_batch = [comp[order[b * B:(b + 1) * B]].sum(0) / (B * L) for b in range(len(order) // B)]
+    per_batch = [comp[order[b * B : (b + 1) * B]].sum(0) / (B * L) for b in range(len(order) // B)]
     assert np.abs(np.array(per_batch) - 0.2).max() <= 0.05  # every single batch close to 1/5 per stage
     n1_epochs = set(np.flatnonzero(y == 1).tolist())
     covered = {s + i for s in starts[order] for i in range(L)}
@@ -129,7 +129,7 @@ def test_selective_shares_follow_the_tempered_prior() -> None:
     counts = np.bincount(y, minlength=5)
     for power in (0.5, 1.0):
         shares = supervised_shares(y, starts, 10, WindowBalancer(y, starts, 10, power).order(20, 3, 1))
-        assert np.abs(shares - counts ** power / (counts ** power).sum()).max() < 0.01
+        assert np.abs(shares - counts**power / (counts**power).sum()).max() < 0.01
 
 
 def test_compositions_count_scored_epochs_only() -> None:
@@ -152,7 +152,9 @@ def test_engine_order_hook_splits_over_ranks_and_resumes() -> None:
     full, ranks = list(one), [list(s) for s in two]
     assert len(full) == len(one) == 200 and [len(r) for r in ranks] == [100, 100]
     for step in range(20):  # a global batch of 10 = 5 per rank, same examples as on one rank
-        assert sorted(ranks[0][step * 5:(step + 1) * 5] + ranks[1][step * 5:(step + 1) * 5]) == sorted(full[step * 10:(step + 1) * 10])
+        assert sorted(ranks[0][step * 5 : (step + 1) * 5] + ranks[1][step * 5 : (step + 1) * 5]) == sorted(
+            full[step * 10 : (step + 1) * 10]
+        )
     one.start_index = 30
     assert list(one) == full[30:] and len(one) == 170
 
@@ -198,15 +200,24 @@ def test_sleep_statistics_by_hand_and_against_yasa() -> None:
     rng = np.random.default_rng(0)
     names = {0: "W", 1: "N1", 2: "N2", 3: "N3", 4: "R", -1: "ART", -2: "UNS"}
     for _ in range(5):
-        runs = rng.choice([0, 1, 2, 3, 4, -1, -2], 60, p=[.3, .1, .3, .1, .14, .03, .03])
+        runs = rng.choice([0, 1, 2, 3, 4, -1, -2], 60, p=[0.3, 0.1, 0.3, 0.1, 0.14, 0.03, 0.03])
         h = np.repeat(runs, rng.integers(1, 12, 60))
         ours = sleep_statistics(h)
         ref = yasa.Hypnogram(np.array([names[int(v)] for v in h]), n_stages=5, freq="30s").sleep_statistics()
-        for key, mine in (("TIB", ours["tib_min"]), ("SPT", ours["spt_min"]), ("TST", ours["tst_min"]),
-                          ("WASO", ours["waso_min"]), ("SE", ours["sleep_efficiency_pct"]),
-                          ("SME", ours["sleep_maintenance_efficiency_pct"]), ("SOL", ours["sleep_onset_latency_min"]),
-                          ("Lat_REM", ours["rem_latency_min"] + ours["sleep_onset_latency_min"]),
-                          ("WAKE", ours["minutes"]["W"]), ("N1", ours["minutes"]["N1"]), ("N3", ours["minutes"]["N3"]),
-                          ("REM", ours["minutes"]["REM"]), ("%N2", ours["percent"]["N2"]),
-                          ("%REM", ours["percent"]["REM"])):
+        for key, mine in (
+            ("TIB", ours["tib_min"]),
+            ("SPT", ours["spt_min"]),
+            ("TST", ours["tst_min"]),
+            ("WASO", ours["waso_min"]),
+            ("SE", ours["sleep_efficiency_pct"]),
+            ("SME", ours["sleep_maintenance_efficiency_pct"]),
+            ("SOL", ours["sleep_onset_latency_min"]),
+            ("Lat_REM", ours["rem_latency_min"] + ours["sleep_onset_latency_min"]),
+            ("WAKE", ours["minutes"]["W"]),
+            ("N1", ours["minutes"]["N1"]),
+            ("N3", ours["minutes"]["N3"]),
+            ("REM", ours["minutes"]["REM"]),
+            ("%N2", ours["percent"]["N2"]),
+            ("%REM", ours["percent"]["REM"]),
+        ):
             assert mine == pytest.approx(float(ref[key]), abs=1e-3), key

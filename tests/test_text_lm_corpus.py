@@ -95,7 +95,9 @@ def test_synthetic_corpus_is_a_class_markov_chain(tmp_path: Path) -> None:
     share = pairs[(0, c0[0])] / (pairs[(0, c0[0])] + pairs[(0, c0[1])])
     assert 0.55 < share < 0.85  # 0.7 by construction
     # the same seed writes the same corpus
-    again = generate_synthetic_corpus(tmp_path / "again", num_classes=4, words_per_class=5, sentences=(300, 10, 10), seed=3)
+    again = generate_synthetic_corpus(
+        tmp_path / "again", num_classes=4, words_per_class=5, sentences=(300, 10, 10), seed=3
+    )
     assert (again / "ptb.train.txt").read_bytes() == (raw / "ptb.train.txt").read_bytes()
 
 
@@ -148,10 +150,17 @@ def test_prepared_dataset_is_not_overwritten(tmp_path: Path) -> None:
 def test_synthetic_oracle_by_hand() -> None:
     from skdcli.text.lm_corpus import synthetic_oracle_nll
 
-    meta = {"classes": {"a": 0, "b": 0, "c": 1}, "successors": [[1, 0], [0, 1]], "successor_probs": [0.7, 0.3],
-            "min_len": 1, "max_len": 2}
+    meta = {
+        "classes": {"a": 0, "b": 0, "c": 1},
+        "successors": [[1, 0], [0, 1]],
+        "successor_probs": [0.7, 0.3],
+        "min_len": 1,
+        "max_len": 2,
+    }
     # <eos> a c <eos> c <eos>: a first word (1/3); c after a: continue (1 - 1/2) * 0.7 / 1; <eos> after 2 words:
     # hazard 1/(2-2+1) = 1; c first (1/3); <eos> after 1 word: 1/(2-1+1) = 1/2
     nll, n = synthetic_oracle_nll([EOS, "a", "c", EOS, "c", EOS], meta)
     assert n == 5
-    assert nll == pytest.approx(-(math.log(1 / 3) + math.log(0.5 * 0.7) + math.log(1.0) + math.log(1 / 3) + math.log(0.5)))
+    assert nll == pytest.approx(
+        -(math.log(1 / 3) + math.log(0.5 * 0.7) + math.log(1.0) + math.log(1 / 3) + math.log(0.5))
+    )

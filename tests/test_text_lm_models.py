@@ -12,10 +12,16 @@ V = 30
 
 def models():
     torch.manual_seed(0)
-    return [LSTMLM(V, LMConfig(d_embed=8, d_hidden=12, num_layers=2, dropout=0.0, tie_weights=True)),
-            LSTMLM(V, LMConfig(d_embed=8, d_hidden=8, dropout=0.0, tie_weights=False)),
-            TransformerLM(V, LMConfig(arch="transformer", d_embed=8, d_hidden=8, num_layers=2, num_heads=2,
-                                      ff_dim=16, max_len=32, dropout=0.0))]
+    return [
+        LSTMLM(V, LMConfig(d_embed=8, d_hidden=12, num_layers=2, dropout=0.0, tie_weights=True)),
+        LSTMLM(V, LMConfig(d_embed=8, d_hidden=8, dropout=0.0, tie_weights=False)),
+        TransformerLM(
+            V,
+            LMConfig(
+                arch="transformer", d_embed=8, d_hidden=8, num_layers=2, num_heads=2, ff_dim=16, max_len=32, dropout=0.0
+            ),
+        ),
+    ]
 
 
 @pytest.mark.parametrize("model", models(), ids=["lstm-tied-proj", "lstm-untied", "transformer"])
@@ -39,7 +45,7 @@ def test_lstm_step_form_equals_the_sequence_form() -> None:
     h = c = torch.zeros(2, 2, 12)
     outs = []
     for t in range(6):
-        out, h, c = step(ids[:, t:t + 1], h, c)
+        out, h, c = step(ids[:, t : t + 1], h, c)
         outs.append(out)
     assert torch.allclose(torch.cat(outs, 1), model(ids), atol=1e-6)
 
@@ -50,7 +56,10 @@ def test_sampling_greedy_topk_and_stop() -> None:
     greedy = sample(SequenceScorer(model), prompt, 6, temperature=0.0)
     assert len(greedy) == 6
     # top-k 1 at any temperature is greedy
-    assert sample(SequenceScorer(model), prompt, 6, temperature=2.0, top_k=1, generator=torch.Generator().manual_seed(1)) == greedy
+    assert (
+        sample(SequenceScorer(model), prompt, 6, temperature=2.0, top_k=1, generator=torch.Generator().manual_seed(1))
+        == greedy
+    )
     # the same generator seed gives the same sample
     a = sample(SequenceScorer(model), prompt, 8, 1.0, generator=torch.Generator().manual_seed(5))
     b = sample(SequenceScorer(model), prompt, 8, 1.0, generator=torch.Generator().manual_seed(5))
@@ -59,7 +68,9 @@ def test_sampling_greedy_topk_and_stop() -> None:
     assert sample(SequenceScorer(model), prompt, 6, temperature=0.0, stop_id=stop) == [stop]
     # the recurrent scorer of an LSTM gives the same greedy continuation as re-reading the sequence
     lstm = models()[0].eval()
-    assert sample(RecurrentScorer(LSTMStep(lstm), 2, 12), prompt, 5, 0.0) == sample(SequenceScorer(lstm), prompt, 5, 0.0)
+    assert sample(RecurrentScorer(LSTMStep(lstm), 2, 12), prompt, 5, 0.0) == sample(
+        SequenceScorer(lstm), prompt, 5, 0.0
+    )
 
 
 def test_build_lm_rejects_unknown_arch_and_mismatched_widths() -> None:

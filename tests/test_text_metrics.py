@@ -49,21 +49,25 @@ def test_tokenized_bleu_hand_value() -> None:
 def test_bpe_removal_and_detokenize() -> None:
     assert remove_bpe("hel@@ lo wor@@ ld") == "hello world"
     assert remove_bpe("ends with@@") == "ends with"  # fairseq: (s + " ").replace("@@ ", "").rstrip()
-    assert detokenize("it &apos;s a ( test ) , isn &apos;t it ? well @-@ known") == "it's a (test), isn't it? well-known"
+    assert (
+        detokenize("it &apos;s a ( test ) , isn &apos;t it ? well @-@ known") == "it's a (test), isn't it? well-known"
+    )
     assert chrf(["x"], ["y"])["chrf"] == pytest.approx(0.0)
 
 
 def test_detokenize_is_the_moses_detokenizer() -> None:
     # quotes and currency are re-attached the way Moses' detokenizer.perl does (the old rule set left
     # '" hello "' and '$ 5' apart), and the target language matters (French elision)
-    assert detokenize('he said &quot; hello &quot; and paid $ 5 &amp; 20 % more .') == \
-        'he said "hello" and paid $5 & 20% more.'
+    assert (
+        detokenize("he said &quot; hello &quot; and paid $ 5 &amp; 20 % more .")
+        == 'he said "hello" and paid $5 & 20% more.'
+    )
     assert detokenize("l&apos; homme , c&apos; est ça .", "fr") == "l'homme, c'est ça."
     assert detokenize("l&apos; homme", "en") == "l' homme"
 
 
 def test_sacrebleu_signatures_go_with_the_scores() -> None:
-    scores = translation_scores(["he said &quot; hi &quot; ."], ['he said &quot; hi &quot; .'], lang="en")
+    scores = translation_scores(["he said &quot; hi &quot; ."], ["he said &quot; hi &quot; ."], lang="en")
     assert scores["bleu_sacre_signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:")
     assert "tok:none" in scores["bleu_tokenized_signature"] and "case:lc" in scores["bleu_tokenized_signature"]
     assert scores["chrf_signature"].startswith("nrefs:1|case:mixed|eff:yes|nc:6|nw:0")

@@ -94,7 +94,7 @@ def test_unknown_source_and_missing_raw(tmp_path: Path) -> None:
 def test_tsv_and_jsonl_through_hf_datasets(tmp_path: Path) -> None:
     pairs = list(zip(DE, EN)) * 12  # 48 pairs: every 23rd is valid, the next test
     tsv = tmp_path / "pairs.tsv"
-    tsv.write_text("de\ten\n" + "".join(f'{s}\t{t}\n' for s, t in pairs) + 'ein "zitat"\ta "quote"\n')
+    tsv.write_text("de\ten\n" + "".join(f"{s}\t{t}\n" for s, t in pairs) + 'ein "zitat"\ta "quote"\n')
     info = prepare_parallel("parallel", tsv, tmp_path / "tsv", vocab_size=60)
     assert info["counts"] == {"train": 43, "valid": 3, "test": 3}  # rows 0, 23, 46 valid; 1, 24, 47 test
     data = load_prepared_parallel(tmp_path / "tsv")
@@ -103,8 +103,13 @@ def test_tsv_and_jsonl_through_hf_datasets(tmp_path: Path) -> None:
     headerless = tmp_path / "plain.tsv"
     headerless.write_text("".join(f"{s}\t{t}\n" for s, t in pairs))
     assert sum(prepare_parallel("parallel", headerless, tmp_path / "plain", vocab_size=60)["counts"].values()) == 48
-    for i, row_of in enumerate([lambda s, t: {"de": s, "en": t}, lambda s, t: {"source": s, "target": t},
-                                lambda s, t: {"translation": {"de": s, "en": t}}]):
+    for i, row_of in enumerate(
+        [
+            lambda s, t: {"de": s, "en": t},
+            lambda s, t: {"source": s, "target": t},
+            lambda s, t: {"translation": {"de": s, "en": t}},
+        ]
+    ):
         jl = tmp_path / f"p{i}.jsonl"
         jl.write_text("".join(json.dumps(row_of(s, t)) + "\n" for s, t in pairs))
         info = prepare_parallel("parallel", jl, tmp_path / f"j{i}", vocab_size=60)

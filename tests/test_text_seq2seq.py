@@ -25,8 +25,17 @@ V = 12
 
 def tiny_model(**kw) -> Seq2SeqTransformer:
     torch.manual_seed(0)
-    sizes = {"vocab_size": V, "d_model": 16, "num_heads": 2, "ff_dim": 32, "encoder_layers": 1, "decoder_layers": 1,
-             "dropout": 0.0, "max_positions": 20, **kw}
+    sizes = {
+        "vocab_size": V,
+        "d_model": 16,
+        "num_heads": 2,
+        "ff_dim": 32,
+        "encoder_layers": 1,
+        "decoder_layers": 1,
+        "dropout": 0.0,
+        "max_positions": 20,
+        **kw,
+    }
     return Seq2SeqTransformer(Seq2SeqSizes(**sizes)).eval()
 
 
@@ -36,8 +45,12 @@ def test_shapes_tied_embeddings_and_padding_masks() -> None:
     model = tiny_model()
     # fairseq's IWSLT recipe: separate encoder/decoder tables, decoder input tied to the output projection
     assert model.tgt_embed is not model.embed and model.output is None
-    assert Seq2SeqTransformer(Seq2SeqSizes(vocab_size=V, d_model=16, num_heads=2, share_embeddings=False,
-                                           tie_output=False)).output is not None
+    assert (
+        Seq2SeqTransformer(
+            Seq2SeqSizes(vocab_size=V, d_model=16, num_heads=2, share_embeddings=False, tie_output=False)
+        ).output
+        is not None
+    )
     src = torch.tensor([[5, 6, 7, EOS_ID]])
     tgt = torch.tensor([[BOS_ID, 8, 9]])
     logits = model(src, tgt)
@@ -76,7 +89,7 @@ def _table_scorer(table: dict[tuple[int, ...], list[float]]):
 def test_beam_search_finds_what_greedy_misses() -> None:
     # greedy takes 4 (p .6) then must continue with 5 or 6 (.5 each): .6*.5 = .3 for "4 5",
     # while "7" (p .4) followed by "8" (p 1.0) has .4 -> beam 2 finds [7, 8]
-    table = {(): [0, 0, 0, 0, .6, 0, 0, .4], (4,): [0, 0, 0, 0, 0, .5, .5], (7,): [0, 0, 0, 0, 0, 0, 0, 0, 1.0]}
+    table = {(): [0, 0, 0, 0, 0.6, 0, 0, 0.4], (4,): [0, 0, 0, 0, 0, 0.5, 0.5], (7,): [0, 0, 0, 0, 0, 0, 0, 0, 1.0]}
     scorer = _table_scorer(table)
     src = torch.zeros(1, 2, dtype=torch.long)
     assert greedy_search(scorer, src, max_len=5) == [[4, 5]]
@@ -86,9 +99,14 @@ def test_beam_search_finds_what_greedy_misses() -> None:
 
 def test_length_penalty_prefers_longer_outputs() -> None:
     # "4 </s>" has p .5 (2 tokens); "5 6 9 </s>" has p .45 (4 tokens)
-    table = {(): [0, 0, 0, .5, 0, .5], (4,): [0, 0, 0, 1.0], (5,): [0, 0, 0, .1, 0, 0, .9], (5, 6): [0, 0, 0, 0, 0, 0, 0, 0, 0, 1.0]}
+    table = {
+        (): [0, 0, 0, 0.5, 0, 0.5],
+        (4,): [0, 0, 0, 1.0],
+        (5,): [0, 0, 0, 0.1, 0, 0, 0.9],
+        (5, 6): [0, 0, 0, 0, 0, 0, 0, 0, 0, 1.0],
+    }
     table[(5, 6, 9)] = [0, 0, 0, 1.0]
-    table[()] = [0, 0, 0, 0, .5, .5]
+    table[()] = [0, 0, 0, 0, 0.5, 0.5]
     scorer = _table_scorer(table)
     src = torch.zeros(1, 2, dtype=torch.long)
     short = beam_search(scorer, src, beam=3, max_len=6, lenpen=0.0)  # raw log-prob: .5 > .45
@@ -140,17 +158,27 @@ def test_fairseq_arch_is_post_layernorm_without_final_norms() -> None:
 def test_fairseq_init_and_dropout_placement() -> None:
     torch.manual_seed(0)
     d = 64
-    model = Seq2SeqTransformer(Seq2SeqSizes(vocab_size=50, d_model=d, num_heads=4, ff_dim=128, encoder_layers=1,
-                                            decoder_layers=1, dropout=0.3, activation_dropout=0.1, tie_output=False))
+    model = Seq2SeqTransformer(
+        Seq2SeqSizes(
+            vocab_size=50,
+            d_model=d,
+            num_heads=4,
+            ff_dim=128,
+            encoder_layers=1,
+            decoder_layers=1,
+            dropout=0.3,
+            activation_dropout=0.1,
+            tie_output=False,
+        )
+    )
     attn = model.decoder[0].cross_attn
     qkv_bound = math.sqrt(6 / (2 * d)) / math.sqrt(2)  # xavier_uniform with gain 1/sqrt(2)
     for proj in (attn.q, attn.k, attn.v):
         assert proj.weight.abs().max() <= qkv_bound and proj.weight.abs().max() > 0.95 * qkv_bound
     assert attn.out.weight.abs().max() > 1.2 * qkv_bound and torch.count_nonzero(attn.out.bias) == 0
     for table in (model.embed, model.tgt_embed, model.output):
-        assert table.weight.std().item() == pytest.approx(d ** -0.5, rel=0.1)
+        assert table.weight.std().item() == pytest.approx(d**-0.5, rel=0.1)
     assert torch.count_nonzero(model.embed.weight[PAD_ID]) == 0 and model.output.bias is None
     ff = model.encoder[0].ff  # fc1 -> relu -> activation_dropout -> fc2; the block's dropout comes after fc2
     assert ff[2].p == 0.1 and model.encoder[0].drop.p == 0.3 and model.drop.p == 0.3
     assert tiny_model(arch="prenorm", dropout=0.3).encoder[0].ff[2].p == 0.3  # the old layout's inner dropout
-

@@ -22,8 +22,10 @@ def test_special_ids_and_round_trip(tmp_path: Path) -> None:
     # decode stops at </s> and skips padding
     assert tok.decode(ids + [PAD_ID, PAD_ID]) == "ein kleiner satz"
     assert tok.decode(tok.encode("a small sentence") + [EOS_ID] + tok.encode("satz")) == "a small sentence"
-    assert tok.encode_batch(["ein satz", "a sentence"], add_eos=True) == [tok.encode("ein satz", add_eos=True),
-                                                                         tok.encode("a sentence", add_eos=True)]
+    assert tok.encode_batch(["ein satz", "a sentence"], add_eos=True) == [
+        tok.encode("ein satz", add_eos=True),
+        tok.encode("a sentence", add_eos=True),
+    ]
     # unseen characters become <unk>, decoded as the literal "<unk>"
     assert UNK_ID in tok.encode("xyz")
     assert "<unk>" in tok.decode(tok.encode("ein xyz"))

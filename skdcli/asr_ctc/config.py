@@ -64,7 +64,9 @@ class KDConfig:
     # official: huutuongtu/skd-ctc's F.kl_div(reduction="mean"), the mean over all B*T'*V elements,
     # padding frames included, never a T^2 factor. sequence_mean = V x official on unpadded batches.
     reduction: str = "sequence_mean"
-    stop_gradient: bool = True  # detach the teacher posteriors (recipes/asr_ctc/README.md: training without it is harmful)
+    stop_gradient: bool = (
+        True  # detach the teacher posteriors (recipes/asr_ctc/README.md: training without it is harmful)
+    )
     mask_blank_frames: bool = False  # drop frames whose teacher argmax is blank (paper: not helpful)
     kd_weight: float = 1.0  # w above; its effect depends on the reduction (x V for sequence_mean)
     alpha: Any = field(default_factory=lambda: {"kind": "clipped_linear_epoch", "t": 0.3})
@@ -96,8 +98,17 @@ def describe_alpha(alpha: Any) -> str:
 
 
 def _train_defaults() -> TrainConfig:
-    return TrainConfig(max_steps=800, batch_size=16, lr=2e-3, warmup_steps=60, eval_every=200,
-                       checkpoint_every=200, best_metric="wer", best_mode="min", log_every=10)
+    return TrainConfig(
+        max_steps=800,
+        batch_size=16,
+        lr=2e-3,
+        warmup_steps=60,
+        eval_every=200,
+        checkpoint_every=200,
+        best_metric="wer",
+        best_mode="min",
+        log_every=10,
+    )
 
 
 @dataclass
@@ -122,17 +133,22 @@ class AsrCtcConfig:
         elif self.data.feature != "fbank":
             raise SkdError("model.encoder=transformer reads filterbanks: set data.feature=fbank")
         if self.model.encoder == "transformer" and not 1 <= self.model.student_layer < self.model.num_layers:
-            raise SkdError(f"model.student_layer must be in [1, {self.model.num_layers - 1}] "
-                           f"(got {self.model.student_layer})")
+            raise SkdError(
+                f"model.student_layer must be in [1, {self.model.num_layers - 1}] (got {self.model.student_layer})"
+            )
         if self.kd.temperature <= 0:
             raise SkdError("kd.temperature must be > 0")
         if self.kd.reduction == "official":
             if self.kd.mask_blank_frames:
-                raise SkdError("kd.reduction=official averages over every frame, padding included (the unofficial "
-                               "code); it cannot drop blank frames: set kd.mask_blank_frames=false")
+                raise SkdError(
+                    "kd.reduction=official averages over every frame, padding included (the unofficial "
+                    "code); it cannot drop blank frames: set kd.mask_blank_frames=false"
+                )
             if self.kd.t2_scale and self.kd.temperature != 1.0:
-                raise SkdError("kd.reduction=official has no T^2 factor (the unofficial code); set kd.t2_scale=false "
-                               "to use a temperature other than 1")
+                raise SkdError(
+                    "kd.reduction=official has no T^2 factor (the unofficial code); set kd.t2_scale=false "
+                    "to use a temperature other than 1"
+                )
         if not 0.0 <= self.kd.interctc_weight <= 1.0:
             raise SkdError(f"kd.interctc_weight must be in [0, 1] (got {self.kd.interctc_weight})")
         try:

@@ -62,6 +62,7 @@ Progress = Callable[[int, int, str], None]
 # Audio I/O and features
 # --------------------------------------------------------------------------------------------
 
+
 def _decode_audio(path: str | Path, start: float | None = None, end: float | None = None) -> tuple[np.ndarray, int]:
     """Decode to mono float32 at the file's own sample rate; every failure names the file.
 
@@ -92,8 +93,9 @@ def _decode_audio(path: str | Path, start: float | None = None, end: float | Non
     return data.mean(axis=1), sample_rate
 
 
-def read_audio(path: str | Path, target_sr: int = SAMPLE_RATE, start: float | None = None,
-               end: float | None = None) -> torch.Tensor:
+def read_audio(
+    path: str | Path, target_sr: int = SAMPLE_RATE, start: float | None = None, end: float | None = None
+) -> torch.Tensor:
     """Mono 1-D float waveform at ``target_sr``; channels are averaged, other rates resampled.
     ``start`` / ``end`` (seconds) select a segment of the file."""
     samples, sample_rate = _decode_audio(path, start, end)
@@ -109,8 +111,13 @@ def fbank_features(wave: torch.Tensor, sample_rate: int = SAMPLE_RATE, num_mel_b
     if wave.numel() < window:  # kaldi.fbank raises on audio shorter than one window
         return torch.zeros(0, num_mel_bins)
     return torchaudio.compliance.kaldi.fbank(
-        wave.unsqueeze(0), sample_frequency=sample_rate, num_mel_bins=num_mel_bins,
-        frame_length=FRAME_LENGTH_MS, frame_shift=FRAME_SHIFT_MS, dither=0.0)
+        wave.unsqueeze(0),
+        sample_frequency=sample_rate,
+        num_mel_bins=num_mel_bins,
+        frame_length=FRAME_LENGTH_MS,
+        frame_shift=FRAME_SHIFT_MS,
+        dither=0.0,
+    )
 
 
 @dataclass(frozen=True)
@@ -163,6 +170,7 @@ def compute_features(wave: torch.Tensor, cfg: FeatureConfig) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------
 # Readers of real formats
 # --------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Utterance:
@@ -239,8 +247,9 @@ def _manifest_records(path: Path) -> Iterator[tuple[int, dict[str, object]]]:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise SkdError(f"line {lineno}: not valid JSON ({exc.msg}); expected one JSON object per line",
-                               path) from exc
+                raise SkdError(
+                    f"line {lineno}: not valid JSON ({exc.msg}); expected one JSON object per line", path
+                ) from exc
             if not isinstance(record, dict):
                 raise SkdError(f"line {lineno}: expected a JSON object", path)
             yield lineno, {str(k).lower(): v for k, v in record.items()}
@@ -254,8 +263,9 @@ def _manifest_records(path: Path) -> Iterator[tuple[int, dict[str, object]]]:
         if not any(cell.strip() for cell in row):
             continue
         if len(row) != len(header):
-            raise SkdError(f"line {reader.line_num}: expected {len(header)} fields like the header, "
-                           f"found {len(row)}", path)
+            raise SkdError(
+                f"line {reader.line_num}: expected {len(header)} fields like the header, found {len(row)}", path
+            )
         yield reader.line_num, dict(zip(header, row))
 
 
@@ -301,8 +311,11 @@ def _record_utterance(fmt: str, record: dict, lineno: int, path: Path) -> Uttera
     text_key = next((k for k in MANIFEST_FORMATS[fmt][1] if k in record), None)
     if audio_key is None or text_key is None:
         audio_field, text_fields = MANIFEST_FORMATS[fmt]
-        raise SkdError(f"line {lineno}: a {fmt} manifest row needs the fields {audio_field} and "
-                       f"{' or '.join(text_fields)}; found {', '.join(record) or 'none'}", path)
+        raise SkdError(
+            f"line {lineno}: a {fmt} manifest row needs the fields {audio_field} and "
+            f"{' or '.join(text_fields)}; found {', '.join(record) or 'none'}",
+            path,
+        )
     audio, text = record[audio_key], record[text_key]
     if not isinstance(audio, str) or not audio.strip():
         raise SkdError(f"line {lineno}: {audio_key} must be a non-empty string", path)
@@ -394,11 +407,17 @@ def read_kaldi_dir(data_dir: str | Path) -> tuple[list[Utterance], list[dict]]:
             raise SkdError(f"line {lineno}: expected '<recording-id> <audio file>'", wav_scp)
         rec_id, entry = cols[0], cols[1].strip()
         if entry.endswith("|") or entry.startswith("|"):
-            raise SkdError(f"line {lineno}: recording {rec_id} is a command pipe ({entry!r}); skd reads audio files, "
-                           "not commands: write the audio to files first (e.g. with sox) and list their paths", wav_scp)
+            raise SkdError(
+                f"line {lineno}: recording {rec_id} is a command pipe ({entry!r}); skd reads audio files, "
+                "not commands: write the audio to files first (e.g. with sox) and list their paths",
+                wav_scp,
+            )
         if len(entry.split()) > 1 or re.search(r"\.ark:\d+$", entry):
-            raise SkdError(f"line {lineno}: recording {rec_id} is not a plain audio file path ({entry!r}); "
-                           "extended filenames and ark offsets are not supported", wav_scp)
+            raise SkdError(
+                f"line {lineno}: recording {rec_id} is not a plain audio file path ({entry!r}); "
+                "extended filenames and ark offsets are not supported",
+                wav_scp,
+            )
         recordings[rec_id] = _kaldi_audio_path(data_dir, entry)
     texts: dict[str, str] = {}
     for _, cols in _kaldi_lines(text_file):
@@ -411,8 +430,7 @@ def read_kaldi_dir(data_dir: str | Path) -> tuple[list[Utterance], list[dict]]:
         for lineno, cols in _kaldi_lines(segments_file):
             parts = [cols[0], *cols[1].split()] if len(cols) > 1 else cols
             if len(parts) != 4:
-                raise SkdError(f"line {lineno}: expected '<utterance-id> <recording-id> <start> <end>'",
-                               segments_file)
+                raise SkdError(f"line {lineno}: expected '<utterance-id> <recording-id> <start> <end>'", segments_file)
             try:
                 start, end = float(parts[2]), float(parts[3])
             except ValueError:
@@ -434,7 +452,9 @@ def read_kaldi_dir(data_dir: str | Path) -> tuple[list[Utterance], list[dict]]:
             utterances.append(Utterance(utt_id, recordings[rec_id], texts[utt_id], start, end))
     used = {p[0] for p in pieces}
     listing = "segments" if segments_file.is_file() else "wav.scp"
-    skipped.extend(_skip(text_file, f"transcript for {u} has no audio (not in {listing})") for u in texts if u not in used)
+    skipped.extend(
+        _skip(text_file, f"transcript for {u} has no audio (not in {listing})") for u in texts if u not in used
+    )
     return utterances, skipped
 
 
@@ -492,9 +512,12 @@ def read_manifest_source(raw: str | Path) -> tuple[dict[str, list[Utterance]], l
             sets[sub.name], more = _read_dataset_dir(sub, kind)
             skipped.extend(more)
     if not sets:
-        raise SkdError("no manifest found: expected a manifest file, a Kaldi data directory (wav.scp + text), an "
-                       "audiofolder directory (metadata.csv), a Common Voice folder (train/dev/test.tsv + clips/), "
-                       "or a folder of such directories", raw)
+        raise SkdError(
+            "no manifest found: expected a manifest file, a Kaldi data directory (wav.scp + text), an "
+            "audiofolder directory (metadata.csv), a Common Voice folder (train/dev/test.tsv + clips/), "
+            "or a folder of such directories",
+            raw,
+        )
     return sets, skipped
 
 
@@ -504,10 +527,36 @@ def read_manifest_source(raw: str | Path) -> tuple[dict[str, list[Utterance]], l
 
 # Closed vocabulary of 30 words: digits, colours, nouns, verbs. Every letter but q and x is covered.
 SYNTH_WORDS = (
-    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
-    "red", "green", "blue", "yellow", "white", "black",
-    "cat", "dog", "bird", "fish", "box", "jug", "key", "van",
-    "runs", "jumps", "stops", "sits", "walks", "flies",
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "red",
+    "green",
+    "blue",
+    "yellow",
+    "white",
+    "black",
+    "cat",
+    "dog",
+    "bird",
+    "fish",
+    "box",
+    "jug",
+    "key",
+    "van",
+    "runs",
+    "jumps",
+    "stops",
+    "sits",
+    "walks",
+    "flies",
 )
 # Each voice x speed is one "speaker". All four ship with Debian's espeak-ng-data (checked with --voices).
 SYNTH_VOICES = ("en-us", "en-gb", "en-us+f3", "en-gb-scotland+m3")
@@ -524,8 +573,10 @@ def _espeak_binary() -> str:
             subprocess.run(command, capture_output=True, env=env, check=False)
         found = shutil.which("espeak-ng")
     if found is None:
-        raise SkdError("the synthetic corpus needs the espeak-ng binary, which is missing and could not be "
-                       "installed; install it (apt-get install espeak-ng) and retry")
+        raise SkdError(
+            "the synthetic corpus needs the espeak-ng binary, which is missing and could not be "
+            "installed; install it (apt-get install espeak-ng) and retry"
+        )
     return found
 
 
@@ -555,8 +606,14 @@ def _synthetic_sentences(count: int, rng: random.Random) -> list[str]:
     return sentences
 
 
-def generate_synthetic_corpus(out_dir: str | Path, n_train: int = 720, n_dev: int = 40, n_test: int = 40,
-                              seed: int = 0, progress: Progress | None = None) -> Path:
+def generate_synthetic_corpus(
+    out_dir: str | Path,
+    n_train: int = 720,
+    n_dev: int = 40,
+    n_test: int = 40,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> Path:
     """Speak a small closed-vocabulary corpus with espeak-ng into ``out_dir/LibriSpeech``.
 
     Layout ``LibriSpeech/{train,dev,test}/<speaker>/<chapter>/<speaker>-<chapter>-<n>.flac`` plus
@@ -585,7 +642,9 @@ def generate_synthetic_corpus(out_dir: str | Path, n_train: int = 720, n_dev: in
             utt_id = f"{spk}-{chapter}-{k // len(speakers):04d}"
             chapter_dir = root / split / str(spk) / str(chapter)
             jobs.append((chapter_dir / f"{utt_id}.flac", sentence, *speakers[k % len(speakers)]))
-            transcripts.setdefault(chapter_dir / f"{spk}-{chapter}.trans.txt", []).append(f"{utt_id} {sentence.upper()}")
+            transcripts.setdefault(chapter_dir / f"{spk}-{chapter}.trans.txt", []).append(
+                f"{utt_id} {sentence.upper()}"
+            )
 
     def speak(job: tuple[Path, str, str, int]) -> None:
         path, text, voice, speed = job
@@ -695,9 +754,19 @@ def _fingerprint(data_dir: Path) -> str:
     return digest.hexdigest()
 
 
-def prepare_dataset(source: str, raw: str | Path | None, out: str | Path, *, tokenizer: str = "char",
-                    vocab_size: int = 64, dev_fraction: float = 0.05, overwrite: bool = False, seed: int = 0,
-                    progress: Progress | None = None, text_norm: str = "lower") -> dict:
+def prepare_dataset(
+    source: str,
+    raw: str | Path | None,
+    out: str | Path,
+    *,
+    tokenizer: str = "char",
+    vocab_size: int = 64,
+    dev_fraction: float = 0.05,
+    overwrite: bool = False,
+    seed: int = 0,
+    progress: Progress | None = None,
+    text_norm: str = "lower",
+) -> dict:
     """The ``prep`` stage: read a corpus, validate every utterance, write manifests and a tokenizer.
 
     The corpus is read as named sets (LibriSpeech: one per set directory, ``test-clean``,
@@ -731,8 +800,7 @@ def prepare_dataset(source: str, raw: str | Path | None, out: str | Path, *, tok
         if not raw.exists():
             raise SkdError("raw data path not found", raw)
         if raw == out or out in raw.parents:
-            raise SkdError(f"lies inside the output directory {out}, which prep replaces; choose another output",
-                           raw)
+            raise SkdError(f"lies inside the output directory {out}, which prep replaces; choose another output", raw)
         if source == "librispeech":
             candidates, skipped = _read_librispeech_sets(_librispeech_sets(raw))
         else:
@@ -750,9 +818,15 @@ def prepare_dataset(source: str, raw: str | Path | None, out: str | Path, *, tok
     for name, utterances in candidates.items():
         for utt in utterances:
             utt = dataclasses.replace(utt, text=normalize_transcript(utt.text, text_norm))
-            problem = (f"duplicate utterance id {utt.id}" if utt.id in seen_ids
-                       else "empty transcript" if not utt.text
-                       else _text_problem(tok, utt.text) if tok else None)
+            problem = (
+                f"duplicate utterance id {utt.id}"
+                if utt.id in seen_ids
+                else "empty transcript"
+                if not utt.text
+                else _text_problem(tok, utt.text)
+                if tok
+                else None
+            )
             seen_ids.add(utt.id)
             if problem:
                 skipped.append(_skip(utt.audio_path, problem))
@@ -767,8 +841,9 @@ def prepare_dataset(source: str, raw: str | Path | None, out: str | Path, *, tok
             if isinstance(audio, str):
                 skipped.append(_skip(utt.audio_path, audio))
             else:
-                rows[roles[name]].append({"id": utt.id, "audio": str(utt.audio_path), "text": utt.text, **audio,
-                                          "set": name})
+                rows[roles[name]].append(
+                    {"id": utt.id, "audio": str(utt.audio_path), "text": utt.text, **audio, "set": name}
+                )
 
     held_out = "dev" not in roles.values() and bool(rows["train"])
     if held_out:
@@ -781,9 +856,12 @@ def prepare_dataset(source: str, raw: str | Path | None, out: str | Path, *, tok
 
     if tok is None:  # sentencepiece learns from train transcripts only, then vets every split
         if not rows["train"]:
-            raise SkdError(f"{tokenizer} tokenizers are learnt from a train set and these sets "
-                           f"({', '.join(candidates)}) have none; prep evaluation-only sets with --tokenizer char, "
-                           "or together with their train set", raw)
+            raise SkdError(
+                f"{tokenizer} tokenizers are learnt from a train set and these sets "
+                f"({', '.join(candidates)}) have none; prep evaluation-only sets with --tokenizer char, "
+                "or together with their train set",
+                raw,
+            )
         tok = train_tokenizer(tokenizer, [r["text"] for r in rows["train"]], out / "tokenizer", vocab_size)
         for split in SPLITS:
             kept = []
@@ -832,6 +910,7 @@ def prepare_dataset(source: str, raw: str | Path | None, out: str | Path, *, tok
 # --------------------------------------------------------------------------------------------
 # Loading a prepared dataset; torch Dataset and collate
 # --------------------------------------------------------------------------------------------
+
 
 @dataclass
 class PreparedData:
@@ -883,10 +962,12 @@ def load_prepared(data_dir: str | Path) -> PreparedData:
     info = read_json(root / PREP_FILE)
     splits = {split: read_jsonl(root / f"{split}.jsonl") for split in SPLITS}
     if info.get("fingerprint") != _fingerprint(root):
-        raise SkdError(f"split manifests changed since prep (fingerprint differs from {PREP_FILE}); "
-                       "re-run `skd asr-ctc prep --overwrite`", root)
-    return PreparedData(root, info, splits["train"], splits["dev"], splits["test"],
-                        load_tokenizer(root / "tokenizer"))
+        raise SkdError(
+            f"split manifests changed since prep (fingerprint differs from {PREP_FILE}); "
+            "re-run `skd asr-ctc prep --overwrite`",
+            root,
+        )
+    return PreparedData(root, info, splits["train"], splits["dev"], splits["test"], load_tokenizer(root / "tokenizer"))
 
 
 class AsrDataset(torch.utils.data.Dataset):
@@ -899,8 +980,14 @@ class AsrDataset(torch.utils.data.Dataset):
     applies it on the main process, where its RNG state is checkpointed.
     """
 
-    def __init__(self, rows: Iterable[dict], tokenizer: Tokenizer, feature_cfg: FeatureConfig,
-                 cache: bool = False, progress: Progress | None = None):
+    def __init__(
+        self,
+        rows: Iterable[dict],
+        tokenizer: Tokenizer,
+        feature_cfg: FeatureConfig,
+        cache: bool = False,
+        progress: Progress | None = None,
+    ):
         self.rows = list(rows)
         self.feature_cfg = feature_cfg
         # Encoded once up front: cheap, and a bad transcript fails before training starts.
@@ -923,8 +1010,13 @@ class AsrDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict:
         row = self.rows[index]
         features = self.cache[index] if self.cache is not None else self._features(row)
-        return {"index": index, "id": row["id"], "features": features,
-                "targets": torch.tensor(self.targets[index], dtype=torch.long), "text": row["text"]}
+        return {
+            "index": index,
+            "id": row["id"],
+            "features": features,
+            "targets": torch.tensor(self.targets[index], dtype=torch.long),
+            "text": row["text"],
+        }
 
 
 def collate_asr(batch: list[dict]) -> dict:

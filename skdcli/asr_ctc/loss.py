@@ -22,17 +22,18 @@ from .config import KDConfig
 from .model import lengths_to_padding_mask
 
 
-def ctc_loss(logits: torch.Tensor, out_lengths: torch.Tensor, targets: torch.Tensor,
-             target_lengths: torch.Tensor) -> torch.Tensor:
+def ctc_loss(
+    logits: torch.Tensor, out_lengths: torch.Tensor, targets: torch.Tensor, target_lengths: torch.Tensor
+) -> torch.Tensor:
     """Standard CTC (blank = 0), each utterance's loss divided by its target length, batch mean.
     Computed in float32 even under AMP (the CTC forward-backward underflows in half precision)."""
     log_probs = F.log_softmax(logits.float(), dim=-1).transpose(0, 1)  # (T, B, V)
-    return F.ctc_loss(log_probs, targets, out_lengths, target_lengths, blank=0, reduction="mean",
-                      zero_infinity=True)
+    return F.ctc_loss(log_probs, targets, out_lengths, target_lengths, blank=0, reduction="mean", zero_infinity=True)
 
 
-def ctc_frame_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, out_lengths: torch.Tensor,
-                      kd: KDConfig) -> torch.Tensor:
+def ctc_frame_kd_loss(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, out_lengths: torch.Tensor, kd: KDConfig
+) -> torch.Tensor:
     """Frame-level KL(teacher || student) over the vocabulary, on valid (unpadded) frames.
 
     The teacher is the same forward pass at full depth: an engine ``DetachedPrediction`` signal
@@ -43,12 +44,20 @@ def ctc_frame_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     mask = ~lengths_to_padding_mask(out_lengths, student_logits.shape[1])
     if kd.mask_blank_frames:
         mask = mask & (teacher.detach().argmax(-1) != 0)
-    return kd_kl_loss(student_logits.float(), teacher.float(), kd.temperature, t2_scale=kd.t2_scale,
-                      mask=mask, reduction=kd.reduction, detach_teacher=False)
+    return kd_kl_loss(
+        student_logits.float(),
+        teacher.float(),
+        kd.temperature,
+        t2_scale=kd.t2_scale,
+        mask=mask,
+        reduction=kd.reduction,
+        detach_teacher=False,
+    )
 
 
-def official_kl_div_mean(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
-                         temperature: float = 1.0) -> torch.Tensor:
+def official_kl_div_mean(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
     """The KD term of huutuongtu/skd-ctc @ ac779c8 (train.py), term for term:
     ``F.kl_div(log_softmax(z_S / T), softmax(z_T / T), reduction="mean")``.
 
@@ -62,8 +71,9 @@ def official_kl_div_mean(student_logits: torch.Tensor, teacher_logits: torch.Ten
     return F.kl_div(log_q, p, reduction="sum") / p.numel()
 
 
-def ctc_self_kd_objective(out: dict[str, torch.Tensor], batch: dict, alpha: float,
-                          kd: KDConfig) -> tuple[torch.Tensor, dict[str, torch.Tensor | float]]:
+def ctc_self_kd_objective(
+    out: dict[str, torch.Tensor], batch: dict, alpha: float, kd: KDConfig
+) -> tuple[torch.Tensor, dict[str, torch.Tensor | float]]:
     """Total loss and its logged parts for kd.method in {skd, interctc, ctc}."""
     lens = out["out_lengths"]
     teacher_ctc = ctc_loss(out["teacher_logits"], lens, batch["targets"], batch["target_lengths"])

@@ -318,8 +318,6 @@ def aggregate_spike_timing(per_utterance: list[dict]) -> dict[str, int | float |
     }
     if num_tokens:
         summary["mean_offset"] = sum(u["mean_offset"] * u["num_tokens"] for u in paired) / num_tokens
-        summary["frac_nonzero_offset"] = (
-            sum(u["frac_nonzero_offset"] * u["num_tokens"] for u in paired) / num_tokens
-        )
+        summary["frac_nonzero_offset"] = sum(u["frac_nonzero_offset"] * u["num_tokens"] for u in paired) / num_tokens
         summary["max_offset"] = max(u["max_offset"] for u in paired)
     return summary

@@ -35,10 +35,12 @@ class SpecAugment(nn.Module):
 
     def __init__(self, freq_masks: int, freq_width: int, time_masks: int, time_width: int):
         super().__init__()
-        self.freq = nn.ModuleList(torchaudio.transforms.FrequencyMasking(freq_width, iid_masks=True)
-                                  for _ in range(freq_masks))
-        self.time = nn.ModuleList(torchaudio.transforms.TimeMasking(time_width, iid_masks=True)
-                                  for _ in range(time_masks))
+        self.freq = nn.ModuleList(
+            torchaudio.transforms.FrequencyMasking(freq_width, iid_masks=True) for _ in range(freq_masks)
+        )
+        self.time = nn.ModuleList(
+            torchaudio.transforms.TimeMasking(time_width, iid_masks=True) for _ in range(time_masks)
+        )
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:  # (B, T, F)
         if not self.training:
@@ -54,7 +56,9 @@ class ConvSubsampling(nn.Module):
 
     def __init__(self, num_mel_bins: int, channels: int, d_model: int):
         super().__init__()
-        self.conv = nn.Sequential(nn.Conv2d(1, channels, 3, 2), nn.ReLU(), nn.Conv2d(channels, channels, 3, 2), nn.ReLU())
+        self.conv = nn.Sequential(
+            nn.Conv2d(1, channels, 3, 2), nn.ReLU(), nn.Conv2d(channels, channels, 3, 2), nn.ReLU()
+        )
         freq = ((num_mel_bins - 1) // 2 - 1) // 2
         self.proj = nn.Linear(channels * freq, d_model)
 
@@ -99,11 +103,14 @@ class TransformerEncoder(nn.Module):
         super().__init__()
         m = cfg.model
         sa = m.spec_augment
-        self.spec_augment = SpecAugment(sa.freq_masks, sa.freq_width, sa.time_masks, sa.time_width) if sa.enabled else None
+        self.spec_augment = (
+            SpecAugment(sa.freq_masks, sa.freq_width, sa.time_masks, sa.time_width) if sa.enabled else None
+        )
         self.subsample = ConvSubsampling(cfg.data.num_mel_bins, m.conv_channels, m.d_model)
         self.dropout = nn.Dropout(m.dropout)
-        self.layers = nn.ModuleList(EncoderLayer(m.d_model, m.num_heads, m.ff_dim, m.dropout)
-                                    for _ in range(m.num_layers))
+        self.layers = nn.ModuleList(
+            EncoderLayer(m.d_model, m.num_heads, m.ff_dim, m.dropout) for _ in range(m.num_layers)
+        )
         # Pre-norm layers leave the residual stream unnormalised: each CTC head gets its own norm.
         self.d_model = m.d_model
         self.num_layers = m.num_layers
@@ -120,14 +127,17 @@ class TransformerEncoder(nn.Module):
 
     def positions(self, t: int, device: torch.device) -> torch.Tensor:
         pos = torch.arange(t, device=device, dtype=torch.float32)[:, None]
-        div = torch.exp(torch.arange(0, self.d_model, 2, device=device, dtype=torch.float32)
-                        * (-math.log(10000.0) / self.d_model))
+        div = torch.exp(
+            torch.arange(0, self.d_model, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / self.d_model)
+        )
         pe = torch.zeros(t, self.d_model, device=device)
         pe[:, 0::2] = torch.sin(pos * div)
         pe[:, 1::2] = torch.cos(pos * div)
         return pe
 
-    def forward(self, feats: torch.Tensor, lengths: torch.Tensor, taps: tuple[int, ...]) -> tuple[dict[int, torch.Tensor], torch.Tensor]:
+    def forward(
+        self, feats: torch.Tensor, lengths: torch.Tensor, taps: tuple[int, ...]
+    ) -> tuple[dict[int, torch.Tensor], torch.Tensor]:
         """Run layers 1..max(taps); return {layer: hidden (B, T', D)} for the tapped layers."""
         if self.spec_augment is not None:
             feats = self.spec_augment(feats)
@@ -153,8 +163,11 @@ def freeze_feature_encoder(model: nn.Module, path: Path | str = "") -> None:
     """
     extractor = getattr(model, "feature_extractor", None)
     if not isinstance(extractor, nn.Module):
-        raise SkdError(f"{type(model).__name__} has no convolutional feature encoder (feature_extractor) to "
-                       "freeze; set model.freeze_feature_encoder=false", path or None)
+        raise SkdError(
+            f"{type(model).__name__} has no convolutional feature encoder (feature_extractor) to "
+            "freeze; set model.freeze_feature_encoder=false",
+            path or None,
+        )
     for param in extractor.parameters():
         param.requires_grad_(False)
     if hasattr(extractor, "_requires_grad"):
@@ -178,8 +191,9 @@ class HFEncoder(nn.Module):
         self.d_model = hf_model.config.hidden_size
         # final_norm=False for a truncated sub-model of a stable-layer-norm model: its last layer
         # is an intermediate layer of the full model, read before the norm (hidden_states[l]).
-        self.final_norm = (bool(getattr(hf_model.config, "do_stable_layer_norm", False))
-                           if final_norm is None else final_norm)
+        self.final_norm = (
+            bool(getattr(hf_model.config, "do_stable_layer_norm", False)) if final_norm is None else final_norm
+        )
         self._taps: dict[int | str, torch.Tensor] = {}
         # Forward hooks tap layer outputs without relying on how a transformers version
         # assembles `hidden_states`: tap 0 is the input of layer 1 (the embedding after the
@@ -202,8 +216,11 @@ class HFEncoder(nn.Module):
             model = AutoModel.from_pretrained(path, local_files_only=True)
         else:  # a config alone: random initialisation (tests, or training from scratch)
             from ..engine.console import console
-            console.print(f"[yellow]warning:[/] {path} has config.json but no model.safetensors / pytorch_model.bin: "
-                          "the encoder starts from random weights")
+
+            console.print(
+                f"[yellow]warning:[/] {path} has config.json but no model.safetensors / pytorch_model.bin: "
+                "the encoder starts from random weights"
+            )
             model = AutoModel.from_config(AutoConfig.from_pretrained(path, local_files_only=True))
         if cfg.model.freeze_feature_encoder:
             freeze_feature_encoder(model, path)
@@ -212,9 +229,12 @@ class HFEncoder(nn.Module):
     def _make_hook(self, index: int):
         def hook(module, inputs, output):
             self._taps[index] = output[0] if isinstance(output, tuple) else output
+
         return hook
 
-    def forward(self, wave: torch.Tensor, lengths: torch.Tensor, taps: tuple[int, ...]) -> tuple[dict[int, torch.Tensor], torch.Tensor]:
+    def forward(
+        self, wave: torch.Tensor, lengths: torch.Tensor, taps: tuple[int, ...]
+    ) -> tuple[dict[int, torch.Tensor], torch.Tensor]:
         mask = (~lengths_to_padding_mask(lengths, wave.shape[1])).long()
         self._taps = {}
         self.model(wave, attention_mask=mask)
@@ -268,7 +288,9 @@ class CTCSelfKDModel(nn.Module):
         self.teacher_head = CTCHead(self.encoder.d_model, vocab_size, norm)
         self.with_student = cfg.kd.method != "ctc"
         if self.with_student:
-            self.student_head = self.teacher_head if cfg.model.share_ctc_head else CTCHead(self.encoder.d_model, vocab_size, norm)
+            self.student_head = (
+                self.teacher_head if cfg.model.share_ctc_head else CTCHead(self.encoder.d_model, vocab_size, norm)
+            )
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> dict[str, torch.Tensor]:
         taps = (self.student_layer, self.teacher_layer) if self.with_student else (self.teacher_layer,)

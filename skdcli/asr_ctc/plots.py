@@ -41,7 +41,9 @@ def _panel(
     name: str,
 ) -> None:
     frames = np.arange(probs.shape[0])
-    ax.plot(frames, probs[:, blank], linestyle="--", color="grey", linewidth=1, label=f"{_display(symbols[blank])} (blank)")
+    ax.plot(
+        frames, probs[:, blank], linestyle="--", color="grey", linewidth=1, label=f"{_display(symbols[blank])} (blank)"
+    )
     for token in tokens:
         ax.plot(frames, probs[:, token], color=colours[token], linewidth=1.2, label=_display(symbols[token]))
     # Name every spike at its peak, so the transcript can be read off the panel. spike_frames

@@ -65,8 +65,11 @@ class AsrCtcTask(Task):
         rows = self.data.train
         if not rows:
             names = ", ".join(self.data.sets()) or "none"
-            raise SkdError(f"the dataset has no train set (its sets: {names}); it can only be evaluated "
-                           "(`eval --data`). Prep a train set (e.g. train-clean-100) to train", self.data.root)
+            raise SkdError(
+                f"the dataset has no train set (its sets: {names}); it can only be evaluated "
+                "(`eval --data`). Prep a train set (e.g. train-clean-100) to train",
+                self.data.root,
+            )
         if self.cfg.data.max_train_seconds > 0:
             rows = [r for r in rows if r["duration"] <= self.cfg.data.max_train_seconds]
         return AsrDataset(rows, self.tokenizer, self.features, cache=self.cfg.data.cache_features)
@@ -91,8 +94,9 @@ class AsrCtcTask(Task):
 
 
 # -- decoding and scoring (used by periodic eval and the eval stage) -------------------------------------
-def decode_and_score(model: CTCSelfKDModel, loader, device: torch.device, cfg: AsrCtcConfig, tokenizer,
-                     keep_posteriors: int = 0) -> dict:
+def decode_and_score(
+    model: CTCSelfKDModel, loader, device: torch.device, cfg: AsrCtcConfig, tokenizer, keep_posteriors: int = 0
+) -> dict:
     heads = ["teacher", "student"] if model.with_student else ["teacher"]
     refs: list[str] = []
     hyps: dict[str, list[str]] = {h: [] for h in heads}
@@ -115,8 +119,13 @@ def decode_and_score(model: CTCSelfKDModel, loader, device: torch.device, cfg: A
                 if len(spikes) < cfg.eval.spike_utterances:
                     spikes.append(spike_timing(log_probs["teacher"][b, :n], log_probs["student"][b, :n]))
                 if len(kept) < keep_posteriors:
-                    kept.append({"id": batch["ids"][b], "teacher": log_probs["teacher"][b, :n],
-                                 "student": log_probs["student"][b, :n]})
+                    kept.append(
+                        {
+                            "id": batch["ids"][b],
+                            "teacher": log_probs["teacher"][b, :n],
+                            "student": log_probs["student"][b, :n],
+                        }
+                    )
     metrics: dict[str, float] = {}
     for h in heads:
         rates = error_rates(refs, hyps[h])
@@ -129,8 +138,14 @@ def decode_and_score(model: CTCSelfKDModel, loader, device: torch.device, cfg: A
     return result
 
 
-def score_eval_sets(model: CTCSelfKDModel, task: AsrCtcTask, sets: dict[str, list[dict]], device: torch.device,
-                    keep_posteriors: int = 0, on_batch=None) -> dict:
+def score_eval_sets(
+    model: CTCSelfKDModel,
+    task: AsrCtcTask,
+    sets: dict[str, list[dict]],
+    device: torch.device,
+    keep_posteriors: int = 0,
+    on_batch=None,
+) -> dict:
     """Decode and score each named set on its own (LibriSpeech reports WER per set, never pooled).
 
     Returns {"sets": {name: {utterances, wer, cer, wer_<head>, cer_<head>, [spike_timing],
@@ -139,8 +154,12 @@ def score_eval_sets(model: CTCSelfKDModel, task: AsrCtcTask, sets: dict[str, lis
     cfg = task.cfg
     result: dict = {"sets": {}}
     for name, rows in sets.items():
-        loader = DataLoader(AsrDataset(rows, task.tokenizer, task.features), batch_size=cfg.train.batch_size,
-                            shuffle=False, collate_fn=collate_asr)
+        loader = DataLoader(
+            AsrDataset(rows, task.tokenizer, task.features),
+            batch_size=cfg.train.batch_size,
+            shuffle=False,
+            collate_fn=collate_asr,
+        )
 
         def batches(loader=loader):
             for batch in loader:
@@ -150,8 +169,14 @@ def score_eval_sets(model: CTCSelfKDModel, task: AsrCtcTask, sets: dict[str, lis
 
         t0 = time.perf_counter()
         with torch.no_grad():
-            scored = decode_and_score(model, batches(), device, cfg, task.tokenizer,
-                                      keep_posteriors=keep_posteriors if not result["sets"] else 0)
+            scored = decode_and_score(
+                model,
+                batches(),
+                device,
+                cfg,
+                task.tokenizer,
+                keep_posteriors=keep_posteriors if not result["sets"] else 0,
+            )
         entry = {"utterances": len(rows), **scored["metrics"], "decode_seconds": round(time.perf_counter() - t0, 3)}
         if "spike_timing" in scored:
             entry["spike_timing"] = scored["spike_timing"]
@@ -171,19 +196,41 @@ def per_set_table(result: dict):
     for column in ("set", "utts", "WER %", "CER %", *(f"WER % {h}" for h in heads)):
         table.add_column(column, justify="left" if column == "set" else "right")
     for name, m in sets.items():
-        table.add_row(name, str(m["utterances"]), f"{100 * m['wer']:.2f}", f"{100 * m['cer']:.2f}",
-                      *(f"{100 * m[f'wer_{h}']:.2f}" for h in heads))
+        table.add_row(
+            name,
+            str(m["utterances"]),
+            f"{100 * m['wer']:.2f}",
+            f"{100 * m['cer']:.2f}",
+            *(f"{100 * m[f'wer_{h}']:.2f}" for h in heads),
+        )
     return table
 
 
 # -- stages: what the shared train / eval / export / run commands call (engine/stages.py) -------------------
-def prep_stage(source: str, raw: str | None, out: str, tokenizer: str = "char", vocab_size: int = 64,
-               overwrite: bool = False, seed: int = 0, text_norm: str = "lower") -> dict:
+def prep_stage(
+    source: str,
+    raw: str | None,
+    out: str,
+    tokenizer: str = "char",
+    vocab_size: int = 64,
+    overwrite: bool = False,
+    seed: int = 0,
+    text_norm: str = "lower",
+) -> dict:
     if source in ("librispeech", "manifest") and not raw:
         raise SkdError(f"--source {source} needs --raw PATH")
     with progress_bar(transient=True) as bar:
-        return prepare_dataset(source, raw, out, tokenizer=tokenizer, vocab_size=vocab_size,
-                               overwrite=overwrite, seed=seed, progress=progress_callback(bar), text_norm=text_norm)
+        return prepare_dataset(
+            source,
+            raw,
+            out,
+            tokenizer=tokenizer,
+            vocab_size=vocab_size,
+            overwrite=overwrite,
+            seed=seed,
+            progress=progress_callback(bar),
+            text_norm=text_norm,
+        )
 
 
 class AsrCtcHooks(RecipeHooks):
@@ -214,25 +261,37 @@ class AsrCtcHooks(RecipeHooks):
         total = sum(-(-len(rows) // cfg.train.batch_size) for rows in sets.values())
         with progress_bar(transient=True) as bar:
             bar_id = bar.add_task(f"decode {', '.join(sets)}", total=total, info="")
-            scored = score_eval_sets(model, task, sets, dev, keep_posteriors=1,
-                                     on_batch=lambda: bar.advance(bar_id))
+            scored = score_eval_sets(model, task, sets, dev, keep_posteriors=1, on_batch=lambda: bar.advance(bar_id))
         decoder = "greedy" if cfg.eval.beam_size <= 1 else f"beam{cfg.eval.beam_size}"
-        result = {"task": TASK_NAME, "run_dir": str(run.path), "split": split, "system": cfg.system_label,
-                  "head": cfg.export_head, "decoder": decoder, "weights": str(run.weights_for_eval())}
+        result = {
+            "task": TASK_NAME,
+            "run_dir": str(run.path),
+            "split": split,
+            "system": cfg.system_label,
+            "head": cfg.export_head,
+            "decoder": decoder,
+            "weights": str(run.weights_for_eval()),
+        }
         if len(sets) == 1:
-            (name, metrics), = scored["sets"].items()
+            ((name, metrics),) = scored["sets"].items()
             result.update({"set": name, **metrics})
         result["sets"] = scored["sets"]
         if scored["posteriors"]:
             post = scored["posteriors"][0]
             symbols = [task.tokenizer.decode([i]) or "?" for i in range(task.tokenizer.vocab_size)]
             symbols[0] = "<b>"
-            png = plot_posteriors(post["teacher"], post["student"], run.plots / "posteriors.png", symbols=symbols,
-                                  title=f"{post['id']}: teacher (layer {model.teacher_layer}) vs student "
-                                        f"(layer {model.student_layer})")
+            png = plot_posteriors(
+                post["teacher"],
+                post["student"],
+                run.plots / "posteriors.png",
+                symbols=symbols,
+                title=f"{post['id']}: teacher (layer {model.teacher_layer}) vs student (layer {model.student_layer})",
+            )
             result["posterior_plot"] = str(png)
-        result["examples"] = [{"set": next(iter(sets)), "ref": r, "hyp": h}
-                              for r, h in list(zip(scored["refs"], scored["hyps"][cfg.export_head]))[:5]]
+        result["examples"] = [
+            {"set": next(iter(sets)), "ref": r, "hyp": h}
+            for r, h in list(zip(scored["refs"], scored["hyps"][cfg.export_head]))[:5]
+        ]
         return result
 
     def export_spec(self, trained: Trained, opts: StageOptions) -> ExportSpec:
@@ -260,25 +319,46 @@ class AsrCtcHooks(RecipeHooks):
             return {"tokenizer": "tokenizer"}
 
         return ExportSpec(
-            inference, (example["features"], example["feature_lengths"]), dynamic_shapes=({0: batch, 1: seq}, {0: batch}),
-            parity_inputs=[(parity["features"], parity["feature_lengths"]),
-                           (single["features"], single["feature_lengths"])],
-            manifest={"head": cfg.export_head, "layers": inference.layer, "features": task.features.to_dict(),
-                      "inputs": ["features (B, T, F) float32" if cfg.data.feature == "fbank" else "waveform (B, S) float32",
-                                 "lengths (B,) int64"],
-                      "outputs": ["log_probs (B, T', V)", "out_lengths (B,)"], "blank_id": 0},
-            write_files=write_files, result_keys=("head", "layers"))
+            inference,
+            (example["features"], example["feature_lengths"]),
+            dynamic_shapes=({0: batch, 1: seq}, {0: batch}),
+            parity_inputs=[
+                (parity["features"], parity["feature_lengths"]),
+                (single["features"], single["feature_lengths"]),
+            ],
+            manifest={
+                "head": cfg.export_head,
+                "layers": inference.layer,
+                "features": task.features.to_dict(),
+                "inputs": [
+                    "features (B, T, F) float32" if cfg.data.feature == "fbank" else "waveform (B, S) float32",
+                    "lengths (B,) int64",
+                ],
+                "outputs": ["log_probs (B, T', V)", "out_lengths (B,)"],
+                "blank_id": 0,
+            },
+            write_files=write_files,
+            result_keys=("head", "layers"),
+        )
 
     def pipeline(self, p: Pipeline) -> dict:
         """The whole pipeline on the embedded tiny default (a synthetic espeak-ng corpus)."""
         trained, evaluated, exported = p.train(), p.evaluate(), p.export()
-        result = {"task": TASK_NAME, "run_dir": str(p.run.path), "kd_method": trained["kd_method"],
-                  "system": trained["system"], "steps": trained["steps"], "train_seconds": trained["train_seconds"],
-                  "split": evaluated["split"], "head": evaluated["head"],
-                  "wer": evaluated["wer"], "cer": evaluated["cer"],
-                  **{k: evaluated[k] for k in ("wer_teacher", "cer_teacher", "wer_student", "cer_student")
-                     if k in evaluated},
-                  "export_dir": exported["export_dir"], "parity_max_abs_diff": exported["parity_max_abs_diff"]}
+        result = {
+            "task": TASK_NAME,
+            "run_dir": str(p.run.path),
+            "kd_method": trained["kd_method"],
+            "system": trained["system"],
+            "steps": trained["steps"],
+            "train_seconds": trained["train_seconds"],
+            "split": evaluated["split"],
+            "head": evaluated["head"],
+            "wer": evaluated["wer"],
+            "cer": evaluated["cer"],
+            **{k: evaluated[k] for k in ("wer_teacher", "cer_teacher", "wer_student", "cer_student") if k in evaluated},
+            "export_dir": exported["export_dir"],
+            "parity_max_abs_diff": exported["parity_max_abs_diff"],
+        }
         if "spike_timing" in evaluated:
             result["spike_mean_offset_frames"] = evaluated["spike_timing"].get("mean_offset")
         return result
@@ -289,11 +369,14 @@ class AsrCtcHooks(RecipeHooks):
         if command not in ("eval", "run"):
             return None
         heads = [h for h in ("student", "teacher") if f"wer_{h}" in result]
-        rows = [[h + (" (exported)" if h == result.get("head") else ""), result[f"wer_{h}"], result[f"cer_{h}"]]
-                for h in heads]
+        rows = [
+            [h + (" (exported)" if h == result.get("head") else ""), result[f"wer_{h}"], result[f"cer_{h}"]]
+            for h in heads
+        ]
         where = result.get("set") or result.get("split", "")
-        return metric_table(f"asr-ctc {command}: {where} set", ["head", "WER", "CER"], rows,
-                            caption=result.get("system"))
+        return metric_table(
+            f"asr-ctc {command}: {where} set", ["head", "WER", "CER"], rows, caption=result.get("system")
+        )
 
 
 def transcribe_stage(model_path: str, files: list[str], beam_size: int = 1) -> dict:
@@ -308,6 +391,7 @@ def transcribe_stage(model_path: str, files: list[str], beam_size: int = 1) -> d
             log_probs, out_lengths = module(feats.unsqueeze(0), torch.tensor([feats.shape[0]]))
         lp = log_probs[0, : int(out_lengths[0])]
         ids = beam_ctc_decode(lp, beam_size) if beam_size > 1 else greedy_ctc_decode(lp.unsqueeze(0))[0]
-        results.append({"file": str(f), "text": tokenizer.decode(ids),
-                        "seconds": round(wave.shape[0] / feats_cfg.sample_rate, 3)})
+        results.append(
+            {"file": str(f), "text": tokenizer.decode(ids), "seconds": round(wave.shape[0] / feats_cfg.sample_rate, 3)}
+        )
     return {"model": str(folder), "transcripts": results}

@@ -41,8 +41,9 @@ def normalize_transcript(text: str, norm: str = "lower") -> str:
     word's edge are quotes and go too; inside a word ("it's") they stay, as in LibriSpeech."""
     if norm == "strip_punctuation":
         text = text.translate(_APOSTROPHES)
-        text = "".join(c if c.isalnum() or c == "'" else " " if c.isspace() or c in "-\u2010\u2013\u2014" else ""
-                       for c in text)
+        text = "".join(
+            c if c.isalnum() or c == "'" else " " if c.isspace() or c in "-\u2010\u2013\u2014" else "" for c in text
+        )
         text = " ".join(word.strip("'") for word in text.split())
     elif norm != "lower":
         raise SkdError(f"unknown text normalisation {norm!r}; choose one of {', '.join(TEXT_NORMS)}")
@@ -111,8 +112,11 @@ class SentencePieceTokenizer:
         self.model_proto = model_proto
         self.model_type = model_type
         self.unk_id = self._sp.unk_id()
-        pieces = (self._sp.id_to_piece(i) for i in range(self._sp.get_piece_size())
-                  if not (self._sp.is_control(i) or self._sp.is_unknown(i)))
+        pieces = (
+            self._sp.id_to_piece(i)
+            for i in range(self._sp.get_piece_size())
+            if not (self._sp.is_control(i) or self._sp.is_unknown(i))
+        )
         # "▁" marks a word start inside pieces; in transcripts it is a space, always encodable.
         self._chars = {c for piece in pieces for c in piece} - {"▁"}
 
@@ -131,15 +135,29 @@ class SentencePieceTokenizer:
         # spm needs a piece for every character plus its reserved pieces (<blank>, <unk>).
         needed = len(set("".join(corpus)) - {" "}) + 3
         if vocab_size < needed:
-            raise SkdError(f"vocab_size {vocab_size} is too small for the {needed - 3} distinct characters "
-                           f"in the training transcripts; use at least {needed}")
+            raise SkdError(
+                f"vocab_size {vocab_size} is too small for the {needed - 3} distinct characters "
+                f"in the training transcripts; use at least {needed}"
+            )
         model = io.BytesIO()
         try:
             spm.SentencePieceTrainer.train(
-                sentence_iterator=iter(corpus), model_writer=model, model_type=model_type,
-                vocab_size=vocab_size, hard_vocab_limit=False, character_coverage=1.0,
-                normalization_rule_name="identity", pad_id=0, pad_piece=BLANK, unk_id=1,
-                bos_id=-1, eos_id=-1, input_sentence_size=0, num_threads=1, minloglevel=2)
+                sentence_iterator=iter(corpus),
+                model_writer=model,
+                model_type=model_type,
+                vocab_size=vocab_size,
+                hard_vocab_limit=False,
+                character_coverage=1.0,
+                normalization_rule_name="identity",
+                pad_id=0,
+                pad_piece=BLANK,
+                unk_id=1,
+                bos_id=-1,
+                eos_id=-1,
+                input_sentence_size=0,
+                num_threads=1,
+                minloglevel=2,
+            )
         except RuntimeError as exc:
             raise SkdError(f"sentencepiece training failed: {exc}") from exc
         return cls(model.getvalue(), model_type)
@@ -162,8 +180,14 @@ class SentencePieceTokenizer:
         return self._sp.decode([i for i in ids if i != 0])
 
     def info(self) -> dict:
-        return {"kind": "sentencepiece", "model": SPM_FILE, "model_type": self.model_type,
-                "vocab_size": self.vocab_size, "blank_id": 0, "unk_id": self.unk_id}
+        return {
+            "kind": "sentencepiece",
+            "model": SPM_FILE,
+            "model_type": self.model_type,
+            "vocab_size": self.vocab_size,
+            "blank_id": 0,
+            "unk_id": self.unk_id,
+        }
 
     def save(self, out_dir: str | Path) -> Path:
         out_dir = Path(out_dir)
@@ -208,8 +232,7 @@ def load_tokenizer(tokenizer_dir: str | Path) -> Tokenizer:
         if not model_path.is_file():
             raise SkdError("sentencepiece model file not found", model_path)
         if "sha256" in info and file_sha256(model_path) != info["sha256"]:
-            raise SkdError(f"checksum differs from the one in {TOKENIZER_FILE}; the model file was changed",
-                           model_path)
+            raise SkdError(f"checksum differs from the one in {TOKENIZER_FILE}; the model file was changed", model_path)
         try:
             return SentencePieceTokenizer(model_path.read_bytes(), str(info.get("model_type", "bpe")))
         except SkdError as exc:

@@ -36,8 +36,9 @@ def _engine_block(task: Task, cfg: TrainConfig, device: torch.device, steps: int
         last[0] = now
 
     with tempfile.TemporaryDirectory() as tmp:
-        run_cfg = dataclasses.replace(cfg, max_steps=steps + 1, eval_every=0, checkpoint_every=0,
-                                      log_every=cfg.log_every)
+        run_cfg = dataclasses.replace(
+            cfg, max_steps=steps + 1, eval_every=0, checkpoint_every=0, log_every=cfg.log_every
+        )
         trainer = Trainer(task, run_cfg, RunDir(tmp), device, show_progress=False)
         trainer.evaluate = lambda: {}  # the end-of-run eval is not part of a training step
         trainer.run.save_checkpoint = lambda *a, **k: None
@@ -53,11 +54,23 @@ def _hand_block(task: Task, cfg: TrainConfig, device: torch.device, steps: int) 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(cfg.warmup_steps, 1)))
     dataset = task.train_dataset()
     # The same batch composition as the engine (length grouping included), so only the loop differs.
-    sampler = ResumableDistributedSampler(dataset, 1, 0, cfg.seed, global_batch=cfg.batch_size,
-                                          lengths=task.example_lengths(dataset) if cfg.group_by_length else None,
-                                          order_fn=task_order_fn(task, dataset, cfg.seed, cfg.batch_size))
-    loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, drop_last=True,
-                        collate_fn=task.collate, num_workers=cfg.num_workers)
+    sampler = ResumableDistributedSampler(
+        dataset,
+        1,
+        0,
+        cfg.seed,
+        global_batch=cfg.batch_size,
+        lengths=task.example_lengths(dataset) if cfg.group_by_length else None,
+        order_fn=task_order_fn(task, dataset, cfg.seed, cfg.batch_size),
+    )
+    loader = DataLoader(
+        dataset,
+        batch_size=cfg.batch_size,
+        sampler=sampler,
+        drop_last=True,
+        collate_fn=task.collate,
+        num_workers=cfg.num_workers,
+    )
     times: list[float] = []
     done = 0
     last = time.perf_counter()
@@ -85,8 +98,9 @@ def _hand_block(task: Task, cfg: TrainConfig, device: torch.device, steps: int) 
     return times
 
 
-def benchmark(make_task: Callable[[bool], tuple[Task, TrainConfig]], device: torch.device,
-              steps: int = 20, rounds: int = 3) -> dict:
+def benchmark(
+    make_task: Callable[[bool], tuple[Task, TrainConfig]], device: torch.device, steps: int = 20, rounds: int = 3
+) -> dict:
     """``make_task(baseline)`` returns a fresh (task, train config) for the SKD or baseline variant."""
     samples: dict[str, list[float]] = {"hand": [], "engine": [], "engine_baseline": []}
     for _ in range(rounds):

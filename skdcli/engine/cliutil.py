@@ -53,9 +53,15 @@ def result_table(title: str, result: dict):
     return table
 
 
-def run_stage(title: str, fn: Callable[[], dict], json_out: bool, debug: bool,
-              ctx: typer.Context | None = None, render: Callable[[dict], Any] | None = None,
-              lines: Callable[[dict], Iterable[str]] | None = None) -> dict:
+def run_stage(
+    title: str,
+    fn: Callable[[], dict],
+    json_out: bool,
+    debug: bool,
+    ctx: typer.Context | None = None,
+    render: Callable[[dict], Any] | None = None,
+    lines: Callable[[dict], Iterable[str]] | None = None,
+) -> dict:
     """Run a stage, print its result, and turn errors into one-line messages + exit codes.
 
     The human view of the result goes to stderr: ``render(result)`` (e.g. a ranked hit list, a
@@ -82,8 +88,11 @@ def run_stage(title: str, fn: Callable[[], dict], json_out: bool, debug: bool,
         if debug:
             raise
         first = str(exc).splitlines()[0] if str(exc) else ""
-        console.print(f"[bold red]error:[/] {exc.__class__.__name__}: {first} (run with --debug for the traceback)",
-                      highlight=False, soft_wrap=True)
+        console.print(
+            f"[bold red]error:[/] {exc.__class__.__name__}: {first} (run with --debug for the traceback)",
+            highlight=False,
+            soft_wrap=True,
+        )
         raise typer.Exit(1) from None
     if is_main_process():
         if json_out:

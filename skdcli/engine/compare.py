@@ -49,8 +49,14 @@ def mean_std(values: Sequence[float], digits: int | None = None) -> dict[str, An
     return {"mean": mean, "std": std, "n": len(values), "values": values}
 
 
-def compare_over_seeds(p: Pipeline, systems: dict[str, list[str]], seeds: Sequence[int | None], metrics: Sequence[str],
-                       main: str, train_keys: Sequence[str] = ()) -> dict[str, Any]:
+def compare_over_seeds(
+    p: Pipeline,
+    systems: dict[str, list[str]],
+    seeds: Sequence[int | None],
+    metrics: Sequence[str],
+    main: str,
+    train_keys: Sequence[str] = (),
+) -> dict[str, Any]:
     """Train + evaluate every system at every seed (None = the config's train.seed); ``main`` names the
     system whose first seed is the run itself (the only one `--baseline` applies to).
 
@@ -67,12 +73,20 @@ def compare_over_seeds(p: Pipeline, systems: dict[str, list[str]], seeds: Sequen
             run_dir: Path = p.run.path if is_run else p.run.path / "compare" / name
             if not is_run and len(seeds) > 1:
                 run_dir = run_dir / f"seed{seed}"
-            trained = p.train(run_dir, sets=[*p.opts.sets, *sets], seed=seed, baseline=p.opts.baseline and name == main,
-                              overwrite=p.opts.overwrite if is_run else True)
+            trained = p.train(
+                run_dir,
+                sets=[*p.opts.sets, *sets],
+                seed=seed,
+                baseline=p.opts.baseline and name == main,
+                overwrite=p.opts.overwrite if is_run else True,
+            )
             evaluated = p.evaluate(run_dir)
-            row = {"seed": trained.get("seed", seed), "run_dir": str(run_dir),
-                   **{k: evaluated[k] for k in metrics if k in evaluated},
-                   **{k: trained[k] for k in train_keys if k in trained}}
+            row = {
+                "seed": trained.get("seed", seed),
+                "run_dir": str(run_dir),
+                **{k: evaluated[k] for k in metrics if k in evaluated},
+                **{k: trained[k] for k in train_keys if k in trained},
+            }
             per_seed[name].append(row)
     summary: dict[str, dict[str, float]] = {}
     for name, rows in per_seed.items():

@@ -63,7 +63,9 @@ def _cell(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def metric_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], caption: str | None = None) -> Table:
+def metric_table(
+    title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], caption: str | None = None
+) -> Table:
     """A small comparison table (systems or heads as rows, the paper's metric first), for stderr."""
     table = Table(title=title, header_style="bold", caption=caption)
     for i, col in enumerate(columns):

@@ -75,19 +75,30 @@ class Opt:
 
 
 SHARED: dict[str, Opt] = {
-    "data": Opt("--data", Optional[str], None, {
-        "train": "Prepared dataset (from `prep`).",
-        "eval": "Prepared dataset (default: the one the run trained on).",
-        "run": "Reuse a prepared dataset instead of RUN_DIR/data."}),
+    "data": Opt(
+        "--data",
+        Optional[str],
+        None,
+        {
+            "train": "Prepared dataset (from `prep`).",
+            "eval": "Prepared dataset (default: the one the run trained on).",
+            "run": "Reuse a prepared dataset instead of RUN_DIR/data.",
+        },
+    ),
     "run_dir": Opt("--run-dir", str, None, "Run directory."),
-    "config": Opt("--config", Optional[str], None, {"train": "YAML config (e.g. {example}).",
-                                                      "run": "YAML config (default: the tiny embedded one)."}),
+    "config": Opt(
+        "--config",
+        Optional[str],
+        None,
+        {"train": "YAML config (e.g. {example}).", "run": "YAML config (default: the tiny embedded one)."},
+    ),
     "sets": Opt("--set", Optional[list[str]], None, "Override a config key: --set train.lr=3e-4 (repeatable)."),
     "baseline": Opt("--baseline", bool, False, "Train the recipe's no-distillation baseline."),
     "seed": Opt("--seed", Optional[int], None, "Random seed (train.seed)."),
     "max_steps": Opt("--max-steps", Optional[int], None, "Optimizer steps (train.max_steps)."),
-    "checkpoint_every": Opt("--checkpoint-every", Optional[int], None,
-                            "Checkpoint every N steps (train.checkpoint_every)."),
+    "checkpoint_every": Opt(
+        "--checkpoint-every", Optional[int], None, "Checkpoint every N steps (train.checkpoint_every)."
+    ),
     "resume": Opt("--resume", bool, False, "Continue the run from its latest checkpoint."),
     "out": Opt("--out", Optional[str], None, "Export directory (default: RUN_DIR/export)."),
     "device": Opt("--device", str, "auto", "cpu | cuda | auto."),
@@ -103,12 +114,36 @@ RunDirOpt = SHARED["run_dir"].annotated()
 # The shared options of each generated command, in the order `--help` lists them. "<early>" and
 # "<late>" are where the recipe's flags go (``Flag.late`` picks); --json and --debug always close.
 LAYOUT: dict[str, tuple[str, ...]] = {
-    "train": ("data", "run_dir", "config", "sets", "baseline", "<early>", "seed", "max_steps", "checkpoint_every",
-              "resume", "<late>", "device", "overwrite"),
+    "train": (
+        "data",
+        "run_dir",
+        "config",
+        "sets",
+        "baseline",
+        "<early>",
+        "seed",
+        "max_steps",
+        "checkpoint_every",
+        "resume",
+        "<late>",
+        "device",
+        "overwrite",
+    ),
     "eval": ("run_dir", "data", "<early>", "<late>", "device"),
     "export": ("run_dir", "out", "<early>", "<late>", "overwrite"),
-    "run": ("run_dir", "data", "<early>", "config", "baseline", "seed", "max_steps", "sets", "<late>", "device",
-            "overwrite"),
+    "run": (
+        "run_dir",
+        "data",
+        "<early>",
+        "config",
+        "baseline",
+        "seed",
+        "max_steps",
+        "sets",
+        "<late>",
+        "device",
+        "overwrite",
+    ),
 }
 
 
@@ -172,27 +207,43 @@ class Recipe:
     # -- generating one shared command --------------------------------------------------------------
     def _command(self, command: str) -> Callable[..., None]:
         params: list[inspect.Parameter] = [
-            inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)]
+            inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)
+        ]
         flags = [f for f in self.flags if command in f.commands]
         for slot in LAYOUT[command]:
             if slot in ("<early>", "<late>"):
                 for flag in flags:
                     if flag.late == (slot == "<late>"):
-                        params.append(_parameter(flag.dest, flag.type if flag.type is bool else Optional[flag.type],
-                                                 flag.default, flag.decl, flag.help))
+                        params.append(
+                            _parameter(
+                                flag.dest,
+                                flag.type if flag.type is bool else Optional[flag.type],
+                                flag.default,
+                                flag.decl,
+                                flag.help,
+                            )
+                        )
                 continue
             opt = SHARED[slot]
             default = self.default_run_dir if slot == "run_dir" else opt.default
             text = opt.help_for(command).replace("{example}", self.config_example or f"recipes/{self.name}/....yaml")
             params.append(_parameter(slot, opt.type, default, opt.decl, text))
-        params += [inspect.Parameter("json_out", inspect.Parameter.KEYWORD_ONLY, annotation=JsonOpt, default=False),
-                   inspect.Parameter("debug", inspect.Parameter.KEYWORD_ONLY, annotation=DebugOpt, default=False)]
+        params += [
+            inspect.Parameter("json_out", inspect.Parameter.KEYWORD_ONLY, annotation=JsonOpt, default=False),
+            inspect.Parameter("debug", inspect.Parameter.KEYWORD_ONLY, annotation=DebugOpt, default=False),
+        ]
         recipe = self
 
         def stage_command(ctx: typer.Context, **values: Any) -> None:
             opts = recipe.options(command, values)
-            run_stage(f"{recipe.name} {command}", lambda: recipe._run(command, opts), opts.json, opts.debug, ctx,
-                      render=lambda result: recipe.load_hooks().report(command, result))
+            run_stage(
+                f"{recipe.name} {command}",
+                lambda: recipe._run(command, opts),
+                opts.json,
+                opts.debug,
+                ctx,
+                render=lambda result: recipe.load_hooks().report(command, result),
+            )
 
         stage_command.__signature__ = inspect.Signature(params)  # typer reads the options from here
         stage_command.__name__ = command
@@ -219,14 +270,22 @@ class Recipe:
         from . import stages  # torch is imported only when a command runs
 
         hooks = self.load_hooks()
-        return {"train": stages.train_stage, "eval": stages.eval_stage, "export": stages.export_stage,
-                "run": stages.pipeline_stage}[command](hooks, opts)
+        return {
+            "train": stages.train_stage,
+            "eval": stages.eval_stage,
+            "export": stages.export_stage,
+            "run": stages.pipeline_stage,
+        }[command](hooks, opts)
 
 
 def _parameter(name: str, tp: Any, default: Any, decl: str, help_text: str) -> inspect.Parameter:
     # decl may be a boolean pair "--x/--no-x", which typer takes as one declaration
-    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
-                             annotation=Annotated[tp, typer.Option(decl, help=help_text)])
+    return inspect.Parameter(
+        name,
+        inspect.Parameter.KEYWORD_ONLY,
+        default=default,
+        annotation=Annotated[tp, typer.Option(decl, help=help_text)],
+    )
 
 
 class RecipeApp(typer.Typer):

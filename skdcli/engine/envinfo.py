@@ -40,7 +40,13 @@ def environment_report() -> dict:
         "devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else ["cpu"],
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
-        "distributed_backends": [b for b, ok in (("gloo", torch.distributed.is_gloo_available()),
-                                                 ("nccl", torch.distributed.is_nccl_available())) if ok],
+        "distributed_backends": [
+            b
+            for b, ok in (
+                ("gloo", torch.distributed.is_gloo_available()),
+                ("nccl", torch.distributed.is_nccl_available()),
+            )
+            if ok
+        ],
         "espeak_ng": shutil.which("espeak-ng"),
     }

@@ -37,10 +37,17 @@ def _flatten(out: Any) -> list[torch.Tensor]:
     return []
 
 
-def export_program(module: torch.nn.Module, example_inputs: tuple, out_dir: str | Path, *,
-                   dynamic_shapes: Any = None, manifest: dict | None = None,
-                   write_extra: Callable[[Path], dict] | None = None, overwrite: bool = False,
-                   parity_inputs: list[tuple] | None = None) -> dict:
+def export_program(
+    module: torch.nn.Module,
+    example_inputs: tuple,
+    out_dir: str | Path,
+    *,
+    dynamic_shapes: Any = None,
+    manifest: dict | None = None,
+    write_extra: Callable[[Path], dict] | None = None,
+    overwrite: bool = False,
+    parity_inputs: list[tuple] | None = None,
+) -> dict:
     """Export ``module`` and return the manifest.
 
     ``write_extra(tmp_dir)`` lets the recipe add its files (tokenizer, ...) and returns entries
@@ -60,8 +67,10 @@ def export_program(module: torch.nn.Module, example_inputs: tuple, out_dir: str 
             try:
                 program = torch.export.export(module, example_inputs, dynamic_shapes=dynamic_shapes, strict=False)
             except Exception as exc:  # an export failure is a model limitation worth one clear line
-                raise SkdError(f"torch.export failed for {type(module).__name__}: {exc.__class__.__name__}: "
-                               f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
+                raise SkdError(
+                    f"torch.export failed for {type(module).__name__}: {exc.__class__.__name__}: "
+                    f"{str(exc).splitlines()[0] if str(exc) else ''}"
+                ) from exc
             torch.export.save(program, str(tmp / PROGRAM))
             save_model(module, str(tmp / WEIGHTS))
             reloaded = _load_program(tmp / PROGRAM)
@@ -69,8 +78,13 @@ def export_program(module: torch.nn.Module, example_inputs: tuple, out_dir: str 
             diff = 0.0
             for inputs in checks:
                 eager, exported = _flatten(module(*inputs)), _flatten(reloaded(*inputs))
-                diff = max([diff] + [float((a.float() - b.float()).abs().max()) if a.numel() else 0.0
-                                     for a, b in zip(eager, exported)])
+                diff = max(
+                    [diff]
+                    + [
+                        float((a.float() - b.float()).abs().max()) if a.numel() else 0.0
+                        for a, b in zip(eager, exported)
+                    ]
+                )
         extra = write_extra(tmp) if write_extra else {}
         info = {
             "format": "torch.export",
@@ -81,8 +95,10 @@ def export_program(module: torch.nn.Module, example_inputs: tuple, out_dir: str 
             "weights": WEIGHTS,
             **(manifest or {}),
             **extra,
-            "parity": {"max_abs_diff": diff,
-                       "input_shapes": [[list(t.shape) for t in inp if isinstance(t, torch.Tensor)] for inp in checks]},
+            "parity": {
+                "max_abs_diff": diff,
+                "input_shapes": [[list(t.shape) for t in inp if isinstance(t, torch.Tensor)] for inp in checks],
+            },
         }
         info["files"] = {p.name: file_sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()}
         atomic_write_json(tmp / MANIFEST, info)

@@ -37,7 +37,6 @@ from .io import atomic_write, atomic_write_json, atomic_write_text, read_json
 FINISHED_MARKER = "train_summary.json"
 
 
-
 class RunDir:
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -81,8 +80,16 @@ class RunDir:
 
     def clear_outputs(self) -> None:
         """--overwrite: remove what a run wrote here and nothing else (`run`'s data/ survives)."""
-        for p in (self.config, self.provenance, self.metrics, self.checkpoints, self.summary, self.eval_json,
-                  self.export_dir, self.plots):
+        for p in (
+            self.config,
+            self.provenance,
+            self.metrics,
+            self.checkpoints,
+            self.summary,
+            self.eval_json,
+            self.export_dir,
+            self.plots,
+        ):
             if p.is_dir():
                 shutil.rmtree(p)
             elif p.exists():
@@ -151,7 +158,9 @@ class RunDir:
         try:
             return torch.load(ckpt_dir / "state.pt", map_location="cpu", weights_only=True)
         except Exception as exc:  # a corrupt file is a user-facing problem, not a crash
-            raise SkdError(f"cannot read trainer state ({exc.__class__.__name__}: {exc})", ckpt_dir / "state.pt") from exc
+            raise SkdError(
+                f"cannot read trainer state ({exc.__class__.__name__}: {exc})", ckpt_dir / "state.pt"
+            ) from exc
 
     @staticmethod
     def load_weights(model: torch.nn.Module, weights: Path, strict: bool = True) -> None:
@@ -172,8 +181,13 @@ def git_commit() -> str | None:
     here = Path(__file__).resolve().parent
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     if out.returncode != 0:

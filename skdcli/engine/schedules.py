@@ -157,7 +157,9 @@ WEIGHT_SCHEDULES: dict[str, type] = {
 }
 
 
-def build_weight_schedule(spec: float | int | Mapping[str, Any] | Callable[[Progress], float]) -> Callable[[Progress], float]:
+def build_weight_schedule(
+    spec: float | int | Mapping[str, Any] | Callable[[Progress], float],
+) -> Callable[[Progress], float]:
     """A number -> Constant; {"kind": name, **fields} -> that schedule; a callable is returned as is."""
     if isinstance(spec, bool):
         raise ValueError(f"a weight must be a number or a schedule dict, got {spec!r}")
@@ -179,7 +181,9 @@ def build_weight_schedule(spec: float | int | Mapping[str, Any] | Callable[[Prog
     kwargs = {k: v for k, v in spec.items() if k != "kind"}
     unknown = sorted(set(kwargs) - valid)
     if unknown:
-        raise ValueError(f"unknown key(s) {unknown} for schedule {kind!r}; valid keys: {', '.join(f.name for f in fields)}")
+        raise ValueError(
+            f"unknown key(s) {unknown} for schedule {kind!r}; valid keys: {', '.join(f.name for f in fields)}"
+        )
     required = [f.name for f in fields if f.default is dataclasses.MISSING and f.name not in kwargs]
     if required:
         raise ValueError(f"schedule {kind!r} is missing key(s) {required}")

@@ -135,9 +135,15 @@ class RecipeHooks:
     def pipeline(self, p: "Pipeline") -> dict:
         """`run`: train -> eval -> export on the tiny default (recipes add their own steps)."""
         trained, evaluated, exported = p.train(), p.evaluate(), p.export()
-        return {"task": self.name, "run_dir": str(p.run.path), "steps": trained["steps"],
-                "train_seconds": trained["train_seconds"], **evaluated, "export_dir": exported["export_dir"],
-                "parity_max_abs_diff": exported["parity_max_abs_diff"]}
+        return {
+            "task": self.name,
+            "run_dir": str(p.run.path),
+            "steps": trained["steps"],
+            "train_seconds": trained["train_seconds"],
+            **evaluated,
+            "export_dir": exported["export_dir"],
+            "parity_max_abs_diff": exported["parity_max_abs_diff"],
+        }
 
     def report(self, command: str, result: dict) -> Any:
         """The human view of a stage's result (a rich renderable), or None for the generic table."""
@@ -165,8 +171,15 @@ class RecipeHooks:
         """The Task `bench` times (default: the training Task)."""
         return self.make_task(cfg, data_dir)
 
-    def bench_extra(self, make: Callable[[bool], tuple[Task, Any]], data: str, device: torch.device, steps: int,
-                    rounds: int, timed: dict) -> dict:
+    def bench_extra(
+        self,
+        make: Callable[[bool], tuple[Task, Any]],
+        data: str,
+        device: torch.device,
+        steps: int,
+        rounds: int,
+        timed: dict,
+    ) -> dict:
         """The recipe's own `bench` figures (throughputs, caches...); ``make(baseline)`` builds a Task and
         ``timed`` holds the step timings already measured."""
         return {}
@@ -224,16 +237,19 @@ def train_run(hooks: RecipeHooks, opts: StageOptions, show_progress: bool = True
         run = RunDir(opts.run_dir)
         if opts.resume:
             if opts.config or opts.sets or opts.baseline:
-                raise SkdError("--resume continues with the run's own config.yaml; drop --config/--set/--baseline "
-                               "(and the flags that set config keys)")
+                raise SkdError(
+                    "--resume continues with the run's own config.yaml; drop --config/--set/--baseline "
+                    "(and the flags that set config keys)"
+                )
             cfg = load_run_config(hooks.config_class, run)
             data = data or recorded_data_dir(run)
             if opts.max_steps is not None:  # extending a run is allowed
                 cfg.train.max_steps = opts.max_steps
             latest = run.latest_checkpoint()
             if run.is_finished() and latest is not None and RunDir.load_state(latest)["step"] >= cfg.train.max_steps:
-                raise SkdError(f"run already finished {cfg.train.max_steps} steps; pass --max-steps N to train further",
-                               run.path)
+                raise SkdError(
+                    f"run already finished {cfg.train.max_steps} steps; pass --max-steps N to train further", run.path
+                )
         else:
             cfg = new_run_config(hooks, opts)
             if data is None:
@@ -248,15 +264,28 @@ def train_run(hooks: RecipeHooks, opts: StageOptions, show_progress: bool = True
             run.path.mkdir(parents=True, exist_ok=True)
             run.write_config(config_to_yaml(cfg))
             if not opts.resume or not run.provenance.is_file():
-                run.write_provenance(cfg.train.seed, task.data_fingerprint(),
-                                     {**task.provenance(), "task": hooks.name, "data_dir": str(Path(data).resolve()),
-                                      "device": str(dev)})
+                run.write_provenance(
+                    cfg.train.seed,
+                    task.data_fingerprint(),
+                    {
+                        **task.provenance(),
+                        "task": hooks.name,
+                        "data_dir": str(Path(data).resolve()),
+                        "device": str(dev),
+                    },
+                )
         barrier()
         trainer = Trainer(task, cfg.train, run, dev, dist_info, show_progress=show_progress)
         result = trainer.fit(resume=opts.resume).to_dict()
-        summary = {"task": hooks.name, "run_dir": str(run.path), **hooks.summary_extra(cfg, data),
-                   **result, "parameters": count_parameters(trainer.model),
-                   "world_size": dist_info.world_size, "device": str(dev)}
+        summary = {
+            "task": hooks.name,
+            "run_dir": str(run.path),
+            **hooks.summary_extra(cfg, data),
+            **result,
+            "parameters": count_parameters(trainer.model),
+            "world_size": dist_info.world_size,
+            "device": str(dev),
+        }
         if dist_info.is_main:
             atomic_write_json(run.summary, summary)
             if plots:
@@ -268,8 +297,13 @@ def train_run(hooks: RecipeHooks, opts: StageOptions, show_progress: bool = True
 
 
 # -- loading a trained run, eval, export -----------------------------------------------------------------
-def load_trained(hooks: RecipeHooks, run_dir: str | Path, data: str | None = None,
-                 device: torch.device | str = "cpu", sets: list[str] | None = None) -> Trained:
+def load_trained(
+    hooks: RecipeHooks,
+    run_dir: str | Path,
+    data: str | None = None,
+    device: torch.device | str = "cpu",
+    sets: list[str] | None = None,
+) -> Trained:
     """The one way to load a trained run: its config (plus eval-time ``sets``), the Task over ``data``
     (default: the data it trained on) and the model with its eval weights."""
     run = RunDir(run_dir)
@@ -306,11 +340,23 @@ def export_stage(hooks: RecipeHooks, opts: StageOptions) -> dict:
         files = spec.write_files(folder) if spec.write_files else {}
         return {"task": hooks.name, **spec.manifest, **files, "parameters": count_parameters(spec.module)}
 
-    manifest = export_program(spec.module, spec.example_inputs, out_dir, dynamic_shapes=spec.dynamic_shapes,
-                              write_extra=write_extra, overwrite=opts.overwrite, parity_inputs=spec.parity_inputs)
-    return {"task": hooks.name, "export_dir": str(out_dir), **{k: manifest[k] for k in spec.result_keys},
-            "parameters": manifest["parameters"], "parity_max_abs_diff": manifest["parity"]["max_abs_diff"],
-            "files": sorted(manifest["files"])}
+    manifest = export_program(
+        spec.module,
+        spec.example_inputs,
+        out_dir,
+        dynamic_shapes=spec.dynamic_shapes,
+        write_extra=write_extra,
+        overwrite=opts.overwrite,
+        parity_inputs=spec.parity_inputs,
+    )
+    return {
+        "task": hooks.name,
+        "export_dir": str(out_dir),
+        **{k: manifest[k] for k in spec.result_keys},
+        "parameters": manifest["parameters"],
+        "parity_max_abs_diff": manifest["parity"]["max_abs_diff"],
+        "files": sorted(manifest["files"]),
+    }
 
 
 # -- run: the whole pipeline on the tiny default ------------------------------------------------------------
@@ -330,8 +376,9 @@ class Pipeline:
 
     def export(self, run_dir: str | Path | None = None, **changes: Any) -> dict:
         console.print("[cyan]export[/]")
-        return export_stage(self.hooks, self._options("export", run_dir, {"sets": [], "out": None, "overwrite": True},
-                                                      changes))
+        return export_stage(
+            self.hooks, self._options("export", run_dir, {"sets": [], "out": None, "overwrite": True}, changes)
+        )
 
     def _options(self, command: str, run_dir: str | Path | None, defaults: dict, changes: dict) -> StageOptions:
         """The run command's options, as the stage ``command`` on ``run_dir``: ``defaults`` then ``changes``."""

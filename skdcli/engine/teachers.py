@@ -319,9 +319,7 @@ class PredictionMemory(TeacherSignal):
     def update(self, indices: Tensor, probs: Tensor) -> None:
         indices = indices.to(self.probs.device, torch.long)
         if probs.shape != (indices.numel(), self.probs.shape[1]):
-            raise ValueError(
-                f"probs shape {tuple(probs.shape)} must be ({indices.numel()}, {self.probs.shape[1]})"
-            )
+            raise ValueError(f"probs shape {tuple(probs.shape)} must be ({indices.numel()}, {self.probs.shape[1]})")
         self.probs[indices] = probs.detach().to(self.probs)
         self.filled[indices] = True
 

@@ -138,9 +138,17 @@ class ResumableDistributedSampler(DistributedSampler):
     examples) sees the same examples whatever the number of ranks and accumulation steps.
     """
 
-    def __init__(self, dataset: Dataset, num_replicas: int, rank: int, seed: int,
-                 lengths: list[int] | None = None, global_batch: int = 1, group_batches: int = 32,
-                 order_fn: Callable[[int, int], list[int]] | None = None):
+    def __init__(
+        self,
+        dataset: Dataset,
+        num_replicas: int,
+        rank: int,
+        seed: int,
+        lengths: list[int] | None = None,
+        global_batch: int = 1,
+        group_batches: int = 32,
+        order_fn: Callable[[int, int], list[int]] | None = None,
+    ):
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=True)
         self.start_index = 0
         self.lengths, self.global_batch, self.group_batches = lengths, global_batch, group_batches
@@ -161,23 +169,25 @@ class ResumableDistributedSampler(DistributedSampler):
         window, gb = self.global_batch * self.group_batches, self.global_batch
         batches = []
         for start in range(0, len(order), window):
-            chunk = sorted(order[start:start + window], key=lambda i: -self.lengths[i])
-            batches += [chunk[i:i + gb] for i in range(0, len(chunk) - gb + 1, gb)]
+            chunk = sorted(order[start : start + window], key=lambda i: -self.lengths[i])
+            batches += [chunk[i : i + gb] for i in range(0, len(chunk) - gb + 1, gb)]
         return [i for b in torch.randperm(len(batches), generator=g).tolist() for i in batches[b]]
 
     def __iter__(self):
         order = self._epoch_order()
         total = len(order) // self.num_replicas * self.num_replicas
-        mine = order[self.rank:total:self.num_replicas]
-        return iter(mine[self.start_index:])
+        mine = order[self.rank : total : self.num_replicas]
+        return iter(mine[self.start_index :])
 
     def __len__(self) -> int:
         n = len(self.dataset)
         if self.order_fn is not None:
             return n // self.global_batch * self.global_batch // self.num_replicas - self.start_index
         if self.lengths is not None:
-            n = n // (self.global_batch * self.group_batches) * (self.global_batch * self.group_batches) + \
-                (n % (self.global_batch * self.group_batches)) // self.global_batch * self.global_batch
+            n = (
+                n // (self.global_batch * self.group_batches) * (self.global_batch * self.group_batches)
+                + (n % (self.global_batch * self.group_batches)) // self.global_batch * self.global_batch
+            )
         return n // self.num_replicas - self.start_index
 
 
@@ -211,14 +221,23 @@ class TrainResult:
 
 
 class Trainer:
-    def __init__(self, task: Task, cfg: TrainConfig, run_dir: RunDir, device: torch.device,
-                 dist_info: DistInfo | None = None, show_progress: bool = True):
+    def __init__(
+        self,
+        task: Task,
+        cfg: TrainConfig,
+        run_dir: RunDir,
+        device: torch.device,
+        dist_info: DistInfo | None = None,
+        show_progress: bool = True,
+    ):
         self.task, self.cfg, self.run, self.device = task, cfg, run_dir, device
         self.dist = dist_info or DistInfo()
         self.show_progress = show_progress and self.dist.is_main
         if cfg.batch_size % (self.dist.world_size * cfg.grad_accum):
-            raise SkdError(f"train.batch_size={cfg.batch_size} must divide evenly over "
-                           f"{self.dist.world_size} rank(s) x grad_accum={cfg.grad_accum}")
+            raise SkdError(
+                f"train.batch_size={cfg.batch_size} must divide evenly over "
+                f"{self.dist.world_size} rank(s) x grad_accum={cfg.grad_accum}"
+            )
         self.micro_batch = cfg.batch_size // (self.dist.world_size * cfg.grad_accum)
         self.amp_dtype = amp_dtype_for(cfg.amp, device)
         if cfg.best_mode not in ("min", "max"):
@@ -233,18 +252,32 @@ class Trainer:
         model = self.task.build_model().to(self.device)
         train_set = self.task.train_dataset()
         lengths = self.task.example_lengths(train_set) if cfg.group_by_length else None
-        self.sampler = ResumableDistributedSampler(train_set, self.dist.world_size, self.dist.rank, cfg.seed,
-                                                   lengths=lengths, global_batch=cfg.batch_size,
-                                                   order_fn=task_order_fn(self.task, train_set, cfg.seed, cfg.batch_size))
+        self.sampler = ResumableDistributedSampler(
+            train_set,
+            self.dist.world_size,
+            self.dist.rank,
+            cfg.seed,
+            lengths=lengths,
+            global_batch=cfg.batch_size,
+            order_fn=task_order_fn(self.task, train_set, cfg.seed, cfg.batch_size),
+        )
         self.train_loader = DataLoader(
-            train_set, batch_size=self.micro_batch, sampler=self.sampler, drop_last=True,
-            collate_fn=self.task.collate, num_workers=cfg.num_workers,
-            pin_memory=self.device.type == "cuda", persistent_workers=False)
+            train_set,
+            batch_size=self.micro_batch,
+            sampler=self.sampler,
+            drop_last=True,
+            collate_fn=self.task.collate,
+            num_workers=cfg.num_workers,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=False,
+        )
         micro_per_epoch = len(self.sampler) // self.micro_batch
         self.steps_per_epoch = micro_per_epoch // cfg.grad_accum
         if self.steps_per_epoch == 0:
-            raise SkdError(f"the train split has {len(train_set)} examples, fewer than one batch "
-                           f"({cfg.batch_size}); lower train.batch_size")
+            raise SkdError(
+                f"the train split has {len(train_set)} examples, fewer than one batch "
+                f"({cfg.batch_size}); lower train.batch_size"
+            )
         self.eval_set = self.task.eval_dataset()
         decay, no_decay = [], []
         for name, p in model.named_parameters():
@@ -253,31 +286,46 @@ class Trainer:
         groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
         if cfg.optimizer != "adamw":
             raise SkdError(f"train.optimizer: '{cfg.optimizer}' is not supported (adamw)")
-        self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas),
-                                           fused=self.device.type == "cuda")
+        self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), fused=self.device.type == "cuda")
         try:
-            lr_lambda = make_lr_lambda(cfg.lr_schedule, warmup_steps=cfg.warmup_steps,
-                                       total_steps=cfg.max_steps, min_ratio=cfg.min_lr_ratio)
+            lr_lambda = make_lr_lambda(
+                cfg.lr_schedule, warmup_steps=cfg.warmup_steps, total_steps=cfg.max_steps, min_ratio=cfg.min_lr_ratio
+            )
             lr_lambda(0)
         except ValueError as exc:
             raise SkdError(f"train.lr_schedule: {exc}") from exc
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.model = model
-        self.ddp_model = (DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                                                  find_unused_parameters=self.task.find_unused_parameters)
-                          if self.dist.enabled else model)
+        self.ddp_model = (
+            DistributedDataParallel(
+                model,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=self.task.find_unused_parameters,
+            )
+            if self.dist.enabled
+            else model
+        )
 
     def _progress(self, step: int, metrics: dict) -> Progress:
-        return Progress(step=step, total_steps=self.cfg.max_steps, epoch=step // self.steps_per_epoch + 1,
-                        total_epochs=math.ceil(self.cfg.max_steps / self.steps_per_epoch), metrics=metrics)
+        return Progress(
+            step=step,
+            total_steps=self.cfg.max_steps,
+            epoch=step // self.steps_per_epoch + 1,
+            total_epochs=math.ceil(self.cfg.max_steps / self.steps_per_epoch),
+            metrics=metrics,
+        )
 
     # -- state -----------------------------------------------------------------------------------
     def _state(self, step: int) -> dict:
         return {
             "step": step,
-            "data": {"epoch": step // self.steps_per_epoch + 1, "step_in_epoch": step % self.steps_per_epoch,
-                     "sampler_seed": self.cfg.seed, "world_size": self.dist.world_size},
+            "data": {
+                "epoch": step // self.steps_per_epoch + 1,
+                "step_in_epoch": step % self.steps_per_epoch,
+                "sampler_seed": self.cfg.seed,
+                "world_size": self.dist.world_size,
+            },
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
@@ -290,8 +338,11 @@ class Trainer:
     def _restore(self, ckpt) -> int:
         state = RunDir.load_state(ckpt)
         if state["data"]["world_size"] != self.dist.world_size:
-            raise SkdError(f"checkpoint was written with {state['data']['world_size']} rank(s); resume with the same "
-                           f"number (got {self.dist.world_size})", ckpt)
+            raise SkdError(
+                f"checkpoint was written with {state['data']['world_size']} rank(s); resume with the same "
+                f"number (got {self.dist.world_size})",
+                ckpt,
+            )
         RunDir.load_weights(self.model, ckpt / "model.safetensors")
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -307,8 +358,13 @@ class Trainer:
     def evaluate(self) -> dict[str, float]:
         metrics: dict[str, float] = {}
         if self.dist.is_main and self.eval_set is not None:
-            loader = DataLoader(self.eval_set, batch_size=self.micro_batch * self.cfg.grad_accum, shuffle=False,
-                                collate_fn=self.task.collate, num_workers=self.cfg.num_workers)
+            loader = DataLoader(
+                self.eval_set,
+                batch_size=self.micro_batch * self.cfg.grad_accum,
+                shuffle=False,
+                collate_fn=self.task.collate,
+                num_workers=self.cfg.num_workers,
+            )
             was_training = self.model.training
             self.model.eval()
             with torch.no_grad(), self._autocast():
@@ -352,8 +408,11 @@ class Trainer:
             if self.dist.is_main:
                 # drop what the interrupted run logged after its last checkpoint (or all of it)
                 truncate_metrics_after(self.run.metrics, step)
-                console.print(f"[cyan]resuming from {ckpt} (step {step})" if ckpt else
-                              "[cyan]no checkpoint yet: starting from step 0")
+                console.print(
+                    f"[cyan]resuming from {ckpt} (step {step})"
+                    if ckpt
+                    else "[cyan]no checkpoint yet: starting from step 0"
+                )
         barrier()
 
         model, ddp_model = self.model, self.ddp_model
@@ -378,25 +437,30 @@ class Trainer:
                     for micro in range(cfg.grad_accum):
                         batch = move_to(next(micro_iter), self.device)
                         sync = micro == cfg.grad_accum - 1 or not self.dist.enabled
-                        with (contextlib.nullcontext() if sync else ddp_model.no_sync()):
+                        with contextlib.nullcontext() if sync else ddp_model.no_sync():
                             with self._autocast():
                                 loss, logs = self.task.compute_loss(ddp_model, batch, progress)
                             self.scaler.scale(loss / cfg.grad_accum).backward()
                         step_loss += loss.detach() / cfg.grad_accum
-                        for k, v in (logs.items() if will_log else ()):
+                        for k, v in logs.items() if will_log else ():
                             v = v.detach().float() if isinstance(v, torch.Tensor) else torch.tensor(float(v))
                             logs_sum[k] = logs_sum.get(k, 0) + v.to(self.device) / cfg.grad_accum
                     loss_value = step_loss.item()  # the one host sync per step
                     if any_rank(not math.isfinite(loss_value), self.device):
                         self.optimizer.zero_grad(set_to_none=True)
                         last = self.run.latest_checkpoint()
-                        raise SkdError(f"non-finite loss ({loss_value}) at step {step + 1}; training stopped. "
-                                       f"Last good checkpoint: {last if last else 'none yet'}. "
-                                       "Lower train.lr or set train.grad_clip", self.run.path, exit_code=3)
+                        raise SkdError(
+                            f"non-finite loss ({loss_value}) at step {step + 1}; training stopped. "
+                            f"Last good checkpoint: {last if last else 'none yet'}. "
+                            "Lower train.lr or set train.grad_clip",
+                            self.run.path,
+                            exit_code=3,
+                        )
                     self.scaler.unscale_(self.optimizer)
                     self.task.before_optimizer_step(model, self.optimizer, progress)
-                    grad_norm = (torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                                 if cfg.grad_clip > 0 else None)
+                    grad_norm = (
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip) if cfg.grad_clip > 0 else None
+                    )
                     self.scaler.step(self.optimizer)
                     self.scaler.update()
                     self.optimizer.zero_grad(set_to_none=True)
@@ -416,8 +480,15 @@ class Trainer:
                             values["grad_norm"] = float(grad_norm)
                         values = all_reduce_mean(values, self.device)
                         if self.dist.is_main:
-                            append_jsonl(self.run.metrics, {"split": "train", "step": step,
-                                                            "epoch": round(step / self.steps_per_epoch, 4), **values})
+                            append_jsonl(
+                                self.run.metrics,
+                                {
+                                    "split": "train",
+                                    "step": step,
+                                    "epoch": round(step / self.steps_per_epoch, 4),
+                                    **values,
+                                },
+                            )
                     if bar:
                         bar.update(task_id, completed=step, info=f"loss {loss_value:.3f}")
                     is_last = step == cfg.max_steps
@@ -434,5 +505,11 @@ class Trainer:
                     if is_last:
                         break
         seconds = time.perf_counter() - start_time
-        return TrainResult(steps=step, epochs=round(step / self.steps_per_epoch, 3), final_loss=last_loss,
-                           best=dict(self.best), train_seconds=round(seconds, 2), resumed_from=resumed_from)
+        return TrainResult(
+            steps=step,
+            epochs=round(step / self.steps_per_epoch, 3),
+            final_loss=last_loss,
+            best=dict(self.best),
+            train_seconds=round(seconds, 2),
+            resumed_from=resumed_from,
+        )

@@ -61,9 +61,18 @@ class EvalConfig:
 
 
 def _train_defaults() -> TrainConfig:
-    return TrainConfig(max_steps=800, batch_size=64, lr=2e-3, warmup_steps=60, eval_every=100,
-                       checkpoint_every=400, best_metric="nll", best_mode="min", log_every=10,
-                       weight_decay=0.0001)
+    return TrainConfig(
+        max_steps=800,
+        batch_size=64,
+        lr=2e-3,
+        warmup_steps=60,
+        eval_every=100,
+        checkpoint_every=400,
+        best_metric="nll",
+        best_mode="min",
+        log_every=10,
+        weight_decay=0.0001,
+    )
 
 
 @dataclass
@@ -89,7 +98,9 @@ class NlgSmoothConfig:
             if not 0.0 <= getattr(self.loss, key) <= 1.0:
                 raise SkdError(f"loss.{key} must be in [0, 1], got {getattr(self.loss, key)}")
         if self.model.d_model % self.model.num_heads:
-            raise SkdError(f"model.d_model={self.model.d_model} must be divisible by model.num_heads={self.model.num_heads}")
+            raise SkdError(
+                f"model.d_model={self.model.d_model} must be divisible by model.num_heads={self.model.num_heads}"
+            )
         if self.model.max_positions < 3:
             raise SkdError("model.max_positions must be >= 3")
         if self.eval.ece_bins < 1 or self.eval.beam_size < 1:

@@ -57,7 +57,7 @@ def smoothing_weight(logits: Tensor, mask: Tensor, lam: float, fn: str, log_prob
     ``log_probs`` (= log_softmax(logits), optional) saves recomputing it when the caller has it.
     """
     with torch.no_grad():
-        log_p = (F.log_softmax(logits.detach().float(), dim=-1) if log_probs is None else log_probs.detach())
+        log_p = F.log_softmax(logits.detach().float(), dim=-1) if log_probs is None else log_probs.detach()
         h = token_entropy(log_p)
         if fn == "norm_entropy":
             g = h / math.log(logits.shape[-1])
@@ -86,8 +86,13 @@ def _masked_mean(per_token: Tensor, mask: Tensor) -> Tensor:
     return per_token.masked_fill(~mask, 0.0).sum() / mask.sum().clamp(min=1)
 
 
-def als_sk_loss(logits: Tensor, targets: Tensor, alpha: Tensor | Callable[[Tensor], Tensor],
-                prior_logits: Tensor | None, temperature: float = 1.0) -> tuple[Tensor, dict[str, Tensor]]:
+def als_sk_loss(
+    logits: Tensor,
+    targets: Tensor,
+    alpha: Tensor | Callable[[Tensor], Tensor],
+    prior_logits: Tensor | None,
+    temperature: float = 1.0,
+) -> tuple[Tensor, dict[str, Tensor]]:
     """ALS loss for (B, T, V) logits, (B, T) targets (PAD_ID = padding) and per-token weights ``alpha``.
 
     ``alpha`` is a (B, T) tensor or a function of the log-probabilities (so the training step
@@ -107,13 +112,18 @@ def als_sk_loss(logits: Tensor, targets: Tensor, alpha: Tensor | Callable[[Tenso
         prior_term = -(prior_probs * log_p).sum(dim=-1)
     else:
         prior_probs = F.softmax(prior_logits.detach().float() / temperature, dim=-1)
-        prior_term = soft_target_cross_entropy(logits.float(), prior_probs, temperature=temperature, mask=mask,
-                                               reduction="none") * temperature**2
+        prior_term = (
+            soft_target_cross_entropy(logits.float(), prior_probs, temperature=temperature, mask=mask, reduction="none")
+            * temperature**2
+        )
     alpha = (alpha(log_p) if callable(alpha) else alpha).to(nll.dtype)
     per_token = (1.0 - alpha) * nll + alpha * prior_term
     loss = _masked_mean(per_token, mask)
-    return loss, {"loss/ce": _masked_mean(nll, mask).detach(), "loss/prior": _masked_mean(prior_term, mask).detach(),
-                  "weight/alpha": _masked_mean(alpha, mask)}
+    return loss, {
+        "loss/ce": _masked_mean(nll, mask).detach(),
+        "loss/prior": _masked_mean(prior_term, mask).detach(),
+        "weight/alpha": _masked_mean(alpha, mask),
+    }
 
 
 def ce_loss(logits: Tensor, targets: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
@@ -140,8 +150,9 @@ def confidence_penalty_loss(logits: Tensor, targets: Tensor, beta: float) -> tup
     return ce - beta * ent, {"loss/ce": ce.detach(), "loss/entropy": ent.detach()}
 
 
-def label_smoothing_prior_loss(logits: Tensor, targets: Tensor, smoothing: float,
-                               prior_probs: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+def label_smoothing_prior_loss(
+    logits: Tensor, targets: Tensor, smoothing: float, prior_probs: Tensor
+) -> tuple[Tensor, dict[str, Tensor]]:
     """q = (1 - eps) e_y + eps u with a fixed prior ``u`` (V,): mean_i (1 - eps) CE_i - eps sum_k u_k log p_ik.
     ``u`` uniform is label smoothing; the unigram distribution of the train targets is ``ls_unigram``."""
     mask = targets != PAD_ID
@@ -168,8 +179,9 @@ def tf_kd_teacher(vocab_size: int, correct_prob: float, temperature: float) -> t
     return math.exp(z_gold) / norm, math.exp(z_other) / norm
 
 
-def tf_kd_loss(logits: Tensor, targets: Tensor, alpha: float, temperature: float, correct_prob: float,
-               multiplier: float) -> tuple[Tensor, dict[str, Tensor]]:
+def tf_kd_loss(
+    logits: Tensor, targets: Tensor, alpha: float, temperature: float, correct_prob: float, multiplier: float
+) -> tuple[Tensor, dict[str, Tensor]]:
     """TF-KD_reg per token: (1 - a) CE + a m KL(t || p), t = softmax(p^d / T) (module doc).
 
     t takes two values per row (gold, other), so KL(t || p) = sum_k t_k log t_k - t_other sum_k log p_k
@@ -191,8 +203,9 @@ def ps_kd_alpha(alpha_T: float, epoch: int, total_epochs: int) -> float:
     return alpha_T * min(epoch, total_epochs) / max(total_epochs, 1)
 
 
-def ps_kd_loss(logits: Tensor, targets: Tensor, alpha_t: float,
-               teacher_logits: Tensor | None) -> tuple[Tensor, dict[str, Tensor]]:
+def ps_kd_loss(
+    logits: Tensor, targets: Tensor, alpha_t: float, teacher_logits: Tensor | None
+) -> tuple[Tensor, dict[str, Tensor]]:
     """PS-KD: CE against q = (1 - a_t) e_y + a_t softmax(teacher); no teacher (epoch 1) = plain CE."""
     if teacher_logits is None:
         loss, logs = ce_loss(logits, targets)

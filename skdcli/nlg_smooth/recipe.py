@@ -51,7 +51,6 @@ TASK_NAME = "nlg-smooth"
 SYNTHETIC_VOCAB = 200  # the toy pair has ~130 word types; sentencepiece keeps them whole
 
 
-
 # -- the Task the engine trains ---------------------------------------------------------------------------
 class NlgSmoothTask(ParallelTaskData, Task):
     def __init__(self, cfg: NlgSmoothConfig, data_dir: str | Path):
@@ -102,8 +101,9 @@ class NlgSmoothTask(ParallelTaskData, Task):
         if lc.method == "confpen":
             return confidence_penalty_loss(logits, targets, lc.beta)
         if lc.method == "tfkd":
-            return tf_kd_loss(logits, targets, lc.tfkd_alpha, lc.tfkd_temperature, lc.tfkd_correct_prob,
-                              lc.tfkd_multiplier)
+            return tf_kd_loss(
+                logits, targets, lc.tfkd_alpha, lc.tfkd_temperature, lc.tfkd_correct_prob, lc.tfkd_multiplier
+            )
         if lc.method == "pskd":
             teacher_logits = None
             if self.previous_epoch.ready:
@@ -121,8 +121,13 @@ class NlgSmoothTask(ParallelTaskData, Task):
             prior_logits = self.prior_logits(batch)
         elif lc.prior_fallback == "ce":
             lam = 0.0
-        loss, logs = als_sk_loss(logits, targets, lambda lp: smoothing_weight(logits, mask, lam, lc.alpha_fn, lp),
-                                 prior_logits, lc.temperature)
+        loss, logs = als_sk_loss(
+            logits,
+            targets,
+            lambda lp: smoothing_weight(logits, mask, lam, lc.alpha_fn, lp),
+            prior_logits,
+            lc.temperature,
+        )
         logs["weight/prior_generation"] = float(self.prior.generation if self.prior is not None else 0)
         return loss, logs
 
@@ -157,49 +162,94 @@ class NlgSmoothTask(ParallelTaskData, Task):
 
     def evaluate(self, model, loader, device) -> dict[str, float]:
         ev = self.cfg.eval
-        scored = score_translation(model, loader, device, self.tokenizer, self.dataset("valid"),
-                                   decode_options(self.cfg, beam=1), ece_bins=ev.ece_bins,
-                                   decode_max=(ev.valid_decode_max if ev.valid_bleu else -1),
-                                   keep_bpe=self.data.info.get("bpe") == "keep", lang=self.tgt_lang)
+        scored = score_translation(
+            model,
+            loader,
+            device,
+            self.tokenizer,
+            self.dataset("valid"),
+            decode_options(self.cfg, beam=1),
+            ece_bins=ev.ece_bins,
+            decode_max=(ev.valid_decode_max if ev.valid_bleu else -1),
+            keep_bpe=self.data.info.get("bpe") == "keep",
+            lang=self.tgt_lang,
+        )
         return scored["metrics"]
 
 
 # -- scoring: teacher-forced calibration + decoding (skdcli/text/translation.py) --------------------------------
 def decode_options(cfg: NlgSmoothConfig, beam: int | None = None) -> DecodeOptions:
     ev = cfg.eval
-    return DecodeOptions(beam_size=ev.beam_size if beam is None else beam, lenpen=ev.lenpen,
-                         max_len_a=ev.max_len_a, max_len_b=ev.max_len_b)
+    return DecodeOptions(
+        beam_size=ev.beam_size if beam is None else beam,
+        lenpen=ev.lenpen,
+        max_len_a=ev.max_len_a,
+        max_len_b=ev.max_len_b,
+    )
 
 
 # -- stages ---------------------------------------------------------------------------------------------------
-def prep_stage(source: str, raw: str | None, out: str, vocab_size: int | None = None, model_type: str = "bpe",
-               max_tokens: int = 256, src_lang: str | None = None, tgt_lang: str | None = None,
-               bpe: str = "remove", skip_bad: bool = False, overwrite: bool = False, seed: int = 0) -> dict:
+def prep_stage(
+    source: str,
+    raw: str | None,
+    out: str,
+    vocab_size: int | None = None,
+    model_type: str = "bpe",
+    max_tokens: int = 256,
+    src_lang: str | None = None,
+    tgt_lang: str | None = None,
+    bpe: str = "remove",
+    skip_bad: bool = False,
+    overwrite: bool = False,
+    seed: int = 0,
+) -> dict:
     if vocab_size is None:
         vocab_size = SYNTHETIC_VOCAB if source == "synthetic" else 10000
-    return prepare_parallel(source, raw, out, vocab_size=vocab_size, model_type=model_type, max_tokens=max_tokens,
-                            src_lang=src_lang, tgt_lang=tgt_lang, bpe=bpe, skip_bad=skip_bad, overwrite=overwrite,
-                            seed=seed, log=lambda msg: console.print(f"[cyan]prep:[/] {msg}"))
+    return prepare_parallel(
+        source,
+        raw,
+        out,
+        vocab_size=vocab_size,
+        model_type=model_type,
+        max_tokens=max_tokens,
+        src_lang=src_lang,
+        tgt_lang=tgt_lang,
+        bpe=bpe,
+        skip_bad=skip_bad,
+        overwrite=overwrite,
+        seed=seed,
+        log=lambda msg: console.print(f"[cyan]prep:[/] {msg}"),
+    )
 
 
 def check_task(task: NlgSmoothTask) -> NlgSmoothTask:
     """What the method needs of the dataset, checked before anything trains."""
     if task.cfg.loss.method == "als_sk" and not task.data.split("valid")[0]:
-        raise SkdError("loss.method=als_sk needs a valid split (the prior is the best checkpoint on it); "
-                       "this dataset has none", task.data.root)
+        raise SkdError(
+            "loss.method=als_sk needs a valid split (the prior is the best checkpoint on it); this dataset has none",
+            task.data.root,
+        )
     task.dataset("train")  # a pair longer than the model's limit stops here, with its file and line
     if task.data.info.get("max_tokens", 0) > task.max_tokens:
-        console.print(f"[yellow]note:[/] the data allows {task.data.info['max_tokens']} tokens per sentence, "
-                      f"the model {task.max_tokens} (model.max_positions - 2); longer pairs stop training")
+        console.print(
+            f"[yellow]note:[/] the data allows {task.data.info['max_tokens']} tokens per sentence, "
+            f"the model {task.max_tokens} (model.max_positions - 2); longer pairs stop training"
+        )
     return task
 
 
 # What `run` trains next to ALS-SK (RUN_DIR/compare/<name>/seed<S>): its standard baselines, and with --compare
 # every comparison point of the paper's tables that the README names, both smoothing directions included.
 BASELINES = {"ce": ["loss.method=ce"], "ls": ["loss.method=ls"]}
-COMPARE = {"als_sk_confident": ["loss.method=als_sk", "loss.alpha_fn=one_minus_norm_entropy"],
-           "ce": ["loss.method=ce"], "ls": ["loss.method=ls"], "ls_unigram": ["loss.method=ls_unigram"],
-           "confpen": ["loss.method=confpen"], "tfkd": ["loss.method=tfkd"], "pskd": ["loss.method=pskd"]}
+COMPARE = {
+    "als_sk_confident": ["loss.method=als_sk", "loss.alpha_fn=one_minus_norm_entropy"],
+    "ce": ["loss.method=ce"],
+    "ls": ["loss.method=ls"],
+    "ls_unigram": ["loss.method=ls_unigram"],
+    "confpen": ["loss.method=confpen"],
+    "tfkd": ["loss.method=tfkd"],
+    "pskd": ["loss.method=pskd"],
+}
 COMPARE_SEEDS = (0, 1, 2)
 HEADLINE = ("bleu", "bleu_sacre", "chrf", "nll", "ece", "mce", "token_accuracy")
 
@@ -229,35 +279,71 @@ class NlgSmoothHooks(RecipeHooks):
         t0 = time.perf_counter()
         with progress_bar(transient=True) as bar:
             batches = bar.track(loader, description=f"translate {split} (beam {cfg.eval.beam_size})")
-            scored = score_translation(model, batches, dev, task.tokenizer, dataset, decode_options(cfg),
-                                       ece_bins=cfg.eval.ece_bins, keep_bpe=task.data.info.get("bpe") == "keep",
-                                       lang=task.tgt_lang)
+            scored = score_translation(
+                model,
+                batches,
+                dev,
+                task.tokenizer,
+                dataset,
+                decode_options(cfg),
+                ece_bins=cfg.eval.ece_bins,
+                keep_bpe=task.data.info.get("bpe") == "keep",
+                lang=task.tgt_lang,
+            )
         seconds = time.perf_counter() - t0
-        png = reliability_diagram(scored["calibration"], run.plots / f"reliability_{split}.png",
-                                  title=f"{cfg.loss.method} on {split}: ECE {100 * scored['calibration']['ece']:.2f}%, "
-                                        f"MCE {100 * scored['calibration']['mce']:.2f}%")
+        png = reliability_diagram(
+            scored["calibration"],
+            run.plots / f"reliability_{split}.png",
+            title=f"{cfg.loss.method} on {split}: ECE {100 * scored['calibration']['ece']:.2f}%, "
+            f"MCE {100 * scored['calibration']['mce']:.2f}%",
+        )
         atomic_write_text(run.path / f"translations.{split}.txt", "".join(h + "\n" for h in scored["hyps"]))
         m = scored["metrics"]
-        return {"task": TASK_NAME, "run_dir": str(run.path), "method": cfg.loss.method, "split": split,
-                "sentences": len(dataset), "tokens": scored["calibration"]["tokens"],
-                "decoder": "greedy" if cfg.eval.beam_size == 1 else f"beam{cfg.eval.beam_size}",
-                "lenpen": cfg.eval.lenpen,
-                "bleu": m["bleu"], "bleu_sacre": m["bleu_sacre"], "chrf": m["chrf"],
-                "bleu_sacre_signature": scored["signatures"]["bleu_sacre"], "signatures": scored["signatures"],
-                "bleu_convention": BLEU_CONVENTION, "max_len": {"a": cfg.eval.max_len_a, "b": cfg.eval.max_len_b},
-                "nll": m["nll"], "ppl": m["ppl"], "token_accuracy": m["accuracy"], "ece": m["ece"], "mce": m["mce"],
-                "ece_bins": cfg.eval.ece_bins, "reliability_plot": str(png),
-                "translations": str(run.path / f"translations.{split}.txt"),
-                "decode_seconds": round(seconds, 3), "weights": str(run.weights_for_eval()),
-                "examples": [{"src": s, "ref": r, "hyp": h}
-                             for s, r, h in list(zip(scored["srcs"], scored["refs"], scored["hyps"]))[:3]]}
+        return {
+            "task": TASK_NAME,
+            "run_dir": str(run.path),
+            "method": cfg.loss.method,
+            "split": split,
+            "sentences": len(dataset),
+            "tokens": scored["calibration"]["tokens"],
+            "decoder": "greedy" if cfg.eval.beam_size == 1 else f"beam{cfg.eval.beam_size}",
+            "lenpen": cfg.eval.lenpen,
+            "bleu": m["bleu"],
+            "bleu_sacre": m["bleu_sacre"],
+            "chrf": m["chrf"],
+            "bleu_sacre_signature": scored["signatures"]["bleu_sacre"],
+            "signatures": scored["signatures"],
+            "bleu_convention": BLEU_CONVENTION,
+            "max_len": {"a": cfg.eval.max_len_a, "b": cfg.eval.max_len_b},
+            "nll": m["nll"],
+            "ppl": m["ppl"],
+            "token_accuracy": m["accuracy"],
+            "ece": m["ece"],
+            "mce": m["mce"],
+            "ece_bins": cfg.eval.ece_bins,
+            "reliability_plot": str(png),
+            "translations": str(run.path / f"translations.{split}.txt"),
+            "decode_seconds": round(seconds, 3),
+            "weights": str(run.weights_for_eval()),
+            "examples": [
+                {"src": s, "ref": r, "hyp": h}
+                for s, r, h in list(zip(scored["srcs"], scored["refs"], scored["hyps"]))[:3]
+            ],
+        }
 
     def export_spec(self, trained: Trained, opts: StageOptions) -> ExportSpec:
         cfg, task = trained.cfg, trained.task
         ds = task.dataset("valid") if len(task.dataset("valid")) else task.dataset("train")
-        return translation_export_spec(trained.model, task.tokenizer, ds, data_info=task.data.info,
-                                       train_texts=task.data.split("train"), decode=decode_options(cfg),
-                                       manifest={"method": cfg.loss.method}, result_keys=("method",))
+        return translation_export_spec(
+            trained.model,
+            task.tokenizer,
+            ds,
+            data_info=task.data.info,
+            train_texts=task.data.split("train"),
+            decode=decode_options(cfg),
+            manifest={"method": cfg.loss.method},
+            result_keys=("method",),
+        )
 
     def pipeline(self, p: Pipeline) -> dict:
         """Toy pair -> train ALS-SK and its baselines (CE, uniform LS; with --compare every comparison system,
@@ -273,10 +359,19 @@ class NlgSmoothHooks(RecipeHooks):
         exported = p.export()
         first = compared["per_seed"][main][0]
         evaluated = read_json(p.run.eval_json)
-        return {"task": TASK_NAME, "run_dir": str(p.run.path), "method": main, "split": "test",
-                **{k: first[k] for k in HEADLINE}, "bleu_sacre_signature": evaluated["bleu_sacre_signature"],
-                "seeds": compared["seeds"], "systems": compared["systems"], "per_seed": compared["per_seed"],
-                "export_dir": exported["export_dir"], "parity_max_abs_diff": exported["parity_max_abs_diff"]}
+        return {
+            "task": TASK_NAME,
+            "run_dir": str(p.run.path),
+            "method": main,
+            "split": "test",
+            **{k: first[k] for k in HEADLINE},
+            "bleu_sacre_signature": evaluated["bleu_sacre_signature"],
+            "seeds": compared["seeds"],
+            "systems": compared["systems"],
+            "per_seed": compared["per_seed"],
+            "export_dir": exported["export_dir"],
+            "parity_max_abs_diff": exported["parity_max_abs_diff"],
+        }
 
     def report(self, command: str, result: dict):
         if command not in ("eval", "run"):
@@ -288,13 +383,26 @@ class NlgSmoothHooks(RecipeHooks):
             value = scale * r[key]
             return (value, scale * r[f"{key}_std"]) if several and f"{key}_std" in r else value
 
-        rows = [[name, cell(r, "bleu"), cell(r, "bleu_sacre"), cell(r, "chrf"), cell(r, "nll"), cell(r, "ece", 100),
-                 cell(r, "mce", 100)] for name, r in systems.items()]
+        rows = [
+            [
+                name,
+                cell(r, "bleu"),
+                cell(r, "bleu_sacre"),
+                cell(r, "chrf"),
+                cell(r, "nll"),
+                cell(r, "ece", 100),
+                cell(r, "mce", 100),
+            ]
+            for name, r in systems.items()
+        ]
         seeds = f"mean ± std over seeds {', '.join(map(str, result['seeds']))}; " if several else ""
         caption = f"{seeds}sacreBLEU {result.get('bleu_sacre_signature', '')}"
-        return metric_table(f"nlg-smooth {command}: {result['split']} split",
-                            ["system", "BLEU (tok.)", "sacreBLEU", "chrF", "NLL", "ECE %", "MCE %"], rows,
-                            caption=caption)
+        return metric_table(
+            f"nlg-smooth {command}: {result['split']} split",
+            ["system", "BLEU (tok.)", "sacreBLEU", "chrF", "NLL", "ECE %", "MCE %"],
+            rows,
+            caption=caption,
+        )
 
     def bench_task(self, cfg: NlgSmoothConfig, data_dir: str) -> NlgSmoothTask:
         task = NlgSmoothTask(cfg, data_dir)
@@ -306,10 +414,13 @@ class NlgSmoothHooks(RecipeHooks):
         task, train = make(False)
         tokens_per_example = statistics.mean(len(t) + 1 for t in task.dataset("train").tgt)
         per_batch = tokens_per_example * train.batch_size
-        return {"target_tokens_per_batch": round(per_batch, 1),
-                "tokens_per_second": {k: round(per_batch / (v / 1000), 1) for k, v in timed["median_step_ms"].items()},
-                "prior_cache": _cached_prior_steps(make, device, steps, rounds), "method": task.cfg.loss.method,
-                "goal_skd_over_baseline": 1.25}
+        return {
+            "target_tokens_per_batch": round(per_batch, 1),
+            "tokens_per_second": {k: round(per_batch / (v / 1000), 1) for k, v in timed["median_step_ms"].items()},
+            "prior_cache": _cached_prior_steps(make, device, steps, rounds),
+            "method": task.cfg.loss.method,
+            "goal_skd_over_baseline": 1.25,
+        }
 
 
 # -- bench ---------------------------------------------------------------------------------------------------------
@@ -326,8 +437,12 @@ def _cached_prior_steps(make, device: torch.device, steps: int, rounds: int) -> 
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
         ds = task.train_dataset()
         g = torch.Generator().manual_seed(cfg.seed)
-        batches = [move_to(collate_parallel([ds[int(i)] for i in torch.randint(len(ds), (cfg.batch_size,), generator=g)]),
-                          device) for _ in range(steps)]
+        batches = [
+            move_to(
+                collate_parallel([ds[int(i)] for i in torch.randint(len(ds), (cfg.batch_size,), generator=g)]), device
+            )
+            for _ in range(steps)
+        ]
         variants[name] = (task, model, opt, batches)
     progress = Progress(step=0, total_steps=1, epoch=1, total_epochs=1)
     times: dict[str, list[float]] = {name: [] for name in variants}
@@ -343,7 +458,10 @@ def _cached_prior_steps(make, device: torch.device, steps: int, rounds: int) -> 
                 if r:
                     times[name].append(time.perf_counter() - t0)
     med = {name: statistics.median(v) for name, v in times.items()}
-    return {"median_step_ms": {k: round(v * 1000, 3) for k, v in med.items()},
-            "skd_over_baseline": round(med["als_sk_cached"] / med["baseline"], 4),
-            "cache_on": bool(variants["als_sk_cached"][0].prior_cache_fits() and
-                             variants["als_sk_cached"][0].cfg.loss.prior_cache_mb > 0)}
+    return {
+        "median_step_ms": {k: round(v * 1000, 3) for k, v in med.items()},
+        "skd_over_baseline": round(med["als_sk_cached"] / med["baseline"], 4),
+        "cache_on": bool(
+            variants["als_sk_cached"][0].prior_cache_fits() and variants["als_sk_cached"][0].cfg.loss.prior_cache_mb > 0
+        ),
+    }

@@ -48,8 +48,9 @@ class KDConfig:
     topk: int = 16  # K neighbours per gold word; 0 = the full vocabulary (exact, O(V) per token)
     include_gold: bool = True  # the gold word is neighbour 0 (so K=1 gives q~ = one-hot)
     refresh_every: int = 50  # steps between rebuilding the cached neighbour table
-    beta: Any = field(default_factory=lambda: {"kind": "linear_ramp", "start": 0.0, "end": 0.5,
-                                               "begin_frac": 0.1, "end_frac": 0.3})
+    beta: Any = field(
+        default_factory=lambda: {"kind": "linear_ramp", "start": 0.0, "end": 0.5, "begin_frac": 0.1, "end_frac": 0.3}
+    )
     noise_scale: float = 1.0  # noise / input_noise
     label_smoothing: float = 0.1  # ls
 
@@ -76,8 +77,18 @@ class EvalConfig:
 
 
 def _train_defaults() -> TrainConfig:
-    return TrainConfig(max_steps=1500, batch_size=16, lr=3e-3, warmup_steps=30, eval_every=100,
-                       checkpoint_every=500, best_metric="ppl", best_mode="min", log_every=10, weight_decay=0.01)
+    return TrainConfig(
+        max_steps=1500,
+        batch_size=16,
+        lr=3e-3,
+        warmup_steps=30,
+        eval_every=100,
+        checkpoint_every=500,
+        best_metric="ppl",
+        best_mode="min",
+        log_every=10,
+        weight_decay=0.01,
+    )
 
 
 def _model_defaults() -> LMConfig:
@@ -107,8 +118,9 @@ class NlpEmbedConfig:
         check_choice("kd.method", self.kd.method, METHODS)
         check_choice("data.bptt_mode", self.data.bptt_mode, BPTT_MODES)
         if self.mode == "lm" and self.data.bptt_mode == "stateful" and self.model.arch != "lstm":
-            raise SkdError("data.bptt_mode=stateful carries an LSTM state; a Transformer LM has none: "
-                           "set data.bptt_mode=windows")
+            raise SkdError(
+                "data.bptt_mode=stateful carries an LSTM state; a Transformer LM has none: set data.bptt_mode=windows"
+            )
         if self.kd.method == "random" and self.kd.topk < 1:
             raise SkdError("kd.method=random draws kd.topk random neighbours: set kd.topk >= 1")
         if self.eval.stream_batch < 1:

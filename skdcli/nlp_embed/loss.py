@@ -37,8 +37,9 @@ def similarity(center: Tensor, others: Tensor, kind: str) -> Tensor:
 
 
 @torch.no_grad()
-def build_neighbour_table(weight: Tensor, k: int, sim: str, include_gold: bool, chunk: int = 2048,
-                          exclude: tuple[int, ...] = ()) -> Tensor:
+def build_neighbour_table(
+    weight: Tensor, k: int, sim: str, include_gold: bool, chunk: int = 2048, exclude: tuple[int, ...] = ()
+) -> Tensor:
     """(V, k) word ids: row v = v itself first (``include_gold``) then its nearest other words.
     ``exclude``: ids never chosen as a neighbour (tokens that are never targets, e.g. <pad>, <s>).
 
@@ -48,8 +49,9 @@ def build_neighbour_table(weight: Tensor, k: int, sim: str, include_gold: bool, 
     vocab = weight.shape[0]
     others = k - 1 if include_gold else k
     if not 0 <= others <= vocab - 1 - len(exclude):
-        raise ValueError(f"kd.topk={k} needs at most {vocab - 1 - len(exclude) + include_gold} words "
-                         f"(vocabulary {vocab})")
+        raise ValueError(
+            f"kd.topk={k} needs at most {vocab - 1 - len(exclude) + include_gold} words (vocabulary {vocab})"
+        )
     rows = []
     for start in range(0, vocab, chunk):
         ids = torch.arange(start, min(start + chunk, vocab), device=weight.device)
@@ -63,14 +65,16 @@ def build_neighbour_table(weight: Tensor, k: int, sim: str, include_gold: bool, 
 
 
 @torch.no_grad()
-def build_random_table(vocab: int, k: int, include_gold: bool, generator: torch.Generator, chunk: int = 2048,
-                       exclude: tuple[int, ...] = ()) -> Tensor:
+def build_random_table(
+    vocab: int, k: int, include_gold: bool, generator: torch.Generator, chunk: int = 2048, exclude: tuple[int, ...] = ()
+) -> Tensor:
     """(V, k) word ids like ``build_neighbour_table``, but row v's other words are drawn uniformly at
     random without replacement (never v itself, never ``exclude``): the ``random`` control."""
     others = k - 1 if include_gold else k
     if not 0 <= others <= vocab - 1 - len(exclude):
-        raise ValueError(f"kd.topk={k} needs at most {vocab - 1 - len(exclude) + include_gold} words "
-                         f"(vocabulary {vocab})")
+        raise ValueError(
+            f"kd.topk={k} needs at most {vocab - 1 - len(exclude) + include_gold} words (vocabulary {vocab})"
+        )
     rows = []
     for start in range(0, vocab, chunk):
         ids = torch.arange(start, min(start + chunk, vocab))
@@ -91,8 +95,16 @@ class NeighbourTable(TeacherSignal):
     from a generator seeded by (seed, step): every DDP rank draws the same table, and the draw
     depends on the run's seed and the refresh step only."""
 
-    def __init__(self, k: int, sim: str, include_gold: bool, refresh_every: int, exclude: tuple[int, ...] = (),
-                 choice: str = "nearest", seed: int = 0):
+    def __init__(
+        self,
+        k: int,
+        sim: str,
+        include_gold: bool,
+        refresh_every: int,
+        exclude: tuple[int, ...] = (),
+        choice: str = "nearest",
+        seed: int = 0,
+    ):
         if choice not in ("nearest", "random"):
             raise ValueError(f"choice must be 'nearest' or 'random', got {choice!r}")
         self.k, self.sim, self.include_gold, self.refresh_every = k, sim, include_gold, refresh_every
@@ -107,8 +119,9 @@ class NeighbourTable(TeacherSignal):
             if self.choice == "random":
                 # a tuple of ints hashes the same in every process (str hashing is salted)
                 g = torch.Generator().manual_seed(hash((self.seed, step, -1)) & 0x7FFF_FFFF)
-                self.table = build_random_table(weight.shape[0], self.k, self.include_gold, g,
-                                                exclude=self.exclude).to(weight.device)
+                self.table = build_random_table(weight.shape[0], self.k, self.include_gold, g, exclude=self.exclude).to(
+                    weight.device
+                )
             else:
                 self.table = build_neighbour_table(weight, self.k, self.sim, self.include_gold, exclude=self.exclude)
             self.built_at, self.rebuilds = step, self.rebuilds + 1
@@ -134,8 +147,15 @@ def perturb(center: Tensor, scale: float) -> Tensor:
     return center + scale * noise
 
 
-def soft_targets(weight: Tensor, gold: Tensor, table: Tensor | None, sim: str, temperature: float,
-                 include_gold: bool = True, noise_scale: float = 0.0) -> tuple[Tensor | None, Tensor]:
+def soft_targets(
+    weight: Tensor,
+    gold: Tensor,
+    table: Tensor | None,
+    sim: str,
+    temperature: float,
+    include_gold: bool = True,
+    noise_scale: float = 0.0,
+) -> tuple[Tensor | None, Tensor]:
     """(candidate ids (N, K) or None for the full vocabulary, q~ (N, K) or (N, V)); rows sum to 1.
 
     ``weight`` is detached here: the target never sends gradient into the embeddings."""
@@ -161,8 +181,15 @@ def soft_targets(weight: Tensor, gold: Tensor, table: Tensor | None, sim: str, t
     return cand, scores.softmax(-1)
 
 
-def embedding_skd_loss(logits: Tensor, targets: Tensor, mask: Tensor, weight: Tensor, beta: float, kd: KDConfig,
-                       table: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor | float]]:
+def embedding_skd_loss(
+    logits: Tensor,
+    targets: Tensor,
+    mask: Tensor,
+    weight: Tensor,
+    beta: float,
+    kd: KDConfig,
+    table: Tensor | None = None,
+) -> tuple[Tensor, dict[str, Tensor | float]]:
     """Total loss and its logged parts for kd.method in {skd, noise, random, ce, ls, input_noise}
     (``random`` is ``skd`` on a table of randomly drawn neighbours).
 
@@ -191,7 +218,7 @@ def embedding_skd_loss(logits: Tensor, targets: Tensor, mask: Tensor, weight: Te
         # with include_gold the gold word already is candidate 0
         both = log_p.gather(1, cand if kd.include_gold else torch.cat([gold.unsqueeze(1), cand], 1))
         ce = -both[:, 0].mean()
-        soft = -(q * both[:, int(not kd.include_gold):]).sum(-1).mean()
+        soft = -(q * both[:, int(not kd.include_gold) :]).sum(-1).mean()
     total = (1.0 - beta) * ce + beta * soft
     # mass q~ puts on the gold word: 1 = one-hot target, lower = more spread to neighbours
     if cand is None:

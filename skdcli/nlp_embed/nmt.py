@@ -41,10 +41,19 @@ class NlpEmbedNmtTask(ParallelTaskData, Task):
         self.beta = build_weight_schedule(cfg.kd.beta)
         uses_table = cfg.kd.method in ("skd", "noise", "random") and cfg.kd.topk > 0
         # <pad> and <s> are never targets, so never neighbours
-        self.neighbours = (NeighbourTable(cfg.kd.topk, cfg.kd.sim, cfg.kd.include_gold, cfg.kd.refresh_every,
-                                          exclude=(PAD_ID, BOS_ID), seed=cfg.train.seed,
-                                          choice="random" if cfg.kd.method == "random" else "nearest")
-                           if uses_table else None)
+        self.neighbours = (
+            NeighbourTable(
+                cfg.kd.topk,
+                cfg.kd.sim,
+                cfg.kd.include_gold,
+                cfg.kd.refresh_every,
+                exclude=(PAD_ID, BOS_ID),
+                seed=cfg.train.seed,
+                choice="random" if cfg.kd.method == "random" else "nearest",
+            )
+            if uses_table
+            else None
+        )
 
     def build_model(self) -> Seq2SeqTransformer:
         return build_seq2seq(self.cfg, self.tokenizer.vocab_size)
@@ -65,13 +74,25 @@ class NlpEmbedNmtTask(ParallelTaskData, Task):
         return embedding_skd_loss(logits, targets, targets != PAD_ID, weight, beta, kd, table)
 
     def evaluate(self, model, loader, device) -> dict[str, float]:
-        return score_translation(model, loader, device, self.tokenizer, self.dataset("valid"),
-                                 decode_options(self.cfg, beam=1), ece_bins=self.cfg.eval.ece_bins,
-                                 decode_max=self.cfg.eval.valid_decode_max,
-                                 keep_bpe=self.data.info.get("bpe") == "keep", lang=self.tgt_lang)["metrics"]
+        return score_translation(
+            model,
+            loader,
+            device,
+            self.tokenizer,
+            self.dataset("valid"),
+            decode_options(self.cfg, beam=1),
+            ece_bins=self.cfg.eval.ece_bins,
+            decode_max=self.cfg.eval.valid_decode_max,
+            keep_bpe=self.data.info.get("bpe") == "keep",
+            lang=self.tgt_lang,
+        )["metrics"]
 
 
 def decode_options(cfg: NlpEmbedConfig, beam: int | None = None) -> DecodeOptions:
     ev = cfg.eval
-    return DecodeOptions(beam_size=ev.beam_size if beam is None else beam, lenpen=ev.lenpen,
-                         max_len_a=ev.max_len_a, max_len_b=ev.max_len_b)
+    return DecodeOptions(
+        beam_size=ev.beam_size if beam is None else beam,
+        lenpen=ev.lenpen,
+        max_len_a=ev.max_len_a,
+        max_len_b=ev.max_len_b,
+    )

@@ -51,14 +51,26 @@ class NlpEmbedTask(Task):
         self.beta = build_weight_schedule(cfg.kd.beta)
         self.stateful = cfg.data.bptt_mode == "stateful"
         uses_table = cfg.kd.method in ("skd", "noise", "random") and cfg.kd.topk > 0
-        self.neighbours = (NeighbourTable(cfg.kd.topk, cfg.kd.sim, cfg.kd.include_gold, cfg.kd.refresh_every,
-                                          choice="random" if cfg.kd.method == "random" else "nearest",
-                                          seed=cfg.train.seed) if uses_table else None)
+        self.neighbours = (
+            NeighbourTable(
+                cfg.kd.topk,
+                cfg.kd.sim,
+                cfg.kd.include_gold,
+                cfg.kd.refresh_every,
+                choice="random" if cfg.kd.method == "random" else "nearest",
+                seed=cfg.train.seed,
+            )
+            if uses_table
+            else None
+        )
         if uses_table and cfg.kd.topk - int(cfg.kd.include_gold) > len(self.corpus.vocab) - 1:
             raise SkdError(f"kd.topk={cfg.kd.topk} is larger than the vocabulary ({len(self.corpus.vocab)} words)")
         # truncated BPTT: one train column per sequence of the global batch, its LSTM state carried
-        self.carried = (CarriedHiddenState(cfg.model.num_layers, cfg.train.batch_size, cfg.model.d_hidden)
-                        if self.stateful else None)
+        self.carried = (
+            CarriedHiddenState(cfg.model.num_layers, cfg.train.batch_size, cfg.model.d_hidden)
+            if self.stateful
+            else None
+        )
 
     def build_model(self):
         return build_lm(len(self.corpus.vocab), self.cfg.model)
@@ -144,14 +156,18 @@ def score_lm_split(model, stream: torch.Tensor, cfg: NlpEmbedConfig, device: tor
         if cfg.data.bptt_mode == "stateful":
             columns = batchify(stream, cfg.eval.stream_batch)
             scored = score_lm_stateful(unwrap_model(model), columns, bptt, device, cfg.eval.ece_bins)
-            convention = (f"stateful: the whole stream as {cfg.eval.stream_batch} parallel stream(s) of "
-                          f"{columns.shape[1]} tokens, LSTM state carried across windows of {bptt}; "
-                          f"{scored['metrics']['tokens']} of {len(stream) - 1} tokens predicted")
+            convention = (
+                f"stateful: the whole stream as {cfg.eval.stream_batch} parallel stream(s) of "
+                f"{columns.shape[1]} tokens, LSTM state carried across windows of {bptt}; "
+                f"{scored['metrics']['tokens']} of {len(stream) - 1} tokens predicted"
+            )
         else:
             loader = DataLoader(LMWindows(stream, bptt), batch_size=cfg.eval.batch_size, shuffle=False)
             scored = score_lm(model, loader, device, cfg.eval.ece_bins)
-            convention = (f"windows: independent windows of {bptt} tokens, no carried state; "
-                          f"{scored['metrics']['tokens']} of {len(stream) - 1} tokens predicted")
+            convention = (
+                f"windows: independent windows of {bptt} tokens, no carried state; "
+                f"{scored['metrics']['tokens']} of {len(stream) - 1} tokens predicted"
+            )
     return {**scored, "convention": convention}
 
 
@@ -180,19 +196,31 @@ def class_purity(weight: torch.Tensor, vocab: list[str], classes: dict[str, int]
 NMT_SOURCES = {"iwslt14": "iwslt14", "parallel": "parallel", "synthetic-nmt": "synthetic"}
 
 
-def prep_stage(source: str, raw: str | None, out: str, max_vocab: int = 0, empty_lines: str = "keep",
-               overwrite: bool = False, seed: int = 0, vocab_size: int | None = None, max_tokens: int = 256) -> dict:
+def prep_stage(
+    source: str,
+    raw: str | None,
+    out: str,
+    max_vocab: int = 0,
+    empty_lines: str = "keep",
+    overwrite: bool = False,
+    seed: int = 0,
+    vocab_size: int | None = None,
+    max_tokens: int = 256,
+) -> dict:
     """LM sources -> text.lm_corpus; NMT sources -> the shared parallel-corpus prep (sentencepiece)."""
     if source in NMT_SOURCES:
         from ..text.parallel import prepare_parallel
+
         # the toy pair has ~130 word types: a 200-piece vocabulary keeps its words whole
         size = vocab_size or (200 if source == "synthetic-nmt" else 8000)
-        return prepare_parallel(NMT_SOURCES[source], raw, out, vocab_size=size, max_tokens=max_tokens,
-                                overwrite=overwrite, seed=seed)
+        return prepare_parallel(
+            NMT_SOURCES[source], raw, out, vocab_size=size, max_tokens=max_tokens, overwrite=overwrite, seed=seed
+        )
     if source not in SOURCES:
         raise SkdError(f"unknown source '{source}'; valid: {', '.join([*SOURCES, *NMT_SOURCES])}")
-    return prepare_lm_corpus(source, raw, out, max_vocab=max_vocab, empty_lines=empty_lines, overwrite=overwrite,
-                             seed=seed)
+    return prepare_lm_corpus(
+        source, raw, out, max_vocab=max_vocab, empty_lines=empty_lines, overwrite=overwrite, seed=seed
+    )
 
 
 def dataset_mode(data_dir: str | Path) -> str:
@@ -208,6 +236,7 @@ def make_task(cfg: NlpEmbedConfig, data_dir: str | Path) -> Task:
     validate_config(cfg)
     if cfg.mode == "nmt":
         from .nmt import NlpEmbedNmtTask
+
         return NlpEmbedNmtTask(cfg, data_dir)
     return NlpEmbedTask(cfg, data_dir)
 
@@ -225,26 +254,53 @@ def eval_translation(trained: Trained, split: str) -> dict:
     loader = DataLoader(ds, batch_size=cfg.eval.batch_size, shuffle=False, collate_fn=collate_parallel)
     t0 = time.perf_counter()
     with torch.no_grad():
-        scored = score_translation(model, loader, next(model.parameters()).device, task.tokenizer, ds,
-                                   decode_options(cfg), ece_bins=cfg.eval.ece_bins,
-                                   keep_bpe=task.data.info.get("bpe") == "keep", lang=task.tgt_lang)
+        scored = score_translation(
+            model,
+            loader,
+            next(model.parameters()).device,
+            task.tokenizer,
+            ds,
+            decode_options(cfg),
+            ece_bins=cfg.eval.ece_bins,
+            keep_bpe=task.data.info.get("bpe") == "keep",
+            lang=task.tgt_lang,
+        )
     ece = 100 * scored["metrics"]["ece"]
-    png = reliability_diagram(scored["calibration"], run.plots / "reliability.png",
-                              title=f"{TASK_NAME} nmt {cfg.kd.method} ({split}): ECE {ece:.2f}%")
-    return {"task": TASK_NAME, "mode": "nmt", "run_dir": str(run.path), "split": split, "kd_method": cfg.kd.method,
-            "sentences": len(ds), "decoder": f"beam{cfg.eval.beam_size}", **scored["metrics"],
-            "bleu_sacre_signature": scored["signatures"]["bleu_sacre"], "signatures": scored["signatures"],
-            "bleu_convention": BLEU_CONVENTION, "max_len": {"a": cfg.eval.max_len_a, "b": cfg.eval.max_len_b},
-            "ece_bins": cfg.eval.ece_bins, "seconds": round(time.perf_counter() - t0, 3),
-            "weights": str(run.weights_for_eval()), "reliability_png": str(png),
-            "examples": [{"hyp": h, "ref": r} for h, r in list(zip(scored["hyps"], scored["refs"]))[:3]]}
+    png = reliability_diagram(
+        scored["calibration"],
+        run.plots / "reliability.png",
+        title=f"{TASK_NAME} nmt {cfg.kd.method} ({split}): ECE {ece:.2f}%",
+    )
+    return {
+        "task": TASK_NAME,
+        "mode": "nmt",
+        "run_dir": str(run.path),
+        "split": split,
+        "kd_method": cfg.kd.method,
+        "sentences": len(ds),
+        "decoder": f"beam{cfg.eval.beam_size}",
+        **scored["metrics"],
+        "bleu_sacre_signature": scored["signatures"]["bleu_sacre"],
+        "signatures": scored["signatures"],
+        "bleu_convention": BLEU_CONVENTION,
+        "max_len": {"a": cfg.eval.max_len_a, "b": cfg.eval.max_len_b},
+        "ece_bins": cfg.eval.ece_bins,
+        "seconds": round(time.perf_counter() - t0, 3),
+        "weights": str(run.weights_for_eval()),
+        "reliability_png": str(png),
+        "examples": [{"hyp": h, "ref": r} for h, r in list(zip(scored["hyps"], scored["refs"]))[:3]],
+    }
 
 
 # What `run` trains next to SKD (RUN_DIR/compare/<name>/seed<S>): its baselines and controls, with --compare over
 # --seeds (default 0,1,2). `noise` keeps the gold word's true neighbours and perturbs their weighting; `random`
 # keeps the weighting and draws the neighbours at random.
-BASELINES = {"ce": ["kd.method=ce"], "ls": ["kd.method=ls"], "noise": ["kd.method=noise"],
-             "random": ["kd.method=random"]}
+BASELINES = {
+    "ce": ["kd.method=ce"],
+    "ls": ["kd.method=ls"],
+    "noise": ["kd.method=noise"],
+    "random": ["kd.method=random"],
+}
 NMT_BASELINES = {"ce": ["kd.method=ce"], "noise": ["kd.method=noise"], "random": ["kd.method=random"]}
 COMPARE_SEEDS = (0, 1, 2)
 HEADLINE = ("ppl", "nll", "accuracy", "ece", "mce", "class_purity@5", "oracle_ppl")
@@ -270,24 +326,41 @@ class NlpEmbedHooks(RecipeHooks):
         if cfg.mode == "nmt":
             return eval_translation(trained, split)
         if split not in task.corpus.streams:
-            raise SkdError(f"the dataset has no '{split}' split (has: {', '.join(task.corpus.streams)})",
-                           trained.data_dir)
+            raise SkdError(
+                f"the dataset has no '{split}' split (has: {', '.join(task.corpus.streams)})", trained.data_dir
+            )
         t0 = time.perf_counter()
         scored = score_lm_split(model, task.corpus.streams[split], cfg, next(model.parameters()).device)
-        png = reliability_diagram(scored["calibration"], run.plots / "reliability.png",
-                                  title=f"{TASK_NAME} {cfg.kd.method} ({split}): ECE {100 * scored['metrics']['ece']:.2f}%")
-        result = {"task": TASK_NAME, "run_dir": str(run.path), "split": split, "kd_method": cfg.kd.method,
-                  **scored["metrics"], "ppl_convention": scored["convention"], "ece_bins": cfg.eval.ece_bins,
-                  "seconds": round(time.perf_counter() - t0, 3), "weights": str(run.weights_for_eval()),
-                  "reliability_png": str(png), "bins": scored["calibration"]["bins"]}
+        png = reliability_diagram(
+            scored["calibration"],
+            run.plots / "reliability.png",
+            title=f"{TASK_NAME} {cfg.kd.method} ({split}): ECE {100 * scored['metrics']['ece']:.2f}%",
+        )
+        result = {
+            "task": TASK_NAME,
+            "run_dir": str(run.path),
+            "split": split,
+            "kd_method": cfg.kd.method,
+            **scored["metrics"],
+            "ppl_convention": scored["convention"],
+            "ece_bins": cfg.eval.ece_bins,
+            "seconds": round(time.perf_counter() - t0, 3),
+            "weights": str(run.weights_for_eval()),
+            "reliability_png": str(png),
+            "bins": scored["calibration"]["bins"],
+        }
         if task.corpus.classes:
             k = max(1, min(5, len(task.corpus.vocab) - 1))
-            result[f"class_purity@{k}"] = class_purity(model.output_embedding.detach().cpu(), task.corpus.vocab,
-                                                        task.corpus.classes, k)
+            result[f"class_purity@{k}"] = class_purity(
+                model.output_embedding.detach().cpu(), task.corpus.vocab, task.corpus.classes, k
+            )
         if task.corpus.synthetic:  # the generating chain's own perplexity: the floor any model can reach
             stream = task.corpus.streams[split]  # the same predicted positions as the model's evaluation
-            nll, n = synthetic_oracle_nll([task.corpus.vocab[i] for i in stream.tolist()], task.corpus.synthetic,
-                                          positions=predicted_positions(len(stream), cfg))
+            nll, n = synthetic_oracle_nll(
+                [task.corpus.vocab[i] for i in stream.tolist()],
+                task.corpus.synthetic,
+                positions=predicted_positions(len(stream), cfg),
+            )
             result["oracle_ppl"] = perplexity(nll, n)
         return result
 
@@ -298,11 +371,18 @@ class NlpEmbedHooks(RecipeHooks):
         if cfg.mode == "nmt":  # the text stack's translation export: `skd nlp-embed translate` reads it
             from ..text.translation import translation_export_spec
             from .nmt import decode_options
+
             ds = task.dataset("valid") if len(task.dataset("valid")) else task.dataset("train")
-            return translation_export_spec(model, task.tokenizer, ds, data_info=task.data.info,
-                                           train_texts=task.data.split("train"), decode=decode_options(cfg),
-                                           manifest={"kd_method": cfg.kd.method, "mode": "nmt"},
-                                           result_keys=("mode",))
+            return translation_export_spec(
+                model,
+                task.tokenizer,
+                ds,
+                data_info=task.data.info,
+                train_texts=task.data.split("train"),
+                decode=decode_options(cfg),
+                manifest={"kd_method": cfg.kd.method, "mode": "nmt"},
+                result_keys=("mode",),
+            )
         vocab = task.corpus.vocab
         stream = task.corpus.streams["valid"]
         batch = torch.export.Dim("batch", min=1, max=1024)
@@ -318,26 +398,47 @@ class NlpEmbedHooks(RecipeHooks):
 
             def state(b: int) -> tuple[torch.Tensor, torch.Tensor]:
                 g = torch.Generator().manual_seed(b)  # non-zero states exercise the recurrence in the parity check
-                return (torch.randn(layers, b, hidden, generator=g) * 0.5,
-                        torch.randn(layers, b, hidden, generator=g) * 0.5)
+                return (
+                    torch.randn(layers, b, hidden, generator=g) * 0.5,
+                    torch.randn(layers, b, hidden, generator=g) * 0.5,
+                )
 
             example = (stream[:2].reshape(2, 1), *state(2))
             dynamic = ({0: batch}, {1: batch}, {1: batch})
             parity = [(stream[:5].reshape(5, 1), *state(5)), (stream[:1].reshape(1, 1), *state(1))]
-            io = {"inputs": ["ids (B, 1) int64", f"h ({layers}, B, {hidden}) float32",
-                             f"c ({layers}, B, {hidden}) float32"],
-                  "outputs": ["logits (B, 1, V)", "h", "c"], "num_layers": layers, "hidden": hidden}
+            io = {
+                "inputs": [
+                    "ids (B, 1) int64",
+                    f"h ({layers}, B, {hidden}) float32",
+                    f"c ({layers}, B, {hidden}) float32",
+                ],
+                "outputs": ["logits (B, 1, V)", "h", "c"],
+                "num_layers": layers,
+                "hidden": hidden,
+            }
 
         def write_files(folder: Path) -> dict:
             (folder / "vocab.txt").write_text("".join(w + "\n" for w in vocab), encoding="utf-8")
             return {"vocab": "vocab.txt"}
 
-        return ExportSpec(module, example, dynamic_shapes=dynamic, parity_inputs=parity, write_files=write_files,
-                          result_keys=("arch", "interface"),
-                          manifest={"arch": cfg.model.arch, "interface": interface, **io, "vocab_size": len(vocab),
-                                    "eos_id": vocab.index(EOS), "unk_id": vocab.index(UNK),
-                                    "max_len": cfg.model.max_len if interface == "sequence" else 0,
-                                    "kd_method": cfg.kd.method})
+        return ExportSpec(
+            module,
+            example,
+            dynamic_shapes=dynamic,
+            parity_inputs=parity,
+            write_files=write_files,
+            result_keys=("arch", "interface"),
+            manifest={
+                "arch": cfg.model.arch,
+                "interface": interface,
+                **io,
+                "vocab_size": len(vocab),
+                "eos_id": vocab.index(EOS),
+                "unk_id": vocab.index(UNK),
+                "max_len": cfg.model.max_len if interface == "sequence" else 0,
+                "kd_method": cfg.kd.method,
+            },
+        )
 
     def pipeline(self, p: Pipeline) -> dict:
         """prep (synthetic) -> train -> eval -> export in RUN_DIR, next to the baselines and controls (CE, uniform
@@ -356,11 +457,22 @@ class NlpEmbedHooks(RecipeHooks):
         first = compared["per_seed"][main][0]
         evaluated = read_json(p.run.eval_json)  # the run's own eval: how its figures were computed
         how = "bleu_sacre_signature" if nmt else "ppl_convention"
-        return {"task": TASK_NAME, "run_dir": str(p.run.path), "mode": "nmt" if nmt else "lm", "split": "test",
-                "kd_method": main, **{k: first[k] for k in headline if k in first},
-                "steps": first["steps"], "train_seconds": first["train_seconds"], how: evaluated[how],
-                "seeds": compared["seeds"], "systems": compared["systems"], "per_seed": compared["per_seed"],
-                "export_dir": exported["export_dir"], "parity_max_abs_diff": exported["parity_max_abs_diff"]}
+        return {
+            "task": TASK_NAME,
+            "run_dir": str(p.run.path),
+            "mode": "nmt" if nmt else "lm",
+            "split": "test",
+            "kd_method": main,
+            **{k: first[k] for k in headline if k in first},
+            "steps": first["steps"],
+            "train_seconds": first["train_seconds"],
+            how: evaluated[how],
+            "seeds": compared["seeds"],
+            "systems": compared["systems"],
+            "per_seed": compared["per_seed"],
+            "export_dir": exported["export_dir"],
+            "parity_max_abs_diff": exported["parity_max_abs_diff"],
+        }
 
     def report(self, command: str, result: dict):
         if command not in ("eval", "run"):
@@ -376,21 +488,50 @@ class NlpEmbedHooks(RecipeHooks):
 
         seeds = f"mean ± std over seeds {', '.join(map(str, result['seeds']))}. " if several else ""
         if result.get("mode") == "nmt":
-            rows = [[name, cell(r, "bleu"), cell(r, "bleu_sacre"), cell(r, "chrf"), cell(r, "nll"),
-                     cell(r, "ece", 100), cell(r, "mce", 100)] for name, r in systems.items()]
-            return metric_table(f"nlp-embed {command} (nmt): {result['split']} split",
-                                ["system", "BLEU (tok.)", "sacreBLEU", "chrF", "NLL", "ECE %", "MCE %"], rows,
-                                caption=f"{seeds}sacreBLEU {result.get('bleu_sacre_signature', '')}")
-        purity = next((k for k in next(iter(systems.values())) if k.startswith("class_purity")
-                       and not k.endswith("_std")), None)
-        rows = [[name, cell(r, "ppl"), cell(r, "nll"), cell(r, "accuracy"), cell(r, "ece", 100),
-                 *([cell(r, purity)] if purity else [])] for name, r in systems.items()]
+            rows = [
+                [
+                    name,
+                    cell(r, "bleu"),
+                    cell(r, "bleu_sacre"),
+                    cell(r, "chrf"),
+                    cell(r, "nll"),
+                    cell(r, "ece", 100),
+                    cell(r, "mce", 100),
+                ]
+                for name, r in systems.items()
+            ]
+            return metric_table(
+                f"nlp-embed {command} (nmt): {result['split']} split",
+                ["system", "BLEU (tok.)", "sacreBLEU", "chrF", "NLL", "ECE %", "MCE %"],
+                rows,
+                caption=f"{seeds}sacreBLEU {result.get('bleu_sacre_signature', '')}",
+            )
+        purity = next(
+            (k for k in next(iter(systems.values())) if k.startswith("class_purity") and not k.endswith("_std")), None
+        )
+        rows = [
+            [
+                name,
+                cell(r, "ppl"),
+                cell(r, "nll"),
+                cell(r, "accuracy"),
+                cell(r, "ece", 100),
+                *([cell(r, purity)] if purity else []),
+            ]
+            for name, r in systems.items()
+        ]
         oracle = next((r.get("oracle_ppl") for r in systems.values() if r.get("oracle_ppl")), None)
-        caption = seeds + (f"oracle perplexity (the generating chain) {oracle:.4g}. " if oracle else "") + \
-            f"perplexity: {result.get('ppl_convention', '')}"
-        return metric_table(f"nlp-embed {command}: {result['split']} split",
-                            ["system", "perplexity", "NLL", "accuracy", "ECE %", *([purity] if purity else [])], rows,
-                            caption=caption)
+        caption = (
+            seeds
+            + (f"oracle perplexity (the generating chain) {oracle:.4g}. " if oracle else "")
+            + f"perplexity: {result.get('ppl_convention', '')}"
+        )
+        return metric_table(
+            f"nlp-embed {command}: {result['split']} split",
+            ["system", "perplexity", "NLL", "accuracy", "ECE %", *([purity] if purity else [])],
+            rows,
+            caption=caption,
+        )
 
     def bench_extra(self, make, data: str, device: torch.device, steps: int, rounds: int, timed: dict) -> dict:
         """Tokens/s and the neighbour-table rebuild cost (paid every kd.refresh_every steps)."""
@@ -405,19 +546,33 @@ class NlpEmbedHooks(RecipeHooks):
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - t)
         tokens_per_step = train.batch_size * cfg.data.bptt
-        return {"tokens_per_step": tokens_per_step,
-                "tokens_per_second": {k: round(tokens_per_step / (v / 1000), 1) for k, v in timed["median_step_ms"].items()},
-                "vocab_size": len(task.corpus.vocab), "topk": cfg.kd.topk, "sim": cfg.kd.sim,
-                "refresh_every": cfg.kd.refresh_every,
-                "neighbour_table_ms": round(statistics.median(times) * 1000, 3),
-                "neighbour_table_ms_per_step": round(statistics.median(times) * 1000 / cfg.kd.refresh_every, 4)}
+        return {
+            "tokens_per_step": tokens_per_step,
+            "tokens_per_second": {
+                k: round(tokens_per_step / (v / 1000), 1) for k, v in timed["median_step_ms"].items()
+            },
+            "vocab_size": len(task.corpus.vocab),
+            "topk": cfg.kd.topk,
+            "sim": cfg.kd.sim,
+            "refresh_every": cfg.kd.refresh_every,
+            "neighbour_table_ms": round(statistics.median(times) * 1000, 3),
+            "neighbour_table_ms_per_step": round(statistics.median(times) * 1000 / cfg.kd.refresh_every, 4),
+        }
 
 
 HOOKS = NlpEmbedHooks()
 
 
-def sample_stage(model_path: str, prompt: str, max_new_tokens: int = 30, temperature: float = 1.0,
-                 top_k: int = 0, num_samples: int = 1, seed: int = 0, stop_at_eos: bool = True) -> dict:
+def sample_stage(
+    model_path: str,
+    prompt: str,
+    max_new_tokens: int = 30,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    num_samples: int = 1,
+    seed: int = 0,
+    stop_at_eos: bool = True,
+) -> dict:
     module, manifest, folder = load_exported(model_path, TASK_NAME)
     if manifest.get("interface") == "translation":
         raise SkdError("a translation model (mode=nmt): use `skd nlp-embed translate`, not `sample`", folder)
@@ -433,12 +588,21 @@ def sample_stage(model_path: str, prompt: str, max_new_tokens: int = 30, tempera
     g = torch.Generator().manual_seed(seed)
     samples = []
     for _ in range(num_samples):
-        scorer = (SequenceScorer(module, manifest["max_len"]) if manifest["interface"] == "sequence"
-                  else RecurrentScorer(module, manifest["num_layers"], manifest["hidden"]))
+        scorer = (
+            SequenceScorer(module, manifest["max_len"])
+            if manifest["interface"] == "sequence"
+            else RecurrentScorer(module, manifest["num_layers"], manifest["hidden"])
+        )
         new = sample(scorer, ids, max_new_tokens, temperature, top_k, stop_id=eos if stop_at_eos else None, generator=g)
         samples.append(" ".join(vocab[i] for i in new if not (stop_at_eos and i == eos)))
-    return {"model": str(folder), "prompt": prompt, "unknown_words": unknown, "temperature": temperature,
-            "top_k": top_k, "samples": samples}
+    return {
+        "model": str(folder),
+        "prompt": prompt,
+        "unknown_words": unknown,
+        "temperature": temperature,
+        "top_k": top_k,
+        "samples": samples,
+    }
 
 
 def neighbours_stage(run_dir: str, word: str, k: int = 10, sim: str | None = None) -> dict:
@@ -447,6 +611,7 @@ def neighbours_stage(run_dir: str, word: str, k: int = 10, sim: str | None = Non
     cfg, task, model, run, data = trained.cfg, trained.task, trained.model, trained.run, trained.data_dir
     if cfg.mode == "nmt":
         from .nmt import output_embedding
+
         vocab = [task.tokenizer.id_to_piece(i) for i in range(task.tokenizer.vocab_size)]
         weight, classes, where = output_embedding(model).detach(), None, Path(data) / "tokenizer"
     else:
@@ -457,7 +622,7 @@ def neighbours_stage(run_dir: str, word: str, k: int = 10, sim: str | None = Non
     sim = sim or cfg.kd.sim
     k = min(k, len(vocab) - 1)
     wid = vocab.index(word)
-    scores = similarity(weight[wid:wid + 1], weight, sim)[0]
+    scores = similarity(weight[wid : wid + 1], weight, sim)[0]
     scores[wid] = float("-inf")
     top = scores.topk(k)
     rows = [{"word": vocab[i], "similarity": round(float(s), 5)} for s, i in zip(top.values, top.indices.tolist())]

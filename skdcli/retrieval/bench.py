@@ -27,8 +27,9 @@ from ..engine.distributed import resolve_device
 from .config import BenchConfig, RetrievalConfig
 
 
-def synthetic_sparse(n: int, cfg: BenchConfig, mean_nnz: int, rng: np.random.Generator,
-                     popularity: np.ndarray) -> sp.csr_matrix:
+def synthetic_sparse(
+    n: int, cfg: BenchConfig, mean_nnz: int, rng: np.random.Generator, popularity: np.ndarray
+) -> sp.csr_matrix:
     lens = rng.poisson(mean_nnz, n).clip(1)
     indptr = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(lens, out=indptr[1:])
@@ -51,8 +52,11 @@ def _latencies(fn, items) -> list[float]:
 
 def _summary(lat: list[float]) -> dict:
     ms = np.array(lat) * 1e3
-    return {"median_ms": round(float(np.median(ms)), 4), "p99_ms": round(float(np.percentile(ms, 99)), 4),
-            "mean_ms": round(float(ms.mean()), 4)}
+    return {
+        "median_ms": round(float(np.median(ms)), 4),
+        "p99_ms": round(float(np.percentile(ms, 99)), 4),
+        "mean_ms": round(float(ms.mean()), 4),
+    }
 
 
 def bench_collection(n: int, cfg: RetrievalConfig, seed: int = 0) -> dict:
@@ -68,8 +72,12 @@ def bench_collection(n: int, cfg: RetrievalConfig, seed: int = 0) -> dict:
     gen_seconds = time.perf_counter() - t0
     q_list = [query_terms(queries.getrow(i).toarray().ravel()) for i in range(b.queries)]
     k = cfg.index.k
-    out: dict = {"documents": n, "doc_mean_nnz": round(docs.nnz / n, 2), "query_mean_nnz": round(queries.nnz / b.queries, 2),
-                 "generate_seconds": round(gen_seconds, 2)}
+    out: dict = {
+        "documents": n,
+        "doc_mean_nnz": round(docs.nnz / n, 2),
+        "query_mean_nnz": round(queries.nnz / b.queries, 2),
+        "generate_seconds": round(gen_seconds, 2),
+    }
 
     # exact dense: one matrix product over the collection, then top-k
     dense = torch.randn(n, b.dense_dim)
@@ -77,9 +85,12 @@ def bench_collection(n: int, cfg: RetrievalConfig, seed: int = 0) -> dict:
     lat = _latencies(lambda i: torch.topk(dense @ dense_q[i], k), range(b.queries))
     t = time.perf_counter()
     for s in range(0, b.queries, b.batch):
-        torch.topk(dense_q[s:s + b.batch] @ dense.t(), k, dim=1)
-    out["exact_dense"] = {**_summary(lat), "qps_batch": round(b.queries / (time.perf_counter() - t), 1),
-                          "bytes": dense.numel() * 4}
+        torch.topk(dense_q[s : s + b.batch] @ dense.t(), k, dim=1)
+    out["exact_dense"] = {
+        **_summary(lat),
+        "qps_batch": round(b.queries / (time.perf_counter() - t), 1),
+        "bytes": dense.numel() * 4,
+    }
     dense = None  # free the matrix before the next system is built
 
     # exact sparse: scipy CSC term-at-a-time
@@ -90,12 +101,16 @@ def bench_collection(n: int, cfg: RetrievalConfig, seed: int = 0) -> dict:
     lat = _latencies(lambda q: exact.search(q[0], q[1], k), q_list)
     t = time.perf_counter()
     for s in range(0, b.queries, b.batch):  # batched: CSR x dense(Q^T), every posting scanned
-        block = queries[s:s + b.batch]
+        block = queries[s : s + b.batch]
         scores = docs @ block.T.toarray()
         np.argpartition(-scores, k - 1, axis=0)[:k]
-    out["exact_scipy"] = {**_summary(lat), "qps_batch": round(b.queries / (time.perf_counter() - t), 1),
-                          "qps_single": round(1e3 / _summary(lat)["mean_ms"], 1),
-                          "bytes": exact.nbytes(), "build_seconds": round(exact_build, 3)}
+    out["exact_scipy"] = {
+        **_summary(lat),
+        "qps_batch": round(b.queries / (time.perf_counter() - t), 1),
+        "qps_single": round(1e3 / _summary(lat)["mean_ms"], 1),
+        "bytes": exact.nbytes(),
+        "build_seconds": round(exact_build, 3),
+    }
     exact = None
 
     # Seismic
@@ -111,15 +126,25 @@ def bench_collection(n: int, cfg: RetrievalConfig, seed: int = 0) -> dict:
         lat = _latencies(lambda q, qc=qc, hf=heap_factor: searcher.search(q[0], q[1], k, qc, hf), q_list)
         t = time.perf_counter()
         for s in range(0, b.queries, b.batch):
-            searcher.batch_search(q_list[s:s + b.batch], k, qc, heap_factor, threads=b.threads)
+            searcher.batch_search(q_list[s : s + b.batch], k, qc, heap_factor, threads=b.threads)
         qps = b.queries / (time.perf_counter() - t)
-        recall = statistics.mean(len(set(f.tolist()) & set(tr.tolist())) / max(len(tr), 1)
-                                 for f, tr in zip(found, truth))
-        settings.append({"query_cut": qc, "heap_factor": heap_factor, **_summary(lat), "qps_batch": round(qps, 1),
-                         "recall@10_vs_exhaustive": round(recall, 4)})
+        recall = statistics.mean(
+            len(set(f.tolist()) & set(tr.tolist())) / max(len(tr), 1) for f, tr in zip(found, truth)
+        )
+        settings.append(
+            {
+                "query_cut": qc,
+                "heap_factor": heap_factor,
+                **_summary(lat),
+                "qps_batch": round(qps, 1),
+                "recall@10_vs_exhaustive": round(recall, 4),
+            }
+        )
     # the headline setting: the fastest one that keeps >= 0.98 of the exhaustive top 10 (else the most accurate)
     good = [r for r in settings if r["recall@10_vs_exhaustive"] >= 0.98]
-    best = min(good, key=lambda r: r["median_ms"]) if good else max(settings, key=lambda r: r["recall@10_vs_exhaustive"])
+    best = (
+        min(good, key=lambda r: r["median_ms"]) if good else max(settings, key=lambda r: r["recall@10_vs_exhaustive"])
+    )
     out["seismic"] = {**best, "bytes": size, "build_seconds": round(build, 2), "settings": settings}
     out["seismic_speedup_over_dense"] = round(out["exact_dense"]["median_ms"] / best["median_ms"], 1)
     out["seismic_speedup_over_scipy"] = round(out["exact_scipy"]["median_ms"] / best["median_ms"], 1)
@@ -141,6 +166,7 @@ def index_bench(cfg: RetrievalConfig) -> dict:
     torch.set_num_threads(cfg.bench.threads)
     try:
         from threadpoolctl import threadpool_limits
+
         limiter = threadpool_limits(cfg.bench.threads)
     except ImportError:  # scikit-learn brings threadpoolctl; without it numpy keeps its threads
         limiter = None
@@ -153,12 +179,19 @@ def index_bench(cfg: RetrievalConfig) -> dict:
         torch.set_num_threads(threads_before)
         if limiter is not None:
             limiter.unregister()
-    return {"threads": cfg.bench.threads, "queries": cfg.bench.queries, "batch": cfg.bench.batch,
-            "vocab_size": cfg.bench.vocab_size, "dense_dim": cfg.bench.dense_dim,
-            "seismic_build": {k: getattr(cfg.index, k) for k in ("n_postings", "max_fraction", "summary_energy",
-                                                                  "centroid_fraction", "doc_cut")},
-            "collections": rows,
-            "latency_growth_exponent": {s: growth(rows, s) for s in ("exact_dense", "exact_scipy", "seismic")}}
+    return {
+        "threads": cfg.bench.threads,
+        "queries": cfg.bench.queries,
+        "batch": cfg.bench.batch,
+        "vocab_size": cfg.bench.vocab_size,
+        "dense_dim": cfg.bench.dense_dim,
+        "seismic_build": {
+            k: getattr(cfg.index, k)
+            for k in ("n_postings", "max_fraction", "summary_energy", "centroid_fraction", "doc_cut")
+        },
+        "collections": rows,
+        "latency_growth_exponent": {s: growth(rows, s) for s in ("exact_dense", "exact_scipy", "seismic")},
+    }
 
 
 def bench_stage(data: str | None, steps: int, rounds: int, device: str, sets: list[str] | None = None) -> dict:

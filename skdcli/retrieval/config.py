@@ -47,7 +47,9 @@ class LossConfig:
     lambda_dense: float = 0.7  # λ1: weights L_dense and (official code) the dense distillation term
     lambda_sparse: float = 0.7  # λ2: same for the sparse terms
     # Correct (default) vs official-code behaviour, each switch documented in recipes/retrieval/README.md:
-    detach_teacher: bool = True  # stop-gradient on softmax(S_x); false = the official code (gradients flow into the teacher)
+    detach_teacher: bool = (
+        True  # stop-gradient on softmax(S_x); false = the official code (gradients flow into the teacher)
+    )
     compat_official: bool = False  # true: text->image teacher rows = softmax_row(S_x), not softmax_row(S_x^T)
     reg: str = "l1"  # l1 (official code: mean_b sum_v |z_bv|) | flops (SPLADE: sum_v (mean_b |z_bv|)^2)
     q_reg: float = 1e-3  # η_q on the text (query) vectors
@@ -102,10 +104,23 @@ class BenchConfig:
 
 
 def _train_defaults() -> TrainConfig:
-    return TrainConfig(max_steps=600, batch_size=128, lr=2e-3, weight_decay=0.05, betas=[0.9, 0.999],
-                       lr_schedule="linear_warmup_linear", warmup_steps=120, min_lr_ratio=0.0, grad_clip=1.0,
-                       group_by_length=False, log_every=10, eval_every=200, checkpoint_every=200,
-                       best_metric="val/sparse/R@1", best_mode="max")
+    return TrainConfig(
+        max_steps=600,
+        batch_size=128,
+        lr=2e-3,
+        weight_decay=0.05,
+        betas=[0.9, 0.999],
+        lr_schedule="linear_warmup_linear",
+        warmup_steps=120,
+        min_lr_ratio=0.0,
+        grad_clip=1.0,
+        group_by_length=False,
+        log_every=10,
+        eval_every=200,
+        checkpoint_every=200,
+        best_metric="val/sparse/R@1",
+        best_mode="max",
+    )
 
 
 @dataclass

@@ -63,9 +63,17 @@ def read_karpathy(path: Path, restval: str = "train") -> list[dict]:
             if split not in SPLITS:
                 continue
             rel = f"{img['filepath']}/{img['filename']}" if img.get("filepath") else img["filename"]
-            images.append({"imgid": str(img.get("imgid", n)), "filename": rel, "split": split,
-                           "sentences": [{"sentid": str(s.get("sentid", f"{n}_{j}")), "raw": str(s["raw"]).strip()}
-                                         for j, s in enumerate(img["sentences"])]})
+            images.append(
+                {
+                    "imgid": str(img.get("imgid", n)),
+                    "filename": rel,
+                    "split": split,
+                    "sentences": [
+                        {"sentid": str(s.get("sentid", f"{n}_{j}")), "raw": str(s["raw"]).strip()}
+                        for j, s in enumerate(img["sentences"])
+                    ],
+                }
+            )
         return images
     if isinstance(data, list):
         split = next((s for s in SPLITS if f"_{s}" in path.stem), "train")
@@ -74,8 +82,9 @@ def read_karpathy(path: Path, restval: str = "train") -> list[dict]:
             if not isinstance(row, dict) or "image" not in row or "caption" not in row:
                 raise SkdError(f"entry {n} lacks 'image' or 'caption' (not the LAVIS Karpathy layout)", path)
             key = row["image"]
-            img = by_image.setdefault(key, {"imgid": str(row.get("image_id", key)), "filename": key, "split": split,
-                                            "sentences": []})
+            img = by_image.setdefault(
+                key, {"imgid": str(row.get("image_id", key)), "filename": key, "split": split, "sentences": []}
+            )
             captions = row["caption"] if isinstance(row["caption"], list) else [row["caption"]]
             for c in captions:
                 img["sentences"].append({"sentid": f"{img['imgid']}#{len(img['sentences'])}", "raw": str(c).strip()})
@@ -93,12 +102,18 @@ def find_caption_files(raw: Path) -> list[Path]:
         found = sorted(folder.glob("dataset_*.json"))
         if found:
             return found[:1]
-        found = sorted(p for p in folder.glob("*.json") if any(f"_{s}" in p.stem for s in SPLITS)
-                       and ("karpathy" in p.stem or "flickr" in p.stem))
+        found = sorted(
+            p
+            for p in folder.glob("*.json")
+            if any(f"_{s}" in p.stem for s in SPLITS) and ("karpathy" in p.stem or "flickr" in p.stem)
+        )
         if found:
             return found
-    raise SkdError("no Karpathy caption file (dataset_coco.json / dataset_flickr30k.json or "
-                   "coco_karpathy_{train,val,test}.json) found", raw)
+    raise SkdError(
+        "no Karpathy caption file (dataset_coco.json / dataset_flickr30k.json or "
+        "coco_karpathy_{train,val,test}.json) found",
+        raw,
+    )
 
 
 def load_karpathy_dir(raw: Path, restval: str = "train") -> list[dict]:
@@ -125,23 +140,36 @@ def resolve_image(root: Path, rel: str) -> Path | None:
 
 
 # -- the synthetic shapes corpus ------------------------------------------------------------------------
-COLOURS = {"red": (220, 30, 30), "green": (30, 170, 40), "blue": (30, 60, 220), "yellow": (235, 210, 20),
-           "purple": (140, 40, 170), "orange": (245, 140, 20)}
+COLOURS = {
+    "red": (220, 30, 30),
+    "green": (30, 170, 40),
+    "blue": (30, 60, 220),
+    "yellow": (235, 210, 20),
+    "purple": (140, 40, 170),
+    "orange": (245, 140, 20),
+}
 SHAPES = ("circle", "square", "triangle")
 POSITIONS = {"left": (0.25, 0.5), "right": (0.75, 0.5), "top": (0.5, 0.25), "bottom": (0.5, 0.75), "center": (0.5, 0.5)}
-POSITION_WORDS = {"left": "on the left", "right": "on the right", "top": "at the top", "bottom": "at the bottom",
-                  "center": "in the center"}
+POSITION_WORDS = {
+    "left": "on the left",
+    "right": "on the right",
+    "top": "at the top",
+    "bottom": "at the bottom",
+    "center": "in the center",
+}
 SIZES = {"small": 0.16, "large": 0.3}
 
 
 def synthetic_captions(colour: str, shape: str, pos: str, size: str) -> list[str]:
     """Five compositional captions per image, some leaving an attribute out (like real captions)."""
     where = POSITION_WORDS[pos]
-    return [f"a {size} {colour} {shape} {where}",
-            f"a {colour} {shape} {where}",
-            f"there is a {size} {shape} {where} and it is {colour}",
-            f"{size} {colour} {shape}",
-            f"a {shape} in {colour} {where}"]
+    return [
+        f"a {size} {colour} {shape} {where}",
+        f"a {colour} {shape} {where}",
+        f"there is a {size} {shape} {where} and it is {colour}",
+        f"{size} {colour} {shape}",
+        f"a {shape} in {colour} {where}",
+    ]
 
 
 def draw_shape(colour: str, shape: str, pos: str, size: str, rng: random.Random, px: int = 96):
@@ -163,8 +191,7 @@ def draw_shape(colour: str, shape: str, pos: str, size: str, rng: random.Random,
     return img
 
 
-def generate_synthetic_corpus(out: Path, n_train: int = 400, n_val: int = 40, n_test: int = 100,
-                              seed: int = 0) -> Path:
+def generate_synthetic_corpus(out: Path, n_train: int = 400, n_val: int = 40, n_test: int = 100, seed: int = 0) -> Path:
     """Write JPEG images of coloured shapes + a Karpathy `dataset_synthetic.json` into ``out``.
 
     Test and val images get distinct attribute combinations within their split (there are 180),
@@ -172,7 +199,9 @@ def generate_synthetic_corpus(out: Path, n_train: int = 400, n_val: int = 40, n_
     """
     combos = [(c, s, p, z) for c in COLOURS for s in SHAPES for p in POSITIONS for z in SIZES]
     if max(n_val, n_test) > len(combos):
-        raise SkdError(f"the synthetic corpus has {len(combos)} distinct scenes; ask for at most that many val/test images")
+        raise SkdError(
+            f"the synthetic corpus has {len(combos)} distinct scenes; ask for at most that many val/test images"
+        )
     rng = random.Random(seed)
     (out / "images").mkdir(parents=True, exist_ok=True)
     plan = [("train", rng.choice(combos)) for _ in range(n_train)]
@@ -185,8 +214,16 @@ def generate_synthetic_corpus(out: Path, n_train: int = 400, n_val: int = 40, n_
         for caption in synthetic_captions(colour, shape, pos, size):
             sents.append({"tokens": caption.split(), "raw": caption, "imgid": imgid, "sentid": sentid})
             sentid += 1
-        images.append({"filepath": "images", "filename": name, "imgid": imgid, "split": split,
-                       "sentids": [s["sentid"] for s in sents], "sentences": sents})
+        images.append(
+            {
+                "filepath": "images",
+                "filename": name,
+                "imgid": imgid,
+                "split": split,
+                "sentids": [s["sentid"] for s in sents],
+                "sentences": sents,
+            }
+        )
     atomic_write_json(out / "dataset_synthetic.json", {"images": images, "dataset": "synthetic-shapes"})
     return out
 
@@ -310,7 +347,19 @@ def load_prepared(data_dir: str | Path) -> Prepared:
     init = load_file(str(path / INIT)) if (path / INIT).is_file() else {}
     from .terms import load_term_stats
 
-    return Prepared(path=path, info=info, images=images, img_ids=img_ids, img_emb=torch.from_numpy(img_emb.copy()),
-                    text_ids=text_ids, text_emb=torch.from_numpy(text_emb.copy()), captions=captions,
-                    text_to_img=text_to_img, text_split=text_split, img_split=img_split, vocab=vocab, init=init,
-                    term_stats=load_term_stats(path))
+    return Prepared(
+        path=path,
+        info=info,
+        images=images,
+        img_ids=img_ids,
+        img_emb=torch.from_numpy(img_emb.copy()),
+        text_ids=text_ids,
+        text_emb=torch.from_numpy(text_emb.copy()),
+        captions=captions,
+        text_to_img=text_to_img,
+        text_split=text_split,
+        img_split=img_split,
+        vocab=vocab,
+        init=init,
+        term_stats=load_term_stats(path),
+    )

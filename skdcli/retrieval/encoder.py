@@ -75,19 +75,27 @@ class FrozenEncoder:
         """E and the dense projections, as the official code copies them from LAVIS."""
         m = self.model
         if self.kind == "clip":
-            out = {"E": m.text_model.embeddings.token_embedding.weight, "text_proj.weight": m.text_projection.weight,
-                   "vision_proj.weight": m.visual_projection.weight}
+            out = {
+                "E": m.text_model.embeddings.token_embedding.weight,
+                "text_proj.weight": m.text_projection.weight,
+                "vision_proj.weight": m.visual_projection.weight,
+            }
         else:
-            out = {"E": m.text_encoder.embeddings.word_embeddings.weight, "text_proj.weight": m.text_proj.weight,
-                   "text_proj.bias": m.text_proj.bias, "vision_proj.weight": m.vision_proj.weight,
-                   "vision_proj.bias": m.vision_proj.bias}
+            out = {
+                "E": m.text_encoder.embeddings.word_embeddings.weight,
+                "text_proj.weight": m.text_proj.weight,
+                "text_proj.bias": m.text_proj.bias,
+                "vision_proj.weight": m.vision_proj.weight,
+                "vision_proj.bias": m.vision_proj.bias,
+            }
         return {k: v.detach().float().contiguous().clone() for k, v in out.items()}
 
     def vocab(self, size: int) -> list[str]:
         n = len(self.tokenizer)
         words = self.tokenizer.convert_ids_to_tokens(list(range(min(n, size))))
-        return [w.replace("\n", " ") if w else f"[id{i}]" for i, w in enumerate(words)] + \
-               [f"[id{i}]" for i in range(n, size)]
+        return [w.replace("\n", " ") if w else f"[id{i}]" for i, w in enumerate(words)] + [
+            f"[id{i}]" for i in range(n, size)
+        ]
 
 
 def load_encoder(path: str | Path) -> FrozenEncoder:
@@ -114,8 +122,9 @@ def load_encoder(path: str | Path) -> FrozenEncoder:
     except SkdError:
         raise
     except Exception as exc:
-        raise SkdError(f"cannot load the encoder ({exc.__class__.__name__}: {str(exc).splitlines()[0][:200]})",
-                       path) from exc
+        raise SkdError(
+            f"cannot load the encoder ({exc.__class__.__name__}: {str(exc).splitlines()[0][:200]})", path
+        ) from exc
     return FrozenEncoder(config.model_type, model, tokenizer, processor, path)
 
 
@@ -130,9 +139,15 @@ def _open_image(path: Path):
         raise SkdError(f"image does not decode ({exc.__class__.__name__})", path) from exc
 
 
-def extract_embeddings(images: list[dict], image_root: Path, encoder: FrozenEncoder, out: Path,
-                       batch_size: int = 64, shard_size: int = 2048,
-                       progress: Callable[[int, int, str], None] | None = None) -> dict[str, int]:
+def extract_embeddings(
+    images: list[dict],
+    image_root: Path,
+    encoder: FrozenEncoder,
+    out: Path,
+    batch_size: int = 64,
+    shard_size: int = 2048,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> dict[str, int]:
     """Write ``out/text_embs.parquet`` and ``out/img_embs.parquet``.
 
     Work is cut into shards of ``shard_size`` items written to ``out/shards/`` as they finish; a
@@ -158,7 +173,7 @@ def extract_embeddings(images: list[dict], image_root: Path, encoder: FrozenEnco
         shards = []
         for start in range(0, len(items), shard_size):
             shard = shard_dir / f"{kind}_{start // shard_size:05d}.parquet"
-            chunk = items[start:start + shard_size]
+            chunk = items[start : start + shard_size]
             shards.append(shard)
             if shard.is_file():  # finished in an earlier (interrupted) prep
                 if progress:
@@ -166,7 +181,7 @@ def extract_embeddings(images: list[dict], image_root: Path, encoder: FrozenEnco
                 continue
             embs = []
             for b in range(0, len(chunk), batch_size):
-                batch = chunk[b:b + batch_size]
+                batch = chunk[b : b + batch_size]
                 embs.append(encode([x for _, x in batch]).float().cpu().numpy())
                 if progress:
                     progress(len(batch), len(items), f"{kind} embeddings")
@@ -200,19 +215,41 @@ def build_word_tokenizer(words: list[str], max_len: int):
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
     tok.normalizer = normalizers.Lowercase()
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.post_processor = processors.TemplateProcessing(single="[SOS] $A [EOS]",
-                                                       special_tokens=[("[SOS]", 2), ("[EOS]", 3)])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", bos_token="[SOS]",
-                                   eos_token="[EOS]", model_max_length=max_len)
+    tok.post_processor = processors.TemplateProcessing(
+        single="[SOS] $A [EOS]", special_tokens=[("[SOS]", 2), ("[EOS]", 3)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        bos_token="[SOS]",
+        eos_token="[EOS]",
+        model_max_length=max_len,
+    )
 
 
 def standin_clip_config(vocab_size: int, image_size: int = 48):
     from transformers import CLIPConfig
 
-    text = dict(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                num_attention_heads=4, max_position_embeddings=16, pad_token_id=0, bos_token_id=2, eos_token_id=3)
-    vision = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                  image_size=image_size, patch_size=8)
+    text = dict(
+        vocab_size=vocab_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=16,
+        pad_token_id=0,
+        bos_token_id=2,
+        eos_token_id=3,
+    )
+    vision = dict(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=image_size,
+        patch_size=8,
+    )
     return CLIPConfig(text_config=text, vision_config=vision, projection_dim=32)
 
 
@@ -224,8 +261,11 @@ class _CaptionImagePairs(torch.utils.data.Dataset):
         return len(self.img_of)
 
     def __getitem__(self, i: int) -> dict:
-        return {"pixel_values": self.pixels[self.img_of[i]], "input_ids": self.input_ids[i],
-                "attention_mask": self.attention[i]}
+        return {
+            "pixel_values": self.pixels[self.img_of[i]],
+            "input_ids": self.input_ids[i],
+            "attention_mask": self.attention[i],
+        }
 
 
 class StandInClipTask(Task):
@@ -243,13 +283,18 @@ class StandInClipTask(Task):
         return self.pairs
 
     def compute_loss(self, model, batch: dict, progress: Progress):
-        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                    pixel_values=batch["pixel_values"], return_loss=True)
+        out = model(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            pixel_values=batch["pixel_values"],
+            return_loss=True,
+        )
         return out.loss, {}
 
 
-def train_standin_encoder(images: list[dict], image_root: Path, out: Path, steps: int = 300, seed: int = 0,
-                          show_progress: bool = True) -> Path:
+def train_standin_encoder(
+    images: list[dict], image_root: Path, out: Path, steps: int = 300, seed: int = 0, show_progress: bool = True
+) -> Path:
     """Train the stand-in CLIP on the train split and save it (config, safetensors, tokenizer,
     image processor) to ``out`` in Hugging Face format."""
     from transformers import CLIPImageProcessor
@@ -259,10 +304,20 @@ def train_standin_encoder(images: list[dict], image_root: Path, out: Path, steps
     max_len = 16
     tokenizer = build_word_tokenizer(words, max_len)
     config = standin_clip_config(len(tokenizer))
-    processor = CLIPImageProcessor(size={"shortest_edge": 48}, crop_size={"height": 48, "width": 48},
-                                   image_mean=[0.5, 0.5, 0.5], image_std=[0.25, 0.25, 0.25])
-    pixels = torch.cat([processor(images=[_open_image(resolve_image(image_root, img["filename"]))],
-                                  return_tensors="pt")["pixel_values"] for img in train])
+    processor = CLIPImageProcessor(
+        size={"shortest_edge": 48},
+        crop_size={"height": 48, "width": 48},
+        image_mean=[0.5, 0.5, 0.5],
+        image_std=[0.25, 0.25, 0.25],
+    )
+    pixels = torch.cat(
+        [
+            processor(images=[_open_image(resolve_image(image_root, img["filename"]))], return_tensors="pt")[
+                "pixel_values"
+            ]
+            for img in train
+        ]
+    )
     captions, img_of = [], []
     for n, img in enumerate(train):
         for s in img["sentences"]:
@@ -270,9 +325,21 @@ def train_standin_encoder(images: list[dict], image_root: Path, out: Path, steps
             img_of.append(n)
     tok = tokenizer(captions, padding="max_length", max_length=max_len, truncation=True, return_tensors="pt")
     task = StandInClipTask(config, _CaptionImagePairs(pixels, tok["input_ids"], tok["attention_mask"], img_of))
-    cfg = TrainConfig(max_steps=steps, batch_size=64, lr=2e-3, weight_decay=0.05, warmup_steps=steps // 10,
-                      lr_schedule="linear_warmup_cosine", grad_clip=1.0, group_by_length=False, log_every=50,
-                      eval_every=0, checkpoint_every=0, keep_checkpoints=1, seed=seed)
+    cfg = TrainConfig(
+        max_steps=steps,
+        batch_size=64,
+        lr=2e-3,
+        weight_decay=0.05,
+        warmup_steps=steps // 10,
+        lr_schedule="linear_warmup_cosine",
+        grad_clip=1.0,
+        group_by_length=False,
+        log_every=50,
+        eval_every=0,
+        checkpoint_every=0,
+        keep_checkpoints=1,
+        seed=seed,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         trainer = Trainer(task, cfg, RunDir(tmp), torch.device("cpu"), show_progress=show_progress)
         result = trainer.fit()
@@ -285,5 +352,7 @@ def train_standin_encoder(images: list[dict], image_root: Path, out: Path, steps
         "Stand-in dual encoder for the synthetic shapes corpus (skd retrieval prep --source synthetic).\n"
         "A 2-layer, 64-wide CLIP trained for %d steps with CLIP's contrastive loss (final loss %.3f);\n"
         "it plays the frozen BLIP/ALBEF model of the paper so the real extraction path runs end to end.\n"
-        % (result.steps, result.final_loss), encoding="utf-8")
+        % (result.steps, result.final_loss),
+        encoding="utf-8",
+    )
     return out

@@ -91,12 +91,22 @@ class SeismicSearcher:
             raise SkdError("every document vector is all zero: nothing to index (is the sparse head trained?)")
         dataset = SeismicDataset()
         with stdout_to_stderr():
-            dataset.add_documents_by_id([str(i) for i in range(docs.shape[0])], docs.indices.astype(np.int64),
-                                        docs.data.astype(np.float32), docs.indptr.astype(np.int64))
+            dataset.add_documents_by_id(
+                [str(i) for i in range(docs.shape[0])],
+                docs.indices.astype(np.int64),
+                docs.data.astype(np.float32),
+                docs.indptr.astype(np.int64),
+            )
             index = SeismicIndex.build_from_dataset(
-                dataset, n_postings=cfg.n_postings, centroid_fraction=cfg.centroid_fraction,
-                min_cluster_size=cfg.min_cluster_size, summary_energy=cfg.summary_energy,
-                max_fraction=cfg.max_fraction, doc_cut=cfg.doc_cut, num_threads=threads)
+                dataset,
+                n_postings=cfg.n_postings,
+                centroid_fraction=cfg.centroid_fraction,
+                min_cluster_size=cfg.min_cluster_size,
+                summary_energy=cfg.summary_energy,
+                max_fraction=cfg.max_fraction,
+                doc_cut=cfg.doc_cut,
+                num_threads=threads,
+            )
         return cls(index)
 
     @classmethod
@@ -114,18 +124,26 @@ class SeismicSearcher:
     def _query(self, q_terms: np.ndarray) -> np.ndarray:
         return np.array([str(int(t)) for t in q_terms], dtype=self.string_type)
 
-    def search(self, q_terms: np.ndarray, q_values: np.ndarray, k: int, query_cut: int,
-               heap_factor: float) -> tuple[np.ndarray, np.ndarray]:
-        res = self.index.search("q", self._query(q_terms), q_values.astype(np.float32), k=k,
-                                query_cut=query_cut, heap_factor=heap_factor)
+    def search(
+        self, q_terms: np.ndarray, q_values: np.ndarray, k: int, query_cut: int, heap_factor: float
+    ) -> tuple[np.ndarray, np.ndarray]:
+        res = self.index.search(
+            "q", self._query(q_terms), q_values.astype(np.float32), k=k, query_cut=query_cut, heap_factor=heap_factor
+        )
         return np.array([int(d) for _, _, d in res], dtype=np.int64), np.array([s for _, s, _ in res], dtype=np.float32)
 
-    def batch_search(self, queries: list[tuple[np.ndarray, np.ndarray]], k: int, query_cut: int,
-                     heap_factor: float, threads: int = 0) -> list[np.ndarray]:
-        res = self.index.batch_search(np.array([str(i) for i in range(len(queries))], dtype=self.string_type),
-                                      [self._query(t) for t, _ in queries],
-                                      [v.astype(np.float32) for _, v in queries], k=k, query_cut=query_cut,
-                                      heap_factor=heap_factor, num_threads=threads)
+    def batch_search(
+        self, queries: list[tuple[np.ndarray, np.ndarray]], k: int, query_cut: int, heap_factor: float, threads: int = 0
+    ) -> list[np.ndarray]:
+        res = self.index.batch_search(
+            np.array([str(i) for i in range(len(queries))], dtype=self.string_type),
+            [self._query(t) for t, _ in queries],
+            [v.astype(np.float32) for _, v in queries],
+            k=k,
+            query_cut=query_cut,
+            heap_factor=heap_factor,
+            num_threads=threads,
+        )
         return [np.array([int(d) for _, _, d in r], dtype=np.int64) for r in res]
 
 
@@ -145,9 +163,18 @@ def build_index(folder: Path, doc_ids: list[str], z_docs: np.ndarray, cfg: Index
         searcher = SeismicSearcher.build(docs, cfg)
         files.append(searcher.save(folder / SEISMIC_FILE).name)
     build_seconds = time.perf_counter() - t0
-    manifest = {"engine": cfg.engine, "documents": len(doc_ids), "doc_ids": doc_ids, "nnz": int(docs.nnz),
-                "mean_nnz": round(docs.nnz / max(len(doc_ids), 1), 3), "vocab_size": int(z_docs.shape[1]),
-                "build_seconds": round(build_seconds, 4), "params": asdict(cfg), "files": files, **extra}
+    manifest = {
+        "engine": cfg.engine,
+        "documents": len(doc_ids),
+        "doc_ids": doc_ids,
+        "nnz": int(docs.nnz),
+        "mean_nnz": round(docs.nnz / max(len(doc_ids), 1), 3),
+        "vocab_size": int(z_docs.shape[1]),
+        "build_seconds": round(build_seconds, 4),
+        "params": asdict(cfg),
+        "files": files,
+        **extra,
+    }
     manifest["bytes"] = {f: (folder / f).stat().st_size for f in files}
     atomic_write_json(folder / MANIFEST_FILE, manifest)
     return manifest
@@ -162,11 +189,20 @@ class LoadedIndex:
         self.doc_ids: list[str] = self.manifest["doc_ids"]
         self.docs = sp.load_npz(folder / VECTORS_FILE)  # plain arrays, no pickle
         self.exact = ExactIndex(self.docs)
-        self.seismic = (SeismicSearcher.load(folder / f"{SEISMIC_FILE}.index.seismic")
-                        if self.manifest["engine"] == "seismic" else None)
+        self.seismic = (
+            SeismicSearcher.load(folder / f"{SEISMIC_FILE}.index.seismic")
+            if self.manifest["engine"] == "seismic"
+            else None
+        )
 
-    def search(self, z_query: np.ndarray, k: int, exact: bool = False, query_cut: int | None = None,
-               heap_factor: float | None = None) -> tuple[np.ndarray, np.ndarray, str]:
+    def search(
+        self,
+        z_query: np.ndarray,
+        k: int,
+        exact: bool = False,
+        query_cut: int | None = None,
+        heap_factor: float | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, str]:
         terms, values = query_terms(z_query)
         if terms.size == 0:
             raise SkdError("the query's sparse vector is all zero: no term to look up")
@@ -174,8 +210,9 @@ class LoadedIndex:
         if exact or self.seismic is None:
             top, scores = self.exact.search(terms, values, k)
             return top, scores, "exact"
-        top, scores = self.seismic.search(terms, values, k, query_cut or p["query_cut"],
-                                          heap_factor if heap_factor is not None else p["heap_factor"])
+        top, scores = self.seismic.search(
+            terms, values, k, query_cut or p["query_cut"], heap_factor if heap_factor is not None else p["heap_factor"]
+        )
         return top, scores, "seismic"
 
 
@@ -196,7 +233,7 @@ def answer_queries(index: LoadedIndex, z_queries: np.ndarray, k: int, exact: boo
         else:
             got, _ = index.seismic.search(terms, values, k, p["query_cut"], p["heap_factor"])
         latencies.append(time.perf_counter() - t0)
-        top[q, :len(got)] = got[:k]
+        top[q, : len(got)] = got[:k]
     return top, latencies
 
 
@@ -204,9 +241,14 @@ def latency_summary(latencies: list[float]) -> dict[str, float]:
     ms = np.asarray(latencies, dtype=np.float64) * 1e3
     if ms.size == 0:
         return {"queries": 0}
-    return {"queries": int(ms.size), "p50_ms": round(float(np.percentile(ms, 50)), 4),
-            "p90_ms": round(float(np.percentile(ms, 90)), 4), "p99_ms": round(float(np.percentile(ms, 99)), 4),
-            "mean_ms": round(float(ms.mean()), 4), "max_ms": round(float(ms.max()), 4)}
+    return {
+        "queries": int(ms.size),
+        "p50_ms": round(float(np.percentile(ms, 50)), 4),
+        "p90_ms": round(float(np.percentile(ms, 90)), 4),
+        "p99_ms": round(float(np.percentile(ms, 99)), 4),
+        "mean_ms": round(float(ms.mean()), 4),
+        "max_ms": round(float(ms.max()), 4),
+    }
 
 
 def evaluate_through_index(index: LoadedIndex, z_queries: np.ndarray, gold_ids: list[str], k: int = 10) -> dict:
@@ -221,12 +263,19 @@ def evaluate_through_index(index: LoadedIndex, z_queries: np.ndarray, gold_ids: 
     pos = {d: n for n, d in enumerate(index.doc_ids)}
     missing = [g for g in gold_ids if g not in pos]
     if missing:
-        raise SkdError(f"{len(missing)} gold image(s) (e.g. {missing[0]}) are not in the index; build it over the "
-                       "evaluated split (`skd retrieval index --split SPLIT --overwrite`)", index.folder)
+        raise SkdError(
+            f"{len(missing)} gold image(s) (e.g. {missing[0]}) are not in the index; build it over the "
+            "evaluated split (`skd retrieval index --split SPLIT --overwrite`)",
+            index.folder,
+        )
     gold = torch.tensor([pos[g] for g in gold_ids], dtype=torch.long)
-    out: dict = {"engine": "seismic" if index.seismic is not None else "exact", "documents": len(index.doc_ids),
-                 "queries": len(gold_ids), "queries_without_terms": int((np.abs(z_queries).sum(1) == 0).sum()),
-                 "params": {n: index.manifest["params"][n] for n in ("query_cut", "heap_factor", "n_postings")}}
+    out: dict = {
+        "engine": "seismic" if index.seismic is not None else "exact",
+        "documents": len(index.doc_ids),
+        "queries": len(gold_ids),
+        "queries_without_terms": int((np.abs(z_queries).sum(1) == 0).sum()),
+        "params": {n: index.manifest["params"][n] for n in ("query_cut", "heap_factor", "n_postings")},
+    }
     tops = {}
     for name, exact in (("index", False), ("exact", True)):
         top, lat = answer_queries(index, z_queries, k, exact)
@@ -235,8 +284,11 @@ def evaluate_through_index(index: LoadedIndex, z_queries: np.ndarray, gold_ids: 
         out[name] = {"t2i": rank_metrics(ranks), "latency": latency_summary(lat), "_ranks": ranks}
     a, b = tops["index"], tops["exact"]
     # share of the exact top k the index returns, over the queries the exact scorer answered
-    overlap = [len(set(x[x >= 0].tolist()) & set(y[y >= 0].tolist())) / int((y >= 0).sum())
-               for x, y in zip(a, b) if (y >= 0).any()]
+    overlap = [
+        len(set(x[x >= 0].tolist()) & set(y[y >= 0].tolist())) / int((y >= 0).sum())
+        for x, y in zip(a, b)
+        if (y >= 0).any()
+    ]
     out["overlap_with_exact@k"] = float(np.mean(overlap)) if overlap else 1.0
     out["k"] = k
     return out

@@ -75,8 +75,16 @@ def retrieval_objective(out: dict[str, Tensor], cfg: LossConfig, eta_q: float, e
     reg_fn = l1_reg if cfg.reg == "l1" else flops_reg
     reg_q, reg_d = reg_fn(out["z_t"]), reg_fn(out["z_i"])
     reg = 0.5 * (eta_q * reg_q + eta_d * reg_d)
-    logs = {"loss/dense": l_dense, "loss/sparse": l_sparse, "loss/integrated": l_inter, "loss/reg_q": reg_q,
-            "loss/reg_d": reg_d, "weight/eta_q": eta_q, "weight/eta_d": eta_d, "temperature": out["temp"]}
+    logs = {
+        "loss/dense": l_dense,
+        "loss/sparse": l_sparse,
+        "loss/integrated": l_inter,
+        "loss/reg_q": reg_q,
+        "loss/reg_d": reg_d,
+        "weight/eta_q": eta_q,
+        "weight/eta_d": eta_d,
+        "temperature": out["temp"],
+    }
     if cfg.method == "skd":
         p_i2t, p_t2i = teacher_probs(integrated, cfg.compat_official, cfg.detach_teacher)
         kd_dense, kd_sparse = self_kd(dense, p_i2t, p_t2i), self_kd(sparse, p_i2t, p_t2i)

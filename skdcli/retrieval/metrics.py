@@ -19,8 +19,10 @@ CUTOFFS = (1, 5, 10)
 def top_k(scores: Tensor, k: int, chunk: int = 2048) -> Tensor:
     """(N_q, k) indices of the k best columns per row, stable on ties (chunked to bound memory)."""
     k = min(k, scores.shape[1])
-    out = [torch.sort(scores[s:s + chunk].float(), dim=1, descending=True, stable=True).indices[:, :k]
-           for s in range(0, scores.shape[0], chunk)]
+    out = [
+        torch.sort(scores[s : s + chunk].float(), dim=1, descending=True, stable=True).indices[:, :k]
+        for s in range(0, scores.shape[0], chunk)
+    ]
     return torch.cat(out) if out else torch.empty(0, k, dtype=torch.long)
 
 
@@ -81,8 +83,9 @@ def truncate_top_terms(z: Tensor, k: int) -> Tensor:
     return torch.zeros_like(z).scatter_(1, idx, vals)
 
 
-def write_trec_run(path: Path, query_ids: list[str], doc_ids: list[str], top: Tensor, scores: Tensor,
-                   run_name: str) -> Path:
+def write_trec_run(
+    path: Path, query_ids: list[str], doc_ids: list[str], top: Tensor, scores: Tensor, run_name: str
+) -> Path:
     """TREC run: `qid Q0 docid rank score run_name`, rank starting at 1."""
     lines = []
     for q, row in enumerate(top.tolist()):
@@ -159,13 +162,23 @@ def paired_significance(a: list[float], b: list[float], n_resamples: int = 10_00
         result.update({"t_test_p": 1.0, "randomisation_p": 1.0, "t": 0.0})
         return result
     t = stats.ttest_rel(x, y)
-    perm = stats.permutation_test((x, y), lambda u, v, axis: np.mean(u - v, axis=axis), vectorized=True,
-                                  permutation_type="samples", n_resamples=n_resamples, alternative="two-sided",
-                                  rng=np.random.default_rng(seed))
+    perm = stats.permutation_test(
+        (x, y),
+        lambda u, v, axis: np.mean(u - v, axis=axis),
+        vectorized=True,
+        permutation_type="samples",
+        n_resamples=n_resamples,
+        alternative="two-sided",
+        rng=np.random.default_rng(seed),
+    )
     t_stat = float(t.statistic)
-    result.update({"t": t_stat if np.isfinite(t_stat) else 0.0,
-                   "t_test_p": float(t.pvalue) if np.isfinite(t.pvalue) else 1.0,
-                   "randomisation_p": float(perm.pvalue)})
+    result.update(
+        {
+            "t": t_stat if np.isfinite(t_stat) else 0.0,
+            "t_test_p": float(t.pvalue) if np.isfinite(t.pvalue) else 1.0,
+            "randomisation_p": float(perm.pvalue),
+        }
+    )
     return result
 
 
@@ -179,11 +192,15 @@ def compare_per_query(ours: dict, theirs: dict, n_resamples: int = 10_000, seed:
             continue
         qa, qb = ours[score], theirs[score]
         if set(qa) != set(qb):
-            raise SkdError(f"score {score!r}: the two runs were evaluated on different queries "
-                           f"({len(qa)} vs {len(qb)}, {len(set(qa) & set(qb))} shared)")
+            raise SkdError(
+                f"score {score!r}: the two runs were evaluated on different queries "
+                f"({len(qa)} vs {len(qb)}, {len(set(qa) & set(qb))} shared)"
+            )
         qids = sorted(qa)
-        out[score] = {m: paired_significance([qa[q][m] for q in qids], [qb[q][m] for q in qids], n_resamples, seed)
-                      for m in PER_QUERY_METRICS}
+        out[score] = {
+            m: paired_significance([qa[q][m] for q in qids], [qb[q][m] for q in qids], n_resamples, seed)
+            for m in PER_QUERY_METRICS
+        }
     if not out:
         raise SkdError("the two runs share no score name")
     return out

@@ -17,8 +17,17 @@ from torch import nn
 
 
 class SparseDenseRetriever(nn.Module):
-    def __init__(self, text_dim: int, img_dim: int, proj_dim: int, vocab_size: int, word_dim: int,
-                 temperature: float = 0.07, learn_temperature: bool = True, vocab_keep: torch.Tensor | None = None):
+    def __init__(
+        self,
+        text_dim: int,
+        img_dim: int,
+        proj_dim: int,
+        vocab_size: int,
+        word_dim: int,
+        temperature: float = 0.07,
+        learn_temperature: bool = True,
+        vocab_keep: torch.Tensor | None = None,
+    ):
         super().__init__()
         self.text_proj = nn.Linear(text_dim, proj_dim)
         self.vision_proj = nn.Linear(img_dim, proj_dim)

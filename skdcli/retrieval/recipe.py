@@ -55,6 +55,7 @@ def restores_threads(fn):
             return fn(*args, **kwargs)
         finally:
             torch.set_num_threads(before)
+
     return wrapper
 
 
@@ -153,10 +154,15 @@ def plan_model(cfg: RetrievalConfig, data: D.Prepared) -> ModelPlan:
     if vocab < 1:
         raise SkdError("the dataset has no word-embedding matrix and no vocab_size; set model.vocab_size", data.path)
     word_dim = cfg.model.word_dim or (E.shape[1] if E is not None else 768)
-    dims = {"text_dim": int(data.text_emb.shape[1]), "img_dim": int(data.img_emb.shape[1]),
-            "vocab_size": int(vocab), "word_dim": int(word_dim)}
-    tensors, record = init_tensors_for(cfg.model, data.init, dims["text_dim"], dims["img_dim"], vocab, word_dim,
-                                       data.path / D.INIT, data.init_origin)
+    dims = {
+        "text_dim": int(data.text_emb.shape[1]),
+        "img_dim": int(data.img_emb.shape[1]),
+        "vocab_size": int(vocab),
+        "word_dim": int(word_dim),
+    }
+    tensors, record = init_tensors_for(
+        cfg.model, data.init, dims["text_dim"], dims["img_dim"], vocab, word_dim, data.path / D.INIT, data.init_origin
+    )
     keep, masked = vocab_keep(cfg.model, data.vocab, vocab, data.term_stats, data.path)
     record["vocab_mask"] = masked
     return ModelPlan(dims, tensors, keep, record)
@@ -164,56 +170,82 @@ def plan_model(cfg: RetrievalConfig, data: D.Prepared) -> ModelPlan:
 
 def build_model(cfg: RetrievalConfig, data: D.Prepared, plan: ModelPlan | None = None) -> SparseDenseRetriever:
     plan = plan or plan_model(cfg, data)
-    model = SparseDenseRetriever(plan.dims["text_dim"], plan.dims["img_dim"], cfg.model.proj_dim,
-                                 plan.dims["vocab_size"], plan.dims["word_dim"], cfg.model.temperature,
-                                 cfg.model.learn_temperature, vocab_keep=plan.keep)
+    model = SparseDenseRetriever(
+        plan.dims["text_dim"],
+        plan.dims["img_dim"],
+        cfg.model.proj_dim,
+        plan.dims["vocab_size"],
+        plan.dims["word_dim"],
+        cfg.model.temperature,
+        cfg.model.learn_temperature,
+        vocab_keep=plan.keep,
+    )
     model.load_init(plan.init_tensors)
     return model
 
 
 # -- scoring (periodic eval and the eval stage) -----------------------------------------------------------
 @torch.no_grad()
-def encode_split(model: SparseDenseRetriever, data: D.Prepared, split: str, device: torch.device,
-                 batch: int = 4096) -> dict:
+def encode_split(
+    model: SparseDenseRetriever, data: D.Prepared, split: str, device: torch.device, batch: int = 4096
+) -> dict:
     captions, images = data.split_indices(split)
     if len(captions) == 0 or len(images) == 0:
         raise SkdError(f"the dataset has no '{split}' split", data.path)
 
     def run(fn, embs):
-        outs = [fn(embs[s:s + batch].to(device)) for s in range(0, embs.shape[0], batch)]
+        outs = [fn(embs[s : s + batch].to(device)) for s in range(0, embs.shape[0], batch)]
         return torch.cat([u for u, _ in outs]).float().cpu(), torch.cat([z for _, z in outs]).float().cpu()
 
     u_t, z_t = run(model.encode_text, data.text_emb[captions])
     u_i, z_i = run(model.encode_image, data.img_emb[images])
     pos = {int(n): j for j, n in enumerate(images.tolist())}
     gold = torch.tensor([pos[int(data.text_to_img[c])] for c in captions.tolist()], dtype=torch.long)
-    return {"captions": captions, "images": images, "u_t": u_t, "z_t": z_t, "u_i": u_i, "z_i": z_i, "gold": gold,
-            "temp": float(model.temp.detach())}
+    return {
+        "captions": captions,
+        "images": images,
+        "u_t": u_t,
+        "z_t": z_t,
+        "u_i": u_i,
+        "z_i": z_i,
+        "gold": gold,
+        "temp": float(model.temp.detach()),
+    }
 
 
-def score_split(model, data: D.Prepared, split: str, cfg: RetrievalConfig, device: torch.device,
-                keep_scores: bool = False) -> dict:
+def score_split(
+    model, data: D.Prepared, split: str, cfg: RetrievalConfig, device: torch.device, keep_scores: bool = False
+) -> dict:
     enc = encode_split(model, data, split, device)
     z_t = truncate_top_terms(enc["z_t"], cfg.eval.truncate_topk)
     z_i = truncate_top_terms(enc["z_i"], cfg.eval.truncate_topk)
     cos = enc["u_t"] @ enc["u_i"].t()
     sparse = z_t @ z_i.t()
     w1, w2 = cfg.loss.w_dense, cfg.loss.w_sparse
-    scores = {"dense": cos, "sparse": sparse, "integrated_cos": w1 * cos + w2 * sparse,
-              "integrated_temp": w1 * cos / enc["temp"] + w2 * sparse}
+    scores = {
+        "dense": cos,
+        "sparse": sparse,
+        "integrated_cos": w1 * cos + w2 * sparse,
+        "integrated_temp": w1 * cos / enc["temp"] + w2 * sparse,
+    }
     scores["integrated"] = scores[f"integrated_{cfg.eval.integrated_scale}"]
     t2i, i2t, tops = {}, {}, {}
     for name, s in scores.items():
         t2i[name], tops[name] = t2i_metrics(s, enc["gold"], cfg.eval.topk)
         i2t[name] = i2t_metrics(s.t(), enc["gold"], cfg.eval.topk)
     rsum = {name: 100 * sum(t2i[name][f"R@{k}"] + i2t[name][f"R@{k}"] for k in (1, 5, 10)) for name in scores}
-    result = {"t2i": t2i, "i2t": i2t, "rsum": rsum,
-              "sparsity": {"text_mean_nnz": mean_nnz(z_t), "image_mean_nnz": mean_nnz(z_i),
-                           "vocab_size": int(z_t.shape[1])},
-              "flops": flops(z_t, z_i) if cfg.eval.flops == "d2s" else flops_official(z_t, z_i),
-              "flops_definition": cfg.eval.flops, "temperature": enc["temp"],
-              "queries": int(len(enc["captions"])), "images": int(len(enc["images"])),
-              "sparse_mass": sparse_mass_report(z_t, z_i, enc["gold"], data)}
+    result = {
+        "t2i": t2i,
+        "i2t": i2t,
+        "rsum": rsum,
+        "sparsity": {"text_mean_nnz": mean_nnz(z_t), "image_mean_nnz": mean_nnz(z_i), "vocab_size": int(z_t.shape[1])},
+        "flops": flops(z_t, z_i) if cfg.eval.flops == "d2s" else flops_official(z_t, z_i),
+        "flops_definition": cfg.eval.flops,
+        "temperature": enc["temp"],
+        "queries": int(len(enc["captions"])),
+        "images": int(len(enc["images"])),
+        "sparse_mass": sparse_mass_report(z_t, z_i, enc["gold"], data),
+    }
     if keep_scores:
         result["_scores"], result["_tops"], result["_enc"] = scores, tops, enc
     return result
@@ -227,10 +259,12 @@ def sparse_mass_report(z_t: torch.Tensor, z_i: torch.Tensor, gold: torch.Tensor,
 
     specials, _ = special_ids(data.vocab, data.term_stats[0] if data.term_stats else None)
     stop = english_stopwords()
-    function_words = [i for i, w in enumerate(data.vocab[:z_t.shape[1]]) if w.lower() in stop]
-    return {"special_tokens": term_mass(z_t, z_i, gold, specials),
-            "function_words": term_mass(z_t, z_i, gold, function_words),
-            "top_terms_positives": top_mass_terms(z_t, z_i, gold, data.vocab)}
+    function_words = [i for i, w in enumerate(data.vocab[: z_t.shape[1]]) if w.lower() in stop]
+    return {
+        "special_tokens": term_mass(z_t, z_i, gold, specials),
+        "function_words": term_mass(z_t, z_i, gold, function_words),
+        "top_terms_positives": top_mass_terms(z_t, z_i, gold, data.vocab),
+    }
 
 
 # -- prep ----------------------------------------------------------------------------------------------
@@ -256,8 +290,16 @@ def claim_prep_dir(out: Path, overwrite: bool) -> bool:
     return False
 
 
-def _finish_prep(out: Path, source: str, images: list[dict], counts: dict, encoder_ref: str | None,
-                 init: dict[str, torch.Tensor], vocab: list[str], extra: dict) -> dict:
+def _finish_prep(
+    out: Path,
+    source: str,
+    images: list[dict],
+    counts: dict,
+    encoder_ref: str | None,
+    init: dict[str, torch.Tensor],
+    vocab: list[str],
+    extra: dict,
+) -> dict:
     from safetensors.torch import save_file
 
     atomic_write_json(out / D.META, {"images": images, "dataset": source})
@@ -269,21 +311,43 @@ def _finish_prep(out: Path, source: str, images: list[dict], counts: dict, encod
     text_dim = D.read_embeddings(out / D.TEXT_EMBS)[1].shape[1]
     img_dim = D.read_embeddings(out / D.IMG_EMBS)[1].shape[1]
     vocab_size = extra.pop("vocab_size", 0)  # only used without E
-    info = {"task": TASK_NAME, "source": source, "images_per_split": splits, **counts, "text_dim": text_dim,
-            "img_dim": img_dim, "vocab_size": int(init["E"].shape[0]) if "E" in init else vocab_size,
-            "encoder": encoder_ref, "has_word_embeddings": "E" in init,
-            "fingerprint": D.fingerprint(*(f"{im['imgid']}|{im['split']}|{len(im['sentences'])}" for im in images),
-                                         str(text_dim), str(img_dim)), **extra}
+    info = {
+        "task": TASK_NAME,
+        "source": source,
+        "images_per_split": splits,
+        **counts,
+        "text_dim": text_dim,
+        "img_dim": img_dim,
+        "vocab_size": int(init["E"].shape[0]) if "E" in init else vocab_size,
+        "encoder": encoder_ref,
+        "has_word_embeddings": "E" in init,
+        "fingerprint": D.fingerprint(
+            *(f"{im['imgid']}|{im['split']}|{len(im['sentences'])}" for im in images), str(text_dim), str(img_dim)
+        ),
+        **extra,
+    }
     atomic_write_json(out / "prep.json", info)
     (out / IN_PROGRESS).unlink(missing_ok=True)
     return {"out": str(out), **info}
 
 
 @restores_threads
-def prep_stage(source: str, raw: str | None, out: str, encoder: str | None = None, images_dir: str | None = None,
-               batch_size: int = 64, shard_size: int = 2048, restval: str = "train", vocab_size: int = 30522,
-               standin_steps: int = 800, overwrite: bool = False, seed: int = 0, init_file: str | None = None,
-               vocab_file: str | None = None) -> dict:
+def prep_stage(
+    source: str,
+    raw: str | None,
+    out: str,
+    encoder: str | None = None,
+    images_dir: str | None = None,
+    batch_size: int = 64,
+    shard_size: int = 2048,
+    restval: str = "train",
+    vocab_size: int = 30522,
+    standin_steps: int = 800,
+    overwrite: bool = False,
+    seed: int = 0,
+    init_file: str | None = None,
+    vocab_file: str | None = None,
+) -> dict:
     quiet_hf()
     from .encoder import extract_embeddings, load_encoder, train_standin_encoder
 
@@ -327,13 +391,22 @@ def prep_stage(source: str, raw: str | None, out: str, encoder: str | None = Non
         encoder_ref = str(encoder_path.resolve())
     enc = load_encoder(encoder_path)
     with bar:
-        counts = extract_embeddings(rows, image_root, enc, out_p, batch_size=batch_size, shard_size=shard_size,
-                                    progress=progress)
+        counts = extract_embeddings(
+            rows, image_root, enc, out_p, batch_size=batch_size, shard_size=shard_size, progress=progress
+        )
     init = enc.init_tensors()
     vocab = enc.vocab(init["E"].shape[0])
     _write_term_stats(out_p, rows, enc.tokenizer, init["E"].shape[0], f"tokenizer of {encoder_ref}")
-    return _finish_prep(out_p, source, rows, counts, encoder_ref, init, vocab,
-                        {"encoder_kind": enc.kind, "resumed": resumed, "seconds": round(time.perf_counter() - t0, 2)})
+    return _finish_prep(
+        out_p,
+        source,
+        rows,
+        counts,
+        encoder_ref,
+        init,
+        vocab,
+        {"encoder_kind": enc.kind, "resumed": resumed, "seconds": round(time.perf_counter() - t0, 2)},
+    )
 
 
 def _write_term_stats(out: Path, rows: list[dict], tokenizer, vocab_size: int, source: str) -> None:
@@ -344,8 +417,15 @@ def _write_term_stats(out: Path, rows: list[dict], tokenizer, vocab_size: int, s
     save_term_stats(out, term_statistics(tokenizer, train, vocab_size), len(train), source)
 
 
-def _prep_embeddings(raw: Path, out: Path, encoder: str | None, vocab_size: int, restval: str = "train",
-                     init_file: str | None = None, vocab_file: str | None = None) -> dict:
+def _prep_embeddings(
+    raw: Path,
+    out: Path,
+    encoder: str | None,
+    vocab_size: int,
+    restval: str = "train",
+    init_file: str | None = None,
+    vocab_file: str | None = None,
+) -> dict:
     """Import embedding parquet files in the official layout:
     RAW/{text|img}_embs_before_proj_<backbone>.parquet (or text_embs*.parquet / img_embs*.parquet)
     + RAW/dataset_meta.json (or any Karpathy JSON). Where the trained layers start from:
@@ -399,13 +479,30 @@ def _prep_embeddings(raw: Path, out: Path, encoder: str | None, vocab_size: int,
     i_keep = [n for n, i in enumerate(i_ids) if i in want_i]
     D.write_embeddings(out / D.TEXT_EMBS, [t_ids[n] for n in t_keep], t_emb[t_keep])
     D.write_embeddings(out / D.IMG_EMBS, [i_ids[n] for n in i_keep], i_emb[i_keep])
-    counts = {"images": len(i_keep), "captions": len(t_keep),
-              "dropped_images": len(rows) - len(kept), "restval": restval}
+    counts = {
+        "images": len(i_keep),
+        "captions": len(t_keep),
+        "dropped_images": len(rows) - len(kept),
+        "restval": restval,
+    }
     if tokenizer is not None:
-        _write_term_stats(out, kept, tokenizer, init["E"].shape[0] if "E" in init else vocab_size,
-                          f"tokenizer of {ref or extra['vocab_file']}")
-    return _finish_prep(out, "embeddings", kept, counts, ref, init, vocab,
-                        {"encoder_kind": kind, "vocab_size": vocab_size, "resumed": False, **extra})
+        _write_term_stats(
+            out,
+            kept,
+            tokenizer,
+            init["E"].shape[0] if "E" in init else vocab_size,
+            f"tokenizer of {ref or extra['vocab_file']}",
+        )
+    return _finish_prep(
+        out,
+        "embeddings",
+        kept,
+        counts,
+        ref,
+        init,
+        vocab,
+        {"encoder_kind": kind, "vocab_size": vocab_size, "resumed": False, **extra},
+    )
 
 
 def _bert_vocab(path: Path):
@@ -422,8 +519,14 @@ def _bert_vocab(path: Path):
         raise SkdError("not a vocab.txt (one distinct token per line)", path)
     try:
         wordpiece = BertWordPieceTokenizer(str(path), lowercase=True)
-        tokenizer = PreTrainedTokenizerFast(tokenizer_object=wordpiece._tokenizer, unk_token="[UNK]", pad_token="[PAD]",
-                                            cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
+        tokenizer = PreTrainedTokenizerFast(
+            tokenizer_object=wordpiece._tokenizer,
+            unk_token="[UNK]",
+            pad_token="[PAD]",
+            cls_token="[CLS]",
+            sep_token="[SEP]",
+            mask_token="[MASK]",
+        )
     except Exception as exc:
         raise SkdError(f"cannot build a WordPiece tokenizer from it ({exc.__class__.__name__})", path) from exc
     return tokenizer, lines
@@ -470,8 +573,9 @@ class RetrievalHooks(RecipeHooks):
         and says so: the default would otherwise mask terms its weights were trained to use."""
         if predates_vocab_mask(run):
             cfg.model.mask_special_tokens = False
-            console.print(f"[yellow]note:[/] {run.config} predates model.mask_special_tokens: loaded unmasked, "
-                          "as it was trained")
+            console.print(
+                f"[yellow]note:[/] {run.config} predates model.mask_special_tokens: loaded unmasked, as it was trained"
+            )
 
     @restores_threads
     def evaluate_run(self, trained: Trained, opts: StageOptions) -> dict:
@@ -483,12 +587,21 @@ class RetrievalHooks(RecipeHooks):
         enc, tops, scores = scored.pop("_enc"), scored.pop("_tops"), scored.pop("_scores")
         qids = [prepared.text_ids[i] for i in enc["captions"].tolist()]
         dids = [prepared.img_ids[i] for i in enc["images"].tolist()]
-        run_files = [str(write_trec_run(run.path / "eval" / f"{name}.trec", qids, dids, tops[name], scores[name],
-                                        f"skd-{name}")) for name in SCORES]
+        run_files = [
+            str(write_trec_run(run.path / "eval" / f"{name}.trec", qids, dids, tops[name], scores[name], f"skd-{name}"))
+            for name in SCORES
+        ]
         write_qrels(run.path / "eval" / "qrels.txt", qids, dids, enc["gold"])
         ranks = {name: gold_ranks(tops[name], enc["gold"]) for name in SCORES}
-        result = {"task": TASK_NAME, "run_dir": str(run.path), "split": split, "method": cfg.loss.method,
-                  **scored, "run_files": run_files, "weights": str(run.weights_for_eval())}
+        result = {
+            "task": TASK_NAME,
+            "run_dir": str(run.path),
+            "split": split,
+            "method": cfg.loss.method,
+            **scored,
+            "run_files": run_files,
+            "weights": str(run.weights_for_eval()),
+        }
         if opts.extra.get("index"):  # every query answered from RUN/index, as a user's search is
             through = evaluate_index(run.path, cfg, prepared, model, split)
             ranks["index"] = through["index"].pop("_ranks")
@@ -515,14 +628,21 @@ class RetrievalHooks(RecipeHooks):
 
         enc = prepared.encoder_path
         return ExportSpec(
-            heads, (text[:3], img[:2]), dynamic_shapes=({0: batch}, {0: images}),
-            parity_inputs=[(text[:5], img[:7]), (text[:1], img[:1])], write_files=write_files,
-            manifest={"inputs": [f"text_emb (B, {text.shape[1]}) float32", f"img_emb (N, {img.shape[1]}) float32"],
-                      "outputs": ["u_t (B, proj_dim) L2-normalised", "z_t (B, V) sparse", "u_i (N, proj_dim)",
-                                  "z_i (N, V)"],
-                      "encoder": str(enc.resolve()) if enc else None,
-                      "score": {"integrated": f"{cfg.loss.w_dense} * cos + {cfg.loss.w_sparse} * sparse",
-                                "temperature": float(model.temp.detach())}})
+            heads,
+            (text[:3], img[:2]),
+            dynamic_shapes=({0: batch}, {0: images}),
+            parity_inputs=[(text[:5], img[:7]), (text[:1], img[:1])],
+            write_files=write_files,
+            manifest={
+                "inputs": [f"text_emb (B, {text.shape[1]}) float32", f"img_emb (N, {img.shape[1]}) float32"],
+                "outputs": ["u_t (B, proj_dim) L2-normalised", "z_t (B, V) sparse", "u_i (N, proj_dim)", "z_i (N, V)"],
+                "encoder": str(enc.resolve()) if enc else None,
+                "score": {
+                    "integrated": f"{cfg.loss.w_dense} * cos + {cfg.loss.w_sparse} * sparse",
+                    "temperature": float(model.temp.detach()),
+                },
+            },
+        )
 
     def pipeline(self, p: Pipeline) -> dict:
         """synthetic corpus -> train -> eval -> export -> index -> search."""
@@ -532,21 +652,38 @@ class RetrievalHooks(RecipeHooks):
         indexed = index_stage(str(p.run.path), overwrite=True)
         prepared = D.load_prepared(p.data)
         searched = search_stage(str(p.run.path), [query], validate=True) if prepared.encoder_path else None
-        result = {"task": TASK_NAME, "run_dir": str(p.run.path), "method": trained["method"], "steps": trained["steps"],
-                  "train_seconds": trained["train_seconds"], "split": evaluated["split"],
-                  "t2i": {name: evaluated["t2i"][name] for name in SCORES},
-                  "i2t": {name: evaluated["i2t"][name] for name in SCORES},
-                  "rsum": {name: evaluated["rsum"][name] for name in SCORES},
-                  "sparsity": evaluated["sparsity"], "flops": evaluated["flops"],
-                  "export_dir": exported["export_dir"], "parity_max_abs_diff": exported["parity_max_abs_diff"],
-                  "index_dir": indexed["index_dir"], "index_engine": indexed["engine"]}
+        result = {
+            "task": TASK_NAME,
+            "run_dir": str(p.run.path),
+            "method": trained["method"],
+            "steps": trained["steps"],
+            "train_seconds": trained["train_seconds"],
+            "split": evaluated["split"],
+            "t2i": {name: evaluated["t2i"][name] for name in SCORES},
+            "i2t": {name: evaluated["i2t"][name] for name in SCORES},
+            "rsum": {name: evaluated["rsum"][name] for name in SCORES},
+            "sparsity": evaluated["sparsity"],
+            "flops": evaluated["flops"],
+            "export_dir": exported["export_dir"],
+            "parity_max_abs_diff": exported["parity_max_abs_diff"],
+            "index_dir": indexed["index_dir"],
+            "index_engine": indexed["engine"],
+        }
         if searched:
             hit = searched["results"][0]
-            result["search"] = {"query": query, "top": [h["image_id"] for h in hit["hits"][:5]],
-                                "captions_of_first": next(([s["raw"] for s in im["sentences"][:2]] for im in
-                                                           prepared.images
-                                                           if im["imgid"] == hit["hits"][0]["image_id"]), []),
-                                "overlap_with_exact": hit.get("overlap_with_exact")}
+            result["search"] = {
+                "query": query,
+                "top": [h["image_id"] for h in hit["hits"][:5]],
+                "captions_of_first": next(
+                    (
+                        [s["raw"] for s in im["sentences"][:2]]
+                        for im in prepared.images
+                        if im["imgid"] == hit["hits"][0]["image_id"]
+                    ),
+                    [],
+                ),
+                "overlap_with_exact": hit.get("overlap_with_exact"),
+            }
         return result
 
     def report(self, command: str, result: dict):
@@ -555,37 +692,73 @@ class RetrievalHooks(RecipeHooks):
         from rich.console import Group
 
         metrics = ("R@1", "R@5", "R@10", "MRR@10")
-        rows = [[name, *(100 * result["t2i"][name][m] for m in metrics),
-                 100 * result["i2t"][name]["R@1"], result["rsum"][name]] for name in SCORES]
+        rows = [
+            [
+                name,
+                *(100 * result["t2i"][name][m] for m in metrics),
+                100 * result["i2t"][name]["R@1"],
+                result["rsum"][name],
+            ]
+            for name in SCORES
+        ]
         caption = None
         if isinstance(result.get("flops"), float):
             mass = result.get("sparse_mass", {}).get("special_tokens", {}).get("all_pairs")
             caption = f"sparse FLOPs {result['flops']:.3g}" + (
-                f"; sparse score on special tokens {100 * mass:.1f} %" if mass is not None else "")
-        tables = [metric_table(f"retrieval {command}: {result['split']} split ({result['method']})",
-                               ["score", "t2i R@1", "t2i R@5", "t2i R@10", "t2i MRR@10", "i2t R@1", "RSUM"], rows,
-                               caption=caption)]
+                f"; sparse score on special tokens {100 * mass:.1f} %" if mass is not None else ""
+            )
+        tables = [
+            metric_table(
+                f"retrieval {command}: {result['split']} split ({result['method']})",
+                ["score", "t2i R@1", "t2i R@5", "t2i R@10", "t2i MRR@10", "i2t R@1", "RSUM"],
+                rows,
+                caption=caption,
+            )
+        ]
         through = result.get("index")
         if through:
-            rows = [[f"{name} ({through['engine'] if name == 'index' else 'exact scorer'})",
-                     *(100 * through[name]["t2i"][m] for m in metrics),
-                     through[name]["latency"].get("p50_ms"), through[name]["latency"].get("p99_ms")]
-                    for name in ("index", "exact")]
-            tables.append(metric_table(
-                f"sparse, every query through RUN/index ({through['queries']} queries, {through['documents']} images)",
-                ["answered by", *(f"t2i {m}" for m in metrics), "p50 ms", "p99 ms"], rows,
-                caption=f"top-{through['k']} overlap with the exact scorer {through['overlap_with_exact@k']:.4f}"))
+            rows = [
+                [
+                    f"{name} ({through['engine'] if name == 'index' else 'exact scorer'})",
+                    *(100 * through[name]["t2i"][m] for m in metrics),
+                    through[name]["latency"].get("p50_ms"),
+                    through[name]["latency"].get("p99_ms"),
+                ]
+                for name in ("index", "exact")
+            ]
+            tables.append(
+                metric_table(
+                    f"sparse, every query through RUN/index ({through['queries']} queries, {through['documents']} images)",
+                    ["answered by", *(f"t2i {m}" for m in metrics), "p50 ms", "p99 ms"],
+                    rows,
+                    caption=f"top-{through['k']} overlap with the exact scorer {through['overlap_with_exact@k']:.4f}",
+                )
+            )
         compared = result.get("compare")
         if compared:
-            rows = [[name, *(f"{100 * t['mean_diff']:+.1f} (p {t['t_test_p']:.3g} / {t['randomisation_p']:.3g})"
-                             for t in (compared["scores"][name][m] for m in metrics))]
-                    for name in compared["scores"]]
-            tables.append(metric_table(f"this run minus {compared['run']}", ["score", *metrics], rows,
-                                       caption="difference in points (paired t-test p / randomisation p)"))
+            rows = [
+                [
+                    name,
+                    *(
+                        f"{100 * t['mean_diff']:+.1f} (p {t['t_test_p']:.3g} / {t['randomisation_p']:.3g})"
+                        for t in (compared["scores"][name][m] for m in metrics)
+                    ),
+                ]
+                for name in compared["scores"]
+            ]
+            tables.append(
+                metric_table(
+                    f"this run minus {compared['run']}",
+                    ["score", *metrics],
+                    rows,
+                    caption="difference in points (paired t-test p / randomisation p)",
+                )
+            )
         return Group(*tables)
 
     def bench(self, data: str | None, steps: int, rounds: int, device: str, sets: list[str] | None = None) -> dict:
         from .bench import bench_stage
+
         return bench_stage(data, steps, rounds, device, sets)
 
 
@@ -607,9 +780,12 @@ def compare_runs(ours: Path, other_run: Path, our_run: str) -> dict:
     if other_run.resolve() == Path(our_run).resolve():
         raise SkdError("--compare: that is this run; give another evaluated run", other_run)
     theirs = read_per_query(other_run / "eval" / PER_QUERY)
-    return {"run": str(other_run), "tests": "paired t-test (scipy.stats.ttest_rel) and Fisher randomisation "
-            "(scipy.stats.permutation_test, 10,000 within-query swaps or exact), two-sided, this run minus the other",
-            "scores": compare_per_query(read_per_query(ours), theirs)}
+    return {
+        "run": str(other_run),
+        "tests": "paired t-test (scipy.stats.ttest_rel) and Fisher randomisation "
+        "(scipy.stats.permutation_test, 10,000 within-query swaps or exact), two-sided, this run minus the other",
+        "scores": compare_per_query(read_per_query(ours), theirs),
+    }
 
 
 def evaluate_index(run_path: Path, cfg: RetrievalConfig, prepared: D.Prepared, model, split: str) -> dict:
@@ -621,8 +797,11 @@ def evaluate_index(run_path: Path, cfg: RetrievalConfig, prepared: D.Prepared, m
     index = LoadedIndex(run_path / "index")
     built = index.manifest.get("split")
     if built not in (split, "all"):
-        raise SkdError(f"the index holds the '{built}' images, not the '{split}' split; rebuild it with "
-                       f"`skd retrieval index --run-dir {run_path} --split {split} --overwrite`", index.folder)
+        raise SkdError(
+            f"the index holds the '{built}' images, not the '{split}' split; rebuild it with "
+            f"`skd retrieval index --run-dir {run_path} --split {split} --overwrite`",
+            index.folder,
+        )
     captions, _ = prepared.split_indices(split)
     device = next(model.parameters()).device
     with torch.no_grad():
@@ -634,8 +813,9 @@ def evaluate_index(run_path: Path, cfg: RetrievalConfig, prepared: D.Prepared, m
 
 # -- index / search / explain --------------------------------------------------------------------------------
 @restores_threads
-def index_stage(run_dir: str, split: str = "test", engine: str | None = None, sets: list[str] | None = None,
-                overwrite: bool = False) -> dict:
+def index_stage(
+    run_dir: str, split: str = "test", engine: str | None = None, sets: list[str] | None = None, overwrite: bool = False
+) -> dict:
     from .index import MANIFEST_FILE, build_index
 
     trained = load(run_dir, [*(sets or []), *([f"index.engine={engine}"] if engine else [])])
@@ -656,8 +836,13 @@ def index_stage(run_dir: str, split: str = "test", engine: str | None = None, se
     with torch.no_grad():
         _, z = model.encode_image(prepared.img_emb[images])
     z = truncate_top_terms(z, cfg.eval.truncate_topk).numpy()
-    manifest = build_index(building, [prepared.img_ids[i] for i in images.tolist()], z, cfg.index,
-                           {"split": split, "run_dir": str(run.path)})
+    manifest = build_index(
+        building,
+        [prepared.img_ids[i] for i in images.tolist()],
+        z,
+        cfg.index,
+        {"split": split, "run_dir": str(run.path)},
+    )
     if folder.exists():
         shutil.rmtree(folder)
     building.rename(folder)
@@ -670,8 +855,11 @@ def _query_vectors(cfg, prepared, model, queries: list[str], query_ids: list[str
     if queries:
         enc_path = prepared.encoder_path
         if enc_path is None:
-            raise SkdError("the dataset was imported without an encoder: text queries cannot be encoded; "
-                           "use --query-id CAPTION_ID", prepared.path)
+            raise SkdError(
+                "the dataset was imported without an encoder: text queries cannot be encoded; "
+                "use --query-id CAPTION_ID",
+                prepared.path,
+            )
         from .encoder import load_encoder
 
         encoder = load_encoder(enc_path)
@@ -699,8 +887,15 @@ def _words(prepared: D.Prepared, ids) -> list[str]:
 
 
 @restores_threads
-def search_stage(run_dir: str, queries: list[str] | None = None, queries_file: str | None = None,
-                 query_ids: list[str] | None = None, k: int = 10, exact: bool = False, validate: bool = False) -> dict:
+def search_stage(
+    run_dir: str,
+    queries: list[str] | None = None,
+    queries_file: str | None = None,
+    query_ids: list[str] | None = None,
+    k: int = 10,
+    exact: bool = False,
+    validate: bool = False,
+) -> dict:
     from .index import LoadedIndex
 
     trained = load(run_dir)
@@ -726,15 +921,27 @@ def search_stage(run_dir: str, queries: list[str] | None = None, queries_file: s
             shared = [(t, float(z[t] * v)) for t, v in zip(doc.indices.tolist(), doc.data.tolist()) if z[t] > 0]
             shared.sort(key=lambda x: -x[1])
             meta = meta_of.get(img_id, {})
-            hits.append({"rank": r + 1, "image_id": img_id, "filename": meta.get("filename"), "score": round(s, 5),
-                         "matching_terms": _words(prepared, [t for t, _ in shared[:5]])})
+            hits.append(
+                {
+                    "rank": r + 1,
+                    "image_id": img_id,
+                    "filename": meta.get("filename"),
+                    "score": round(s, 5),
+                    "matching_terms": _words(prepared, [t for t, _ in shared[:5]]),
+                }
+            )
         row = {"query": text, "engine": engine, "query_terms": int((z > 0).sum()), "hits": hits}
         if validate:
             ex, _, _ = index.search(z, k, exact=True)
             row["overlap_with_exact"] = len(set(ex.tolist()) & set(top.tolist())) / max(len(ex), 1)
         results.append(row)
-    return {"task": TASK_NAME, "index_dir": str(index.folder), "documents": len(index.doc_ids),
-            "seconds": round(time.perf_counter() - t0, 4), "results": results}
+    return {
+        "task": TASK_NAME,
+        "index_dir": str(index.folder),
+        "documents": len(index.doc_ids),
+        "seconds": round(time.perf_counter() - t0, 4),
+        "results": results,
+    }
 
 
 @restores_threads
@@ -761,6 +968,16 @@ def explain_stage(run_dir: str, item_id: str, top: int = 20, kind: str = "auto")
             raise SkdError(f"{item_id!r} is not {what} of the dataset", prepared.path)
     z = z[0]
     vals, idx = z.topk(min(top, int((z > 0).sum()) or 1))
-    terms = [{"term": w, "weight": round(float(v), 4)} for w, v in zip(_words(prepared, idx.tolist()), vals.tolist()) if v > 0]
-    return {"task": TASK_NAME, "id": item_id, "kind": kind, **described, "nonzero_terms": int((z > 0).sum()),
-            "top_terms": terms}
+    terms = [
+        {"term": w, "weight": round(float(v), 4)}
+        for w, v in zip(_words(prepared, idx.tolist()), vals.tolist())
+        if v > 0
+    ]
+    return {
+        "task": TASK_NAME,
+        "id": item_id,
+        "kind": kind,
+        **described,
+        "nonzero_terms": int((z > 0).sum()),
+        "top_terms": terms,
+    }

@@ -67,8 +67,18 @@ class EvalConfig:
 
 
 def _train_defaults() -> TrainConfig:
-    return TrainConfig(max_steps=150, batch_size=20, lr=2e-3, warmup_steps=15, eval_every=50, checkpoint_every=50,
-                       best_metric="macro_f1", best_mode="max", log_every=5, group_by_length=False)
+    return TrainConfig(
+        max_steps=150,
+        batch_size=20,
+        lr=2e-3,
+        warmup_steps=15,
+        eval_every=50,
+        checkpoint_every=50,
+        best_metric="macro_f1",
+        best_mode="max",
+        log_every=5,
+        group_by_length=False,
+    )
 
 
 @dataclass
@@ -96,7 +106,9 @@ class SleepConfig:
         if self.kd.temperature <= 0:
             raise SkdError("kd.temperature must be > 0")
         if self.model.d_model % self.model.n_heads:
-            raise SkdError(f"model.d_model={self.model.d_model} must be divisible by model.n_heads={self.model.n_heads}")
+            raise SkdError(
+                f"model.d_model={self.model.d_model} must be divisible by model.n_heads={self.model.n_heads}"
+            )
         if not 0 <= self.sampler.power <= 1:
             raise SkdError("sampler.power must be in [0, 1]")
         if self.sampler.candidates < 1:

@@ -49,12 +49,16 @@ SOURCES = ("sleep-edf", "shhs")
 PREP_FORMAT = 4  # bumped whenever what prep writes changes, so an incremental prep redoes old recordings
 DEFAULT_CHANNEL = {"sleep-edf": "EEG Fpz-Cz", "shhs": "EEG"}  # SHHS1 `EEG` = C4-A1
 SHHS_SECOND_EEG = ("EEG(sec)", "EEG2")  # C3-A2; channel_key also matches `EEG sec`, `EEG(SEC)`, `EEG 2`
-TRIM_RULE = ("wake trimmed to {m} min before the first and after the last sleep (N1-REM) epoch, on the "
-             "recording's timeline (SeriesSleepNet / DeepSleepNet rule); the kept span starts and ends on a "
-             "scored epoch")
-UNSCORED_RULE = ("?/movement/unscored epochs (SHHS 6, 9) inside the kept span stay, labelled -1: windows keep their "
-                 "real neighbours and those epochs get no loss and no metric (masked); outside the span they are "
-                 "dropped")
+TRIM_RULE = (
+    "wake trimmed to {m} min before the first and after the last sleep (N1-REM) epoch, on the "
+    "recording's timeline (SeriesSleepNet / DeepSleepNet rule); the kept span starts and ends on a "
+    "scored epoch"
+)
+UNSCORED_RULE = (
+    "?/movement/unscored epochs (SHHS 6, 9) inside the kept span stay, labelled -1: windows keep their "
+    "real neighbours and those epochs get no loss and no metric (masked); outside the span they are "
+    "dropped"
+)
 
 
 @dataclass
@@ -82,8 +86,11 @@ def selection_tokens(spec: str | None) -> tuple[list[str], dict | None]:
         tokens = [t for t in re.split(r"[\s,]+", text) if t]
         if not tokens:
             raise SkdError("--subjects file lists no recording", path)
-        return tokens, {"file": str(path.resolve()), "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-                        "entries": len(tokens)}
+        return tokens, {
+            "file": str(path.resolve()),
+            "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+            "entries": len(tokens),
+        }
     return [t.strip() for t in spec.split(",") if t.strip()], None
 
 
@@ -97,8 +104,9 @@ def parse_subjects(tokens: list[str], spec: str | None = None) -> set[int] | Non
             lo, _, hi = part.partition("-")
             out.update(range(int(lo), int(hi or lo) + 1))
     except ValueError as exc:
-        raise SkdError(f"--subjects expects Sleep-EDF subject ranges like 0-19 or 0,3,5-7 (or a file of them), "
-                       f"got '{spec}'") from exc
+        raise SkdError(
+            f"--subjects expects Sleep-EDF subject ranges like 0-19 or 0,3,5-7 (or a file of them), got '{spec}'"
+        ) from exc
     return out
 
 
@@ -119,7 +127,7 @@ def discover_sleep_edf(raw: Path, subjects: set[int] | None) -> tuple[list[RawRe
         if subjects is not None and subject not in subjects:
             continue
         found = hyps.get(key, [])
-        rid = psg.name[:-len("-PSG.edf")]
+        rid = psg.name[: -len("-PSG.edf")]
         if len(found) != 1:
             what = "no" if not found else f"{len(found)}"
             skipped.append({"id": rid, "psg": str(psg), "reason": f"{what} hypnogram file(s) {key}??-Hypnogram.edf"})
@@ -157,18 +165,22 @@ def discover_shhs(raw: Path, tokens: list[str] | None = None) -> tuple[list[RawR
             continue
         found.update({rid.lower(), subject_of(rid)})
         if rid.lower() not in xmls:
-            skipped.append({"id": rid, "psg": str(edf),
-                            "reason": f"no {rid}-nsrr.xml or {rid}-profusion.xml annotation"})
+            skipped.append(
+                {"id": rid, "psg": str(edf), "reason": f"no {rid}-nsrr.xml or {rid}-profusion.xml annotation"}
+            )
             continue
         recs.append(RawRecording(rid, edf, xmls[rid.lower()]))
     for missing in sorted((ids | numbers) - found):
-        skipped.append({"id": missing, "psg": None,
-                        "reason": "listed in --subjects but no EDF under the raw directory"})
+        skipped.append(
+            {"id": missing, "psg": None, "reason": "listed in --subjects but no EDF under the raw directory"}
+        )
     return recs, skipped
 
 
 # -- one recording ------------------------------------------------------------------------------------
-def epoch_labels_for(signal_seconds: float, hyp: Hypnogram, psg_start, path: Path, scoring: Path) -> tuple[np.ndarray, list[str]]:
+def epoch_labels_for(
+    signal_seconds: float, hyp: Hypnogram, psg_start, path: Path, scoring: Path
+) -> tuple[np.ndarray, list[str]]:
     """Align a hypnogram to its PSG: same start, covers the whole PSG; a scoring running past
     the PSG's end is cropped (the real Sleep-EDF hypnograms do, with `Sleep stage ?`)."""
     notes = []
@@ -177,10 +189,13 @@ def epoch_labels_for(signal_seconds: float, hyp: Hypnogram, psg_start, path: Pat
     n_psg = int(signal_seconds // EPOCH_SECONDS)
     n_hyp = len(hyp.labels)
     if n_hyp < n_psg:
-        raise SkdError(f"hypnogram covers {n_hyp * EPOCH_SECONDS} s but its PSG {path.name} lasts "
-                       f"{n_psg * EPOCH_SECONDS} s (wrong file pair?)", scoring)
+        raise SkdError(
+            f"hypnogram covers {n_hyp * EPOCH_SECONDS} s but its PSG {path.name} lasts "
+            f"{n_psg * EPOCH_SECONDS} s (wrong file pair?)",
+            scoring,
+        )
     if n_hyp > n_psg:
-        scored_past = int(((hyp.labels[n_psg:] >= 0)).sum())
+        scored_past = int((hyp.labels[n_psg:] >= 0).sum())
         notes.append(f"hypnogram runs {n_hyp - n_psg} epochs past the PSG end ({scored_past} scored); cropped")
     return hyp.labels[:n_psg], notes
 
@@ -189,8 +204,11 @@ def signal_epochs(sig: Signal, fs: int, path: Path) -> np.ndarray:
     """The channel in µV, resampled to `fs` (polyphase: SHHS 125 -> 100 Hz is up 4, down 5), cut
     into whole 30-s epochs (n, fs*30). A slower channel is refused: upsampling invents nothing."""
     if sig.fs < fs:
-        raise SkdError(f"channel '{sig.channel}' is sampled at {sig.fs:g} Hz, below the dataset rate {fs} Hz "
-                       f"(pass --fs {int(sig.fs)} or pick another channel)", path)
+        raise SkdError(
+            f"channel '{sig.channel}' is sampled at {sig.fs:g} Hz, below the dataset rate {fs} Hz "
+            f"(pass --fs {int(sig.fs)} or pick another channel)",
+            path,
+        )
     data = sig.data * 1e6  # mne returns volts
     ratio = Fraction(fs, 1) / Fraction(sig.fs).limit_denominator(1000)
     if ratio != 1:
@@ -199,8 +217,9 @@ def signal_epochs(sig: Signal, fs: int, path: Path) -> np.ndarray:
     return data[: n * fs * EPOCH_SECONDS].reshape(n, fs * EPOCH_SECONDS)
 
 
-def read_recording_epochs(psg: str | Path, channel: str, fs: int, normalisation: str,
-                          fallbacks: tuple[str, ...] = ()) -> tuple[Signal, np.ndarray, dict]:
+def read_recording_epochs(
+    psg: str | Path, channel: str, fs: int, normalisation: str, fallbacks: tuple[str, ...] = ()
+) -> tuple[Signal, np.ndarray, dict]:
     """The channel of a whole recording as the model sees it: read, resampled to `fs`, cut into
     30-s epochs and normalised over the whole recording (normalisation.py). Prep (then trimming)
     and `score` both call this, so both give the model the same values for the same epoch."""
@@ -230,13 +249,22 @@ def scored_span(labels: np.ndarray, trim_minutes: float) -> tuple[int, int] | No
     return first, last
 
 
-def process_recording(rec: RawRecording, source: str, channel: str, fs: int, trim_minutes: float,
-                      normalisation: str, fallbacks: tuple[str, ...] = ()) -> dict:
+def process_recording(
+    rec: RawRecording,
+    source: str,
+    channel: str,
+    fs: int,
+    trim_minutes: float,
+    normalisation: str,
+    fallbacks: tuple[str, ...] = (),
+) -> dict:
     sig, x, stats = read_recording_epochs(rec.psg, channel, fs, normalisation, fallbacks)
     warnings = []
     if sig.fallback_from:
-        warnings.append(f"channel '{sig.fallback_from}' not in the EDF: read the fallback '{sig.channel}' instead"
-                        + (" (C3-A2 instead of C4-A1)" if source == "shhs" else ""))
+        warnings.append(
+            f"channel '{sig.fallback_from}' not in the EDF: read the fallback '{sig.channel}' instead"
+            + (" (C3-A2 instead of C4-A1)" if source == "shhs" else "")
+        )
     hyp = read_shhs_xml(rec.scoring) if source == "shhs" else read_edf_hypnogram(rec.scoring)
     labels, notes = epoch_labels_for(len(sig.data) / sig.fs, hyp, sig.start, rec.psg, rec.scoring)
     n = min(len(labels), len(x))
@@ -247,10 +275,17 @@ def process_recording(rec: RawRecording, source: str, channel: str, fs: int, tri
             return {"skip": "no sleep epochs: wake trimming has nothing to anchor to (use --no-trim-wake to keep it)"}
         return {"skip": "no scored epochs"}
     first, last = span
-    return {"x": x[first:last + 1], "y": y[first:last + 1].astype(np.int64), "first_epoch": first,
-            "channel": sig.channel, "fallback_from": sig.fallback_from, "native_fs": sig.fs, "notes": notes,
-            "warnings": warnings,
-            "normalisation_stats": stats}
+    return {
+        "x": x[first : last + 1],
+        "y": y[first : last + 1].astype(np.int64),
+        "first_epoch": first,
+        "channel": sig.channel,
+        "fallback_from": sig.fallback_from,
+        "native_fs": sig.fs,
+        "notes": notes,
+        "warnings": warnings,
+        "normalisation_stats": stats,
+    }
 
 
 # -- the whole dataset ----------------------------------------------------------------------------------
@@ -271,6 +306,7 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as fh:
             np.save(fh, array)
+
     atomic_write(path, write)
 
 
@@ -284,22 +320,36 @@ def dataset_summary(params: dict, rows: list[dict]) -> dict:
     """The prep.json fields computed from the manifest rows: totals, class counts and priors, rules, fingerprint."""
     counts = np.sum([r["counts"] for r in rows], axis=0).tolist()
     fingerprint = hashlib.sha256(json.dumps([params, [(r["id"], r["epochs"]) for r in rows]]).encode()).hexdigest()[:16]
-    return {"recordings": len(rows), "epochs": sum(counts), "hours": round(sum(counts) * EPOCH_SECONDS / 3600, 3),
-            "class_counts": dict(zip(["W", "N1", "N2", "N3", "REM"], counts)),
-            "class_priors": dict(zip(["W", "N1", "N2", "N3", "REM"], [round(c / sum(counts), 4) for c in counts])),
-            "label_map": "W 0, N1 1, N2 2, N3 3 (R&K S3+S4 / SHHS codes 3+4), REM 4; "
-                         "?/movement/unscored (SHHS 6, 9) -1",
-            "unscored_rule": UNSCORED_RULE, "normalisation": describe(params["normalisation"]),
-            "fingerprint": fingerprint}
+    return {
+        "recordings": len(rows),
+        "epochs": sum(counts),
+        "hours": round(sum(counts) * EPOCH_SECONDS / 3600, 3),
+        "class_counts": dict(zip(["W", "N1", "N2", "N3", "REM"], counts)),
+        "class_priors": dict(zip(["W", "N1", "N2", "N3", "REM"], [round(c / sum(counts), 4) for c in counts])),
+        "label_map": "W 0, N1 1, N2 2, N3 3 (R&K S3+S4 / SHHS codes 3+4), REM 4; ?/movement/unscored (SHHS 6, 9) -1",
+        "unscored_rule": UNSCORED_RULE,
+        "normalisation": describe(params["normalisation"]),
+        "fingerprint": fingerprint,
+    }
 
 
 READ_ERRORS = (SkdError, OSError, ValueError)  # what makes one night unreadable; anything else is a bug
 
 
-def prepare_dataset(source: str, raw: str | Path, out: str | Path, channel: str | None = None, fs: int = 100,
-                    trim_wake: bool = True, trim_minutes: float = 30.0, subjects: str | None = None,
-                    normalisation: str = DEFAULT_NORMALISATION, fallbacks: tuple[str, ...] | None = None,
-                    overwrite: bool = False, progress: Callable[[int, int, str], None] | None = None) -> dict:
+def prepare_dataset(
+    source: str,
+    raw: str | Path,
+    out: str | Path,
+    channel: str | None = None,
+    fs: int = 100,
+    trim_wake: bool = True,
+    trim_minutes: float = 30.0,
+    subjects: str | None = None,
+    normalisation: str = DEFAULT_NORMALISATION,
+    fallbacks: tuple[str, ...] | None = None,
+    overwrite: bool = False,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> dict:
     """`fallbacks`: channels to read when `channel` is missing (None = the source's default,
     `default_fallbacks`; () = none)."""
     if source not in SOURCES:
@@ -310,21 +360,36 @@ def prepare_dataset(source: str, raw: str | Path, out: str | Path, channel: str 
     channel = channel or DEFAULT_CHANNEL[source]
     fallbacks = default_fallbacks(source, channel) if fallbacks is None else tuple(fallbacks)
     if (out / "prep.json").is_file() and not overwrite:
-        raise SkdError("already holds a prepared dataset; pass --overwrite to redo it (unchanged recordings are reused)", out)
+        raise SkdError(
+            "already holds a prepared dataset; pass --overwrite to redo it (unchanged recordings are reused)", out
+        )
     if out.is_dir() and any(out.iterdir()) and not (out / "recordings").is_dir() and not overwrite:
-        raise SkdError("directory is not empty and is not a prepared sleep dataset; pass --overwrite or pick another --out", out)
+        raise SkdError(
+            "directory is not empty and is not a prepared sleep dataset; pass --overwrite or pick another --out", out
+        )
     tokens, selection_file = selection_tokens(subjects)
     if source == "sleep-edf":
         recs, skipped = discover_sleep_edf(raw, parse_subjects(tokens, subjects))
     else:
         recs, skipped = discover_shhs(raw, tokens)
     if not recs:
-        pattern = "SC4ssNE0-PSG.edf + SC4ssNx-Hypnogram.edf" if source == "sleep-edf" else "shhs1-ID.edf + shhs1-ID-nsrr.xml"
+        pattern = (
+            "SC4ssNE0-PSG.edf + SC4ssNx-Hypnogram.edf" if source == "sleep-edf" else "shhs1-ID.edf + shhs1-ID-nsrr.xml"
+        )
         why = f"; skipped: {skipped[0]['id']}: {skipped[0]['reason']}" if skipped else ""
-        raise SkdError(f"no recordings found (expected {pattern} files{' for --subjects ' + subjects if subjects else ''})"
-                       f"{why}", raw)
-    params = {"format": PREP_FORMAT, "source": source, "channel": channel, "fallbacks": list(fallbacks), "fs": fs,
-              "trim_minutes": trim_minutes if trim_wake else 0.0, "normalisation": check_rule(normalisation)}
+        raise SkdError(
+            f"no recordings found (expected {pattern} files{' for --subjects ' + subjects if subjects else ''}){why}",
+            raw,
+        )
+    params = {
+        "format": PREP_FORMAT,
+        "source": source,
+        "channel": channel,
+        "fallbacks": list(fallbacks),
+        "fs": fs,
+        "trim_minutes": trim_minutes if trim_wake else 0.0,
+        "normalisation": check_rule(normalisation),
+    }
     folder = out / "recordings"
     folder.mkdir(parents=True, exist_ok=True)
     (out / "prep.json").unlink(missing_ok=True)  # unfinished from here on
@@ -333,8 +398,12 @@ def prepare_dataset(source: str, raw: str | Path, out: str | Path, channel: str 
         sources = [_file_id(rec.psg), _file_id(rec.scoring)]
         meta_path, x_path, y_path = folder / f"{rec.id}.json", folder / f"{rec.id}.x.npy", folder / f"{rec.id}.y.npy"
         old = json.loads(meta_path.read_text()) if meta_path.is_file() else None
-        if (old and old.get("sources") == sources and old.get("params") == params
-                and ("skip" in old or (x_path.is_file() and y_path.is_file()))):
+        if (
+            old
+            and old.get("sources") == sources
+            and old.get("params") == params
+            and ("skip" in old or (x_path.is_file() and y_path.is_file()))
+        ):
             meta, reused = old, reused + 1
         else:
             try:
@@ -342,8 +411,13 @@ def prepare_dataset(source: str, raw: str | Path, out: str | Path, channel: str 
             except READ_ERRORS as exc:  # one bad night does not stop a 5,793-night prep; it is listed
                 text = exc.format() if isinstance(exc, SkdError) else f"{rec.psg}: {exc.__class__.__name__}: {exc}"
                 done = {"skip": text.splitlines()[0] if text else exc.__class__.__name__}
-            meta = {"id": rec.id, "sources": sources, "params": params, "subject": subject_of(rec.id),
-                    "night": rec.night}
+            meta = {
+                "id": rec.id,
+                "sources": sources,
+                "params": params,
+                "subject": subject_of(rec.id),
+                "night": rec.night,
+            }
             if "skip" in done:
                 meta["skip"] = done["skip"]
                 x_path.unlink(missing_ok=True)
@@ -351,17 +425,41 @@ def prepare_dataset(source: str, raw: str | Path, out: str | Path, channel: str 
             else:
                 store_recording(folder, rec.id, done["x"], done["y"])
                 scored = done["y"][done["y"] >= 0]
-                meta.update(epochs=int(len(scored)), unscored_in_span=int(len(done["y"]) - len(scored)),
-                            first_epoch=done["first_epoch"], counts=np.bincount(scored, minlength=5).tolist(),
-                            channel=done["channel"], native_fs=done["native_fs"], notes=done["notes"],
-                            warnings=done["warnings"], fallback_from=done["fallback_from"],
-                            normalisation_stats=done["normalisation_stats"])
+                meta.update(
+                    epochs=int(len(scored)),
+                    unscored_in_span=int(len(done["y"]) - len(scored)),
+                    first_epoch=done["first_epoch"],
+                    counts=np.bincount(scored, minlength=5).tolist(),
+                    channel=done["channel"],
+                    native_fs=done["native_fs"],
+                    notes=done["notes"],
+                    warnings=done["warnings"],
+                    fallback_from=done["fallback_from"],
+                    normalisation_stats=done["normalisation_stats"],
+                )
             atomic_write_json(meta_path, meta)
         if "skip" in meta:
             failed.append({"id": rec.id, "psg": str(rec.psg), "reason": meta["skip"]})
         else:
-            rows.append({k: meta[k] for k in ("id", "subject", "night", "epochs", "unscored_in_span", "first_epoch",
-                                              "counts", "channel", "fallback_from", "native_fs", "notes", "warnings")})
+            rows.append(
+                {
+                    k: meta[k]
+                    for k in (
+                        "id",
+                        "subject",
+                        "night",
+                        "epochs",
+                        "unscored_in_span",
+                        "first_epoch",
+                        "counts",
+                        "channel",
+                        "fallback_from",
+                        "native_fs",
+                        "notes",
+                        "warnings",
+                    )
+                }
+            )
             warnings += [{"id": rec.id, "warning": w} for w in meta["warnings"]]
         if progress:
             progress(1, len(recs), f"prep {source}")
@@ -372,14 +470,25 @@ def prepare_dataset(source: str, raw: str | Path, out: str | Path, channel: str 
     skipped += failed
     atomic_write_jsonl(out / "skipped.jsonl", skipped)
     if not rows:
-        raise SkdError(f"all {len(skipped)} recordings were skipped (listed in {out / 'skipped.jsonl'}); first: "
-                       f"{failed[0]['reason']}", raw)
-    info = {**params, "raw": str(raw.resolve()), "subjects": subjects, "subjects_file": selection_file,
-            **dataset_summary(params, rows),
-            "trim_rule": TRIM_RULE.format(m=f"{trim_minutes:g}") if trim_wake else "no wake trimming",
-            "reused": reused, "skipped": len(skipped), "skipped_list": str(out / "skipped.jsonl"),
-            "channel_fallbacks": sum(1 for r in rows if r["fallback_from"]),
-            "warnings": warnings, "manifest": rows}
+        raise SkdError(
+            f"all {len(skipped)} recordings were skipped (listed in {out / 'skipped.jsonl'}); first: "
+            f"{failed[0]['reason']}",
+            raw,
+        )
+    info = {
+        **params,
+        "raw": str(raw.resolve()),
+        "subjects": subjects,
+        "subjects_file": selection_file,
+        **dataset_summary(params, rows),
+        "trim_rule": TRIM_RULE.format(m=f"{trim_minutes:g}") if trim_wake else "no wake trimming",
+        "reused": reused,
+        "skipped": len(skipped),
+        "skipped_list": str(out / "skipped.jsonl"),
+        "channel_fallbacks": sum(1 for r in rows if r["fallback_from"]),
+        "warnings": warnings,
+        "manifest": rows,
+    }
     atomic_write_json(out / "prep.json", info)
     return {k: v for k, v in info.items() if k != "manifest"} | {"out": str(out)}
 
@@ -411,8 +520,11 @@ class PreparedSleep:
             raise SkdError("not a prepared sleep dataset (no prep.json; run `skd sleep prep`, or finish it)", self.path)
         self.info = read_json(info_path)
         if self.info.get("format") != PREP_FORMAT:
-            raise SkdError(f"prepared by another skd version (format {self.info.get('format', 1)}, this one reads "
-                           f"{PREP_FORMAT}); re-run `skd sleep prep ... --overwrite`", info_path)
+            raise SkdError(
+                f"prepared by another skd version (format {self.info.get('format', 1)}, this one reads "
+                f"{PREP_FORMAT}); re-run `skd sleep prep ... --overwrite`",
+                info_path,
+            )
         self.fs = int(self.info["fs"])
         self.normalisation = self.info["normalisation"]["rule"]
         self.nights: list[Night] = []
@@ -480,8 +592,10 @@ class WindowDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         k, s = int(self.night_of[i]), int(self.starts[i])
-        return {"x": torch.from_numpy(np.array(self._signal(k)[s:s + self.seq_len])),
-                "y": torch.from_numpy(self.nights[k].y[s:s + self.seq_len].astype(np.int64))}
+        return {
+            "x": torch.from_numpy(np.array(self._signal(k)[s : s + self.seq_len])),
+            "y": torch.from_numpy(self.nights[k].y[s : s + self.seq_len].astype(np.int64)),
+        }
 
 
 def night_windows(n_epochs: int, seq_len: int, stride: int) -> list[int]:

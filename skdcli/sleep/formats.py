@@ -22,9 +22,17 @@ UNKNOWN = -1
 
 # Sleep-EDF (R&K) and AASM (e.g. HMC) hypnogram annotation texts -> W 0, N1 1, N2 2, N3 3, REM 4
 EDF_STAGE_LABELS = {
-    "Sleep stage W": 0, "Sleep stage 1": 1, "Sleep stage 2": 2, "Sleep stage 3": 3, "Sleep stage 4": 3,
-    "Sleep stage R": 4, "Sleep stage N1": 1, "Sleep stage N2": 2, "Sleep stage N3": 3,
-    "Sleep stage ?": UNKNOWN, "Movement time": UNKNOWN,
+    "Sleep stage W": 0,
+    "Sleep stage 1": 1,
+    "Sleep stage 2": 2,
+    "Sleep stage 3": 3,
+    "Sleep stage 4": 3,
+    "Sleep stage R": 4,
+    "Sleep stage N1": 1,
+    "Sleep stage N2": 2,
+    "Sleep stage N3": 3,
+    "Sleep stage ?": UNKNOWN,
+    "Movement time": UNKNOWN,
 }
 # SHHS stage codes (NSRR EventConcept "...|code" and Profusion <SleepStage>): 6 movement, 9 unscored
 SHHS_STAGE_CODES = {0: 0, 1: 1, 2: 2, 3: 3, 4: 3, 5: 4, 6: UNKNOWN, 9: UNKNOWN}
@@ -50,8 +58,11 @@ def check_edf_file(path: Path) -> None:
     sample_bytes = 3 if head[:1] == b"\xff" else 2
     expected = header_bytes + n_records * sum(samples) * sample_bytes
     if n_records >= 0 and size < expected:
-        raise SkdError(f"truncated EDF: the header promises {n_records} data records ({expected} bytes) "
-                       f"but the file has {size} bytes", path)
+        raise SkdError(
+            f"truncated EDF: the header promises {n_records} data records ({expected} bytes) "
+            f"but the file has {size} bytes",
+            path,
+        )
 
 
 def channel_key(label: str) -> str:
@@ -60,8 +71,9 @@ def channel_key(label: str) -> str:
     return re.sub(r"[\s()\[\]\-_]", "", label.lower())
 
 
-def resolve_channel(available: list[str], wanted: str, path: Path,
-                    fallbacks: tuple[str, ...] = ()) -> tuple[str, str | None]:
+def resolve_channel(
+    available: list[str], wanted: str, path: Path, fallbacks: tuple[str, ...] = ()
+) -> tuple[str, str | None]:
     """(label found, the fallback it came from or None). `wanted` is matched exactly, then by
     `channel_key`; only then, in order, each of `fallbacks`. There is no prefix matching: SHHS's
     `EEG` (C4-A1) must never silently become `EEG(sec)` (C3-A2); that substitution is a fallback
@@ -125,8 +137,10 @@ def _events_to_epochs(events: list[tuple[float, float, int]], path: Path) -> np.
     for onset, duration, label in events:
         first, count = onset / EPOCH_SECONDS, duration / EPOCH_SECONDS
         if abs(first - round(first)) > 1e-6 or abs(count - round(count)) > 1e-6 or round(count) < 1:
-            raise SkdError(f"stage annotation at {onset:g} s lasting {duration:g} s is not on the 30-s epoch grid", path)
-        labels[int(round(first)):int(round(first + count))] = label
+            raise SkdError(
+                f"stage annotation at {onset:g} s lasting {duration:g} s is not on the 30-s epoch grid", path
+            )
+        labels[int(round(first)) : int(round(first + count))] = label
     return labels
 
 
@@ -142,7 +156,9 @@ def read_edf_hypnogram(path: str | Path) -> Hypnogram:
         edf = edfio.read_edf(path)
         annotations = list(edf.annotations)
     except Exception as exc:
-        raise SkdError(f"cannot read EDF+ annotations ({exc.__class__.__name__}: {str(exc).splitlines()[0]})", path) from exc
+        raise SkdError(
+            f"cannot read EDF+ annotations ({exc.__class__.__name__}: {str(exc).splitlines()[0]})", path
+        ) from exc
     try:
         start = dt.datetime.combine(edf.startdate, edf.starttime)
     except Exception:  # anonymised start date ('X'): no clock to check against the PSG
@@ -225,6 +241,11 @@ def write_edf_hypnogram(path: str | Path, labels: np.ndarray, start: dt.datetime
 
     anns = [edfio.EdfAnnotation(i * EPOCH_SECONDS, n * EPOCH_SECONDS, STAGE_TEXT[s]) for i, n, s in runs(labels)]
     start = start or dt.datetime(1985, 1, 1)
-    edf = edfio.Edf([], annotations=anns, recording=edfio.Recording(startdate=start.date()),
-                    starttime=start.time(), data_record_duration=None)
+    edf = edfio.Edf(
+        [],
+        annotations=anns,
+        recording=edfio.Recording(startdate=start.date()),
+        starttime=start.time(),
+        data_record_duration=None,
+    )
     edf.write(path)

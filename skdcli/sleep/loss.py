@@ -30,8 +30,9 @@ def branch_divergence(logits1: torch.Tensor, logits2: torch.Tensor, kd: KDConfig
     return kd_kl_loss(logits1, logits2, direction="js", detach_teacher=False, **common)
 
 
-def siamese_self_kd_loss(logits1: torch.Tensor, logits2: torch.Tensor | None, labels: torch.Tensor,
-                         kd: KDConfig) -> tuple[torch.Tensor, dict[str, torch.Tensor | float]]:
+def siamese_self_kd_loss(
+    logits1: torch.Tensor, logits2: torch.Tensor | None, labels: torch.Tensor, kd: KDConfig
+) -> tuple[torch.Tensor, dict[str, torch.Tensor | float]]:
     """(B, L, K) logits of the two branches (logits2 None for kd.method=ce), (B, L) labels; every
     term is the mean over the scored positions (labels >= 0)."""
     k = logits1.shape[-1]

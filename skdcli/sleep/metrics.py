@@ -47,23 +47,39 @@ def metrics_from_confusion(confusion) -> dict:
     tp, true, pred = np.diag(c), c.sum(1), c.sum(0)
     denominator = true + pred
     f1 = np.divide(2 * tp, denominator, out=np.zeros_like(tp), where=denominator > 0)
-    p_o, p_e = tp.sum() / n, float((true * pred).sum()) / n ** 2
-    return {"accuracy": float(p_o), "macro_f1": float(f1.mean()),
-            "kappa": float((p_o - p_e) / (1 - p_e)) if p_e < 1 else 0.0,
-            "per_class_f1": {s: round(float(f), 4) for s, f in zip(STAGES, f1)},
-            "confusion": c.astype(int).tolist(), "epochs": int(n)}
+    p_o, p_e = tp.sum() / n, float((true * pred).sum()) / n**2
+    return {
+        "accuracy": float(p_o),
+        "macro_f1": float(f1.mean()),
+        "kappa": float((p_o - p_e) / (1 - p_e)) if p_e < 1 else 0.0,
+        "per_class_f1": {s: round(float(f), 4) for s, f in zip(STAGES, f1)},
+        "confusion": c.astype(int).tolist(),
+        "epochs": int(n),
+    }
 
 
 def cross_validation_summary(folds: list[dict]) -> dict:
     """Per-fold rows, mean ± sample std over folds, and the metrics of all folds' epochs pooled
     (the DeepSleepNet lineage reports the pooled figures; SeriesSleepNet prints both)."""
-    rows = [{"fold": k, "subjects": f.get("subjects"), "recordings": f["recordings"], "epochs": f["epochs"],
-             **{m: round(float(f[m]), 4) for m in ("accuracy", "macro_f1", "kappa")}} for k, f in enumerate(folds)]
+    rows = [
+        {
+            "fold": k,
+            "subjects": f.get("subjects"),
+            "recordings": f["recordings"],
+            "epochs": f["epochs"],
+            **{m: round(float(f[m]), 4) for m in ("accuracy", "macro_f1", "kappa")},
+        }
+        for k, f in enumerate(folds)
+    ]
     pooled = metrics_from_confusion(np.sum([f["confusion"] for f in folds], axis=0))
-    return {"folds": len(folds), "per_fold": rows, "std": "sample (ddof=1)",
-            **{m: mean_std([f[m] for f in folds]) for m in ("accuracy", "macro_f1", "kappa")},
-            "per_class_f1": {s: mean_std([f["per_class_f1"][s] for f in folds]) for s in STAGES},
-            "pooled": pooled}
+    return {
+        "folds": len(folds),
+        "per_fold": rows,
+        "std": "sample (ddof=1)",
+        **{m: mean_std([f[m] for f in folds]) for m in ("accuracy", "macro_f1", "kappa")},
+        "per_class_f1": {s: mean_std([f["per_class_f1"][s] for f in folds]) for s in STAGES},
+        "pooled": pooled,
+    }
 
 
 def sleep_statistics(hypnogram, epoch_seconds: float = 30.0) -> dict:
@@ -79,12 +95,14 @@ def sleep_statistics(hypnogram, epoch_seconds: float = 30.0) -> dict:
     minutes = epoch_seconds / 60
     sleep = np.flatnonzero((h >= 1) & (h <= 4))
     rem = np.flatnonzero(h == 4)
-    span = h[sleep[0]:sleep[-1] + 1] if len(sleep) else h[:0]
+    span = h[sleep[0] : sleep[-1] + 1] if len(sleep) else h[:0]
     tib, spt, tst = len(h) * minutes, len(span) * minutes, int(((span >= 1) & (span <= 4)).sum()) * minutes
     per_stage = {s: int((h == k).sum()) * minutes for k, s in enumerate(STAGES)}
     r = lambda v: None if v is None else round(float(v), 4)
     return {
-        "tib_min": r(tib), "spt_min": r(spt), "tst_min": r(tst),
+        "tib_min": r(tib),
+        "spt_min": r(spt),
+        "tst_min": r(tst),
         "sleep_efficiency_pct": r(100 * tst / tib) if tib else None,
         "sleep_maintenance_efficiency_pct": r(100 * tst / spt) if spt else None,
         "sleep_onset_latency_min": r(sleep[0] * minutes) if len(sleep) else None,
@@ -92,6 +110,8 @@ def sleep_statistics(hypnogram, epoch_seconds: float = 30.0) -> dict:
         "rem_latency_min": r((rem[0] - sleep[0]) * minutes) if len(rem) else None,
         "unscored_min": r(int((h < 0).sum()) * minutes),
         "minutes": {s: r(v) for s, v in per_stage.items()},
-        "percent": {s: (r(100 * v / tib) if s == "W" else (r(100 * v / tst) if tst else None)) if tib else None
-                    for s, v in per_stage.items()},
+        "percent": {
+            s: (r(100 * v / tib) if s == "W" else (r(100 * v / tst) if tst else None)) if tib else None
+            for s, v in per_stage.items()
+        },
     }

@@ -17,8 +17,15 @@ from .config import ModelConfig
 
 
 def _encoder(cfg: ModelConfig, layers: int) -> nn.TransformerEncoder:
-    layer = nn.TransformerEncoderLayer(cfg.d_model, cfg.n_heads, cfg.ff_mult * cfg.d_model, cfg.dropout,
-                                       activation="gelu", batch_first=True, norm_first=True)
+    layer = nn.TransformerEncoderLayer(
+        cfg.d_model,
+        cfg.n_heads,
+        cfg.ff_mult * cfg.d_model,
+        cfg.dropout,
+        activation="gelu",
+        batch_first=True,
+        norm_first=True,
+    )
     return nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
 
 

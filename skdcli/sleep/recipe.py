@@ -105,8 +105,9 @@ class SleepTask(Task):
         if self._last_order[0] != key:
             if id(dataset) not in self._balancers:
                 power = 0.0 if sampler.kind == "balanced" else sampler.power
-                self._balancers[id(dataset)] = WindowBalancer(dataset.epoch_labels, dataset.window_starts,
-                                                              dataset.seq_len, power, sampler.candidates)
+                self._balancers[id(dataset)] = WindowBalancer(
+                    dataset.epoch_labels, dataset.window_starts, dataset.seq_len, power, sampler.candidates
+                )
             self._last_order = (key, self._balancers[id(dataset)].order(global_batch, seed, epoch))
         return self._last_order[1]
 
@@ -116,7 +117,7 @@ class SleepTask(Task):
         if kd.method == "ce":
             return siamese_self_kd_loss(model(view()), None, y, kd)
         logits = model(torch.cat([view(), view()]))  # both branches in one pass: same weights, own dropout masks
-        return siamese_self_kd_loss(logits[: len(x)], logits[len(x):], y, kd)
+        return siamese_self_kd_loss(logits[: len(x)], logits[len(x) :], y, kd)
 
     def evaluate(self, model, loader, device) -> dict[str, float]:
         nights = loader.dataset.nights
@@ -126,8 +127,9 @@ class SleepTask(Task):
 
 
 # -- whole-night inference ---------------------------------------------------------------------------------------
-def predict_nights(model, nights: Iterable[np.ndarray], cfg: SleepConfig, device: torch.device,
-                   batch_size: int = 64) -> list[np.ndarray]:
+def predict_nights(
+    model, nights: Iterable[np.ndarray], cfg: SleepConfig, device: torch.device, batch_size: int = 64
+) -> list[np.ndarray]:
     """Per-epoch stage probabilities of each night: windows of seq_len every eval.stride epochs,
     each epoch's softmax averaged over the windows that contain it. `model` may be an exported
     program (fixed window length, any batch)."""
@@ -140,21 +142,31 @@ def predict_nights(model, nights: Iterable[np.ndarray], cfg: SleepConfig, device
         total = np.zeros((len(x), len(STAGES)))
         count = np.zeros((len(x), 1))
         for k in range(0, len(starts), batch_size):
-            chunk = starts[k:k + batch_size]
-            windows = torch.from_numpy(np.stack([x[s:s + L] for s in chunk])).to(device)
+            chunk = starts[k : k + batch_size]
+            windows = torch.from_numpy(np.stack([x[s : s + L] for s in chunk])).to(device)
             with torch.no_grad():
                 p = torch.softmax(model(windows).float(), -1).cpu().numpy()
             for s, pw in zip(chunk, p):
-                total[s:s + L] += pw
-                count[s:s + L] += 1
+                total[s : s + L] += pw
+                count[s : s + L] += 1
         out.append((total / count)[:n])
     return out
 
 
 # -- stages: what the shared train / eval / export / run commands call (engine/stages.py) -------------------
-def prep_stage(source: str, raw: str | None, out: str, channel: str | None = None, fs: int = 100,
-               trim_wake: bool = True, subjects: str | None = None, overwrite: bool = False, seed: int = 0,
-               normalisation: str = DEFAULT_NORMALISATION, fallbacks: tuple[str, ...] | None = None) -> dict:
+def prep_stage(
+    source: str,
+    raw: str | None,
+    out: str,
+    channel: str | None = None,
+    fs: int = 100,
+    trim_wake: bool = True,
+    subjects: str | None = None,
+    overwrite: bool = False,
+    seed: int = 0,
+    normalisation: str = DEFAULT_NORMALISATION,
+    fallbacks: tuple[str, ...] | None = None,
+) -> dict:
     if source not in (*SOURCES, *SYNTHETIC_SOURCES):  # the unknown name first: "needs --raw" would mislead
         raise SkdError(f"--source must be one of {', '.join((*SOURCES, *SYNTHETIC_SOURCES))}, got '{source}'")
     if source in SYNTHETIC_SOURCES:
@@ -162,16 +174,28 @@ def prep_stage(source: str, raw: str | None, out: str, channel: str | None = Non
     if not raw:
         raise SkdError(f"--source {source} needs --raw DIR")
     with progress_bar(transient=True) as bar:
-        result = prepare_dataset(source, raw, out, channel=channel, fs=fs, trim_wake=trim_wake, subjects=subjects,
-                                 normalisation=normalisation, fallbacks=fallbacks, overwrite=overwrite,
-                                 progress=progress_callback(bar))
+        result = prepare_dataset(
+            source,
+            raw,
+            out,
+            channel=channel,
+            fs=fs,
+            trim_wake=trim_wake,
+            subjects=subjects,
+            normalisation=normalisation,
+            fallbacks=fallbacks,
+            overwrite=overwrite,
+            progress=progress_callback(bar),
+        )
     for w in result["warnings"][:10]:
         console.print(f"[yellow]warning:[/] {w['id']}: {w['warning']}", highlight=False)
     if len(result["warnings"]) > 10:
         console.print(f"[yellow]... {len(result['warnings']) - 10} more warnings in {Path(out) / 'prep.json'}")
     if result["skipped"]:
-        console.print(f"[yellow]skipped {result['skipped']} recording(s), listed with the reason in "
-                      f"{result['skipped_list']}", highlight=False)
+        console.print(
+            f"[yellow]skipped {result['skipped']} recording(s), listed with the reason in {result['skipped_list']}",
+            highlight=False,
+        )
     return result
 
 
@@ -181,8 +205,9 @@ def prep_stage(source: str, raw: str | None, out: str, channel: str | None = Non
 SYNTHETIC_SOURCES = ("synthetic", "synthetic-sleep-edf")
 
 
-def write_synthetic(source: str, out: Path, seed: int = 0, overwrite: bool = False,
-                    normalisation: str = DEFAULT_NORMALISATION) -> dict:
+def write_synthetic(
+    source: str, out: Path, seed: int = 0, overwrite: bool = False, normalisation: str = DEFAULT_NORMALISATION
+) -> dict:
     from .synth import write_shhs_like, write_sleep_edf_like
 
     if (out / "prep.json").is_file() and not overwrite:
@@ -196,9 +221,14 @@ def write_synthetic(source: str, out: Path, seed: int = 0, overwrite: bool = Fal
 
 def summary_info(data: str) -> dict:
     info = read_json(Path(data) / "prep.json")
-    return {"fs": info["fs"], "channel": info["channel"], "source": info["source"],
-            "train_priors": info["class_priors"], "normalisation": info["normalisation"],
-            "trim_minutes": info["trim_minutes"]}
+    return {
+        "fs": info["fs"],
+        "channel": info["channel"],
+        "source": info["source"],
+        "train_priors": info["class_priors"],
+        "normalisation": info["normalisation"],
+        "trim_minutes": info["trim_minutes"],
+    }
 
 
 class SleepHooks(RecipeHooks):
@@ -227,22 +257,29 @@ class SleepHooks(RecipeHooks):
         folds = opts.extra.get("folds") or 0
         if folds:
             if repeats > 1 or eval_data or opts.resume:
-                raise SkdError("--folds trains and evaluates every fold itself; drop --repeats / --eval-data / "
-                               "--resume (a re-run reuses finished folds and resumes nothing else)")
+                raise SkdError(
+                    "--folds trains and evaluates every fold itself; drop --repeats / --eval-data / "
+                    "--resume (a re-run reuses finished folds and resumes nothing else)"
+                )
             if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-                raise SkdError("--folds trains the folds one after another in one process; under torchrun launch "
-                               "one `skd sleep train --set data.folds=K --set data.fold=k` per fold")
+                raise SkdError(
+                    "--folds trains the folds one after another in one process; under torchrun launch "
+                    "one `skd sleep train --set data.folds=K --set data.fold=k` per fold"
+                )
             return self.cross_validate(opts, folds)
         if repeats > 1:
             if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-                raise SkdError("--repeats trains the seeds one after another in one process; under torchrun launch "
-                               "one `skd sleep train --seed S` per seed (recipes/sleep/run.sh does)")
+                raise SkdError(
+                    "--repeats trains the seeds one after another in one process; under torchrun launch "
+                    "one `skd sleep train --seed S` per seed (recipes/sleep/run.sh does)"
+                )
             return self.repeat(opts, repeats, eval_data)
         summary = train_run(self, opts)
         if eval_data and is_main_process():
             crossed = eval_stage(self, opts.but(command="eval", data=eval_data, sets=[], extra={"cross_dataset": True}))
-            summary["cross_dataset"] = {k: v for k, v in crossed.items()
-                                        if k in ("accuracy", "macro_f1", "kappa", "per_class_f1")}
+            summary["cross_dataset"] = {
+                k: v for k, v in crossed.items() if k in ("accuracy", "macro_f1", "kappa", "per_class_f1")
+            }
         return summary
 
     def repeat(self, opts: StageOptions, repeats: int, eval_data: str | None) -> dict:
@@ -257,14 +294,28 @@ class SleepHooks(RecipeHooks):
                 console.print(f"[cyan]  finished run in {sub}: reused (--overwrite retrains)")
             else:
                 train_run(self, opts.but(run_dir=sub, seed=first + k))
-            runs.append(eval_stage(self, opts.but(command="eval", run_dir=sub, data=eval_data, sets=[],
-                                                  extra={"cross_dataset": bool(eval_data)})))
+            runs.append(
+                eval_stage(
+                    self,
+                    opts.but(
+                        command="eval", run_dir=sub, data=eval_data, sets=[], extra={"cross_dataset": bool(eval_data)}
+                    ),
+                )
+            )
         cfg = load_run_config(SleepConfig, RunDir(runs[0]["run_dir"]))
-        result = {"task": TASK_NAME, "run_dir": str(opts.run_dir), "repeats": repeats,
-                  "seeds": list(range(first, first + repeats)), "kd_method": cfg.kd.method, "sampler": cfg.sampler.kind,
-                  "eval_data": runs[0]["data"], "cross_dataset": bool(eval_data), "std": "sample (ddof=1)",
-                  **{m: mean_std([r[m] for r in runs]) for m in ("accuracy", "macro_f1", "kappa")},
-                  "per_class_f1": {s: mean_std([r["per_class_f1"][s] for r in runs]) for s in STAGES}}
+        result = {
+            "task": TASK_NAME,
+            "run_dir": str(opts.run_dir),
+            "repeats": repeats,
+            "seeds": list(range(first, first + repeats)),
+            "kd_method": cfg.kd.method,
+            "sampler": cfg.sampler.kind,
+            "eval_data": runs[0]["data"],
+            "cross_dataset": bool(eval_data),
+            "std": "sample (ddof=1)",
+            **{m: mean_std([r[m] for r in runs]) for m in ("accuracy", "macro_f1", "kappa")},
+            "per_class_f1": {s: mean_std([r["per_class_f1"][s] for r in runs]) for s in STAGES},
+        }
         atomic_write_json(Path(opts.run_dir) / "repeats.json", result)
         return result
 
@@ -287,9 +338,15 @@ class SleepHooks(RecipeHooks):
                 train_run(self, opts.but(run_dir=sub, sets=[*opts.sets, f"data.folds={folds}", f"data.fold={k}"]))
             evals.append(eval_stage(self, opts.but(command="eval", run_dir=sub, data=None, sets=[], extra={})))
         cfg = load_run_config(SleepConfig, RunDir(evals[0]["run_dir"]))
-        result = {"task": TASK_NAME, "run_dir": str(opts.run_dir), "data": evals[0]["data"], "kd_method": cfg.kd.method,
-                  "sampler": cfg.sampler.kind, "protocol": "subject-wise K-fold (sorted subjects, contiguous groups)",
-                  **cross_validation_summary(evals)}
+        result = {
+            "task": TASK_NAME,
+            "run_dir": str(opts.run_dir),
+            "data": evals[0]["data"],
+            "kd_method": cfg.kd.method,
+            "sampler": cfg.sampler.kind,
+            "protocol": "subject-wise K-fold (sorted subjects, contiguous groups)",
+            **cross_validation_summary(evals),
+        }
         atomic_write_json(Path(opts.run_dir) / "folds.json", result)
         return result
 
@@ -300,13 +357,19 @@ class SleepHooks(RecipeHooks):
         summary, info = read_json(run.summary), read_json(prep)
         train_fs, test_fs = summary.get("fs"), info.get("fs")
         if train_fs is not None and test_fs != train_fs:
-            raise SkdError(f"mismatched sampling rates: the model was trained at {train_fs} Hz but this dataset was "
-                           f"prepared at {test_fs} Hz (re-run prep with --fs {train_fs})", data_dir)
+            raise SkdError(
+                f"mismatched sampling rates: the model was trained at {train_fs} Hz but this dataset was "
+                f"prepared at {test_fs} Hz (re-run prep with --fs {train_fs})",
+                data_dir,
+            )
         train_rule = (summary.get("normalisation") or {}).get("rule")
         test_rule = info["normalisation"].get("rule") if isinstance(info.get("normalisation"), dict) else None
         if train_rule is not None and test_rule != train_rule:
-            raise SkdError(f"mismatched normalisation: the model was trained on '{train_rule}' data but this dataset "
-                           f"was prepared with '{test_rule}' (re-run prep with --normalisation {train_rule})", data_dir)
+            raise SkdError(
+                f"mismatched normalisation: the model was trained on '{train_rule}' data but this dataset "
+                f"was prepared with '{test_rule}' (re-run prep with --normalisation {train_rule})",
+                data_dir,
+            )
 
     def evaluate_run(self, trained: Trained, opts: StageOptions) -> dict:
         cfg, run, model = trained.cfg, trained.run, trained.model
@@ -322,8 +385,9 @@ class SleepHooks(RecipeHooks):
             raise SkdError("--cross-dataset needs a dataset other than the one the run trained on", data)
         split, nights = test.held_out(cfg.data) if same else ("all", test.nights)
         if not nights:
-            raise SkdError("no held-out subjects to evaluate (data.dev_fraction=0 or a single subject); pass --data",
-                           data)
+            raise SkdError(
+                "no held-out subjects to evaluate (data.dev_fraction=0 or a single subject); pass --data", data
+            )
         dev = next(model.parameters()).device
         t0 = time.perf_counter()
         probs = predict_nights(model, (n.x for n in nights), cfg, dev)
@@ -332,15 +396,27 @@ class SleepHooks(RecipeHooks):
         y_pred = np.concatenate([p.argmax(1) for p in probs])
         scores = sleep_metrics(y_true, y_pred)
         y_true, y_pred = y_true[y_true >= 0], y_pred[y_true >= 0]  # unscored epochs in a night are context only
-        return {"task": TASK_NAME, "run_dir": str(run.path), "data": str(Path(data).resolve()),
-                "cross_dataset": not same, "split": split, "recordings": len(nights),
-                "subjects": sorted({n.subject for n in nights}),
-                "kd_method": cfg.kd.method, "sampler": cfg.sampler.kind, **scores,
-                "priors": {"train": summary.get("train_priors"), "test_true": priors(y_true),
-                           "test_predicted": priors(y_pred)},
-                "train_source": summary.get("source"), "test_source": test.info.get("source"),
-                "epochs_per_second": round(len(y_true) / max(seconds, 1e-9), 1),
-                "weights": str(run.weights_for_eval())}
+        return {
+            "task": TASK_NAME,
+            "run_dir": str(run.path),
+            "data": str(Path(data).resolve()),
+            "cross_dataset": not same,
+            "split": split,
+            "recordings": len(nights),
+            "subjects": sorted({n.subject for n in nights}),
+            "kd_method": cfg.kd.method,
+            "sampler": cfg.sampler.kind,
+            **scores,
+            "priors": {
+                "train": summary.get("train_priors"),
+                "test_true": priors(y_true),
+                "test_predicted": priors(y_pred),
+            },
+            "train_source": summary.get("source"),
+            "test_source": test.info.get("source"),
+            "epochs_per_second": round(len(y_true) / max(seconds, 1e-9), 1),
+            "weights": str(run.weights_for_eval()),
+        }
 
     def eval_file(self, opts: StageOptions, result: dict) -> str:
         return "eval_cross.json" if result["cross_dataset"] else "eval.json"
@@ -353,12 +429,23 @@ class SleepHooks(RecipeHooks):
         gen = torch.Generator().manual_seed(0)
         batch = torch.export.Dim("windows", min=1, max=4096)
         return ExportSpec(
-            model, (torch.randn(2, L, S, generator=gen),), dynamic_shapes=({0: batch},),
+            model,
+            (torch.randn(2, L, S, generator=gen),),
+            dynamic_shapes=({0: batch},),
             parity_inputs=[(torch.randn(5, L, S, generator=gen),), (torch.randn(1, L, S, generator=gen),)],
-            manifest={"fs": fs, "seq_len": L, "channel": summary.get("channel"), "stages": STAGES,
-                      "eval_stride": cfg.eval.stride, "train_source": summary.get("source"),
-                      "normalisation": summary["normalisation"], "trim_minutes": summary["trim_minutes"],
-                      "inputs": [f"windows (B, {L}, {S}) float32"], "outputs": [f"logits (B, {L}, {len(STAGES)})"]})
+            manifest={
+                "fs": fs,
+                "seq_len": L,
+                "channel": summary.get("channel"),
+                "stages": STAGES,
+                "eval_stride": cfg.eval.stride,
+                "train_source": summary.get("source"),
+                "normalisation": summary["normalisation"],
+                "trim_minutes": summary["trim_minutes"],
+                "inputs": [f"windows (B, {L}, {S}) float32"],
+                "outputs": [f"logits (B, {L}, {len(STAGES)})"],
+            },
+        )
 
     def pipeline(self, p: Pipeline) -> dict:
         """Tiny default: synthetic SHHS-like -> train -> eval --cross-dataset on Sleep-EDF-like -> export -> score."""
@@ -370,39 +457,90 @@ class SleepHooks(RecipeHooks):
         scored = {}
         if first:  # stage one night with the export alone, as a user would
             hyp = next(first[0].parent.glob(first[0].name[:6] + "*-Hypnogram.edf"))
-            scored = score_stage(exported["export_dir"], str(first[0]), str(p.run.path / "score" / "hypnogram.csv"),
-                                 channel="EEG Fpz-Cz", hypnogram=str(hyp), overwrite=True)
-        return {"task": TASK_NAME, "run_dir": str(p.run.path), "kd_method": trained["kd_method"],
-                "sampler": trained["sampler"], "steps": trained["steps"], "train_seconds": trained["train_seconds"],
-                "test_data": evaluated["data"],
-                **{k: evaluated[k] for k in ("accuracy", "macro_f1", "kappa", "per_class_f1", "confusion")},
-                "priors": evaluated["priors"], "export_dir": exported["export_dir"],
-                "parity_max_abs_diff": exported["parity_max_abs_diff"], "score_png": scored.get("png")}
+            scored = score_stage(
+                exported["export_dir"],
+                str(first[0]),
+                str(p.run.path / "score" / "hypnogram.csv"),
+                channel="EEG Fpz-Cz",
+                hypnogram=str(hyp),
+                overwrite=True,
+            )
+        return {
+            "task": TASK_NAME,
+            "run_dir": str(p.run.path),
+            "kd_method": trained["kd_method"],
+            "sampler": trained["sampler"],
+            "steps": trained["steps"],
+            "train_seconds": trained["train_seconds"],
+            "test_data": evaluated["data"],
+            **{k: evaluated[k] for k in ("accuracy", "macro_f1", "kappa", "per_class_f1", "confusion")},
+            "priors": evaluated["priors"],
+            "export_dir": exported["export_dir"],
+            "parity_max_abs_diff": exported["parity_max_abs_diff"],
+            "score_png": scored.get("png"),
+        }
 
     def report(self, command: str, result: dict):
         if command == "train" and "per_fold" in result:
-            rows = [[f"fold {r['fold']}", ", ".join(r["subjects"] or []), r["epochs"], r["accuracy"], r["macro_f1"],
-                     r["kappa"]] for r in result["per_fold"]]
-            rows.append(["mean ± std", f"{result['folds']} folds", sum(r["epochs"] for r in result["per_fold"]),
-                         result["accuracy"], result["macro_f1"], result["kappa"]])
+            rows = [
+                [
+                    f"fold {r['fold']}",
+                    ", ".join(r["subjects"] or []),
+                    r["epochs"],
+                    r["accuracy"],
+                    r["macro_f1"],
+                    r["kappa"],
+                ]
+                for r in result["per_fold"]
+            ]
+            rows.append(
+                [
+                    "mean ± std",
+                    f"{result['folds']} folds",
+                    sum(r["epochs"] for r in result["per_fold"]),
+                    result["accuracy"],
+                    result["macro_f1"],
+                    result["kappa"],
+                ]
+            )
             pooled = result["pooled"]
             rows.append(["pooled", "", pooled["epochs"], pooled["accuracy"], pooled["macro_f1"], pooled["kappa"]])
-            return metric_table(f"sleep: subject-wise {result['folds']}-fold cross-validation "
-                                f"({result['kd_method']} + {result['sampler']})",
-                                ["fold", "test subjects", "epochs", "accuracy", "macro-F1", "kappa"], rows)
+            return metric_table(
+                f"sleep: subject-wise {result['folds']}-fold cross-validation "
+                f"({result['kd_method']} + {result['sampler']})",
+                ["fold", "test subjects", "epochs", "accuracy", "macro-F1", "kappa"],
+                rows,
+            )
         if command == "train" and "repeats" in result:
-            rows = [[f"{result['kd_method']} + {result['sampler']}", result["accuracy"], result["macro_f1"],
-                     result["kappa"]]]
-            return metric_table(f"sleep: {result['repeats']} seeds (mean ± std), "
-                                f"{'cross-dataset' if result['cross_dataset'] else 'dev'}",
-                                ["system", "accuracy", "macro-F1", "kappa"], rows)
+            rows = [
+                [
+                    f"{result['kd_method']} + {result['sampler']}",
+                    result["accuracy"],
+                    result["macro_f1"],
+                    result["kappa"],
+                ]
+            ]
+            return metric_table(
+                f"sleep: {result['repeats']} seeds (mean ± std), "
+                f"{'cross-dataset' if result['cross_dataset'] else 'dev'}",
+                ["system", "accuracy", "macro-F1", "kappa"],
+                rows,
+            )
         if command not in ("eval", "run"):
             return None
-        rows = [[f"{result['kd_method']} + {result['sampler']}", result["accuracy"], result["macro_f1"], result["kappa"],
-                 *(result["per_class_f1"][s] for s in STAGES)]]
+        rows = [
+            [
+                f"{result['kd_method']} + {result['sampler']}",
+                result["accuracy"],
+                result["macro_f1"],
+                result["kappa"],
+                *(result["per_class_f1"][s] for s in STAGES),
+            ]
+        ]
         where = "cross-dataset" if result.get("cross_dataset", command == "run") else result.get("split", "")
-        return metric_table(f"sleep {command}: {where}", ["system", "accuracy", "macro-F1", "kappa",
-                                                          *(f"F1 {s}" for s in STAGES)], rows)
+        return metric_table(
+            f"sleep {command}: {where}", ["system", "accuracy", "macro-F1", "kappa", *(f"F1 {s}" for s in STAGES)], rows
+        )
 
     def bench_extra(self, make, data: str, device: torch.device, steps: int, rounds: int, timed: dict) -> dict:
         """Prep throughput (hours of PSG per second through the real readers) and inference throughput
@@ -426,14 +564,31 @@ class SleepHooks(RecipeHooks):
         predict_nights(model, (n.x for n in nights), task.cfg, device)
         infer_seconds = time.perf_counter() - t0
         epochs = sum(len(n.y) for n in nights)
-        return {"prep": {"recordings": prepared["recordings"], "psg_hours": round(psg_hours, 3),
-                         "seconds": round(prep_seconds, 3), "psg_hours_per_second": round(psg_hours / prep_seconds, 2)},
-                "inference": {"epochs": epochs, "seq_len": task.cfg.data.seq_len, "stride": task.cfg.eval.stride,
-                              "seconds": round(infer_seconds, 3), "epochs_per_second": round(epochs / infer_seconds, 1)}}
+        return {
+            "prep": {
+                "recordings": prepared["recordings"],
+                "psg_hours": round(psg_hours, 3),
+                "seconds": round(prep_seconds, 3),
+                "psg_hours_per_second": round(psg_hours / prep_seconds, 2),
+            },
+            "inference": {
+                "epochs": epochs,
+                "seq_len": task.cfg.data.seq_len,
+                "stride": task.cfg.eval.stride,
+                "seconds": round(infer_seconds, 3),
+                "epochs_per_second": round(epochs / infer_seconds, 1),
+            },
+        }
 
 
-def score_stage(model_path: str, edf: str, out: str, channel: str | None = None, hypnogram: str | None = None,
-                overwrite: bool = False) -> dict:
+def score_stage(
+    model_path: str,
+    edf: str,
+    out: str,
+    channel: str | None = None,
+    hypnogram: str | None = None,
+    overwrite: bool = False,
+) -> dict:
     """Stage a new recording with an export alone: CSV (one row per 30-s epoch, probabilities),
     an EDF+ hypnogram like Sleep-EDF's, a PNG hypnogram (true vs predicted with --hypnogram), and
     the sleep statistics (metrics.sleep_statistics: TST, SE, SOL, WASO, REM latency, minutes and
@@ -469,9 +624,17 @@ def score_stage(model_path: str, edf: str, out: str, channel: str | None = None,
         writer.writerow([i, i * EPOCH_SECONDS, STAGES[s]] + [f"{v:.4f}" for v in p])
     atomic_write_text(out_csv, buf.getvalue())
     atomic_write(out_edf, lambda p: write_edf_hypnogram(p, pred, sig.start))
-    result = {"edf": str(edf), "channel": sig.channel, "epochs": int(n), "normalisation": rule["rule"],
-              "csv": str(out_csv), "hypnogram_edf": str(out_edf), "png": str(out_png), "predicted_priors": priors(pred),
-              "sleep_statistics": {"predicted": sleep_statistics(pred)}}
+    result = {
+        "edf": str(edf),
+        "channel": sig.channel,
+        "epochs": int(n),
+        "normalisation": rule["rule"],
+        "csv": str(out_csv),
+        "hypnogram_edf": str(out_edf),
+        "png": str(out_png),
+        "predicted_priors": priors(pred),
+        "sleep_statistics": {"predicted": sleep_statistics(pred)},
+    }
     true = None
     if hypnogram:
         hyp = read_shhs_xml(hypnogram) if hypnogram.lower().endswith(".xml") else read_edf_hypnogram(hypnogram)
@@ -492,10 +655,11 @@ def score_against(true: np.ndarray, pred: np.ndarray, trim_minutes: float) -> di
     if span is not None:
         first, last = span
         in_span = np.full(len(true), -1)
-        in_span[first:last + 1] = true[first:last + 1]
+        in_span[first : last + 1] = true[first : last + 1]
         s = sleep_metrics(in_span, pred)
-        out.update({k: s[k] for k in ("accuracy", "macro_f1", "kappa")}, scored_epochs=s["epochs"],
-                   trimmed_span=[first, last])
+        out.update(
+            {k: s[k] for k in ("accuracy", "macro_f1", "kappa")}, scored_epochs=s["epochs"], trimmed_span=[first, last]
+        )
     if (true >= 0).any():
         s = sleep_metrics(true, pred)
         out["whole_night"] = {**{k: s[k] for k in ("accuracy", "macro_f1", "kappa")}, "scored_epochs": s["epochs"]}
@@ -515,5 +679,3 @@ def make_tiny_datasets(root: Path, seed: int = 0) -> tuple[str, str]:
         write_sleep_edf_like(root / "raw_sleep_edf", subjects=2, nights=2, epochs=80, seed=seed + 1)
         prep_stage("sleep-edf", str(root / "raw_sleep_edf"), str(sedf), overwrite=True)
     return str(shhs), str(sedf)
-
-

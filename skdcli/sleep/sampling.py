@@ -30,8 +30,9 @@ import numpy as np
 NUM_CLASSES = 5
 
 
-def window_compositions(epoch_labels: np.ndarray, window_starts: np.ndarray, seq_len: int,
-                        num_classes: int = NUM_CLASSES) -> np.ndarray:
+def window_compositions(
+    epoch_labels: np.ndarray, window_starts: np.ndarray, seq_len: int, num_classes: int = NUM_CLASSES
+) -> np.ndarray:
     """(windows, classes) int16: how many scored epochs of each stage every window holds."""
     onehot_cum = np.zeros((len(epoch_labels) + 1, num_classes), dtype=np.int32)
     for c in range(num_classes):
@@ -49,8 +50,15 @@ def target_shares(counts: np.ndarray, power: float) -> np.ndarray:
 class WindowBalancer:
     """The per-dataset part (anchors, compositions, targets), computed once; `order()` per epoch."""
 
-    def __init__(self, epoch_labels: np.ndarray, window_starts: np.ndarray, seq_len: int, power: float,
-                 candidates: int = 4, num_classes: int = NUM_CLASSES):
+    def __init__(
+        self,
+        epoch_labels: np.ndarray,
+        window_starts: np.ndarray,
+        seq_len: int,
+        power: float,
+        candidates: int = 4,
+        num_classes: int = NUM_CLASSES,
+    ):
         labels = np.asarray(epoch_labels)
         self.starts, self.seq_len, self.candidates = np.asarray(window_starts), seq_len, candidates
         self.comp = window_compositions(labels, self.starts, seq_len, num_classes)
@@ -106,9 +114,11 @@ class WindowBalancer:
         return order
 
 
-def supervised_shares(epoch_labels: np.ndarray, window_starts: np.ndarray, seq_len: int, order: list[int],
-                      num_classes: int = NUM_CLASSES) -> np.ndarray:
+def supervised_shares(
+    epoch_labels: np.ndarray, window_starts: np.ndarray, seq_len: int, order: list[int], num_classes: int = NUM_CLASSES
+) -> np.ndarray:
     """The share of each stage among the epochs the loss sees (all scored positions of the ordered windows)."""
-    counts = window_compositions(np.asarray(epoch_labels), np.asarray(window_starts), seq_len,
-                                 num_classes)[np.asarray(order)].sum(0)
+    counts = window_compositions(np.asarray(epoch_labels), np.asarray(window_starts), seq_len, num_classes)[
+        np.asarray(order)
+    ].sum(0)
     return counts / counts.sum()

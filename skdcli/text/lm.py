@@ -45,8 +45,13 @@ class LSTMLM(nn.Module):
         super().__init__()
         self.embed = nn.Embedding(vocab_size, cfg.d_embed)
         self.drop = nn.Dropout(cfg.dropout)
-        self.rnn = nn.LSTM(cfg.d_embed, cfg.d_hidden, cfg.num_layers, batch_first=True,
-                           dropout=cfg.dropout if cfg.num_layers > 1 else 0.0)
+        self.rnn = nn.LSTM(
+            cfg.d_embed,
+            cfg.d_hidden,
+            cfg.num_layers,
+            batch_first=True,
+            dropout=cfg.dropout if cfg.num_layers > 1 else 0.0,
+        )
         # a tied output embedding lives in the input-embedding space: project the hidden state there
         self.proj = nn.Linear(cfg.d_hidden, cfg.d_embed) if cfg.tie_weights and cfg.d_hidden != cfg.d_embed else None
         self.out = nn.Linear(cfg.d_embed if self.proj is not None else cfg.d_hidden, vocab_size)
@@ -58,8 +63,13 @@ class LSTMLM(nn.Module):
     def output_embedding(self) -> torch.Tensor:
         return self.out.weight
 
-    def forward(self, ids: torch.Tensor, embed_noise: torch.Tensor | None = None,
-                state: tuple[torch.Tensor, torch.Tensor] | None = None, return_state: bool = False):
+    def forward(
+        self,
+        ids: torch.Tensor,
+        embed_noise: torch.Tensor | None = None,
+        state: tuple[torch.Tensor, torch.Tensor] | None = None,
+        return_state: bool = False,
+    ):
         """Logits (B, T, V); with ``return_state`` also the final (h, c), each (layers, B, hidden).
         ``state`` = the (h, c) to start from (None: zeros)."""
         x = self.embed(ids)
@@ -86,8 +96,9 @@ class TransformerLM(nn.Module):
         self.embed = nn.Embedding(vocab_size, cfg.d_embed)
         self.pos = nn.Embedding(cfg.max_len, cfg.d_embed)
         self.drop = nn.Dropout(cfg.dropout)
-        layer = nn.TransformerEncoderLayer(cfg.d_embed, cfg.num_heads, cfg.ff_dim, cfg.dropout, batch_first=True,
-                                           norm_first=True, activation="gelu")
+        layer = nn.TransformerEncoderLayer(
+            cfg.d_embed, cfg.num_heads, cfg.ff_dim, cfg.dropout, batch_first=True, norm_first=True, activation="gelu"
+        )
         self.blocks = nn.TransformerEncoder(layer, cfg.num_layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(cfg.d_embed)
         self.out = nn.Linear(cfg.d_embed, vocab_size)
@@ -144,7 +155,7 @@ class SequenceScorer:
         self.model, self.max_context = model, max_context
 
     def __call__(self, ids: list[int]) -> torch.Tensor:
-        ctx = ids[-self.max_context:] if self.max_context > 0 else ids
+        ctx = ids[-self.max_context :] if self.max_context > 0 else ids
         return self.model(torch.tensor([ctx], dtype=torch.long))[0, -1]
 
 
@@ -157,15 +168,22 @@ class RecurrentScorer:
         self.c = torch.zeros(num_layers, 1, hidden)
 
     def __call__(self, ids: list[int]) -> torch.Tensor:
-        for i in ids[self.seen:]:
+        for i in ids[self.seen :]:
             logits, self.h, self.c = self.step(torch.tensor([[i]], dtype=torch.long), self.h, self.c)
         self.seen = len(ids)
         return logits[0, -1]
 
 
 @torch.no_grad()
-def sample(next_logits, prompt: list[int], max_new_tokens: int, temperature: float = 1.0, top_k: int = 0,
-           stop_id: int | None = None, generator: torch.Generator | None = None) -> list[int]:
+def sample(
+    next_logits,
+    prompt: list[int],
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    stop_id: int | None = None,
+    generator: torch.Generator | None = None,
+) -> list[int]:
     """Continue ``prompt`` (ids, non-empty) token by token; ``next_logits(ids) -> (V,)`` is a
     ``SequenceScorer`` or ``RecurrentScorer`` (eager model or exported program alike).
 
@@ -186,7 +204,7 @@ def sample(next_logits, prompt: list[int], max_new_tokens: int, temperature: flo
         ids.append(nxt)
         if stop_id is not None and nxt == stop_id:
             break
-    return ids[len(prompt):]
+    return ids[len(prompt) :]
 
 
 class CarriedHiddenState(TeacherSignal):
@@ -217,8 +235,10 @@ class CarriedHiddenState(TeacherSignal):
             return torch.zeros(shape, device=device), torch.zeros(shape, device=device)
         late = columns[self.next_window[columns] != window]
         if len(late):
-            raise RuntimeError(f"truncated BPTT out of order: column {int(late[0])} holds the state for window "
-                               f"{int(self.next_window[late[0]])}, asked for {window}")
+            raise RuntimeError(
+                f"truncated BPTT out of order: column {int(late[0])} holds the state for window "
+                f"{int(self.next_window[late[0]])}, asked for {window}"
+            )
         idx = columns.to(device)
         return self.h[:, idx], self.c[:, idx]
 
@@ -237,14 +257,17 @@ class CarriedHiddenState(TeacherSignal):
         if not (dist.is_available() and dist.is_initialized()):
             return
         mine = self.owned.to(self.h.device)
-        parts = [self.h * mine[None, :, None], self.c * mine[None, :, None],
-                 (self.next_window.to(self.h.device) * mine).to(self.h.dtype).unsqueeze(0).unsqueeze(-1)]
+        parts = [
+            self.h * mine[None, :, None],
+            self.c * mine[None, :, None],
+            (self.next_window.to(self.h.device) * mine).to(self.h.dtype).unsqueeze(0).unsqueeze(-1),
+        ]
         flat = torch.cat([p.reshape(-1) for p in parts])
         dist.all_reduce(flat)  # every column belongs to exactly one rank: the sum is the union
         n_h = self.h.numel()
         self.h = flat[:n_h].view_as(self.h).clone()
-        self.c = flat[n_h:2 * n_h].view_as(self.c).clone()
-        self.next_window = flat[2 * n_h:].round().long().cpu()
+        self.c = flat[n_h : 2 * n_h].view_as(self.c).clone()
+        self.next_window = flat[2 * n_h :].round().long().cpu()
 
     def state_dict(self) -> dict[str, Any]:
         return {"h": self.h.cpu(), "c": self.c.cpu(), "next_window": self.next_window.clone()}
@@ -265,5 +288,5 @@ def stateful_logits(model: LSTMLM, columns: torch.Tensor, bptt: int) -> Iterator
     length = columns.shape[1]
     for start in range(0, length - 1, bptt):
         n = min(bptt, length - 1 - start)
-        logits, state = model(columns[:, start:start + n], state=state, return_state=True)
-        yield logits, columns[:, start + 1:start + 1 + n]
+        logits, state = model(columns[:, start : start + n], state=state, return_state=True)
+        yield logits, columns[:, start + 1 : start + 1 + n]

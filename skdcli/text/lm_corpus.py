@@ -72,7 +72,12 @@ def _candidates(source: str, split: str) -> list[str]:
         return [f"ptb.{split}.txt", f"{split}.txt"]
     if source == "wikitext2":
         names = [f"wiki.{split}.tokens", f"wiki.{split}.raw"]
-        return names + [f"wikitext-2/{n}" for n in names[:1]] + [f"wikitext-2-raw/{n}" for n in names[1:]] + [f"{split}.txt"]
+        return (
+            names
+            + [f"wikitext-2/{n}" for n in names[:1]]
+            + [f"wikitext-2-raw/{n}" for n in names[1:]]
+            + [f"{split}.txt"]
+        )
     return [f"{split}.txt"]
 
 
@@ -126,9 +131,15 @@ def synthetic_classes(num_classes: int, words_per_class: int) -> dict[str, int]:
     return {f"w{c:02d}x{i:02d}": c for c in range(num_classes) for i in range(words_per_class)}
 
 
-def generate_synthetic_corpus(out: str | Path, num_classes: int = 8, words_per_class: int = 12,
-                              sentences: tuple[int, int, int] = (800, 120, 120), min_len: int = 4,
-                              max_len: int = 14, seed: int = 0) -> Path:
+def generate_synthetic_corpus(
+    out: str | Path,
+    num_classes: int = 8,
+    words_per_class: int = 12,
+    sentences: tuple[int, int, int] = (800, 120, 120),
+    min_len: int = 4,
+    max_len: int = 14,
+    seed: int = 0,
+) -> Path:
     """Write ptb.{train,valid,test}.txt (leading space, as in PTB) and classes.json into ``out``.
 
     Each class has two successor classes (probabilities 0.7 / 0.3) chosen at random, the first
@@ -152,9 +163,17 @@ def generate_synthetic_corpus(out: str | Path, num_classes: int = 8, words_per_c
                 c = a if rng.random() < 0.7 else b
             lines.append(" " + " ".join(words) + " \n")
         atomic_write_text(out / f"ptb.{split}.txt", "".join(lines))
-    atomic_write_json(out / "classes.json", {"classes": classes, "successors": successors,
-                                             "successor_probs": [0.7, 0.3], "min_len": min_len, "max_len": max_len,
-                                             "seed": seed})
+    atomic_write_json(
+        out / "classes.json",
+        {
+            "classes": classes,
+            "successors": successors,
+            "successor_probs": [0.7, 0.3],
+            "min_len": min_len,
+            "max_len": max_len,
+            "seed": seed,
+        },
+    )
     return out
 
 
@@ -184,7 +203,11 @@ def synthetic_oracle_nll(stream: list[str], meta: dict, positions: Iterable[int]
                 p = 1.0 / n_words
             else:
                 c = classes[prev]
-                p = (1 - stop(pos)) * sum(pr for k, pr in zip(succ[c], probs) if k == classes[word]) / per_class[classes[word]]
+                p = (
+                    (1 - stop(pos))
+                    * sum(pr for k, pr in zip(succ[c], probs) if k == classes[word])
+                    / per_class[classes[word]]
+                )
             nll -= math.log(p) if p > 0 else -math.inf
             tokens += 1
         pos, prev = (0, None) if word == EOS else (pos + 1, word)
@@ -192,8 +215,16 @@ def synthetic_oracle_nll(stream: list[str], meta: dict, positions: Iterable[int]
 
 
 # -- prep ---------------------------------------------------------------------------------------------
-def prepare_lm_corpus(source: str, raw: str | Path | None, out: str | Path, *, max_vocab: int = 0,
-                      empty_lines: str = "keep", overwrite: bool = False, seed: int = 0) -> dict:
+def prepare_lm_corpus(
+    source: str,
+    raw: str | Path | None,
+    out: str | Path,
+    *,
+    max_vocab: int = 0,
+    empty_lines: str = "keep",
+    overwrite: bool = False,
+    seed: int = 0,
+) -> dict:
     """Read a raw layout (or generate the synthetic corpus) into a prepared dataset; see module doc."""
     if source not in SOURCES:
         raise SkdError(f"unknown LM source '{source}'; valid: {', '.join(SOURCES)}")
@@ -218,8 +249,12 @@ def prepare_lm_corpus(source: str, raw: str | Path | None, out: str | Path, *, m
     streams, info_splits = {}, {}
     for split, split_lines in lines.items():
         streams[split], oov = encode(split_lines, index)
-        info_splits[split] = {"file": str(files[split]), "lines": len(split_lines), "tokens": len(streams[split]),
-                              "oov_to_unk": oov}
+        info_splits[split] = {
+            "file": str(files[split]),
+            "lines": len(split_lines),
+            "tokens": len(streams[split]),
+            "oov_to_unk": oov,
+        }
     atomic_write_text(out / "vocab.txt", "".join(w + "\n" for w in vocab))
     atomic_write(out / "tokens.safetensors", lambda p: save_file(streams, str(p)))
     if classes is not None:
@@ -227,9 +262,16 @@ def prepare_lm_corpus(source: str, raw: str | Path | None, out: str | Path, *, m
     digest = hashlib.sha256()
     for split in sorted(streams):
         digest.update(split.encode() + streams[split].numpy().tobytes())
-    info = {"source": source, "raw": str(raw) if raw else str(out / "raw"), "vocab_size": len(vocab),
-            "empty_lines": empty_lines, "max_vocab": max_vocab, "splits": info_splits,
-            "fingerprint": digest.hexdigest()[:16], "has_classes": classes is not None}
+    info = {
+        "source": source,
+        "raw": str(raw) if raw else str(out / "raw"),
+        "vocab_size": len(vocab),
+        "empty_lines": empty_lines,
+        "max_vocab": max_vocab,
+        "splits": info_splits,
+        "fingerprint": digest.hexdigest()[:16],
+        "has_classes": classes is not None,
+    }
     atomic_write_json(out / PREP_MARKER, info)
     return {"out": str(out), **info}
 
@@ -291,7 +333,7 @@ class LMStreamColumns(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict:
         column, window = divmod(i, self.windows)
-        chunk = self.data[column, window * self.bptt: window * self.bptt + self.bptt + 1]
+        chunk = self.data[column, window * self.bptt : window * self.bptt + self.bptt + 1]
         n = len(chunk) - 1
         inputs = torch.full((self.bptt,), self.pad_id, dtype=torch.long)
         targets = torch.full((self.bptt,), self.pad_id, dtype=torch.long)
@@ -322,7 +364,7 @@ class LMWindows(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict:
         start = i * self.bptt
-        chunk = self.stream[start: start + self.bptt + 1]
+        chunk = self.stream[start : start + self.bptt + 1]
         n = len(chunk) - 1
         inputs = torch.full((self.bptt,), self.pad_id, dtype=torch.long)
         targets = torch.full((self.bptt,), self.pad_id, dtype=torch.long)

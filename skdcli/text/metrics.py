@@ -78,8 +78,14 @@ def bleu_tokenized(hyps: Sequence[str], refs: Sequence[str]) -> dict:
     _check_pairs(hyps, refs)
     metric = sacrebleu.BLEU(tokenize="none", lowercase=True, force=True)
     score = metric.corpus_score([h.lower() for h in hyps], [[r.lower() for r in refs]])
-    return {"bleu": score.score, "precisions": list(score.precisions), "bp": score.bp,
-            "sys_len": score.sys_len, "ref_len": score.ref_len, "signature": str(metric.get_signature())}
+    return {
+        "bleu": score.score,
+        "precisions": list(score.precisions),
+        "bp": score.bp,
+        "sys_len": score.sys_len,
+        "ref_len": score.ref_len,
+        "signature": str(metric.get_signature()),
+    }
 
 
 def bleu_sacre(hyps: Sequence[str], refs: Sequence[str], detok: bool = True, lang: str = "en") -> dict:
@@ -90,8 +96,14 @@ def bleu_sacre(hyps: Sequence[str], refs: Sequence[str], detok: bool = True, lan
         hyps, refs = [detokenize(h, lang) for h in hyps], [detokenize(r, lang) for r in refs]
     metric = sacrebleu.BLEU(tokenize="13a")
     score = metric.corpus_score(list(hyps), [list(refs)])
-    return {"bleu": score.score, "precisions": list(score.precisions), "bp": score.bp,
-            "sys_len": score.sys_len, "ref_len": score.ref_len, "signature": str(metric.get_signature())}
+    return {
+        "bleu": score.score,
+        "precisions": list(score.precisions),
+        "bp": score.bp,
+        "sys_len": score.sys_len,
+        "ref_len": score.ref_len,
+        "signature": str(metric.get_signature()),
+    }
 
 
 def chrf(hyps: Sequence[str], refs: Sequence[str], detok: bool = True, lang: str = "en") -> dict:
@@ -107,9 +119,14 @@ def translation_scores(hyps: Sequence[str], refs: Sequence[str], lang: str = "en
     """The headline figures ``bleu_tokenized``, ``bleu_sacre``, ``chrf`` (floats) and the sacreBLEU
     signature of each (``*_signature``); ``lang`` = the target language (for the detokenizer)."""
     tok, sacre, ch = bleu_tokenized(hyps, refs), bleu_sacre(hyps, refs, lang=lang), chrf(hyps, refs, lang=lang)
-    return {"bleu_tokenized": tok["bleu"], "bleu_sacre": sacre["bleu"], "chrf": ch["chrf"],
-            "bleu_tokenized_signature": tok["signature"], "bleu_sacre_signature": sacre["signature"],
-            "chrf_signature": ch["signature"]}
+    return {
+        "bleu_tokenized": tok["bleu"],
+        "bleu_sacre": sacre["bleu"],
+        "chrf": ch["chrf"],
+        "bleu_tokenized_signature": tok["signature"],
+        "bleu_sacre_signature": sacre["signature"],
+        "chrf_signature": ch["signature"],
+    }
 
 
 # -- calibration ----------------------------------------------------------------------------------------
@@ -129,8 +146,16 @@ def calibration_from_bins(count: np.ndarray, conf_sum: np.ndarray, correct_sum: 
     gap = np.abs(acc - conf)
     ece = float((count / n * gap).sum()) if n else float("nan")
     mce = float(gap[nonempty].max()) if nonempty.any() else float("nan")
-    bins = [{"lo": i / num_bins, "hi": (i + 1) / num_bins, "count": int(count[i]),
-             "accuracy": float(acc[i]), "confidence": float(conf[i])} for i in range(num_bins)]
+    bins = [
+        {
+            "lo": i / num_bins,
+            "hi": (i + 1) / num_bins,
+            "count": int(count[i]),
+            "accuracy": float(acc[i]),
+            "confidence": float(conf[i]),
+        }
+        for i in range(num_bins)
+    ]
     return {"ece": ece, "mce": mce, "num_bins": num_bins, "bins": bins}
 
 
@@ -184,8 +209,13 @@ class TokenCalibration:
         nll = self.nll_sum / self.tokens if self.tokens else float("nan")
         out = calibration_from_bins(self.count.numpy(), self.conf_sum.numpy(), self.correct_sum.numpy())
         accuracy = float(self.correct_sum.sum() / self.tokens) if self.tokens else float("nan")
-        return {"nll": nll, "ppl": perplexity(self.nll_sum, self.tokens), "accuracy": accuracy,
-                "tokens": self.tokens, **out}
+        return {
+            "nll": nll,
+            "ppl": perplexity(self.nll_sum, self.tokens),
+            "accuracy": accuracy,
+            "tokens": self.tokens,
+            **out,
+        }
 
 
 def perplexity(nll_sum: float, tokens: int) -> float:
@@ -210,8 +240,16 @@ def reliability_diagram(calibration: dict, path: str | Path, title: str = "") ->
     acc = [b["accuracy"] if b["count"] else 0.0 for b in bins]
     conf = [b["confidence"] if b["count"] else 0.0 for b in bins]
     top.bar(centers, acc, width=width * 0.95, color="#4c72b0", edgecolor="black", label="accuracy")
-    top.bar(centers, [c - a for a, c in zip(acc, conf)], bottom=acc, width=width * 0.95, color="#dd8452",
-            alpha=0.5, edgecolor="#dd8452", label="gap to confidence")
+    top.bar(
+        centers,
+        [c - a for a, c in zip(acc, conf)],
+        bottom=acc,
+        width=width * 0.95,
+        color="#dd8452",
+        alpha=0.5,
+        edgecolor="#dd8452",
+        label="gap to confidence",
+    )
     top.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfect calibration")
     top.set_ylim(0, 1)
     top.set_ylabel("accuracy")

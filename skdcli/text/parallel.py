@@ -57,8 +57,9 @@ def read_lines(path: Path) -> list[str]:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
-        raise SkdError(f"not UTF-8: byte 0x{data[exc.start]:02x} at line {line} (byte offset {exc.start})",
-                       path) from exc
+        raise SkdError(
+            f"not UTF-8: byte 0x{data[exc.start]:02x} at line {line} (byte offset {exc.start})", path
+        ) from exc
     if text.startswith("\ufeff"):
         text = text[1:]
     lines = text.split("\n")
@@ -83,8 +84,9 @@ class Pair:
 def _aligned_files(src_path: Path, tgt_path: Path) -> list[Pair]:
     src, tgt = read_lines(src_path), read_lines(tgt_path)
     if len(src) != len(tgt):
-        raise SkdError(f"misaligned parallel files: {src_path} has {len(src)} lines but {tgt_path} has "
-                       f"{len(tgt)} lines", src_path)
+        raise SkdError(
+            f"misaligned parallel files: {src_path} has {len(src)} lines but {tgt_path} has {len(tgt)} lines", src_path
+        )
     return [Pair(s, t, str(src_path), str(tgt_path), i) for i, (s, t) in enumerate(zip(src, tgt), 1)]
 
 
@@ -94,8 +96,11 @@ def detect_pair(raw: Path, src_lang: str | None, tgt_lang: str | None) -> tuple[
         return src_lang, tgt_lang
     suffixes = sorted(p.suffix[1:] for p in raw.glob("train.*") if p.suffix[1:] and p.suffix != ".json")
     if len(suffixes) != 2:
-        raise SkdError(f"expected exactly two files train.<lang> (found {len(suffixes)}: "
-                       f"{', '.join('train.' + s for s in suffixes) or 'none'}); pass --src-lang/--tgt-lang", raw)
+        raise SkdError(
+            f"expected exactly two files train.<lang> (found {len(suffixes)}: "
+            f"{', '.join('train.' + s for s in suffixes) or 'none'}); pass --src-lang/--tgt-lang",
+            raw,
+        )
     if src_lang or tgt_lang:
         given = src_lang or tgt_lang
         if given not in suffixes:
@@ -117,7 +122,9 @@ def read_iwslt_layout(raw: Path, src_lang: str, tgt_lang: str, bpe: str) -> dict
             continue
         for p in (src_path, tgt_path):
             if not p.is_file():
-                raise SkdError(f"missing {p.name} (the IWSLT layout needs {split}.{src_lang} and {split}.{tgt_lang})", p)
+                raise SkdError(
+                    f"missing {p.name} (the IWSLT layout needs {split}.{src_lang} and {split}.{tgt_lang})", p
+                )
         splits[split] = _aligned_files(src_path, tgt_path)
     if bpe == "remove":
         for pairs in splits.values():
@@ -149,14 +156,26 @@ def _read_table(path: Path, src_lang: str, tgt_lang: str) -> list[Pair]:
             if kind == "tsv":
                 first = lines[0].split("\t")
                 has_header = len(first) == 2 and {c.strip().lower() for c in first} in (
-                    {"source", "target"}, {"src", "tgt"}, {src_lang, tgt_lang})
-                for i, ln in enumerate(lines[1 if has_header else 0:], 2 if has_header else 1):
+                    {"source", "target"},
+                    {"src", "tgt"},
+                    {src_lang, tgt_lang},
+                )
+                for i, ln in enumerate(lines[1 if has_header else 0 :], 2 if has_header else 1):
                     if ln.count("\t") != 1:
                         raise SkdError(f"line {i}: expected 2 tab-separated columns, got {ln.count(chr(9)) + 1}", path)
                 features = datasets.Features({"source": datasets.Value("string"), "target": datasets.Value("string")})
-                ds = datasets.load_dataset("csv", data_files=str(path), delimiter="\t", quoting=csv.QUOTE_NONE,
-                                           column_names=["source", "target"], skiprows=1 if has_header else 0,
-                                           na_filter=False, features=features, cache_dir=cache, split="train")
+                ds = datasets.load_dataset(
+                    "csv",
+                    data_files=str(path),
+                    delimiter="\t",
+                    quoting=csv.QUOTE_NONE,
+                    column_names=["source", "target"],
+                    skiprows=1 if has_header else 0,
+                    na_filter=False,
+                    features=features,
+                    cache_dir=cache,
+                    split="train",
+                )
                 src, tgt = ds["source"], ds["target"]
                 offset = 2 if has_header else 1
             else:
@@ -165,24 +184,35 @@ def _read_table(path: Path, src_lang: str, tgt_lang: str) -> list[Pair]:
                 if "translation" in cols:
                     rows = ds["translation"]
                     if not rows or src_lang not in rows[0] or tgt_lang not in rows[0]:
-                        raise SkdError(f"'translation' objects need the keys {src_lang!r} and {tgt_lang!r} "
-                                       "(set --src-lang/--tgt-lang)", path)
+                        raise SkdError(
+                            f"'translation' objects need the keys {src_lang!r} and {tgt_lang!r} "
+                            "(set --src-lang/--tgt-lang)",
+                            path,
+                        )
                     src, tgt = [r[src_lang] for r in rows], [r[tgt_lang] for r in rows]
                 elif {src_lang, tgt_lang} <= cols:
                     src, tgt = ds[src_lang], ds[tgt_lang]
                 elif {"source", "target"} <= cols:
                     src, tgt = ds["source"], ds["target"]
                 else:
-                    raise SkdError(f"JSONL rows need the keys {src_lang!r}/{tgt_lang!r}, 'source'/'target' or "
-                                   f"'translation'; found {', '.join(sorted(cols))}", path)
+                    raise SkdError(
+                        f"JSONL rows need the keys {src_lang!r}/{tgt_lang!r}, 'source'/'target' or "
+                        f"'translation'; found {', '.join(sorted(cols))}",
+                        path,
+                    )
                 offset = 1
         except SkdError:
             raise
         except Exception as exc:  # datasets' parse errors: one line, the file named
-            raise SkdError(f"cannot read with HF datasets ({exc.__class__.__name__}: "
-                           f"{str(exc).splitlines()[0] if str(exc) else ''})", path) from exc
-    return [Pair("" if s is None else str(s), "" if t is None else str(t), str(path), str(path), i)
-            for i, (s, t) in enumerate(zip(src, tgt), offset)]
+            raise SkdError(
+                f"cannot read with HF datasets ({exc.__class__.__name__}: "
+                f"{str(exc).splitlines()[0] if str(exc) else ''})",
+                path,
+            ) from exc
+    return [
+        Pair("" if s is None else str(s), "" if t is None else str(t), str(path), str(path), i)
+        for i, (s, t) in enumerate(zip(src, tgt), offset)
+    ]
 
 
 def read_parallel_table(raw: Path, src_lang: str, tgt_lang: str) -> dict[str, list[Pair]]:
@@ -236,8 +266,9 @@ class ToyGrammar:
     synonyms: dict[str, str]
 
     @classmethod
-    def build(cls, seed: int = 1234, nouns: int = 16, verbs: int = 8, adjs: int = 8, dets: int = 3,
-              preps: int = 3) -> ToyGrammar:
+    def build(
+        cls, seed: int = 1234, nouns: int = 16, verbs: int = 8, adjs: int = 8, dets: int = 3, preps: int = 3
+    ) -> ToyGrammar:
         rng = random.Random(seed)
         taken: set[str] = set()
         sizes = {"noun": nouns, "verb": verbs, "adj": adjs, "det": dets, "prep": preps}
@@ -281,9 +312,18 @@ def _fake_bpe(sentence: str) -> str:
     return " ".join(f"{w[:2]}@@ {w[2:]}" if len(w) > 3 else w for w in sentence.split())
 
 
-def write_synthetic_pair(out_dir: str | Path, n_train: int = 2000, n_valid: int = 200, n_test: int = 200,
-                         seed: int = 0, synonym_prob: float = 0.1, src_lang: str = "de", tgt_lang: str = "en",
-                         fake_bpe: bool = False, grammar_seed: int = 1234) -> Path:
+def write_synthetic_pair(
+    out_dir: str | Path,
+    n_train: int = 2000,
+    n_valid: int = 200,
+    n_test: int = 200,
+    seed: int = 0,
+    synonym_prob: float = 0.1,
+    src_lang: str = "de",
+    tgt_lang: str = "en",
+    fake_bpe: bool = False,
+    grammar_seed: int = 1234,
+) -> Path:
     """Write the toy pair in the IWSLT layout (``train.de``/``train.en``, ``valid.*``, ``test.*``).
 
     The grammar (vocabulary, dictionary) depends on ``grammar_seed`` only; ``seed`` draws the
@@ -312,16 +352,19 @@ def _check_pairs(splits: dict[str, list[Pair]], skip_bad: bool) -> tuple[dict[st
             side = "source" if not pair.src else "target" if not pair.tgt else None
             if side:
                 if not skip_bad:
-                    raise SkdError(f"empty {side} sentence at line {pair.line} (pass --skip-bad to drop such pairs)",
-                                   pair.src_file if side == "source" else pair.tgt_file)
+                    raise SkdError(
+                        f"empty {side} sentence at line {pair.line} (pass --skip-bad to drop such pairs)",
+                        pair.src_file if side == "source" else pair.tgt_file,
+                    )
                 skipped.append({"split": split, "where": pair.origin, "reason": f"empty {side} sentence"})
                 continue
             kept[split].append(pair)
     return kept, skipped
 
 
-def _check_lengths(splits: dict[str, list[Pair]], tokenizer: TextTokenizer, max_tokens: int,
-                   skip_bad: bool, skipped: list[dict]) -> dict[str, list[Pair]]:
+def _check_lengths(
+    splits: dict[str, list[Pair]], tokenizer: TextTokenizer, max_tokens: int, skip_bad: bool, skipped: list[dict]
+) -> dict[str, list[Pair]]:
     """Every sentence must fit the model: at most ``max_tokens`` pieces (+ <s>/</s> added later)."""
     kept: dict[str, list[Pair]] = {}
     for split, pairs in splits.items():
@@ -334,19 +377,33 @@ def _check_lengths(splits: dict[str, list[Pair]], tokenizer: TextTokenizer, max_
                 side = "source" if len(s) >= len(t) else "target"
                 msg = f"{side} sentence has {longest} tokens, more than the limit of {max_tokens} (--max-tokens)"
                 if not skip_bad:
-                    raise SkdError(f"line {pair.line}: {msg}; pass --skip-bad to drop such pairs",
-                                   pair.src_file if side == "source" else pair.tgt_file)
+                    raise SkdError(
+                        f"line {pair.line}: {msg}; pass --skip-bad to drop such pairs",
+                        pair.src_file if side == "source" else pair.tgt_file,
+                    )
                 skipped.append({"split": split, "where": pair.origin, "reason": msg})
                 continue
             kept[split].append(pair)
     return kept
 
 
-def prepare_parallel(source: str, raw: str | Path | None, out: str | Path, *, vocab_size: int = 8000,
-                     model_type: str = "bpe", max_tokens: int = 256, src_lang: str | None = None,
-                     tgt_lang: str | None = None, bpe: str = "remove", skip_bad: bool = False,
-                     overwrite: bool = False, seed: int = 0, synthetic: dict | None = None,
-                     log: Callable[[str], None] | None = None) -> dict:
+def prepare_parallel(
+    source: str,
+    raw: str | Path | None,
+    out: str | Path,
+    *,
+    vocab_size: int = 8000,
+    model_type: str = "bpe",
+    max_tokens: int = 256,
+    src_lang: str | None = None,
+    tgt_lang: str | None = None,
+    bpe: str = "remove",
+    skip_bad: bool = False,
+    overwrite: bool = False,
+    seed: int = 0,
+    synthetic: dict | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict:
     """Read ``source`` from ``raw`` and write the prepared dataset into ``out`` (module doc)."""
     if source not in SOURCES:
         raise SkdError(f"unknown source '{source}'; choose one of {', '.join(SOURCES)}")
@@ -376,8 +433,9 @@ def prepare_parallel(source: str, raw: str | Path | None, out: str | Path, *, vo
     if not splits["train"]:
         raise SkdError("no training pairs", raw)
     log(f"training a joint sentencepiece {model_type} model (vocab {vocab_size}) on {len(splits['train'])} pairs")
-    tokenizer = TextTokenizer.train([p.src for p in splits["train"]] + [p.tgt for p in splits["train"]],
-                                    vocab_size, model_type)
+    tokenizer = TextTokenizer.train(
+        [p.src for p in splits["train"]] + [p.tgt for p in splits["train"]], vocab_size, model_type
+    )
     splits = _check_lengths(splits, tokenizer, max_tokens, skip_bad, skipped)
     # Write everything, prep.json last: its presence marks a complete dataset.
     out.mkdir(parents=True, exist_ok=True)
@@ -394,10 +452,19 @@ def prepare_parallel(source: str, raw: str | Path | None, out: str | Path, *, vo
         atomic_write_jsonl(out / "skipped.jsonl", skipped)
     elif (out / "skipped.jsonl").exists():
         (out / "skipped.jsonl").unlink()
-    info = {"source": source, "raw": str(raw.resolve()), "src_lang": src_lang, "tgt_lang": tgt_lang,
-            "bpe": bpe, "bpe_marker": BPE_MARKER if bpe == "keep" else "", "max_tokens": max_tokens,
-            "counts": {s: len(p) for s, p in splits.items()}, "skipped": len(skipped),
-            "tokenizer": tokenizer.info(), "fingerprint": digest.hexdigest()[:16]}
+    info = {
+        "source": source,
+        "raw": str(raw.resolve()),
+        "src_lang": src_lang,
+        "tgt_lang": tgt_lang,
+        "bpe": bpe,
+        "bpe_marker": BPE_MARKER if bpe == "keep" else "",
+        "max_tokens": max_tokens,
+        "counts": {s: len(p) for s, p in splits.items()},
+        "skipped": len(skipped),
+        "tokenizer": tokenizer.info(),
+        "fingerprint": digest.hexdigest()[:16],
+    }
     atomic_write_json(out / PREP_FILE, info)
     return {"out": str(out), **info}
 
@@ -452,15 +519,19 @@ class ParallelDataset:
     (prep already enforced the limit; this guards datasets prepared for a bigger model).
     """
 
-    def __init__(self, src: list[str], tgt: list[str], tokenizer: TextTokenizer, max_tokens: int,
-                 where: str | Path = ""):
+    def __init__(
+        self, src: list[str], tgt: list[str], tokenizer: TextTokenizer, max_tokens: int, where: str | Path = ""
+    ):
         self.src_text, self.tgt_text = src, tgt
         self.src = [ids + [tokenizer.eos_id] for ids in tokenizer.encode_batch(src)]
         self.tgt = tokenizer.encode_batch(tgt)
         for i, (s, t) in enumerate(zip(self.src, self.tgt), 1):
             if len(s) > max_tokens + 1 or len(t) > max_tokens:
-                raise SkdError(f"sentence pair {i} has {max(len(s) - 1, len(t))} tokens, more than the model's "
-                               f"limit of {max_tokens} (model.max_positions - 2)", where or None)
+                raise SkdError(
+                    f"sentence pair {i} has {max(len(s) - 1, len(t))} tokens, more than the model's "
+                    f"limit of {max_tokens} (model.max_positions - 2)",
+                    where or None,
+                )
 
     def __len__(self) -> int:
         return len(self.src)
@@ -490,8 +561,9 @@ class ParallelTaskData:
     def dataset(self, split: str) -> ParallelDataset:
         if split not in self._datasets:
             src, tgt = self.data.split(split)
-            self._datasets[split] = ParallelDataset(src, tgt, self.tokenizer, self.max_tokens,
-                                                    self.data.root / f"{split}.src")
+            self._datasets[split] = ParallelDataset(
+                src, tgt, self.tokenizer, self.max_tokens, self.data.root / f"{split}.src"
+            )
         return self._datasets[split]
 
     def train_dataset(self) -> ParallelDataset:
@@ -516,7 +588,9 @@ def collate_parallel(items: list[dict], pad: int = 0, bos: int = 2, eos: int = 3
         width = max(len(r) for r in rows)
         return torch.tensor([r + [pad] * (width - len(r)) for r in rows], dtype=torch.long)
 
-    return {"index": torch.tensor([it["index"] for it in items], dtype=torch.long),
-            "src": pad_to([it["src"] for it in items]),
-            "tgt_in": pad_to([[bos] + it["tgt"] for it in items]),
-            "tgt_out": pad_to([it["tgt"] + [eos] for it in items])}
+    return {
+        "index": torch.tensor([it["index"] for it in items], dtype=torch.long),
+        "src": pad_to([it["src"] for it in items]),
+        "tgt_in": pad_to([[bos] + it["tgt"] for it in items]),
+        "tgt_out": pad_to([it["tgt"] + [eos] for it in items]),
+    }

@@ -51,6 +51,7 @@ FAIRSEQ_POSITION_OFFSET = 2  # fairseq numbers positions from padding_idx + 1, w
 @dataclass
 class Seq2SeqConfig:
     """The model block of a recipe config (nlg-smooth ``model``, nlp-embed ``nmt``)."""
+
     arch: str = "fairseq"  # fairseq: transformer_iwslt_de_en's layout (post-LN, fairseq init) | prenorm (module doc)
     d_model: int = 64
     num_heads: int = 4
@@ -71,6 +72,7 @@ class Seq2SeqConfig:
 @dataclass
 class Seq2SeqSizes(Seq2SeqConfig):
     """A ``Seq2SeqConfig`` plus the vocabulary size: everything the model's shape depends on."""
+
     vocab_size: int = 0
 
 
@@ -99,9 +101,14 @@ class Attention(nn.Module):
     def forward(self, x: Tensor, memory: Tensor, mask: Tensor | None = None, causal: bool = False) -> Tensor:
         b, t, d = x.shape
         split = lambda y: y.view(b, y.shape[1], self.heads, d // self.heads).transpose(1, 2)  # noqa: E731
-        y = F.scaled_dot_product_attention(split(self.q(x)), split(self.k(memory)), split(self.v(memory)),
-                                           attn_mask=mask, is_causal=causal,
-                                           dropout_p=self.dropout if self.training else 0.0)
+        y = F.scaled_dot_product_attention(
+            split(self.q(x)),
+            split(self.k(memory)),
+            split(self.v(memory)),
+            attn_mask=mask,
+            is_causal=causal,
+            dropout_p=self.dropout if self.training else 0.0,
+        )
         return self.out(y.transpose(1, 2).reshape(b, t, d))
 
 
@@ -169,12 +176,13 @@ class Seq2SeqTransformer(nn.Module):
         self.embed = nn.Embedding(s.vocab_size, s.d_model, padding_idx=PAD_ID)  # encoder's (shared: also decoder's)
         self.tgt_embed = self.embed if s.share_embeddings else nn.Embedding(s.vocab_size, s.d_model, padding_idx=PAD_ID)
         for table in (self.embed, self.tgt_embed):
-            nn.init.normal_(table.weight, std=s.d_model ** -0.5)
+            nn.init.normal_(table.weight, std=s.d_model**-0.5)
             with torch.no_grad():
                 table.weight[PAD_ID].zero_()
         self.position_offset = FAIRSEQ_POSITION_OFFSET if fairseq else 0
-        self.register_buffer("positions", sinusoidal_positions(s.max_positions + self.position_offset, s.d_model),
-                             persistent=False)
+        self.register_buffer(
+            "positions", sinusoidal_positions(s.max_positions + self.position_offset, s.d_model), persistent=False
+        )
         self.drop = nn.Dropout(s.dropout)
         self.encoder = nn.ModuleList(EncoderLayer(s) for _ in range(s.encoder_layers))
         self.decoder = nn.ModuleList(DecoderLayer(s) for _ in range(s.decoder_layers))
@@ -183,11 +191,11 @@ class Seq2SeqTransformer(nn.Module):
         self.dec_norm = None if fairseq else nn.LayerNorm(s.d_model)
         self.output = None if s.tie_output else nn.Linear(s.d_model, s.vocab_size, bias=False)
         if self.output is not None and fairseq:
-            nn.init.normal_(self.output.weight, std=s.d_model ** -0.5)
+            nn.init.normal_(self.output.weight, std=s.d_model**-0.5)
 
     def _embed(self, table: nn.Embedding, ids: Tensor) -> Tensor:
         start = self.position_offset
-        x = table(ids) * math.sqrt(self.sizes.d_model) + self.positions[start: start + ids.shape[1]]
+        x = table(ids) * math.sqrt(self.sizes.d_model) + self.positions[start : start + ids.shape[1]]
         return self.drop(x)
 
     def encode(self, src_ids: Tensor) -> tuple[Tensor, Tensor]:
@@ -268,8 +276,9 @@ def greedy_search(next_log_probs: Callable[[Tensor, Tensor], Tensor], src: Tenso
 
 
 @torch.no_grad()
-def beam_search(next_log_probs: Callable[[Tensor, Tensor], Tensor], src: Tensor, beam: int, max_len: int,
-                lenpen: float = 1.0) -> list[list[int]]:
+def beam_search(
+    next_log_probs: Callable[[Tensor, Tensor], Tensor], src: Tensor, beam: int, max_len: int, lenpen: float = 1.0
+) -> list[list[int]]:
     """Beam search; the best finished hypothesis by sum(log p) / len**lenpen (len includes </s>).
 
     A sentence stops when ``beam`` hypotheses have finished; at ``max_len`` the open ones are

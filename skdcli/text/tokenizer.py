@@ -53,8 +53,9 @@ class TextTokenizer:
         self.model_type = model_type
 
     @classmethod
-    def train(cls, texts: Iterable[str], vocab_size: int, model_type: str = "bpe",
-              num_threads: int | None = None) -> TextTokenizer:
+    def train(
+        cls, texts: Iterable[str], vocab_size: int, model_type: str = "bpe", num_threads: int | None = None
+    ) -> TextTokenizer:
         """Train on ``texts`` (one sentence each; blank ones are skipped)."""
         if model_type not in MODEL_TYPES:
             raise SkdError(f"unknown tokenizer model type {model_type!r}; choose one of {', '.join(MODEL_TYPES)}")
@@ -63,17 +64,34 @@ class TextTokenizer:
             raise SkdError("no sentences to train the sentencepiece tokenizer on")
         chars = set("".join(corpus)) - {" "}
         if model_type != "word" and vocab_size < len(chars) + 4:
-            raise SkdError(f"vocab_size {vocab_size} is too small for the {len(chars)} distinct characters of the "
-                           f"training text; use at least {len(chars) + 4}")
+            raise SkdError(
+                f"vocab_size {vocab_size} is too small for the {len(chars)} distinct characters of the "
+                f"training text; use at least {len(chars) + 4}"
+            )
         model = io.BytesIO()
         try:
             spm.SentencePieceTrainer.train(
-                sentence_iterator=iter(corpus), model_writer=model, model_type=model_type,
-                vocab_size=vocab_size, hard_vocab_limit=False, character_coverage=1.0,
-                normalization_rule_name="identity", pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID,
-                pad_piece=PAD, unk_piece=UNK, bos_piece=BOS, eos_piece=EOS, unk_surface=UNK,
-                input_sentence_size=0, max_sentence_length=1 << 16,
-                num_threads=num_threads or min(8, os.cpu_count() or 1), minloglevel=2)
+                sentence_iterator=iter(corpus),
+                model_writer=model,
+                model_type=model_type,
+                vocab_size=vocab_size,
+                hard_vocab_limit=False,
+                character_coverage=1.0,
+                normalization_rule_name="identity",
+                pad_id=PAD_ID,
+                unk_id=UNK_ID,
+                bos_id=BOS_ID,
+                eos_id=EOS_ID,
+                pad_piece=PAD,
+                unk_piece=UNK,
+                bos_piece=BOS,
+                eos_piece=EOS,
+                unk_surface=UNK,
+                input_sentence_size=0,
+                max_sentence_length=1 << 16,
+                num_threads=num_threads or min(8, os.cpu_count() or 1),
+                minloglevel=2,
+            )
         except RuntimeError as exc:
             raise SkdError(f"sentencepiece training failed: {exc}") from exc
         return cls(model.getvalue(), model_type)
@@ -88,8 +106,9 @@ class TextTokenizer:
         return ([BOS_ID] if add_bos else []) + ids + ([EOS_ID] if add_eos else [])
 
     def encode_batch(self, texts: Sequence[str], add_bos: bool = False, add_eos: bool = False) -> list[list[int]]:
-        return [([BOS_ID] if add_bos else []) + ids + ([EOS_ID] if add_eos else [])
-                for ids in self._sp.encode(list(texts))]
+        return [
+            ([BOS_ID] if add_bos else []) + ids + ([EOS_ID] if add_eos else []) for ids in self._sp.encode(list(texts))
+        ]
 
     def decode(self, ids: Iterable[int]) -> str:
         """Text of an id sequence: stops at the first </s>, skips <pad> and <s>."""
@@ -113,8 +132,16 @@ class TextTokenizer:
 
     def info(self) -> dict:
         """What ``tokenizer.json`` holds; also copied into the dataset's prep.json."""
-        return {"kind": "sentencepiece", "model": SPM_FILE, "model_type": self.model_type,
-                "vocab_size": self.vocab_size, "pad_id": PAD_ID, "unk_id": UNK_ID, "bos_id": BOS_ID, "eos_id": EOS_ID}
+        return {
+            "kind": "sentencepiece",
+            "model": SPM_FILE,
+            "model_type": self.model_type,
+            "vocab_size": self.vocab_size,
+            "pad_id": PAD_ID,
+            "unk_id": UNK_ID,
+            "bos_id": BOS_ID,
+            "eos_id": EOS_ID,
+        }
 
     def save(self, out_dir: str | Path) -> Path:
         """Write ``spm.model`` + ``tokenizer.json`` into ``out_dir`` (atomically); returns the json path."""
@@ -123,7 +150,9 @@ class TextTokenizer:
         return atomic_write_json(out_dir / TOKENIZER_FILE, {**self.info(), "sha256": file_sha256(out_dir / SPM_FILE)})
 
 
-def train_tokenizer(texts: Iterable[str], out_dir: str | Path, vocab_size: int, model_type: str = "bpe") -> TextTokenizer:
+def train_tokenizer(
+    texts: Iterable[str], out_dir: str | Path, vocab_size: int, model_type: str = "bpe"
+) -> TextTokenizer:
     """Train a tokenizer on ``texts`` and save it into ``out_dir``."""
     tokenizer = TextTokenizer.train(texts, vocab_size, model_type)
     Path(out_dir).mkdir(parents=True, exist_ok=True)

@@ -46,9 +46,19 @@ def max_output_len(src_width: int, decode: DecodeOptions, max_positions: int) ->
     return max(1, min(int(decode.max_len_a * src_width + decode.max_len_b), max_positions - 2))
 
 
-def score_translation(model: Seq2SeqTransformer, batches: Iterable[dict], device: torch.device,
-                      tokenizer: TextTokenizer, dataset: ParallelDataset, decode: DecodeOptions, *,
-                      ece_bins: int = 10, decode_max: int = 0, keep_bpe: bool = False, lang: str = "en") -> dict:
+def score_translation(
+    model: Seq2SeqTransformer,
+    batches: Iterable[dict],
+    device: torch.device,
+    tokenizer: TextTokenizer,
+    dataset: ParallelDataset,
+    decode: DecodeOptions,
+    *,
+    ece_bins: int = 10,
+    decode_max: int = 0,
+    keep_bpe: bool = False,
+    lang: str = "en",
+) -> dict:
     """Teacher-forced NLL / ECE / MCE / accuracy on all batches, and BLEU / sacreBLEU / chrF of the
     first ``decode_max`` decoded sentences (0 = all, < 0 = no decoding). ``lang`` = the target
     language (Moses detokenizer). Returns ``metrics`` (floats), ``signatures`` (sacreBLEU's),
@@ -81,23 +91,42 @@ def score_translation(model: Seq2SeqTransformer, batches: Iterable[dict], device
     if hyps:
         scores = translation_scores(hyps, refs, lang)
         metrics.update(bleu=scores["bleu_tokenized"], bleu_sacre=scores["bleu_sacre"], chrf=scores["chrf"])
-        signatures = {"bleu": scores["bleu_tokenized_signature"], "bleu_sacre": scores["bleu_sacre_signature"],
-                      "chrf": scores["chrf_signature"]}
-    return {"metrics": metrics, "signatures": signatures, "calibration": calibration, "hyps": hyps, "refs": refs,
-            "srcs": srcs}
+        signatures = {
+            "bleu": scores["bleu_tokenized_signature"],
+            "bleu_sacre": scores["bleu_sacre_signature"],
+            "chrf": scores["chrf_signature"],
+        }
+    return {
+        "metrics": metrics,
+        "signatures": signatures,
+        "calibration": calibration,
+        "hyps": hyps,
+        "refs": refs,
+        "srcs": srcs,
+    }
 
 
-BLEU_CONVENTION = ("bleu: tokenized, case-insensitive (fairseq/IWSLT: sacrebleu tokenize=none on lowercased text); "
-                   "bleu_sacre: sacreBLEU 13a, case-sensitive, on Moses-detokenized text (sacremoses)")
+BLEU_CONVENTION = (
+    "bleu: tokenized, case-insensitive (fairseq/IWSLT: sacrebleu tokenize=none on lowercased text); "
+    "bleu_sacre: sacreBLEU 13a, case-sensitive, on Moses-detokenized text (sacremoses)"
+)
 
 
 def _is_lowercase(texts: list[str]) -> bool:
     return all(t == t.lower() for t in texts[:2000])
 
 
-def translation_export_spec(model: Seq2SeqTransformer, tokenizer: TextTokenizer, dataset: ParallelDataset, *,
-                            data_info: dict, train_texts: tuple[list[str], list[str]], decode: DecodeOptions,
-                            manifest: dict | None = None, result_keys: tuple[str, ...] = ()) -> ExportSpec:
+def translation_export_spec(
+    model: Seq2SeqTransformer,
+    tokenizer: TextTokenizer,
+    dataset: ParallelDataset,
+    *,
+    data_info: dict,
+    train_texts: tuple[list[str], list[str]],
+    decode: DecodeOptions,
+    manifest: dict | None = None,
+    result_keys: tuple[str, ...] = (),
+) -> ExportSpec:
     """The engine's ``ExportSpec`` of a ``TranslationProgram`` with dynamic batch and lengths;
     ``dataset`` gives the example and parity inputs (a few pairs, a batch of one, a one-token
     prefix). ``manifest`` adds recipe entries (e.g. the training method)."""
@@ -115,20 +144,39 @@ def translation_export_spec(model: Seq2SeqTransformer, tokenizer: TextTokenizer,
         return {"tokenizer": "tokenizer"}
 
     return ExportSpec(
-        TranslationProgram(model).eval(), (example["src"], example["tgt_in"]),
+        TranslationProgram(model).eval(),
+        (example["src"], example["tgt_in"]),
         dynamic_shapes=({0: batch, 1: src_len}, {0: batch, 1: tgt_len}),
-        parity_inputs=[(parity["src"], parity["tgt_in"]), (single["src"], single["tgt_in"]),
-                       (single["src"], single["tgt_in"][:, :1])],
-        write_files=write_files, result_keys=("interface", *result_keys),
-        manifest={"interface": INTERFACE, "src_lang": data_info.get("src_lang"), "tgt_lang": data_info.get("tgt_lang"),
-                  "lowercase": _is_lowercase(train_texts[0]) and _is_lowercase(train_texts[1]),
-                  "bpe": data_info.get("bpe", "remove"), "max_positions": limit, "decoding": asdict(decode),
-                  "model": {"arch": model.sizes.arch, "d_model": model.sizes.d_model,
-                            "encoder_layers": model.sizes.encoder_layers, "decoder_layers": model.sizes.decoder_layers},
-                  "inputs": ["src_ids (B, S) int64: pieces + </s>, padded with 0",
-                             "tgt_ids (B, T) int64: <s> + prefix, padded with 0"],
-                  "outputs": ["log_probs (B, T, V) float32: next-token log-probabilities"],
-                  "special_ids": {"pad": PAD_ID, "unk": 1, "bos": 2, "eos": EOS_ID}, **(manifest or {})})
+        parity_inputs=[
+            (parity["src"], parity["tgt_in"]),
+            (single["src"], single["tgt_in"]),
+            (single["src"], single["tgt_in"][:, :1]),
+        ],
+        write_files=write_files,
+        result_keys=("interface", *result_keys),
+        manifest={
+            "interface": INTERFACE,
+            "src_lang": data_info.get("src_lang"),
+            "tgt_lang": data_info.get("tgt_lang"),
+            "lowercase": _is_lowercase(train_texts[0]) and _is_lowercase(train_texts[1]),
+            "bpe": data_info.get("bpe", "remove"),
+            "max_positions": limit,
+            "decoding": asdict(decode),
+            "model": {
+                "arch": model.sizes.arch,
+                "d_model": model.sizes.d_model,
+                "encoder_layers": model.sizes.encoder_layers,
+                "decoder_layers": model.sizes.decoder_layers,
+            },
+            "inputs": [
+                "src_ids (B, S) int64: pieces + </s>, padded with 0",
+                "tgt_ids (B, T) int64: <s> + prefix, padded with 0",
+            ],
+            "outputs": ["log_probs (B, T, V) float32: next-token log-probabilities"],
+            "special_ids": {"pad": PAD_ID, "unk": 1, "bos": 2, "eos": EOS_ID},
+            **(manifest or {}),
+        },
+    )
 
 
 class Translator:
@@ -141,9 +189,12 @@ class Translator:
             raise SkdError(f"not a translation export (interface={self.manifest.get('interface')})", folder)
         self.tokenizer = load_tokenizer(folder / self.manifest["tokenizer"])
         saved = self.manifest["decoding"]
-        self.decode = DecodeOptions(beam_size=beam_size or saved["beam_size"],
-                                    lenpen=saved["lenpen"] if lenpen is None else lenpen,
-                                    max_len_a=saved["max_len_a"], max_len_b=saved["max_len_b"])
+        self.decode = DecodeOptions(
+            beam_size=beam_size or saved["beam_size"],
+            lenpen=saved["lenpen"] if lenpen is None else lenpen,
+            max_len_a=saved["max_len_a"],
+            max_len_b=saved["max_len_b"],
+        )
         if self.decode.beam_size < 1:
             raise SkdError(f"--beam-size must be >= 1, got {self.decode.beam_size}")
         self.max_positions = self.manifest["max_positions"]
@@ -157,8 +208,9 @@ class Translator:
         todo = [(i, self.tokenizer.encode(t)) for i, t in enumerate(texts) if t]
         for i, ids in todo:
             if len(ids) > self.max_tokens:
-                raise SkdError(f"line {first_line + i}: {len(ids)} tokens, more than the model's limit of "
-                               f"{self.max_tokens}", where)
+                raise SkdError(
+                    f"line {first_line + i}: {len(ids)} tokens, more than the model's limit of {self.max_tokens}", where
+                )
         out = [""] * len(texts)
         if todo:
             src = pad_batch([ids + [EOS_ID] for _, ids in todo])
@@ -170,8 +222,14 @@ class Translator:
         return out
 
 
-def translate_texts(translator: Translator, texts: list[str], detok: bool = False, batch_size: int = 16,
-                    stdin: TextIO | None = None, stream: TextIO | None = None) -> dict:
+def translate_texts(
+    translator: Translator,
+    texts: list[str],
+    detok: bool = False,
+    batch_size: int = 16,
+    stdin: TextIO | None = None,
+    stream: TextIO | None = None,
+) -> dict:
     """Translate ``texts``, or (none given) stdin line by line; ``stream`` gets one output line per
     input line (empty lines stay empty). ``detok`` runs the Moses detokenizer of the target language."""
     post: Callable[[str], str] = (lambda s: detokenize(s, translator.tgt_lang)) if detok else (lambda s: s)
@@ -198,5 +256,4 @@ def translate_texts(translator: Translator, texts: list[str], detok: bool = Fals
                 batch, first = [], n + 1
         if batch:
             emit(batch, "<stdin>", first)
-    return {"beam_size": translator.decode.beam_size, "lenpen": translator.decode.lenpen,
-            "translations": results}
+    return {"beam_size": translator.decode.beam_size, "lenpen": translator.decode.lenpen, "translations": results}
