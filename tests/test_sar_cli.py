@@ -328,3 +328,22 @@ def test_drrnet_offline_teacher_from_a_file(sar_data: Path, sar_run: Path, tmp_p
     )
     rows = [json.loads(x) for x in (tmp_path / "f" / "metrics.jsonl").read_text().splitlines()]
     assert all(r["teacher/offline_ready"] == 1.0 and r["loss/kl_offline"] > 0 for r in rows if r["split"] == "train")
+
+
+def test_run_over_seeds_reports_mean_and_std(sar_data: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    args = ["sar", "run", "--data", sar_data, "--run-dir", run, "--seeds", "0,1", "--max-steps", "2"]
+    result = invoke_json(*args, *sets(*SAR_TINY, "train.eval_every=0"))
+    # DRRNet's first seed is the run itself (exported); every other (method, seed) under RUN/compare/
+    assert result["seeds"] == [0, 1] and set(result["systems"]) == {"drrnet", "ce"}
+    assert (run / "eval.json").is_file() and (run / "export" / "model.pt2").is_file()
+    for method, seed in (("drrnet", 1), ("ce", 0), ("ce", 1)):
+        assert (run / "compare" / method / f"seed{seed}" / "eval.json").is_file()
+    assert "method: ce" in (run / "compare" / "ce" / "seed0" / "config.yaml").read_text()  # the baseline's --set
+    for method, rows in result["per_seed"].items():
+        acc = [r["accuracy"] for r in rows]
+        assert [r["seed"] for r in rows] == [0, 1]
+        assert result["systems"][method]["accuracy"] == pytest.approx(sum(acc) / 2)
+        assert result["systems"][method]["accuracy_std"] == pytest.approx(abs(acc[0] - acc[1]) / 2**0.5)
+    assert result["drrnet"]["accuracy"] == result["per_seed"]["drrnet"][0]["accuracy"]  # first seed in full
+    assert set(result["ce"]["per_class_accuracy"]) == set(result["drrnet"]["per_class_accuracy"])

@@ -24,7 +24,8 @@ RECIPE = Recipe(
         "train": "Train a classifier with DRRNet-SKD or a baseline self-KD method (--method); --repeats N seeds.",
         "eval": "Top-1, macro-F1, per-class accuracy and a confusion PNG on the test (or val) split.",
         "export": "torch.export program + safetensors + manifest (normalisation, classes; parity check).",
-        "run": "Tiny default: synthetic FUSAR-like chips -> DRRNet-SKD and CE -> eval -> export -> Grad-CAM.",
+        "run": "Tiny default: synthetic FUSAR-like chips -> DRRNet-SKD and CE over 3 seeds -> eval -> export -> "
+        "Grad-CAM.",
     },
     flags=(
         Flag("--method", METHOD_NAMES + " (kd.method).", key="kd.method"),
@@ -38,6 +39,7 @@ RECIPE = Recipe(
             late=True,
         ),
         Flag("--split", "test | val (default eval.split = test).", commands=("eval",)),
+        Flag("--seeds", "Seeds of DRRNet-SKD and CE, e.g. 0,1,2 (default; with --seed S: S alone).", commands=("run",)),
         Flag("--repeats", "N passes over randomly flipped/shifted test chips: mean ± std.", int, 0, commands=("eval",)),
     ),
 )
