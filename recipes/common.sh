@@ -1,6 +1,6 @@
 # Shared by every recipes/<task>/run.sh (source it after setting the script's defaults), the way ESPnet's
-# utils/parse_options.sh is: option parsing, stage gating, logging, the torchrun launcher, and the
-# train-one-run-per-seed step that skips finished runs and resumes unfinished ones.
+# utils/parse_options.sh is: option parsing, stage gating, logging, the torchrun launcher, the
+# train-one-run-per-seed step that skips finished runs and resumes unfinished ones, and the results table.
 #
 # Options. Every variable the script gave a default (UPPER_CASE) can be set by its environment twin or by
 # --lower-case-name VALUE (a flag wins over the variable): --runs DIR sets RUNS, --train-args "..." sets
@@ -19,6 +19,8 @@
 #   each_finished_run "SYS..." CMD [ARGS...]
 #                                CMD ARGS RUN_DIR for every finished $RUNS/<sys>_seed<S> (others are logged)
 #   to_file DEST CMD...          CMD's stdout into DEST, only if CMD succeeds (no half-written results)
+#   results_table DIR ARGS...    the Markdown table of mean ± sample std over seeds of DIR's result JSON files
+#                                (python3 -m skdcli.engine.results DIR ARGS: --glob, --metric 'LABEL=PATH:SCALE', ...)
 #   ROOT                         the repository root; TRAIN_EXTRA the words of TRAIN_ARGS
 
 : "${STAGE:=0}" "${STOP_STAGE:=99}" "${DEVICE:=cuda}" "${NGPU:=1}" "${SEEDS:=0}" "${TRAIN_ARGS:=}"
@@ -97,4 +99,8 @@ each_finished_run() {
       if [[ -f $rd/train_summary.json ]]; then "$@" "$rd"; else log "no finished run in $rd, skipping"; fi
     done
   done
+}
+
+results_table() {  # this checkout's skdcli (no torch imported), whatever skd is installed
+  PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" python3 -m skdcli.engine.results "$@"
 }

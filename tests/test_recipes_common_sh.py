@@ -1,9 +1,11 @@
 """recipes/common.sh, the part every recipes/<task>/run.sh shares, exercised through a real run.sh with a
 stub `skd` that records its arguments: options and their environment twins, stage gating, skipping
-finished runs, resuming unfinished ones, the per-seed loop, the torchrun launcher and atomic results."""
+finished runs, resuming unfinished ones, the per-seed loop, the torchrun launcher, atomic results, and the
+results table every run.sh ends with (results_table, each recipe's on results shaped like its eval's)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -20,7 +22,7 @@ args=("$@")
 for ((i = 0; i < $#; i++)); do [[ ${args[i]} == --run-dir ]] && rd=${args[i+1]}; done
 case "$2" in
   train) mkdir -p "$rd"; touch "$rd/config.yaml"; [[ " $* " == *" --seed 13 "* ]] || echo '{}' > "$rd/train_summary.json" ;;
-  eval) echo '{"ppl": 1.0}' ;;
+  eval) echo '{"ppl": 1.0, "nll": 0.0, "ece": 0.01, "mce": 0.02, "accuracy": 0.5}' ;;
 esac
 """
 
@@ -34,9 +36,9 @@ def stub(tmp_path: Path) -> dict[str, str]:
     return {**os.environ, "SKD": str(skd), "STUB_LOG": str(tmp_path / "calls.log")}
 
 
-def run_sh(env: dict, *args: str) -> subprocess.CompletedProcess:
+def run_sh(env: dict, *args: str, recipe: str = "nlp_embed") -> subprocess.CompletedProcess:
     return subprocess.run(
-        ["bash", str(REPO / "recipes" / "nlp_embed" / "run.sh"), *args],
+        ["bash", str(REPO / "recipes" / recipe / "run.sh"), *args],
         capture_output=True,
         text=True,
         env=env,
@@ -106,3 +108,104 @@ def test_multi_gpu_training_goes_through_torchrun(stub: dict, tmp_path: Path) ->
     )
     assert result.returncode == 0, result.stderr
     assert calls(env)[0].startswith("torchrun --standalone --nproc-per-node 4 -m skdcli nlp-embed train")
+
+
+def test_the_table_stage_after_training_and_eval(stub: dict, tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    args = ["--runs", str(runs), "--data", str(tmp_path / "d"), "--device", "cpu", "--systems", "skd ce"]
+    result = run_sh({**stub, "SEEDS": "0 1"}, "--stage", "1", *args)  # stage 3 exports, stage 4 the table
+    assert result.returncode == 0, result.stderr
+    rows = [[c.strip() for c in ln.split("|")[1:-1]] for ln in result.stdout.splitlines()[:4]]
+    assert rows[0] == ["system", "n", "test ppl", "NLL", "ECE %", "MCE %", "acc %"]
+    assert rows[2:] == [
+        [system, "2", "1.00 ± 0.00", "0.00 ± 0.00", "1.00 ± 0.00", "2.00 ± 0.00", "50.00 ± 0.00"]
+        for system in ("skd", "ce")
+    ]  # the order the script asks for, not the files'
+
+    for f in (runs / "results").iterdir():
+        f.unlink()
+    empty = run_sh(stub, "--stage", "4", "--runs", str(runs))
+    assert (
+        empty.returncode != 0 and f"error: no files matching '*.test.eval.json' in {runs / 'results'}" in empty.stderr
+    )
+
+
+def _write(folder: Path, files: dict[str, object]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, obj in files.items():
+        (folder / name).write_text(json.dumps(obj))
+
+
+def _dd_rows(top1: float, references: bool) -> dict:
+    rows = [{"system": "generator", "arch": "convnet", "ipc": 10, "mode": "fixed", "top1_mean": top1}]
+    if references:
+        rows.append(
+            {"system": "full real", "arch": "convnet", "ipc": None, "mode": "full train split", "top1_mean": 85}
+        )
+    return {"rows": rows}
+
+
+_T2I = {
+    s: {"R@1": 0.25, "R@5": 0.5, "R@10": 0.75, "MRR@10": 0.4}
+    for s in ("dense", "sparse", "integrated_cos", "integrated")
+}
+_SLEEP = {"accuracy": 0.8, "macro_f1": 0.7, "kappa": 0.6, "per_class_f1": dict(W=0.9, N1=0.4, N2=0.8, N3=0.7, REM=0.75)}
+_NLG = {"bleu": 30.0, "bleu_sacre": 29.0, "chrf": 55.0, "nll": 2.0, "ece": 0.05, "mce": 0.25}
+_ASR = {"head": "teacher", "decoder": "greedy", "sets": {"test-clean": {"wer": 0.2, "cer": 0.1, "wer_teacher": 0.1}}}
+
+# recipe, its table stage, its results files (shaped like its eval's JSON), lines the table must hold
+TABLES = [
+    (
+        "nlg_smooth",
+        4,
+        {"ce_seed0.eval.json": _NLG, "ce_seed1.eval.json": {**_NLG, "bleu": 32.0}},
+        ["| ce     |   2 | 31.00 ± 1.41 | 29.00 ± 0.00 |", "sacreBLEU = detokenized 13a."],
+    ),
+    (
+        "retrieval",
+        5,
+        {"skd_seed42.eval.json": {"t2i": _T2I}, "skd_seed42.compare.json": {}},
+        [
+            "| skd    | dense      |   1 | 25.00 ± 0.00 | 50.00 ± 0.00 | 75.00 ± 0.00 | 40.00 ± 0.00 |",
+            "| skd    | integrated |",
+        ],
+    ),
+    (
+        "sleep",
+        4,
+        {"sst_seed0.json": _SLEEP, "sst_seed1.json": {**_SLEEP, "kappa": 0.8}},
+        ["| sst    |   2 | 80.0 ± 0.0 | 70.0 ± 0.0 | 70.0 ± 14.1 | 90.0 ± 0.0 | 40.0 ± 0.0 |", "(cross-dataset)"],
+    ),
+    (
+        "sar",
+        3,
+        {"resnet18__drrnet_seed0.json": {"method": "drrnet", "backbone": "resnet18", "accuracy": 0.9}},
+        ["| method |         resnet18 |", "| drrnet | 90.0 ± 0.0 (n=1) |", "n per cell"],
+    ),
+    (
+        "dataset_distill",
+        5,
+        {"skd_seed0.json": _dd_rows(50.0, True), "skd_seed1.json": _dd_rows(52.0, False)},
+        ["| skd | generator | convnet | 10  | fixed            |   2 | 51.00 ± 1.41 |", "| skd | full real |"],
+    ),
+    (
+        "asr_ctc",
+        6,
+        {"skd_seed0.all.eval.json": _ASR},
+        ["| skd    | test-clean |   1 | 20.00 ± 0.00 | 10.00 ± 0.00 |            - |", "standard InterCTC"],
+    ),
+]
+
+
+@pytest.mark.parametrize("recipe, stage, files, expected", TABLES, ids=[t[0] for t in TABLES])
+def test_each_recipe_table_stage(tmp_path: Path, recipe: str, stage: int, files: dict, expected: list[str]) -> None:
+    runs = tmp_path / "runs"
+    _write(runs / "results", files)
+    result = run_sh(
+        dict(os.environ), "--stage", str(stage), "--stop-stage", str(stage), "--runs", str(runs), recipe=recipe
+    )
+    assert result.returncode == 0, result.stderr
+    for line in expected:
+        assert line in result.stdout, result.stdout
+    if recipe == "sar":
+        assert (runs / "results" / "table.md").read_text() == result.stdout

@@ -21,7 +21,7 @@
 #      WER/CER, spike timing)  -> $RUNS/results/<run>.<split>.eval.json
 #   5  export each run's eval.head (student for skd/interctc, teacher for ctc) and transcribe one
 #      test utterance with the SKD export as a smoke test  -> <run>/export, $RUNS/results/<run>.export.json
-#   6  print a comparison table per set (mean ± std over seeds when several) from the results
+#   6  print the results per run, then per set the mean ± std over seeds (results_table, recipes/common.sh)
 #
 # Examples:
 #   recipes/asr_ctc/run.sh                                           # everything, 1 GPU, seed 0
@@ -43,7 +43,7 @@ CONFIG=${CONFIG:-recipes/asr_ctc/librispeech.yaml}
 EVAL_SPLITS=${EVAL_SPLITS:-all}                      # all | test | dev | a set name (test-other ...)
 BEAM_SIZE=${BEAM_SIZE:-1}                            # 1 = greedy CTC; > 1 = prefix beam search, no LM
 STOP_STAGE=${STOP_STAGE:-6}
-source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"  # options, run_stage, log, die, skd_train, to_file
+source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"  # options, run_stage, log, die, skd_train, to_file, results_table
 
 RESULTS=$RUNS/results
 METHODS="skd ctc interctc"
@@ -105,9 +105,7 @@ if run_stage 6; then
   [[ -d $RESULTS ]] || die "stage 6: no results in $RESULTS (run stage 4 first)"
   python - "$RESULTS" <<'EOF'
 import json
-import statistics
 import sys
-from collections import defaultdict
 from pathlib import Path
 
 results = Path(sys.argv[1])
@@ -151,23 +149,10 @@ print("\nPer run (WER/CER of the exported head; spike offset in frames, PROPOSAL
 print(fmt_row(header))
 for line in table:
     print(fmt_row(line))
-
-groups = defaultdict(list)
-for r in rows:
-    groups[(r["split"], r["method"])].append(r)
-if any(len(g) > 1 for g in groups.values()):
-    print("\nMean ± std over seeds:")
-    for (split, method), g in sorted(groups.items()):
-        cells = []
-        for key in ("wer", "wer_teacher", "wer_student"):
-            vals = [100 * x[key] for x in g if x[key] is not None]
-            if not vals:
-                cells.append(f"{key}=-")
-                continue
-            sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
-            cells.append(f"{key}={statistics.mean(vals):.2f}±{sd:.2f}")
-        print(f"  {split:11s} {method:9s} n={len(g)}  " + "  ".join(cells))
-print("\nskd/interctc report the student head (first model.student_layer layers) as WER%; ctc the full model;"
-      "\ninterctc is the standard InterCTC (constant weight kd.interctc_weight = 0.3 on the student CTC).")
 EOF
+  printf '\nMean ± std over seeds, per set:\n'
+  results_table "$RESULTS" --glob '*.eval.json' --each sets=split --sort split --metric 'WER%=wer:100' \
+    --metric 'WER% teacher=wer_teacher:100' --metric 'WER% student=wer_student:100' \
+    --caption "skd/interctc report the student head (first model.student_layer layers) as WER%; ctc the full model;
+interctc is the standard InterCTC (constant weight kd.interctc_weight = 0.3 on the student CTC)."
 fi

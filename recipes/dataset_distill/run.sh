@@ -26,7 +26,7 @@ DATA_ROOT=${DATA_ROOT:-data}
 RUNS=${RUNS:-runs/dd_${DATASET}}
 SEEDS=${SEEDS:-"0 1 2"}
 STOP_STAGE=${STOP_STAGE:-5}
-source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"  # options, run_stage, log, die, skd_train, to_file
+source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"  # options, run_stage, log, die, skd_train, to_file, results_table
 
 DATA=$DATA_ROOT/dd_$DATASET
 RESULTS=$RUNS/results
@@ -76,23 +76,8 @@ fi
 
 if run_stage 5; then
   [[ -d $RESULTS ]] || die "no results in $RESULTS (stage 3 first)"
-  python3 - "$RESULTS" <<'PY'
-import json, statistics, sys
-from collections import defaultdict
-from pathlib import Path
-cells = defaultdict(list)
-for p in sorted(Path(sys.argv[1]).glob("*_seed*.json")):
-    system = p.stem.rsplit("_seed", 1)[0]
-    for row in json.loads(p.read_text())["rows"]:
-        name = system if row["system"] == "generator" else row["system"]
-        cells[(name, row["arch"], row["ipc"] or 0, row["mode"])].append(row["top1_mean"])
-if not cells:
-    sys.exit("no results")
-print(f"{'system':12s} {'arch':9s} {'IPC':>4s} {'mode':17s} {'n':>2s} {'top-1 %':>14s}")
-for (name, arch, ipc, mode), v in sorted(cells.items()):
-    sd = statistics.stdev(v) if len(v) > 1 else 0.0
-    print(f"{name:12s} {arch:9s} {ipc or '-':>4} {mode:17s} {len(v):2d} {statistics.mean(v):8.2f} ± {sd:4.2f}")
-print("skd/dim: mean ± sample std over seeds of each run's mean over its eval.repeats models; "
-      "random/full real: over the first seed's repeats; last epoch, real test split")
-PY
+  results_table "$RESULTS" --group '(?P<run>.+)_seed\d+' --each rows --by-key system,arch,IPC=ipc,mode \
+    --metric 'top-1 %=top1_mean' \
+    --caption "skd/dim generator: mean ± sample std over seeds of each run's mean over its eval.repeats models; \
+random/full real (references, in the first skd run): over that run's repeats; last epoch, real test split"
 fi

@@ -34,7 +34,7 @@ RUNS=${RUNS:-runs/lus}
 SEEDS=${SEEDS:-0}
 STOP_STAGE=${STOP_STAGE:-5}
 CONFIG=recipes/lus/frame.yaml  # skd_train's --config; set per system below
-source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"  # options, run_stage, log, die, skd_train, to_file
+source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"  # options, run_stage, log, die, skd_train, to_file, results_table
 
 RESULTS=$RUNS/results
 declare -A SYSTEM_ARGS=(
@@ -100,28 +100,11 @@ if run_stage 3; then each_finished_run "$RUN_NAMES" evaluate; fi
 
 if run_stage 4; then
   [[ -d $RESULTS ]] || die "no results in $RESULTS (stage 3 first)"
-  python3 - "$RESULTS" <<'PY'
-import json, statistics, sys
-from collections import defaultdict
-from pathlib import Path
-rows = defaultdict(list)
-for p in sorted(Path(sys.argv[1]).glob("*_f[12]_seed*.json")):
-    system = p.stem.rsplit("_f", 1)[0]
-    r = json.loads(p.read_text())
-    rows[system].append(r)
-    if "knn" in r:
-        rows[f"{system}: KNN (k on train fold)"].append(r["knn"])
-        rows[f"{system}: KNN max over k (official)"].append({"accuracy": r["knn"]["max_over_k"]["accuracy"]})
-if not rows:
-    sys.exit("no results")
-fmt = lambda v: f"{100 * statistics.mean(v):6.2f} ± {100 * (statistics.stdev(v) if len(v) > 1 else 0):5.2f}"
-print(f"{'system':38s} {'n':>2s} {'accuracy':>15s} {'weighted F1':>15s} {'AUC':>15s}")
-for name, rs in rows.items():
-    cells = [fmt([r[m] for r in rs]) if all(m in r for r in rs) else "" for m in ("accuracy", "weighted_f1", "auc")]
-    print(f"{name:38s} {len(rs):2d} {cells[0]:>15s} {cells[1]:>15s} {cells[2]:>15s}")
-print("mean ± sample std over folds x seeds, in %. Paper (official README): KNN 75.05, fine-tuned frame 82.47 "
-      "(80.13 / 84.81), video 83.57 / 81.62 (~82.6)")
-PY
+  results_table "$RESULTS" --glob '*_f[12]_seed*.json' --group '(?P<system>.+)_f[12]_seed\d+' \
+    --sub 'KNN (k on train fold)=knn' --sub 'KNN max over k (official)=knn.max_over_k' \
+    --metric accuracy=accuracy:100 --metric 'weighted F1=weighted_f1:100' --metric AUC=auc:100 \
+    --caption "mean ± sample std over folds x seeds, in %. Paper (official README): KNN 75.05, fine-tuned frame \
+82.47 (80.13 / 84.81), video 83.57 / 81.62 (~82.6)"
 fi
 
 if run_stage 5; then

@@ -31,7 +31,7 @@ METHODS=${METHODS:-als_sk ce ls ls_unigram confpen tfkd pskd}
 BEAM_SIZE=${BEAM_SIZE:-5}
 LENPEN=${LENPEN:-1.0}
 STOP_STAGE=${STOP_STAGE:-4}
-source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"  # options, run_stage, log, die, skd_train, to_file
+source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"  # options, run_stage, log, die, skd_train, to_file, results_table
 RESULTS=$RUNS/results
 
 if run_stage 0; then
@@ -73,27 +73,8 @@ fi
 
 if run_stage 4; then
   [[ -d $RESULTS ]] || die "stage 4: no results in $RESULTS (run stage 2 first)"
-  python - "$RESULTS" <<'PY'
-import json, statistics, sys
-from collections import defaultdict
-from pathlib import Path
-
-rows = defaultdict(list)
-for path in sorted(Path(sys.argv[1]).glob("*.eval.json")):
-    method = path.name.split("_seed")[0]
-    rows[method].append(json.loads(path.read_text()))
-if not rows:
-    sys.exit("no *.eval.json results")
-keys = [("bleu", "BLEU tok.", 1), ("bleu_sacre", "sacreBLEU", 1), ("chrf", "chrF", 1), ("nll", "NLL", 1),
-        ("ece", "ECE %", 100), ("mce", "MCE %", 100)]
-print("method     n  " + "  ".join(f"{label:>14}" for _, label, _ in keys))
-for method, evals in sorted(rows.items()):
-    cells = []
-    for key, _, scale in keys:
-        vals = [scale * e[key] for e in evals]
-        sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
-        cells.append(f"{statistics.mean(vals):8.2f}±{sd:5.2f}")
-    print(f"{method:9s} {len(evals):2d}  " + "  ".join(cells))
-print("BLEU tok. = tokenized, case-insensitive (fairseq/IWSLT convention); sacreBLEU = detokenized 13a.")
-PY
+  results_table "$RESULTS" --glob '*.eval.json' --metric 'BLEU tok.=bleu' --metric sacreBLEU=bleu_sacre \
+    --metric chrF=chrf --metric NLL=nll --metric 'ECE %=ece:100' --metric 'MCE %=mce:100' \
+    --caption "mean ± sample std over seeds; BLEU tok. = tokenized, case-insensitive (fairseq/IWSLT convention); \
+sacreBLEU = detokenized 13a."
 fi

@@ -36,7 +36,7 @@ CONFIG=${CONFIG:-recipes/nlp_embed/ptb.yaml}
 RUNS=${RUNS:-}
 SYSTEMS=${SYSTEMS:-"skd ce ls noise random"}
 STOP_STAGE=${STOP_STAGE:-4}
-source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"  # options, run_stage, log, die, skd_train, to_file
+source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"  # options, run_stage, log, die, skd_train, to_file, results_table
 DATA=${DATA:-data/nlp_embed_$SOURCE}
 RUNS=${RUNS:-runs/nlp_embed_$SOURCE}
 RESULTS=$RUNS/results
@@ -93,28 +93,7 @@ fi
 
 if run_stage 4; then
   [[ -d $RESULTS ]] || die "stage 4: no results in $RESULTS (run stage 2 first)"
-  python - "$RESULTS" <<'PY'
-import json, statistics, sys
-from collections import defaultdict
-from pathlib import Path
-
-groups = defaultdict(list)
-for path in sorted(Path(sys.argv[1]).glob("*.test.eval.json")):
-    system = path.name.split("_seed")[0]
-    groups[system].append(json.loads(path.read_text()))
-if not groups:
-    sys.exit(f"no *.test.eval.json in {sys.argv[1]}")
-
-def cell(rows, key, scale=1.0):
-    vals = [scale * r[key] for r in rows]
-    sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
-    return f"{statistics.mean(vals):.2f} ± {sd:.2f}"
-
-print(f"{'system':8s} {'n':>2s}  {'test ppl':>16s}  {'NLL':>12s}  {'ECE %':>12s}  {'MCE %':>14s}  {'acc %':>12s}")
-for system in ("skd", "ce", "ls", "noise", *sorted(set(groups) - {"skd", "ce", "ls", "noise"})):
-    rows = groups.get(system)
-    if rows:
-        print(f"{system:8s} {len(rows):>2d}  {cell(rows, 'ppl'):>16s}  {cell(rows, 'nll'):>12s}  "
-              f"{cell(rows, 'ece', 100):>12s}  {cell(rows, 'mce', 100):>14s}  {cell(rows, 'accuracy', 100):>12s}")
-PY
+  results_table "$RESULTS" --glob '*.test.eval.json' --sort system=skd,ce,ls,noise --metric 'test ppl=ppl' \
+    --metric NLL=nll --metric 'ECE %=ece:100' --metric 'MCE %=mce:100' --metric 'acc %=accuracy:100' \
+    --caption "test split, mean ± sample std over seeds"
 fi

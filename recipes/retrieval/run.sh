@@ -31,7 +31,7 @@ RUNS=${RUNS:-runs/retrieval_coco}
 CONFIG=${CONFIG:-recipes/retrieval/coco.yaml}
 SEEDS=${SEEDS:-42}
 STOP_STAGE=${STOP_STAGE:-5}
-source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"  # options, run_stage, log, die, skd_train, to_file
+source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"  # options, run_stage, log, die, skd_train, to_file, results_table
 RESULTS=$RUNS/results
 ow=(); [[ $OVERWRITE == 1 ]] && ow=(--overwrite)
 
@@ -71,23 +71,8 @@ if run_stage 4; then
   "$SKD" retrieval search --run-dir "$RUNS/skd_seed$first" --query "a woman cutting a cake" --validate
 fi
 if run_stage 5; then
-  python - "$RESULTS" <<'PY'
-import json, statistics, sys
-from collections import defaultdict
-from pathlib import Path
-groups = defaultdict(list)
-for p in sorted(Path(sys.argv[1]).glob("*.eval.json")):
-    groups[p.name.split("_seed")[0]].append(json.loads(p.read_text()))
-if not groups:
-    sys.exit(f"no results in {sys.argv[1]}")
-print(f"{'system':12s} {'score':10s} " + " ".join(f"{m:>13s}" for m in ("R@1", "R@5", "R@10", "MRR@10")))
-for system, runs in sorted(groups.items()):
-    for score in ("dense", "sparse", "integrated"):
-        cells = []
-        for m in ("R@1", "R@5", "R@10", "MRR@10"):
-            v = [100 * r["t2i"][score][m] for r in runs]
-            cells.append(f"{statistics.mean(v):6.2f}±{statistics.stdev(v) if len(v) > 1 else 0:5.2f}")
-        print(f"{system:12s} {score:10s} " + " ".join(f"{c:>13s}" for c in cells))
-print(f"(n = {', '.join(f'{k}: {len(v)}' for k, v in groups.items())} seeds; text->image on the Karpathy test split)")
-PY
+  results_table "$RESULTS" --glob '*.eval.json' --expand score=dense,sparse,integrated \
+    --metric 'R@1=t2i.{score}.R@1:100' --metric 'R@5=t2i.{score}.R@5:100' --metric 'R@10=t2i.{score}.R@10:100' \
+    --metric 'MRR@10=t2i.{score}.MRR@10:100' \
+    --caption "text->image on the Karpathy test split, %, mean ± sample std over the n seeds"
 fi

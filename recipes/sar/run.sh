@@ -33,7 +33,7 @@ SHOTS=${SHOTS:-0}
 LABEL_NOISE=${LABEL_NOISE:-0}
 SIZE=${SIZE:-128}
 STOP_STAGE=${STOP_STAGE:-3}
-source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"  # options, run_stage, log, die, skd_train, to_file
+source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"  # options, run_stage, log, die, skd_train, to_file, results_table
 
 [[ $DATASET == fusar || $DATASET == opensarship ]] || die "--dataset must be fusar or opensarship"
 CONFIG=${CONFIG:-recipes/sar/$DATASET.yaml}
@@ -71,24 +71,8 @@ fi
 
 if run_stage 3; then
   [[ -d $RESULTS ]] || die "no results in $RESULTS (stage 2 first)"
-  python3 - "$RESULTS" <<'PY' | tee "$RESULTS/table.md"
-import json, statistics, sys
-from collections import defaultdict
-from pathlib import Path
-cells = defaultdict(list)
-for p in sorted(Path(sys.argv[1]).glob("*__*_seed*.json")):
-    r = json.loads(p.read_text())
-    cells[(r["method"], r["backbone"])].append((r["accuracy"], r["macro_f1"]))
-if not cells:
-    sys.exit("no results")
-methods = list(dict.fromkeys(m for m, _ in cells))
-backbones = list(dict.fromkeys(b for _, b in cells))
-def fmt(v):
-    return f"{100 * statistics.mean(v):.1f} ± {100 * (statistics.stdev(v) if len(v) > 1 else 0):.1f}"
-print("| method | " + " | ".join(backbones) + " |")
-print("|---" * (len(backbones) + 1) + "|")
-for m in methods:
-    print(f"| {m} | " + " | ".join(fmt([a for a, _ in cells[(m, b)]]) if cells[(m, b)] else "" for b in backbones) + " |")
-print("\ntop-1 (%) on the test split, mean ± sample std over seeds (n per cell = number of finished seeds)")
-PY
+  results_table "$RESULTS" --glob '*__*_seed*.json' --by-key method,backbone --columns backbone --digits 1 \
+    --metric top-1=accuracy:100 \
+    --caption "top-1 (%) on the test split, mean ± sample std over seeds (n per cell = number of finished seeds)" \
+    | tee "$RESULTS/table.md"
 fi

@@ -30,7 +30,7 @@ SHHS_RAW=${SHHS_RAW:-}
 RUNS=${RUNS:-runs/sleep_shhs_to_sedf}
 SEEDS=${SEEDS:-"0 1 2 3 4"}
 STOP_STAGE=${STOP_STAGE:-4}
-source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"  # options, run_stage, log, die, skd_train, to_file
+source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"  # options, run_stage, log, die, skd_train, to_file, results_table
 
 SHHS=$DATA_ROOT/prepared/shhs
 SEDF=$DATA_ROOT/prepared/sleep_edf
@@ -73,21 +73,9 @@ fi
 
 if run_stage 4; then
   [[ -d $RESULTS ]] || die "no results in $RESULTS (stage 2 first)"
-  python3 - "$RESULTS" <<'PY'
-import json, statistics, sys
-from collections import defaultdict
-from pathlib import Path
-groups = defaultdict(list)
-for p in sorted(Path(sys.argv[1]).glob("*_seed*.json")):
-    groups[p.stem.rsplit("_seed", 1)[0]].append(json.loads(p.read_text()))
-if not groups:
-    sys.exit("no results")
-fmt = lambda v: f"{100 * statistics.mean(v):.1f} ± {100 * (statistics.stdev(v) if len(v) > 1 else 0):.1f}"
-print(f"{'system':12s} {'n':>2s} {'acc':>12s} {'macro-F1':>12s} {'kappa':>12s}  per-stage F1 (W N1 N2 N3 REM)")
-for name, rows in groups.items():
-    per = " ".join(fmt([r["per_class_f1"][s] for r in rows]) for s in ("W", "N1", "N2", "N3", "REM"))
-    print(f"{name:12s} {len(rows):2d} {fmt([r['accuracy'] for r in rows]):>12s} {fmt([r['macro_f1'] for r in rows]):>12s} "
-          f"{fmt([r['kappa'] for r in rows]):>12s}  {per}")
-print("mean ± sample std (ddof=1) over seeds, in %; test = every Sleep-EDF-20 recording (cross-dataset)")
-PY
+  stages=()
+  for s in W N1 N2 N3 REM; do stages+=(--metric "F1 $s=per_class_f1.$s:100"); done
+  results_table "$RESULTS" --digits 1 --metric acc=accuracy:100 --metric macro-F1=macro_f1:100 \
+    --metric kappa=kappa:100 "${stages[@]}" \
+    --caption "mean ± sample std (ddof=1) over seeds, in %; test = every Sleep-EDF-20 recording (cross-dataset)"
 fi
