@@ -86,6 +86,16 @@ def test_a_config_without_choices_is_unaffected() -> None:
     assert validate_config({"not": "a dataclass"}) == {"not": "a dataclass"}
 
 
+def test_recipe_configs_declare_their_choices() -> None:
+    from skdcli.asr_ctc.config import AsrCtcConfig, KDConfig
+
+    assert dataclasses.fields(KDConfig)[0].metadata["choices"] == ("skd", "interctc", "ctc")
+    cfg = AsrCtcConfig()
+    cfg.kd.reduction = "sum"
+    with pytest.raises(SkdError, match=r"^kd\.reduction: 'sum' is not one of sequence_mean, element_mean, official$"):
+        validate_config(cfg)
+
+
 def test_cli_bad_choice_is_a_one_line_error(tmp_path: Path) -> None:
     from conftest import assert_one_line_error, invoke
 
