@@ -68,11 +68,12 @@ def fixture_dataset(tmp_path_factory) -> Path:
 
 def hf_cfg(path: Path, **kd):
     from skdcli.asr_ctc.config import AsrCtcConfig
+    from skdcli.engine.config import validate_config
 
     cfg = AsrCtcConfig()
     cfg.model.encoder, cfg.model.pretrained, cfg.data.feature = "hf", str(path), "waveform"
     cfg.model.student_layer = 2
-    cfg.validate()
+    validate_config(cfg)
     return cfg
 
 

@@ -123,18 +123,19 @@ def test_official_reduction_is_the_unofficial_codes_kl_div_mean() -> None:
 
 def test_official_reduction_config_checks() -> None:
     from skdcli.asr_ctc.config import AsrCtcConfig
+    from skdcli.engine.config import validate_config
     from skdcli.engine.errors import SkdError
 
     cfg = AsrCtcConfig()
     cfg.kd.reduction = "official"
-    cfg.validate()
+    validate_config(cfg)
     assert "kd.reduction=official" in cfg.system_label
     cfg.kd.mask_blank_frames = True
     with pytest.raises(SkdError, match="cannot drop blank frames"):
-        cfg.validate()
+        validate_config(cfg)
     cfg.kd.mask_blank_frames, cfg.kd.temperature = False, 2.0
     with pytest.raises(SkdError, match="no T\\^2 factor"):
-        cfg.validate()
+        validate_config(cfg)
     cfg.kd.method = "interctc"
     cfg.kd.temperature = 1.0
     assert "constant weight 0.3" in cfg.system_label

@@ -15,7 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from skdcli.engine.config import merge_into, parse_set_overrides
+from skdcli.engine.config import merge_into, parse_set_overrides, validate_config
 from skdcli.engine.rundir import RunDir
 from skdcli.engine.schedules import Progress
 from skdcli.engine.trainer import Trainer
@@ -51,7 +51,7 @@ def lus_small_data(tmp_path_factory) -> Path:
 def _cfg(cls, sets):
     cfg = cls()
     merge_into(cfg, parse_set_overrides(sets))
-    cfg.validate()
+    validate_config(cfg)
     return cfg
 
 

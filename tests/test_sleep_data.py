@@ -165,6 +165,7 @@ def test_task_holds_out_both_nights_of_a_dev_subject(sleep_sedf: Path) -> None:
 
 
 def test_fold_config_is_checked() -> None:
+    from skdcli.engine.config import validate_config
     from skdcli.engine.errors import SkdError
     from skdcli.sleep.config import SleepConfig
 
@@ -172,7 +173,7 @@ def test_fold_config_is_checked() -> None:
         cfg = SleepConfig()
         cfg.data.folds, cfg.data.fold = folds, fold
         with pytest.raises(SkdError, match=message):
-            cfg.validate()
+            validate_config(cfg)
 
 
 @pytest.mark.slow

@@ -6,14 +6,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..engine.config import TrainConfig, check_choice
+from ..engine.config import TrainConfig, choice
 from ..engine.errors import SkdError
 from ..engine.schedules import build_weight_schedule
 
 
 @dataclass
 class DataConfig:
-    feature: str = "fbank"  # fbank (from-scratch encoder) | waveform (HuBERT/WavLM-style encoders)
+    # fbank (from-scratch encoder) | waveform (HuBERT/WavLM-style encoders)
+    feature: str = choice("fbank", ["fbank", "waveform"])
     num_mel_bins: int = 80
     max_train_seconds: float = 0.0  # drop longer training utterances (0 = keep all)
     # Compute features once before training and keep them in RAM instead of every epoch. Right
@@ -32,7 +33,8 @@ class SpecAugmentConfig:
 
 @dataclass
 class ModelConfig:
-    encoder: str = "transformer"  # transformer (fbank + conv subsampling) | hf (local HuBERT/WavLM dir)
+    # transformer (fbank + conv subsampling) | hf (local HuBERT/WavLM dir)
+    encoder: str = choice("transformer", ["transformer", "hf"])
     pretrained: str = ""  # encoder=hf: local directory in Hugging Face format (config.json [+ weights])
     d_model: int = 128
     conv_channels: int = 32  # channels of the 2x Conv2d subsampling (the costliest part on CPU)
@@ -56,14 +58,14 @@ class KDConfig:
     # skd:      L = (1-a(e))·CTC(teacher) + a(e)·(CTC(student) + w·KL(sg(teacher) || student)), frame level
     # interctc: L = (1-lambda)·CTC(teacher) + lambda·CTC(student), constant lambda (Lee & Watanabe 2021)
     # ctc:      plain CTC on the full model
-    method: str = "skd"
+    method: str = choice("skd", ["skd", "interctc", "ctc"])
     temperature: float = 1.0
     t2_scale: bool = True  # multiply the KL by T^2 (ours; the unofficial code has T=1, no factor)
     # sequence_mean (ours): sum over V, mean over each utterance's valid frames, mean over the batch;
     # element_mean: the same sum over valid frames divided by V * (valid frames in the batch);
     # official: huutuongtu/skd-ctc's F.kl_div(reduction="mean"), the mean over all B*T'*V elements,
     # padding frames included, never a T^2 factor. sequence_mean = V x official on unpadded batches.
-    reduction: str = "sequence_mean"
+    reduction: str = choice("sequence_mean", KD_REDUCTIONS)
     stop_gradient: bool = (
         True  # detach the teacher posteriors (recipes/asr_ctc/README.md: training without it is harmful)
     )
@@ -77,7 +79,8 @@ class KDConfig:
 
 @dataclass
 class EvalConfig:
-    head: str = "auto"  # head reported as `wer` and exported: auto (student unless kd.method=ctc) | student | teacher
+    # head reported as `wer` and exported: auto (student unless kd.method=ctc) | student | teacher
+    head: str = choice("auto", ["auto", "student", "teacher"])
     beam_size: int = 1  # 1 = greedy CTC decoding; >1 = prefix beam search without LM
     spike_utterances: int = 50  # utterances used for the spike-timing analysis
 
@@ -120,11 +123,6 @@ class AsrCtcConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def validate(self) -> None:
-        check_choice("data.feature", self.data.feature, ["fbank", "waveform"])
-        check_choice("model.encoder", self.model.encoder, ["transformer", "hf"])
-        check_choice("kd.method", self.kd.method, ["skd", "interctc", "ctc"])
-        check_choice("kd.reduction", self.kd.reduction, list(KD_REDUCTIONS))
-        check_choice("eval.head", self.eval.head, ["auto", "student", "teacher"])
         if self.model.encoder == "hf":
             if not self.model.pretrained:
                 raise SkdError("model.encoder=hf needs model.pretrained=<local HF model directory>")

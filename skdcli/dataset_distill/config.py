@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..engine.config import TrainConfig, check_choice
+from ..engine.config import TrainConfig, check_choice, choice
 from ..engine.errors import SkdError
 
 STAGES = ("cgan", "match")
@@ -57,9 +57,9 @@ class ClassifierConfig:
 
     convnet_width: int = 16
     convnet_depth: int = 3
-    convnet_norm: str = "instance"  # instance | batch | none
+    convnet_norm: str = choice("instance", ["instance", "batch", "none"])  # instance | batch | none
     resnet_width: int = 4
-    resnet_norm: str = "batch"  # batch | instance
+    resnet_norm: str = choice("batch", ["batch", "instance"])  # batch | instance
 
 
 @dataclass
@@ -83,7 +83,8 @@ class MatchConfig:
     online_dsa: str = "color_crop"  # DiM aug_rand: color_crop_cutout minus cutout (--mixup-net cut), per image
     match_dsa: str = "color_crop_cutout"  # DiM --match-aug: one draw shared by real and generated halves
     match_dsa_same_on_batch: bool = True  # DiM DiffAug(batch=True); False = per-image Siamese pairs (DSA paper)
-    pool_mode: str = "train"  # train (DiM: batch statistics in the pool model's norm layers) | eval
+    # train (DiM: batch statistics in the pool model's norm layers) | eval
+    pool_mode: str = choice("train", ["train", "eval"])
     # L_match = mse_weight * mean_bc (log_softmax f(A x_real) - log_softmax f(A G(z, y)))^2     (DiM --match logit)
     #         + skd_weight * T^2 * KL(softmax(Z(l_real)/T) || softmax(Z(l_syn)/T))          (self-KD; ours)
     mse_weight: float = 0.0
@@ -98,7 +99,7 @@ class SelectConfig:
     set and score it on the dev split held out of train (never on test)."""
 
     ipc: int = 10
-    arch: str = "convnet"
+    arch: str = choice("convnet", POOL_ARCHS)
     steps: int = 100
     batch_size: int = 64
 
@@ -118,8 +119,9 @@ class EvalConfig:
     weight_decay: float = 5e-4
     dsa: str = "color_crop"  # DiM aug_rand for the evaluation models
     # on_the_fly batches per epoch: floor(C * ipc / batch) + 1 (gen_condense/pool_match.py) or floor (validate.py)
-    on_the_fly_batches: str = "floor_plus_one"
-    select: str = "last"  # last (ours) | best_on_test (DiM: the best test top-1 over test points, optimistic)
+    on_the_fly_batches: str = choice("floor_plus_one", ["floor_plus_one", "floor"])
+    # last (ours) | best_on_test (DiM: the best test top-1 over test points, optimistic)
+    select: str = choice("last", ["last", "best_on_test"])
     test_every_epochs: int = 0  # test points for best_on_test (DiM: 200); 0 = only the last epoch
     full_real_steps: int = 600  # the full-real-train-set reference row: SGD steps
     vectorize: bool = True  # train the repeats of one cell as one torch.func.vmap ensemble
@@ -148,7 +150,7 @@ def _train_defaults() -> TrainConfig:
 
 @dataclass
 class DistillConfig:
-    stage: str = "match"  # cgan | match
+    stage: str = choice("match", STAGES)  # cgan | match
     data: DataConfig = field(default_factory=DataConfig)
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
@@ -160,13 +162,6 @@ class DistillConfig:
     train: TrainConfig = field(default_factory=_train_defaults)
 
     def validate(self) -> None:
-        check_choice("stage", self.stage, STAGES)
-        check_choice("classifier.convnet_norm", self.classifier.convnet_norm, ["instance", "batch", "none"])
-        check_choice("classifier.resnet_norm", self.classifier.resnet_norm, ["batch", "instance"])
-        check_choice("match.pool_mode", self.match.pool_mode, ["train", "eval"])
-        check_choice("eval.on_the_fly_batches", self.eval.on_the_fly_batches, ["floor_plus_one", "floor"])
-        check_choice("eval.select", self.eval.select, ["last", "best_on_test"])
-        check_choice("select.arch", self.select.arch, POOL_ARCHS)
         for name in self.match.pool:
             check_choice("match.pool[]", name, POOL_ARCHS)
         for name in self.eval.archs:

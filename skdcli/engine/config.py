@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,6 +20,18 @@ import yaml
 from .errors import SkdError
 
 T = TypeVar("T")
+
+
+def choice(default: str, options: Sequence[str]) -> Any:
+    """A string field that takes one of ``options``, declared at the field::
+
+        method: str = choice("skd", ["skd", "interctc", "ctc"])
+
+    ``validate_config`` checks it under the field's dotted path (``kd.method``)."""
+    options = tuple(options)
+    if default not in options:
+        raise ValueError(f"choice default '{default}' is not one of {', '.join(options)}")
+    return dataclasses.field(default=default, metadata={"choices": options})
 
 
 @dataclasses.dataclass
@@ -193,8 +206,23 @@ def build_config(cls: type[T], config_file: str | Path | None = None, sets: list
     return validate_config(cfg)
 
 
+def check_choices(cfg: Any, where: str = "") -> None:
+    """Check every ``choice(...)`` field of a dataclass tree, each under its dotted path from the top."""
+    for f in dataclasses.fields(cfg):
+        path = f"{where}.{f.name}" if where else f.name
+        value = getattr(cfg, f.name)
+        choices = f.metadata.get("choices")
+        if choices is not None:
+            check_choice(path, value, choices)
+        elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+            check_choices(value, path)
+
+
 def validate_config(cfg: T) -> T:
-    """Run the config's own cross-field checks (a ``validate()`` method), if it has any."""
+    """Check the ``choice(...)`` fields, then run the config's own cross-field checks (a ``validate()``
+    method), if it has any."""
+    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
+        check_choices(cfg)
     validate = getattr(cfg, "validate", None)
     if validate:
         validate()

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..engine.config import TrainConfig, check_choice
+from ..engine.config import TrainConfig, choice
 from ..engine.errors import SkdError
 
 # The official `combine_class`: LUS scores 0 / 1 / 2 / 3 -> classes 0 / 1 / 1 / 2.
@@ -39,12 +39,13 @@ class ViTConfig:
     drop_path_rate: float = 0.0  # stochastic depth of the student (DINO's default for ViT-S: 0.1)
     # weight init of a ViT trained from scratch: dino = trunc-normal std 0.02 for every linear layer (DINO / timm);
     # xavier = Xavier-uniform linear layers and patch embedding (the original ViT / MAE). See model.VisionTransformer.
-    init: str = "xavier"
+    init: str = choice("xavier", ["dino", "xavier"])
     # patch = one stride-p convolution (ViT, what checkpoints hold); conv = a stack of stride-2 3x3 conv + BN + ReLU
     # layers and a 1x1 projection (Xiao et al. 2021, "Early convolutions help transformers see better")
-    stem: str = "patch"
+    stem: str = choice("patch", ["patch", "conv"])
     stem_channels: int = 16  # conv stem: channels of the first conv layer, doubled at each stride-2 layer
-    stem_norm: str = "batch"  # conv stem: batch (Xiao et al.) | group (GroupNorm, 8 groups: no running statistics)
+    # conv stem: batch (Xiao et al.) | group (GroupNorm, 8 groups: no running statistics)
+    stem_norm: str = choice("batch", ["batch", "group"])
 
 
 @dataclass
@@ -91,7 +92,7 @@ class DinoConfig:
     center_momentum: float = 0.9
     # all: the centre is the mean over all 2B teacher outputs (DINO); per_position: official-code quirk
     # (teacher outputs shaped (crops, B, 1, K), averaged over the crop axis only -> one centre per batch slot)
-    center_mode: str = "all"
+    center_mode: str = choice("all", ["all", "per_position"])
     # EMA momentum, cosine to 1 over training. Official 0.998 over 10k steps; the tiny run has 300: at 0.998 its
     # teacher would stay within a few % of the random init, so 0.98 (recipes/lus/README.md, section 4)
     momentum_teacher: float = 0.98
@@ -140,7 +141,6 @@ class PretrainConfig:
     train: TrainConfig = field(default_factory=_pretrain_train)
 
     def validate(self) -> None:
-        check_choice("dino.center_mode", self.dino.center_mode, ["all", "per_position"])
         _check_vit(self.model)
         a, d = self.aug, self.dino
         for name, (lo, hi) in (
@@ -203,26 +203,28 @@ class KnnConfig:
     temperature: float = 0.07
     # train_fold: k picked by leave-one-patient-out KNN inside the training fold (ours);
     # reported_fold: the official max over k on the fold it reports (optimistic quirk)
-    select_k: str = "train_fold"
+    select_k: str = choice("train_fold", ["train_fold", "reported_fold"])
 
 
 @dataclass
 class FrameConfig:
-    mode: str = "linear"  # linear: probe on cached frozen features; finetune: backbone + linear end to end
+    # linear: probe on cached frozen features; finetune: backbone + linear end to end
+    mode: str = choice("linear", ["linear", "finetune"])
     crop_scale: list[float] = field(default_factory=lambda: [0.2, 1.0])  # finetune: RandomResizedCrop scale
     hflip: float = 0.5
 
 
 @dataclass
 class VideoConfig:
-    aggregator: str = "dual_vlad"  # dual_vlad (MeDiVLAD) | netvlad | mean
+    aggregator: str = choice("dual_vlad", ["dual_vlad", "netvlad", "mean"])  # dual_vlad (MeDiVLAD) | netvlad | mean
     seq_len: int = 8  # frames per video (official 15); shorter clips are sampled with repeats
     num_clusters: int = 3  # K (official = number of classes)
     alpha: float = 1.0
     # squared: NetVLAD's bias -alpha * ||c_k||^2; plain: the official-code quirk -alpha * ||c_k||
-    bias_norm: str = "squared"
+    bias_norm: str = choice("squared", ["squared", "plain"])
     attention_temperature: float = 1.2  # beta_t = softmax_t(score_t / 1.2)
-    centroid_init: str = "class_means"  # class means of L2-normalised training frames | random (torch.rand)
+    # class means of L2-normalised training frames | random (torch.rand)
+    centroid_init: str = choice("class_means", ["class_means", "random"])
     time_flip: float = 0.5
     dropout: float = 0.0
 
@@ -248,11 +250,11 @@ def _head_train() -> TrainConfig:
 
 @dataclass
 class LusConfig:
-    level: str = "video"  # frame | video
+    level: str = choice("video", ["frame", "video"])  # frame | video
     fold: int = 1  # train on fold-file 1 and report on fold-file 2 (fold 2: the reverse)
     # last: the final weights are evaluated (ours); reported_fold: the official best-on-the-reported-fold
     # checkpoint (evaluated every train.eval_every steps; optimistic)
-    selection: str = "last"
+    selection: str = choice("last", ["last", "reported_fold"])
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     model: ViTConfig = field(default_factory=ViTConfig)  # the random-init backbone (backbone.path = "")
     features: FeatureConfig = field(default_factory=FeatureConfig)
@@ -263,15 +265,8 @@ class LusConfig:
     train: TrainConfig = field(default_factory=_head_train)
 
     def validate(self) -> None:
-        check_choice("level", self.level, ["frame", "video"])
         if self.fold not in (1, 2):
             raise SkdError(f"fold must be 1 or 2, got {self.fold}")
-        check_choice("selection", self.selection, ["last", "reported_fold"])
-        check_choice("knn.select_k", self.knn.select_k, ["train_fold", "reported_fold"])
-        check_choice("frame.mode", self.frame.mode, ["linear", "finetune"])
-        check_choice("video.aggregator", self.video.aggregator, ["dual_vlad", "netvlad", "mean"])
-        check_choice("video.bias_norm", self.video.bias_norm, ["squared", "plain"])
-        check_choice("video.centroid_init", self.video.centroid_init, ["class_means", "random"])
         _check_vit(self.model)
         if self.level == "video" and self.frame.mode == "finetune":
             raise SkdError(
@@ -291,9 +286,6 @@ class LusConfig:
 
 
 def _check_vit(m: ViTConfig) -> None:
-    check_choice("model.init", m.init, ["dino", "xavier"])
-    check_choice("model.stem", m.stem, ["patch", "conv"])
-    check_choice("model.stem_norm", m.stem_norm, ["batch", "group"])
     if m.stem == "conv" and (m.patch_size & (m.patch_size - 1) or m.patch_size < 2):
         raise SkdError(f"model.stem=conv needs a power-of-two model.patch_size >= 2, got {m.patch_size}")
     if m.img_size % m.patch_size:

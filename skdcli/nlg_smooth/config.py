@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..engine.config import TrainConfig, check_choice
+from ..engine.config import TrainConfig, choice
 from ..engine.errors import SkdError
-from ..text.seq2seq import ARCHS, Seq2SeqConfig
+from ..text.seq2seq import Seq2SeqConfig
 
 METHODS = ("als_sk", "ce", "ls", "ls_unigram", "confpen", "tfkd", "pskd")
 ALPHA_FNS = ("norm_entropy", "one_minus_norm_entropy", "batch_minmax", "constant")
@@ -27,13 +27,15 @@ class LossConfig:
     # confpen : confidence penalty, CE - beta H(p) (Pereyra et al. 2017)
     # tfkd    : TF-KD_reg (Yuan et al. 2020), official code's form: (1 - a) CE + a m KL(softmax(p^d / T) || p)
     # pskd    : PS-KD (Kim et al. 2021): q = (1 - a_t) e_y + a_t p_prev, p_prev = the model at the previous epoch's end
-    method: str = "als_sk"
+    method: str = choice("als_sk", METHODS)
     lam: float = 0.5  # lambda: the largest smoothing weight a_i can take (a_i in [0, lam])
-    alpha_fn: str = "norm_entropy"  # entropy -> weight: H/log V | 1 - H/log V | batch min-max | constant (= lam)
+    # entropy -> weight: H/log V | 1 - H/log V | batch min-max | constant (= lam)
+    alpha_fn: str = choice("norm_entropy", ALPHA_FNS)
     temperature: float = 1.0  # prior = softmax(z_prior / T); T != 1 scales the prior term by T^2
-    prior_fallback: str = "uniform"  # before the first validation: uniform prior (adaptive LS) | ce (a = 0)
+    # before the first validation: uniform prior (adaptive LS) | ce (a = 0)
+    prior_fallback: str = choice("uniform", PRIOR_FALLBACKS)
     prior_metric: str = "nll"  # validation metric that swaps the prior in (only when it improves)
-    prior_mode: str = "min"
+    prior_mode: str = choice("min", ["min", "max"])
     # Keep the prior's logits per training pair until the prior is swapped: later epochs of the same
     # prior generation then skip its forward. Used only if the whole train split fits in this budget.
     prior_cache_mb: int = 512
@@ -83,11 +85,6 @@ class NlgSmoothConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def validate(self) -> None:
-        check_choice("model.arch", self.model.arch, ARCHS)
-        check_choice("loss.method", self.loss.method, METHODS)
-        check_choice("loss.alpha_fn", self.loss.alpha_fn, ALPHA_FNS)
-        check_choice("loss.prior_fallback", self.loss.prior_fallback, PRIOR_FALLBACKS)
-        check_choice("loss.prior_mode", self.loss.prior_mode, ["min", "max"])
         if not 0.0 <= self.loss.lam <= 1.0:
             raise SkdError(f"loss.lam must be in [0, 1], got {self.loss.lam}")
         if not 0.0 <= self.loss.smoothing <= 1.0:

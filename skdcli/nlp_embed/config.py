@@ -7,11 +7,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..engine.config import TrainConfig, check_choice
+from ..engine.config import TrainConfig, choice
 from ..engine.errors import SkdError
 from ..engine.schedules import build_weight_schedule
 from ..text.lm import LMConfig
-from ..text.seq2seq import ARCHS, Seq2SeqConfig
+from ..text.seq2seq import Seq2SeqConfig
 
 METHODS = ("skd", "noise", "random", "input_noise", "ce", "ls")
 BPTT_MODES = ("stateful", "windows")
@@ -25,7 +25,7 @@ class DataConfig:
     #   carried from window to window (detached) and reset each epoch; eval runs the whole valid/test stream
     #   statefully in eval.stream_batch columns. LSTM only.
     # windows: independent windows of `bptt` tokens, shuffled, no carried state (train and eval); Transformers.
-    bptt_mode: str = "stateful"
+    bptt_mode: str = choice("stateful", BPTT_MODES)
     bptt: int = 20  # tokens per training window (next-token predictions per example)
     eval_bptt: int = 0  # window for eval / perplexity (0 = bptt; with stateful eval it only bounds memory)
 
@@ -42,8 +42,8 @@ class KDConfig:
     # random: the same weighting over K neighbours drawn at random (not the nearest), redrawn at every refresh
     #        (controls for how the neighbours are chosen; `noise` keeps the true nearest ones)
     # ce:    plain cross-entropy (--baseline)     ls: uniform label smoothing with `label_smoothing`
-    method: str = "skd"
-    sim: str = "cos"  # dot | cos | neg_l2
+    method: str = choice("skd", METHODS)
+    sim: str = choice("cos", SIMILARITIES)  # dot | cos | neg_l2
     temperature: float = 0.1  # of the similarity softmax
     topk: int = 16  # K neighbours per gold word; 0 = the full vocabulary (exact, O(V) per token)
     include_gold: bool = True  # the gold word is neighbour 0 (so K=1 gives q~ = one-hot)
@@ -99,7 +99,7 @@ def _model_defaults() -> LMConfig:
 class NlpEmbedConfig:
     # lm: an LM corpus (`prep --source ptb|wikitext2|text|synthetic`); nmt: a parallel dataset
     # (`prep --source iwslt14|parallel|synthetic-nmt`). `train` sets it from the dataset it is given.
-    mode: str = "lm"
+    mode: str = choice("lm", ["lm", "nmt"])
     data: DataConfig = field(default_factory=DataConfig)
     model: LMConfig = field(default_factory=_model_defaults)
     nmt: NmtModelConfig = field(default_factory=NmtModelConfig)
@@ -108,15 +108,10 @@ class NlpEmbedConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def validate(self) -> None:
-        check_choice("mode", self.mode, ["lm", "nmt"])
         if self.mode == "nmt" and self.kd.method == "input_noise":
             raise SkdError("kd.method=input_noise is implemented for mode=lm only (use kd.method=noise)")
-        check_choice("model.arch", self.model.arch, ["lstm", "transformer"])
-        check_choice("nmt.arch", self.nmt.arch, ARCHS)
         if self.nmt.d_model % self.nmt.num_heads:
             raise SkdError("nmt.d_model must be divisible by nmt.num_heads")
-        check_choice("kd.method", self.kd.method, METHODS)
-        check_choice("data.bptt_mode", self.data.bptt_mode, BPTT_MODES)
         if self.mode == "lm" and self.data.bptt_mode == "stateful" and self.model.arch != "lstm":
             raise SkdError(
                 "data.bptt_mode=stateful carries an LSTM state; a Transformer LM has none: set data.bptt_mode=windows"
@@ -125,7 +120,6 @@ class NlpEmbedConfig:
             raise SkdError("kd.method=random draws kd.topk random neighbours: set kd.topk >= 1")
         if self.eval.stream_batch < 1:
             raise SkdError("eval.stream_batch must be >= 1")
-        check_choice("kd.sim", self.kd.sim, SIMILARITIES)
         if self.model.arch == "transformer":
             if self.model.d_hidden != self.model.d_embed:
                 raise SkdError("model.arch=transformer has one width: set model.d_hidden = model.d_embed")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..engine.config import TrainConfig, check_choice
+from ..engine.config import TrainConfig, choice
 from ..engine.errors import SkdError
 
 
@@ -41,7 +41,8 @@ class ModelConfig:
 
 @dataclass
 class LossConfig:
-    method: str = "skd"  # skd (contrastive + mutual self-KD) | contrastive (the paper's "without SKD")
+    # skd (contrastive + mutual self-KD) | contrastive (the paper's "without SKD")
+    method: str = choice("skd", ["skd", "contrastive"])
     w_dense: float = 0.1  # w1: integrated score S_x = w1 * S_d + w2 * S_s
     w_sparse: float = 0.2  # w2
     lambda_dense: float = 0.7  # λ1: weights L_dense and (official code) the dense distillation term
@@ -51,7 +52,8 @@ class LossConfig:
         True  # stop-gradient on softmax(S_x); false = the official code (gradients flow into the teacher)
     )
     compat_official: bool = False  # true: text->image teacher rows = softmax_row(S_x), not softmax_row(S_x^T)
-    reg: str = "l1"  # l1 (official code: mean_b sum_v |z_bv|) | flops (SPLADE: sum_v (mean_b |z_bv|)^2)
+    # l1 (official code: mean_b sum_v |z_bv|) | flops (SPLADE: sum_v (mean_b |z_bv|)^2)
+    reg: str = choice("l1", ["l1", "flops"])
     q_reg: float = 1e-3  # η_q on the text (query) vectors
     d_reg: float = 1e-3  # η_d on the image (document) vectors
     reg_warmup_frac: float = 0.2  # η(t) = η (t/T)^2 for t <= T = frac * max_steps (official: 0.2)
@@ -59,18 +61,21 @@ class LossConfig:
 
 @dataclass
 class EvalConfig:
-    split: str = "test"  # split the eval stage scores (the Karpathy test split); val is used during training
+    # split the eval stage scores (the Karpathy test split); val is used during training
+    split: str = choice("test", ["test", "val", "train"])
     topk: int = 10  # depth of the run (R@1/5/10 and MRR@10 are computed on the top-10 run)
     # Integrated score at eval: "cos" = w1 * cos + w2 * sparse (official eval, no tau);
     # "temp" = w1 * cos / tau + w2 * sparse (the training-time S_x). Both are reported; this picks `integrated`.
-    integrated_scale: str = "cos"
-    flops: str = "d2s"  # d2s (correct: sum_v P(q_v != 0) P(d_v != 0)) | official (the CIKM code's score sum, a bug)
+    integrated_scale: str = choice("cos", ["cos", "temp"])
+    # d2s (correct: sum_v P(q_v != 0) P(d_v != 0)) | official (the CIKM code's score sum, a bug)
+    flops: str = choice("d2s", ["d2s", "official"])
     truncate_topk: int = 0  # keep only the top-k terms of each sparse vector at eval (0 = off; official option)
 
 
 @dataclass
 class IndexConfig:
-    engine: str = "seismic"  # seismic (pyseismic-lsr) | exact (scipy.sparse term-at-a-time)
+    # seismic (pyseismic-lsr) | exact (scipy.sparse term-at-a-time)
+    engine: str = choice("seismic", ["seismic", "exact"])
     # Seismic build parameters. At the tiny scale nothing is pruned (lists are shorter than
     # n_postings), so the index returns the exhaustive top k; the values are the ones measured
     # best at 1M synthetic documents (recipes/retrieval/README.md, performance).
@@ -137,12 +142,6 @@ class RetrievalConfig:
     cpu_threads: int = 1
 
     def validate(self) -> None:
-        check_choice("loss.method", self.loss.method, ["skd", "contrastive"])
-        check_choice("loss.reg", self.loss.reg, ["l1", "flops"])
-        check_choice("eval.split", self.eval.split, ["test", "val", "train"])
-        check_choice("eval.integrated_scale", self.eval.integrated_scale, ["cos", "temp"])
-        check_choice("eval.flops", self.eval.flops, ["d2s", "official"])
-        check_choice("index.engine", self.index.engine, ["seismic", "exact"])
         if self.cpu_threads < 0:
             raise SkdError(f"cpu_threads must be >= 0 (got {self.cpu_threads})")
         if not 0.0 < self.model.max_df <= 1.0:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..engine.config import TrainConfig, check_choice
+from ..engine.config import TrainConfig, choice
 from ..engine.errors import SkdError
 
 METHODS = ("drrnet", "cs-kd", "ps-kd", "tf-kd", "byot", "dlb", "zipf-ls", "ce")
@@ -20,9 +20,8 @@ BACKBONES = ("resnet10t", "resnet18", "resnet50", "vgg16", "densenet121", "mobil
 
 @dataclass
 class ModelConfig:
-    backbone: str = (
-        "resnet10t"  # resnet10t (ours, CPU-sized) | torchvision resnet18/resnet50/vgg16/densenet121/mobilenet_v2
-    )
+    # resnet10t (ours, CPU-sized) | torchvision resnet18/resnet50/vgg16/densenet121/mobilenet_v2
+    backbone: str = choice("resnet10t", BACKBONES)
     width: int = 16  # resnet10t only: channels of the first stage (then x2 per stage)
     dropout: float = 0.0  # before the classifier (resnet10t / resnet*; vgg/densenet/mobilenet keep torchvision's)
     # A local file of initial weights (safetensors, or a torch state dict read with weights_only=True);
@@ -49,8 +48,8 @@ class AWAConfig:
     #   loss    w_off = L_ce / (L_ce + L_ce(0)) with L_ce an EMA of the batch CE; w_on = 1 - w_off
     #   linear  w_on = clip(step / total_steps, eps, 1-eps) (ablation: not performance-based)
     #   fixed   w_on = fixed_on, w_off = 1 - fixed_on (ablation)
-    mode: str = "perf"
-    source: str = "train"  # perf only: train | val
+    mode: str = choice("perf", ["perf", "loss", "linear", "fixed"])
+    source: str = choice("train", ["train", "val"])  # perf only: train | val
     momentum: float = 0.9  # EMA momentum of the batch accuracy / CE
     eps: float = 0.05
     fixed_on: float = 0.5
@@ -59,10 +58,12 @@ class AWAConfig:
 @dataclass
 class DRRNetConfig:
     # L = CE + lambda * tau^2 * [w_off * KL(p_off || p_s) + w_on * KL(p_on || p_s)]   (OURS: recipes/sar/README.md)
-    offline: str = "snapshot"  # snapshot (previous generation) | best (best validation checkpoint) | file
+    # snapshot (previous generation) | best (best validation checkpoint) | file
+    offline: str = choice("snapshot", ["snapshot", "best", "file"])
     offline_path: str = ""  # offline=file: weights of a trained same-architecture model (or a run dir)
     generation_epochs: int = 8  # offline=snapshot: the teacher is refreshed every N epochs
-    online: str = "last"  # last (the last iteration's prediction, DLB-style) | view (another augmented view) | ema
+    # last (the last iteration's prediction, DLB-style) | view (another augmented view) | ema
+    online: str = choice("last", ["last", "view", "ema"])
     ema_decay: float = 0.99  # online=ema
     temperature: float = 3.0
     weight: float = 1.0  # lambda
@@ -83,13 +84,15 @@ class PSKDConfig:  # Kim et al., ICCV 2021; official code lgcnsai/PS-KD-Pytorch
 
 @dataclass
 class TFKDConfig:  # Yuan et al., CVPR 2020; official code yuanli2333/Teacher-free-Knowledge-Distillation
-    variant: str = "reg"  # reg (manually designed virtual teacher) | self (a trained copy of the same network)
+    # reg (manually designed virtual teacher) | self (a trained copy of the same network)
+    variant: str = choice("reg", ["reg", "self"])
     teacher: str = ""  # variant=self: the trained teacher (a run dir or a weights file)
     alpha: float = 0.1  # official base_resnet18 params (reg): 0.1; resnet18_self_teacher (self): 0.95
     temperature: float = 20.0  # reg 20; self 6
     multiplier: float = 100.0  # reg 100; self 50 (the official KLDivLoss() averages over B*K elements)
     correct_prob: float = 0.99  # reg: the virtual teacher's probability of the true class
-    reduction: str = "element_mean"  # element_mean (official nn.KLDivLoss()) | batchmean
+    # element_mean (official nn.KLDivLoss()) | batchmean
+    reduction: str = choice("element_mean", ["element_mean", "batchmean"])
 
 
 @dataclass
@@ -115,7 +118,7 @@ class ZipfConfig:  # Liang et al., ECCV 2022; official code megvii-research/zipf
 
 @dataclass
 class KDConfig:
-    method: str = "drrnet"
+    method: str = choice("drrnet", METHODS)
     drrnet: DRRNetConfig = field(default_factory=DRRNetConfig)
     cs_kd: CSKDConfig = field(default_factory=CSKDConfig)
     ps_kd: PSKDConfig = field(default_factory=PSKDConfig)
@@ -127,7 +130,7 @@ class KDConfig:
 
 @dataclass
 class EvalConfig:
-    split: str = "test"  # the split `eval` scores by default: test | val
+    split: str = choice("test", ["test", "val"])  # the split `eval` scores by default: test | val
 
 
 def _train_defaults() -> TrainConfig:
@@ -156,15 +159,6 @@ class SarConfig:
 
     def validate(self) -> None:
         kd, dr = self.kd, self.kd.drrnet
-        check_choice("kd.method", kd.method, METHODS)
-        check_choice("model.backbone", self.model.backbone, BACKBONES)
-        check_choice("kd.drrnet.offline", dr.offline, ["snapshot", "best", "file"])
-        check_choice("kd.drrnet.online", dr.online, ["last", "view", "ema"])
-        check_choice("kd.drrnet.awa.mode", dr.awa.mode, ["perf", "loss", "linear", "fixed"])
-        check_choice("kd.drrnet.awa.source", dr.awa.source, ["train", "val"])
-        check_choice("kd.tf_kd.variant", kd.tf_kd.variant, ["reg", "self"])
-        check_choice("kd.tf_kd.reduction", kd.tf_kd.reduction, ["element_mean", "batchmean"])
-        check_choice("eval.split", self.eval.split, ["test", "val"])
         for name, t in (
             ("drrnet", dr.temperature),
             ("cs_kd", kd.cs_kd.temperature),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..engine.config import TrainConfig, check_choice
+from ..engine.config import TrainConfig, choice
 from ..engine.errors import SkdError
 
 STAGES = ["W", "N1", "N2", "N3", "REM"]  # class ids 0..4 (R&K S3+S4 -> N3)
@@ -40,9 +40,11 @@ class ModelConfig:
 class KDConfig:
     # skd: L = 1/2[CE(y,p1) + CE(y,p2)] + w·T²·D(p1_T, p2_T) over two Siamese branches (shared weights)
     # ce:  L = CE(y, p) on one branch (the --baseline)
-    method: str = "skd"
-    siamese_view: str = "augment"  # augment (two random signal augmentations) | dropout (same input, two masks)
-    divergence: str = "sym_kl"  # sym_kl | kl_stopgrad (branch 2 is a detached teacher) | js
+    method: str = choice("skd", ["skd", "ce"])
+    # augment (two random signal augmentations) | dropout (same input, two masks)
+    siamese_view: str = choice("augment", ["augment", "dropout"])
+    # sym_kl | kl_stopgrad (branch 2 is a detached teacher) | js
+    divergence: str = choice("sym_kl", ["sym_kl", "kl_stopgrad", "js"])
     temperature: float = 1.0
     weight: float = 1.0  # w
     # augment view: amplitude scale ~ U(1-a, 1+a), circular time shift up to s seconds, gaussian noise std n (z units)
@@ -56,7 +58,7 @@ class SamplerConfig:
     # random: the engine's shuffle. balanced / selective: every batch's SUPERVISED epochs (all scored positions of
     # its windows, what the loss sees) are split over the stages with shares q_c ∝ n_c^power (balanced = power 0,
     # selective = `power`; 1 = the data prior), as closely as windows of consecutive epochs allow (sampling.py)
-    kind: str = "selective"
+    kind: str = choice("selective", ["random", "balanced", "selective"])
     power: float = 0.5
     candidates: int = 4  # windows drawn per pick; the one closest to the target shares is kept (1 = braindecode's rule)
 
@@ -91,10 +93,6 @@ class SleepConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def validate(self) -> None:
-        check_choice("kd.method", self.kd.method, ["skd", "ce"])
-        check_choice("kd.siamese_view", self.kd.siamese_view, ["augment", "dropout"])
-        check_choice("kd.divergence", self.kd.divergence, ["sym_kl", "kl_stopgrad", "js"])
-        check_choice("sampler.kind", self.sampler.kind, ["random", "balanced", "selective"])
         if self.data.seq_len < 1:
             raise SkdError("data.seq_len must be >= 1")
         if not 0 <= self.data.dev_fraction < 1:

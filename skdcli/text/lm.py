@@ -24,12 +24,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..engine.config import choice
 from ..engine.teachers import TeacherSignal
 
 
 @dataclass
 class LMConfig:
-    arch: str = "lstm"  # lstm | transformer
+    arch: str = choice("lstm", ["lstm", "transformer"])  # lstm | transformer
     d_embed: int = 64  # word-embedding size (= output-embedding size)
     d_hidden: int = 64  # LSTM hidden size / Transformer width (must equal d_embed for the transformer)
     num_layers: int = 1

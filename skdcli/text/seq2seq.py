@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..engine.config import choice
 from .tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 ARCHS = ("fairseq", "prenorm")
@@ -52,7 +53,8 @@ FAIRSEQ_POSITION_OFFSET = 2  # fairseq numbers positions from padding_idx + 1, w
 class Seq2SeqConfig:
     """The model block of a recipe config (nlg-smooth ``model``, nlp-embed ``nmt``)."""
 
-    arch: str = "fairseq"  # fairseq: transformer_iwslt_de_en's layout (post-LN, fairseq init) | prenorm (module doc)
+    # fairseq: transformer_iwslt_de_en's layout (post-LN, fairseq init) | prenorm (module doc)
+    arch: str = choice("fairseq", ARCHS)
     d_model: int = 64
     num_heads: int = 4
     ff_dim: int = 256

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..engine.config import TrainConfig, check_choice
+from ..engine.config import TrainConfig, check_choice, choice
 from ..engine.errors import SkdError
 from .loss import KL_DIRECTIONS
 from .metrics import NORMALIZATIONS
@@ -25,8 +25,8 @@ class DataConfig:
     max_query_length: int = 20  # paper: 64
     # the periodic evaluation (and best checkpoint): a prepared dataset with eval cells; "" = --data's own
     dev: str = ""
-    dev_split: str = "dev"
-    dev_suite: str = "mlqa"  # how the dev cells are scored and aggregated (G-XLT F1 for mlqa)
+    dev_split: str = choice("dev", ["dev", "test"])
+    dev_suite: str = choice("mlqa", SUITES)  # how the dev cells are scored and aggregated (G-XLT F1 for mlqa)
 
 
 @dataclass
@@ -38,15 +38,18 @@ class ModelConfig:
 
 @dataclass
 class KDConfig:
-    method: str = "skd"  # skd: CE + c * KL to the teacher | ce: cross-entropy only (the --baseline)
-    loss: str = "fw"  # fw: KL(teacher || student) (paper) | rv: KL(student || teacher) | sym: both
+    # skd: CE + c * KL to the teacher | ce: cross-entropy only (the --baseline)
+    method: str = choice("skd", ["skd", "ce"])
+    # fw: KL(teacher || student) (paper) | rv: KL(student || teacher) | sym: both
+    loss: str = choice("fw", list(KL_DIRECTIONS))
     temperature: float = 2.0  # paper's best: T = 2
     ce: bool = True  # alpha_ce = 1; false: alpha_ce = 0, the paper's "w/o CE" ablation (--no-ce)
     map_coefficient: bool = True  # c = mAP@k of the teacher (SKD+mAP@k); false: c = 1 (SKD)
     map_k: int = 10
     map_window: int = 5  # hits in [gold - w, gold + w - 1] (official range); 0 = exact position (MRR@k)
     generations: bool = True  # teacher <- student at every epoch end; false: the initial model stays the teacher
-    mask: str = "context"  # context: KL / ranking over context tokens + [CLS] (ours) | none: every position (official)
+    # context: KL / ranking over context tokens + [CLS] (ours) | none: every position (official)
+    mask: str = choice("context", ["context", "none"])
 
 
 @dataclass
@@ -91,11 +94,6 @@ class XqaConfig:
     train: TrainConfig = field(default_factory=_train_defaults)
 
     def validate(self) -> None:
-        check_choice("kd.method", self.kd.method, ["skd", "ce"])
-        check_choice("kd.loss", self.kd.loss, list(KL_DIRECTIONS))
-        check_choice("kd.mask", self.kd.mask, ["context", "none"])
-        check_choice("data.dev_suite", self.data.dev_suite, SUITES)
-        check_choice("data.dev_split", self.data.dev_split, ["dev", "test"])
         if self.eval.normalization:
             check_choice("eval.normalization", self.eval.normalization, NORMALIZATIONS)
         if self.kd.temperature <= 0:
