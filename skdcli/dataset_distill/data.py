@@ -12,8 +12,6 @@ Prep builds the directory under a temporary name and swaps it in, so a kill (or 
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..engine.errors import SkdError
-from ..engine.io import atomic_write, atomic_write_json, read_json
+from ..engine.io import atomic_write, atomic_write_json, read_json, staged_dir
 from .formats import read_cifar_binary, read_cifar_names, read_cifar_python, read_idx_pair, read_image_folder
 
 SOURCES = ("mnist", "fashion-mnist", "cifar10", "cifar100", "imagefolder", "digits", "synthetic")
@@ -259,12 +257,7 @@ def prepare_dataset(
         mean = scaled.mean(axis=(0, 2, 3)).round(4).tolist()
         std = np.maximum(scaled.std(axis=(0, 2, 3)), 1e-3).round(4).tolist()
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".tmp-{out.name}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    try:
+    with staged_dir(out) as tmp:
         _save_split(tmp / "train.safetensors", splits.train_x, splits.train_y)
         _save_split(tmp / "test.safetensors", splits.test_x, splits.test_y)
         digest = hashlib.sha256()
@@ -291,15 +284,6 @@ def prepare_dataset(
             "fingerprint": digest.hexdigest()[:16],
         }
         atomic_write_json(tmp / "prep.json", info)  # last: marks the directory finished
-        old = out.parent / f".old-{out.name}-{os.getpid()}"
-        if out.exists():
-            os.replace(out, old)
-        os.replace(tmp, out)
-        if old.exists():
-            shutil.rmtree(old)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return {"out": str(out), **info}
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 import os
 import secrets
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from ..engine.contract import StageOptions
 from ..engine.distributed import resolve_device
 from ..engine.errors import SkdError
 from ..engine.export import load_exported
-from ..engine.io import atomic_write, atomic_write_json, file_sha256, read_json
+from ..engine.io import atomic_write, atomic_write_json, file_sha256, read_json, staged_dir
 from ..engine.rundir import RunDir
 from ..engine.stages import ExportSpec, Pipeline, RecipeHooks, Trained, load_trained, train_run
 from .config import EVAL_MODES, POOL_ARCHS, DistillConfig
@@ -227,11 +226,7 @@ def generate_stage(
     pixels = to_uint8(images)
     labels = labels.cpu()
     classes = trained.task.data.info["classes"]
-    tmp = out_dir.parent / f".tmp-{out_dir.name}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    try:
+    with staged_dir(out_dir) as tmp:
         from PIL import Image
 
         for i, (x, y) in enumerate(zip(pixels, labels.tolist())):
@@ -255,12 +250,6 @@ def generate_stage(
             "images_per_second": round(len(labels) / max(seconds, 1e-9), 1),
         }
         atomic_write_json(tmp / "generate.json", info)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return {"out": str(out_dir), **info}
 
 

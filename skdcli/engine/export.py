@@ -8,8 +8,6 @@ under a temp name and renamed into place, so a kill never leaves a half export.
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
 import warnings
 from pathlib import Path
@@ -20,7 +18,7 @@ from safetensors.torch import save_model
 
 from .. import __version__
 from .errors import SkdError
-from .io import atomic_write_json, file_sha256, read_json
+from .io import atomic_write_json, file_sha256, read_json, staged_dir
 
 PROGRAM = "model.pt2"
 WEIGHTS = "model.safetensors"
@@ -58,11 +56,7 @@ def export_program(
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise SkdError("already holds an export; pass --overwrite to replace it", out_dir)
     module = module.eval().cpu()
-    tmp = out_dir.parent / f".tmp-{out_dir.name}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    try:
+    with staged_dir(out_dir) as tmp:
         with torch.no_grad():
             try:
                 program = torch.export.export(module, example_inputs, dynamic_shapes=dynamic_shapes, strict=False)
@@ -102,13 +96,6 @@ def export_program(
         }
         info["files"] = {p.name: file_sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()}
         atomic_write_json(tmp / MANIFEST, info)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return info
 
 

@@ -6,13 +6,14 @@ then ``os.replace``. A kill at any point leaves either the old file or the new o
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from .errors import SkdError
 
@@ -97,6 +98,36 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+@contextlib.contextmanager
+def staged_dir(out: str | Path) -> Iterator[Path]:
+    """A whole output directory (a prepared dataset, an export, generated images) built in a sibling
+    ``.tmp-<name>-<pid>`` and swapped into ``out`` only when the block ends without error: a kill or an
+    error leaves ``out`` as it was. An existing ``out`` is moved aside just before the swap (put back if
+    the swap fails) and deleted after it; the caller decides beforehand whether replacing it is allowed."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".tmp-{out.name}-{os.getpid()}"
+    old = out.parent / f".old-{out.name}-{os.getpid()}"
+    for leftover in (tmp, old):
+        if leftover.exists():
+            shutil.rmtree(leftover)
+    tmp.mkdir()
+    try:
+        yield tmp
+        if out.exists():
+            os.replace(out, old)
+        try:
+            os.replace(tmp, out)
+        except BaseException:
+            if old.exists() and not out.exists():
+                os.replace(old, out)
+            raise
+    finally:
+        for leftover in (tmp, old):
+            if leftover.exists():
+                shutil.rmtree(leftover)
 
 
 def claim_output_dir(path: str | Path, overwrite: bool, marker: str, what: str) -> Path:

@@ -33,9 +33,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import os
 import re
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +43,7 @@ import numpy as np
 from PIL import Image
 
 from ..engine.errors import SkdError
-from ..engine.io import atomic_write_json, read_json
+from ..engine.io import atomic_write_json, read_json, staged_dir
 from .config import SCORE_TO_CLASS
 
 SOURCES = ("medivlad", "videos", "pocus", "synthetic")
@@ -552,11 +550,7 @@ def prepare_dataset(
     if not clip_rows and not labelled_rows:
         raise SkdError(f"no readable clip ({len(skipped)} skipped; see the reasons with --debug)", raw)
 
-    tmp = out.parent / f".tmp-{out.name}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    try:
+    with staged_dir(out) as tmp:
         _write_csv(tmp / "clips.csv", CLIP_FIELDS, clip_rows)
         _write_csv(tmp / "labelled.csv", LABELLED_FIELDS, labelled_rows)
         n_frames = _save_stack(tmp / "frames.npy", clip_frames, size)
@@ -587,13 +581,6 @@ def prepare_dataset(
             "seconds": round(time.perf_counter() - t0, 2),
         }
         atomic_write_json(tmp / "prep.json", info)
-        if out.exists():
-            shutil.rmtree(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return {**info, "out": str(out), "skipped_list": str(out / "skipped.jsonl")}
 
 

@@ -5,7 +5,6 @@ shapes corpus), and the recipe's own stages: prep, index, search, explain. Each 
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ import torch
 from ..engine.console import console, metric_table, progress_bar, progress_callback
 from ..engine.contract import StageOptions
 from ..engine.errors import SkdError
-from ..engine.io import atomic_write_json, atomic_write_text
+from ..engine.io import atomic_write_json, atomic_write_text, staged_dir
 from ..engine.rundir import RunDir
 from ..engine.schedules import Progress, QuadraticWarmup
 from ..engine.stages import ExportSpec, Pipeline, RecipeHooks, Trained, load_trained, train_run
@@ -823,10 +822,6 @@ def index_stage(
     folder = run.path / "index"
     if (folder / MANIFEST_FILE).is_file() and not overwrite:
         raise SkdError("already holds an index; pass --overwrite to rebuild it", folder)
-    # built beside the old index and swapped in at the end: a kill mid-build loses nothing
-    building = run.path / f".index.tmp-{os.getpid()}"
-    if building.exists():
-        shutil.rmtree(building)
     if split == "all":
         images = torch.arange(len(prepared.img_ids))
     else:
@@ -836,16 +831,15 @@ def index_stage(
     with torch.no_grad():
         _, z = model.encode_image(prepared.img_emb[images])
     z = truncate_top_terms(z, cfg.eval.truncate_topk).numpy()
-    manifest = build_index(
-        building,
-        [prepared.img_ids[i] for i in images.tolist()],
-        z,
-        cfg.index,
-        {"split": split, "run_dir": str(run.path)},
-    )
-    if folder.exists():
-        shutil.rmtree(folder)
-    building.rename(folder)
+    # built beside the old index and swapped in at the end: a kill mid-build loses nothing
+    with staged_dir(folder) as building:
+        manifest = build_index(
+            building,
+            [prepared.img_ids[i] for i in images.tolist()],
+            z,
+            cfg.index,
+            {"split": split, "run_dir": str(run.path)},
+        )
     return {"task": TASK_NAME, "index_dir": str(folder), **{k: v for k, v in manifest.items() if k != "doc_ids"}}
 
 

@@ -24,9 +24,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import os
 import re
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -34,7 +32,7 @@ from typing import Callable
 import numpy as np
 
 from ..engine.errors import SkdError
-from ..engine.io import atomic_write_json, atomic_write_jsonl, read_json, read_jsonl
+from ..engine.io import atomic_write_json, atomic_write_jsonl, read_json, read_jsonl, staged_dir
 from .chips import IMAGE_SUFFIXES, NormSpec, normalise, read_chip
 
 SOURCES = ("fusar", "opensarship", "imagefolder", "synthetic")
@@ -303,11 +301,7 @@ def prepare_dataset(
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         what = "a prepared dataset" if (out / "prep.json").exists() else "files"
         raise SkdError(f"already holds {what}; pass --overwrite to replace it", out)
-    tmp = out.parent / f".tmp-{out.name}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    try:
+    with staged_dir(out) as tmp:
         if source == "synthetic":
             from .synth import write_fusar_like
 
@@ -331,13 +325,6 @@ def prepare_dataset(
         )
         info["raw"] = str(final_raw.resolve()) if source != "synthetic" else str(final_raw)
         atomic_write_json(tmp / "prep.json", info)
-        if out.exists():
-            shutil.rmtree(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return {
         "out": str(out),
         **{

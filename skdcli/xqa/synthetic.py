@@ -12,11 +12,10 @@ Nothing is downloaded. The tiny model and the templates are ours (recipes/xqa/RE
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from ..engine.errors import SkdError
-from ..engine.io import claim_output_dir, read_json
+from ..engine.io import claim_output_dir, read_json, staged_dir
 from .data import (
     ReadReport,
     cross_lingual_sample,
@@ -123,14 +122,9 @@ def save_random_init(
     torch.manual_seed(seed)
     model = BertForQuestionAnswering(config)
     torch.random.set_rng_state(generator_state)
-    tmp = out.parent / f".tmp-{out.name}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    model.save_pretrained(str(tmp), safe_serialization=True)
-    tokenizer.save_pretrained(str(tmp))
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
+    with staged_dir(out) as tmp:
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        tokenizer.save_pretrained(str(tmp))
     return out
 
 
