@@ -49,6 +49,15 @@ def mean_std(values: Sequence[float], digits: int | None = None) -> dict[str, An
     return {"mean": mean, "std": std, "n": len(values), "values": values}
 
 
+def summary_cell(row: dict[str, Any], key: str, several: bool, scale: float = 1.0) -> Any:
+    """A report cell from a row of ``compare_over_seeds``'s summary (or a single eval result): the value, or
+    (mean, std) when ``several`` seeds were run (``metric_table`` prints it as mean ± std); None when absent."""
+    if key not in row:
+        return None
+    value = scale * row[key]
+    return (value, scale * row[f"{key}_std"]) if several and f"{key}_std" in row else value
+
+
 def compare_over_seeds(
     p: Pipeline,
     systems: dict[str, list[str]],

@@ -29,9 +29,11 @@ from ..text.seq2seq import Seq2SeqTransformer
 from ..text.tokenizer import EOS_ID, PAD_ID
 from ..text.translation import (
     BLEU_CONVENTION,
+    TRANSLATION_COLUMNS,
     DecodeOptions,
     score_translation,
     translation_export_spec,
+    translation_rows,
 )
 from .config import NlgSmoothConfig
 from .loss import (
@@ -378,29 +380,12 @@ class NlgSmoothHooks(RecipeHooks):
             return None
         systems = result.get("systems") or {result["method"]: result}
         several = len(result.get("seeds") or [None]) > 1
-
-        def cell(r: dict, key: str, scale: float = 1.0):
-            value = scale * r[key]
-            return (value, scale * r[f"{key}_std"]) if several and f"{key}_std" in r else value
-
-        rows = [
-            [
-                name,
-                cell(r, "bleu"),
-                cell(r, "bleu_sacre"),
-                cell(r, "chrf"),
-                cell(r, "nll"),
-                cell(r, "ece", 100),
-                cell(r, "mce", 100),
-            ]
-            for name, r in systems.items()
-        ]
         seeds = f"mean ± std over seeds {', '.join(map(str, result['seeds']))}; " if several else ""
         caption = f"{seeds}sacreBLEU {result.get('bleu_sacre_signature', '')}"
         return metric_table(
             f"nlg-smooth {command}: {result['split']} split",
-            ["system", "BLEU (tok.)", "sacreBLEU", "chrF", "NLL", "ECE %", "MCE %"],
-            rows,
+            ["system", *TRANSLATION_COLUMNS],
+            translation_rows(systems, several),
             caption=caption,
         )
 

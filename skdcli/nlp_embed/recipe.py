@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from ..engine.compare import compare_over_seeds, parse_seeds
+from ..engine.compare import compare_over_seeds, parse_seeds, summary_cell
 from ..engine.config import validate_config
 from ..engine.console import metric_table
 from ..engine.contract import StageOptions
@@ -481,29 +481,16 @@ class NlpEmbedHooks(RecipeHooks):
         several = len(result.get("seeds") or [None]) > 1
 
         def cell(r: dict, key: str, scale: float = 1.0):
-            if key not in r:
-                return None
-            value = scale * r[key]
-            return (value, scale * r[f"{key}_std"]) if several and f"{key}_std" in r else value
+            return summary_cell(r, key, several, scale)
 
         seeds = f"mean ± std over seeds {', '.join(map(str, result['seeds']))}. " if several else ""
         if result.get("mode") == "nmt":
-            rows = [
-                [
-                    name,
-                    cell(r, "bleu"),
-                    cell(r, "bleu_sacre"),
-                    cell(r, "chrf"),
-                    cell(r, "nll"),
-                    cell(r, "ece", 100),
-                    cell(r, "mce", 100),
-                ]
-                for name, r in systems.items()
-            ]
+            from ..text.translation import TRANSLATION_COLUMNS, translation_rows
+
             return metric_table(
                 f"nlp-embed {command} (nmt): {result['split']} split",
-                ["system", "BLEU (tok.)", "sacreBLEU", "chrF", "NLL", "ECE %", "MCE %"],
-                rows,
+                ["system", *TRANSLATION_COLUMNS],
+                translation_rows(systems, several),
                 caption=f"{seeds}sacreBLEU {result.get('bleu_sacre_signature', '')}",
             )
         purity = next(

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from ..engine.cliutil import is_main_process
-from ..engine.compare import compare_over_seeds, parse_seeds
+from ..engine.compare import compare_over_seeds, parse_seeds, summary_cell
 from ..engine.config import build_config
 from ..engine.console import console, metric_table
 from ..engine.contract import StageOptions
@@ -685,10 +685,10 @@ class SarHooks(RecipeHooks):
         if command == "run" and "systems" in result:
             several = len(result["seeds"]) > 1
 
-            def cell(r: dict, key: str) -> Any:
-                return (r[key], r[f"{key}_std"]) if several else r[key]
-
-            rows = [(name, cell(r, "accuracy"), cell(r, "macro_f1")) for name, r in result["systems"].items()]
+            rows = [
+                (name, summary_cell(r, "accuracy", several), summary_cell(r, "macro_f1", several))
+                for name, r in result["systems"].items()
+            ]
             seeds = ", ".join(map(str, result["seeds"]))
             return metric_table(
                 f"sar run — {result['split']} split",

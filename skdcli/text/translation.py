@@ -21,6 +21,7 @@ from typing import Callable, Iterable, TextIO
 
 import torch
 
+from ..engine.compare import summary_cell
 from ..engine.errors import SkdError
 from ..engine.export import load_exported
 from ..engine.stages import ExportSpec
@@ -39,6 +40,21 @@ class DecodeOptions:
     lenpen: float = 1.0  # fairseq: a finished hypothesis scores sum(log p) / len**lenpen
     max_len_a: float = 0.0  # fairseq-generate's defaults: at most a * S + b tokens
     max_len_b: int = 200
+
+
+# the columns every translation report shows (nlg-smooth, nlp-embed mode=nmt), after the system name
+TRANSLATION_COLUMNS = ["BLEU (tok.)", "sacreBLEU", "chrF", "NLL", "ECE %", "MCE %"]
+
+
+def translation_rows(systems: dict[str, dict], several: bool) -> list[list]:
+    """One report row per system under TRANSLATION_COLUMNS (ECE / MCE in %), mean ± std over seeds when several."""
+    return [
+        [name, *(summary_cell(r, key, several, scale) for key, scale in _TRANSLATION_KEYS)]
+        for name, r in systems.items()
+    ]
+
+
+_TRANSLATION_KEYS = (("bleu", 1.0), ("bleu_sacre", 1.0), ("chrf", 1.0), ("nll", 1.0), ("ece", 100.0), ("mce", 100.0))
 
 
 def max_output_len(src_width: int, decode: DecodeOptions, max_positions: int) -> int:
