@@ -170,24 +170,13 @@ class NlgSmoothTask(ParallelTaskData, Task):
             device,
             self.tokenizer,
             self.dataset("valid"),
-            decode_options(self.cfg, beam=1),
+            DecodeOptions.from_eval(self.cfg.eval, beam=1),
             ece_bins=ev.ece_bins,
             decode_max=(ev.valid_decode_max if ev.valid_bleu else -1),
             keep_bpe=self.data.info.get("bpe") == "keep",
             lang=self.tgt_lang,
         )
         return scored["metrics"]
-
-
-# -- scoring: teacher-forced calibration + decoding (skdcli/text/translation.py) --------------------------------
-def decode_options(cfg: NlgSmoothConfig, beam: int | None = None) -> DecodeOptions:
-    ev = cfg.eval
-    return DecodeOptions(
-        beam_size=ev.beam_size if beam is None else beam,
-        lenpen=ev.lenpen,
-        max_len_a=ev.max_len_a,
-        max_len_b=ev.max_len_b,
-    )
 
 
 # -- stages ---------------------------------------------------------------------------------------------------
@@ -287,7 +276,7 @@ class NlgSmoothHooks(RecipeHooks):
                 dev,
                 task.tokenizer,
                 dataset,
-                decode_options(cfg),
+                DecodeOptions.from_eval(cfg.eval),
                 ece_bins=cfg.eval.ece_bins,
                 keep_bpe=task.data.info.get("bpe") == "keep",
                 lang=task.tgt_lang,
@@ -342,7 +331,7 @@ class NlgSmoothHooks(RecipeHooks):
             ds,
             data_info=task.data.info,
             train_texts=task.data.split("train"),
-            decode=decode_options(cfg),
+            decode=DecodeOptions.from_eval(cfg.eval),
             manifest={"method": cfg.loss.method},
             result_keys=("method",),
         )

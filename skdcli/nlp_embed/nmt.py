@@ -80,19 +80,9 @@ class NlpEmbedNmtTask(ParallelTaskData, Task):
             device,
             self.tokenizer,
             self.dataset("valid"),
-            decode_options(self.cfg, beam=1),
+            DecodeOptions.from_eval(self.cfg.eval, beam=1),
             ece_bins=self.cfg.eval.ece_bins,
             decode_max=self.cfg.eval.valid_decode_max,
             keep_bpe=self.data.info.get("bpe") == "keep",
             lang=self.tgt_lang,
         )["metrics"]
-
-
-def decode_options(cfg: NlpEmbedConfig, beam: int | None = None) -> DecodeOptions:
-    ev = cfg.eval
-    return DecodeOptions(
-        beam_size=ev.beam_size if beam is None else beam,
-        lenpen=ev.lenpen,
-        max_len_a=ev.max_len_a,
-        max_len_b=ev.max_len_b,
-    )

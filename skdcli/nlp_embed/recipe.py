@@ -244,8 +244,7 @@ def make_task(cfg: NlpEmbedConfig, data_dir: str | Path) -> Task:
 def eval_translation(trained: Trained, split: str) -> dict:
     """mode=nmt: beam search BLEU / chrF and teacher-forced NLL / ECE / MCE on a split (skdcli/text/translation.py)."""
     from ..text.parallel import collate_parallel
-    from ..text.translation import BLEU_CONVENTION, score_translation
-    from .nmt import decode_options
+    from ..text.translation import BLEU_CONVENTION, DecodeOptions, score_translation
 
     cfg, task, model, run = trained.cfg, trained.task, trained.model, trained.run
     if split not in ("train", "valid", "test") or not len(task.dataset(split)):
@@ -260,7 +259,7 @@ def eval_translation(trained: Trained, split: str) -> dict:
             next(model.parameters()).device,
             task.tokenizer,
             ds,
-            decode_options(cfg),
+            DecodeOptions.from_eval(cfg.eval),
             ece_bins=cfg.eval.ece_bins,
             keep_bpe=task.data.info.get("bpe") == "keep",
             lang=task.tgt_lang,
@@ -369,8 +368,7 @@ class NlpEmbedHooks(RecipeHooks):
         LSTM: the one-step program with explicit state (see ``text.lm.LSTMStep``)."""
         cfg, task, model = trained.cfg, trained.task, trained.model
         if cfg.mode == "nmt":  # the text stack's translation export: `skd nlp-embed translate` reads it
-            from ..text.translation import translation_export_spec
-            from .nmt import decode_options
+            from ..text.translation import DecodeOptions, translation_export_spec
 
             ds = task.dataset("valid") if len(task.dataset("valid")) else task.dataset("train")
             return translation_export_spec(
@@ -379,7 +377,7 @@ class NlpEmbedHooks(RecipeHooks):
                 ds,
                 data_info=task.data.info,
                 train_texts=task.data.split("train"),
-                decode=decode_options(cfg),
+                decode=DecodeOptions.from_eval(cfg.eval),
                 manifest={"kd_method": cfg.kd.method, "mode": "nmt"},
                 result_keys=("mode",),
             )

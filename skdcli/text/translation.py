@@ -17,7 +17,7 @@ from __future__ import annotations
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterable, TextIO
+from typing import Any, Callable, Iterable, TextIO
 
 import torch
 
@@ -40,6 +40,17 @@ class DecodeOptions:
     lenpen: float = 1.0  # fairseq: a finished hypothesis scores sum(log p) / len**lenpen
     max_len_a: float = 0.0  # fairseq-generate's defaults: at most a * S + b tokens
     max_len_b: int = 200
+
+    @classmethod
+    def from_eval(cls, ev: Any, beam: int | None = None) -> DecodeOptions:
+        """From a recipe's eval config (beam_size, lenpen, max_len_a, max_len_b); ``beam`` overrides its beam size
+        (validation decodes greedily)."""
+        return cls(
+            beam_size=ev.beam_size if beam is None else beam,
+            lenpen=ev.lenpen,
+            max_len_a=ev.max_len_a,
+            max_len_b=ev.max_len_b,
+        )
 
 
 # the columns every translation report shows (nlg-smooth, nlp-embed mode=nmt), after the system name
