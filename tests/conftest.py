@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -62,6 +64,43 @@ def run_cli_subprocess(*args: str, env: dict | None = None, timeout: int = 300) 
         env={**os.environ, **(env or {})},
         cwd=REPO,
     )
+
+
+# `skd ARGS` with every training step of one Task class slowed down, so a kill lands mid-training.
+_SLOW_CLI = """
+import sys, time, importlib
+module = importlib.import_module({module!r})
+cls = getattr(module, {cls!r})
+original = cls.compute_loss
+def slow(self, *args):
+    time.sleep({delay})
+    return original(self, *args)
+cls.compute_loss = slow
+from skdcli.cli import main
+sys.argv = ["skd", *sys.argv[1:]]
+main()
+"""
+
+
+def kill_mid_training(
+    task_class: str, args: list, wait_for: Path, delay: float = 0.05, settle: float = 0.12, timeout: float = 300
+) -> None:
+    """Run `skd ARGS` in a subprocess whose ``task_class`` ("module:Class") sleeps ``delay`` s per step, wait
+    until ``wait_for`` (a checkpoint) exists, let ``settle`` s pass to land inside the following steps, then
+    SIGKILL it (the kill -9 half of every exact-resume test)."""
+    module, cls = task_class.split(":")
+    script = _SLOW_CLI.format(module=module, cls=cls, delay=delay)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, *map(str, args)], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.time() + timeout
+    while not wait_for.exists():
+        assert proc.poll() is None, "training ended before it could be killed"
+        assert time.time() < deadline
+        time.sleep(0.01)
+    time.sleep(settle)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
 
 
 # Each recipe keeps its session fixtures (and the golden trajectory of its shared tiny run) in

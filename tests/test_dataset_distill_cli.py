@@ -5,10 +5,6 @@ SIGKILL in both stages (the pool model's draw included)."""
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +13,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from conftest import REPO, assert_one_line_error, invoke, invoke_json, run_cli_subprocess, sets
+from conftest import assert_one_line_error, invoke, invoke_json, kill_mid_training, run_cli_subprocess, sets
 from fixtures_dataset_distill import DD_TINY
 from skdcli.dataset_distill.synth import idx_bytes, write_idx_split
 
@@ -189,33 +185,18 @@ def test_generate_fixed_seed_is_bit_identical(dataset_distill_run: Path, tmp_pat
 
 
 # -- exact resume after SIGKILL, both stages ----------------------------------------------------------------------
-SLOW_CLI = """
-import sys, time
-from skdcli.dataset_distill import task
-original = task.DistillTask.compute_loss
-def slow(self, *args):
-    time.sleep(0.15)
-    return original(self, *args)
-task.DistillTask.compute_loss = slow
-from skdcli.cli import main
-sys.argv = ["skd", *sys.argv[1:]]
-main()
-"""
 STEPS = 9
 
 
 def _kill_mid_run(args: list[str], run_dir: Path) -> None:
-    proc = subprocess.Popen(
-        [sys.executable, "-c", SLOW_CLI, *args], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    # wait for the 2nd checkpoint, then land inside the following steps
+    kill_mid_training(
+        "skdcli.dataset_distill.task:DistillTask",
+        args,
+        run_dir / "checkpoints" / "step_00000004",
+        delay=0.15,
+        settle=0.2,
     )
-    deadline = time.time() + 300
-    while not (run_dir / "checkpoints" / "step_00000004").exists():  # wait for the 2nd checkpoint
-        assert proc.poll() is None, "training ended before it could be killed"
-        assert time.time() < deadline
-        time.sleep(0.01)
-    time.sleep(0.2)  # land inside the following steps
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
     assert not (run_dir / "train_summary.json").exists()
 
 

@@ -11,32 +11,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import REPO, run_cli_subprocess, sets
+from conftest import REPO, kill_mid_training, run_cli_subprocess, sets
 from fixtures_asr_ctc import TINY_MODEL
-
-# Runs the CLI with every training step slowed down by 50 ms, so the kill lands mid-training.
-SLOW_CLI = """
-import sys, time
-from skdcli.asr_ctc import recipe
-original = recipe.AsrCtcTask.compute_loss
-def slow(self, *args):
-    time.sleep(0.05)
-    return original(self, *args)
-recipe.AsrCtcTask.compute_loss = slow
-from skdcli.cli import main
-sys.argv = ["skd", *sys.argv[1:]]
-main()
-"""
 
 STEPS = 16
 TRAIN_SETS = sets(*TINY_MODEL, "train.eval_every=4", "train.keep_checkpoints=50")
@@ -59,20 +43,14 @@ def test_sigkill_then_resume_is_bit_identical(tiny_corpus: Path, tmp_path: Path)
     assert done.returncode == 0, done.stderr
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", SLOW_CLI, *common, "--run-dir", str(killed), *TRAIN_SETS],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    # wait for the 2nd checkpoint, then land somewhere inside the following steps
+    kill_mid_training(
+        "skdcli.asr_ctc.recipe:AsrCtcTask",
+        [*common, "--run-dir", killed, *TRAIN_SETS],
+        killed / "checkpoints" / "step_00000006",
+        timeout=120,
+        settle=0.08,
     )
-    deadline = time.time() + 120
-    while not (killed / "checkpoints" / "step_00000006").exists():  # wait for the 2nd checkpoint
-        assert proc.poll() is None, "training ended before it could be killed"
-        assert time.time() < deadline
-        time.sleep(0.01)
-    time.sleep(0.08)  # land somewhere inside the following steps
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
     assert not (killed / "train_summary.json").exists()
     # A torn checkpoint from a kill mid-write must be ignored.
     (killed / "checkpoints" / ".tmp-step_00000099").mkdir()

@@ -5,31 +5,14 @@ tests/test_engine_resume_ddp.py: SIGKILL mid-training, resume, compare with an u
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import REPO, run_cli_subprocess, sets
+from conftest import kill_mid_training, run_cli_subprocess, sets
 from fixtures_sar import SAR_TINY
-
-SLOW_CLI = """
-import sys, time
-from skdcli.sar import recipe
-original = recipe.SarTask.compute_loss
-def slow(self, *args):
-    time.sleep(0.05)
-    return original(self, *args)
-recipe.SarTask.compute_loss = slow
-from skdcli.cli import main
-sys.argv = ["skd", *sys.argv[1:]]
-main()
-"""
 
 STEPS = 14
 TRAIN_SETS = sets(*SAR_TINY, "train.eval_every=4", "train.keep_checkpoints=50")
@@ -48,20 +31,13 @@ def test_sigkill_then_resume_is_bit_identical(sar_data: Path, tmp_path: Path) ->
     assert done.returncode == 0, done.stderr
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", SLOW_CLI, *common, "--run-dir", str(killed), *TRAIN_SETS],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    # past the first generation (5 steps), then inside the following steps
+    kill_mid_training(
+        "skdcli.sar.recipe:SarTask",
+        [*common, "--run-dir", killed, *TRAIN_SETS],
+        killed / "checkpoints" / "step_00000006",
+        settle=0.12,
     )
-    deadline = time.time() + 300
-    while not (killed / "checkpoints" / "step_00000006").exists():  # past the first generation (5 steps)
-        assert proc.poll() is None, "training ended before it could be killed"
-        assert time.time() < deadline
-        time.sleep(0.01)
-    time.sleep(0.12)  # land inside the following steps
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
     assert not (killed / "train_summary.json").exists()
 
     resumed = run_cli_subprocess("sar", "train", "--run-dir", killed, "--resume", "--json")

@@ -5,33 +5,15 @@ uninterrupted run (the way tests/test_engine_resume_ddp.py tests the engine)."""
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import REPO, run_cli_subprocess, sets
+from conftest import kill_mid_training, run_cli_subprocess, sets
 from fixtures_xqa import XQA_TRAIN
 from skdcli.engine.rundir import RunDir
-
-# The CLI with every training step slowed down, so the kill lands mid-training.
-SLOW_CLI = """
-import sys, time
-from skdcli.xqa import task
-original = task.XqaTask.compute_loss
-def slow(self, *args):
-    time.sleep(0.05)
-    return original(self, *args)
-task.XqaTask.compute_loss = slow
-from skdcli.cli import main
-sys.argv = ["skd", *sys.argv[1:]]
-main()
-"""
 
 
 def trajectory(run_dir: Path) -> list[tuple]:
@@ -58,20 +40,9 @@ def test_sigkill_in_generation_two_then_resume_is_bit_identical(xqa_data: Path, 
     kill_after = (per_epoch // 3 + 1) * 3  # the first checkpoint inside the second generation
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", SLOW_CLI, *args, "--run-dir", str(killed)],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    kill_mid_training(  # then land inside the following steps
+        "skdcli.xqa.task:XqaTask", [*args, "--run-dir", killed], killed / "checkpoints" / f"step_{kill_after:08d}"
     )
-    deadline = time.time() + 300
-    while not (killed / "checkpoints" / f"step_{kill_after:08d}").exists():
-        assert proc.poll() is None, "training ended before it could be killed"
-        assert time.time() < deadline
-        time.sleep(0.01)
-    time.sleep(0.12)  # land inside the following steps
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
     assert not (killed / "train_summary.json").exists()
 
     resumed = run_cli_subprocess("xqa", "train", "--run-dir", killed, "--resume", "--json")
