@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..engine.errors import SkdError
+from ..engine.weights import read_state_dict
 from .config import NUM_CLASSES, DinoConfig, VideoConfig, ViTConfig
 
 
@@ -449,8 +450,6 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Tens
     Accepts a file (.safetensors, or .pth/.pt read with weights_only=True) or a directory holding
     model.safetensors / pytorch_model.bin (+ config.json for Hugging Face). DINO full checkpoints
     ({'student': ..., 'teacher': ...}) give the teacher (the official init loads both alike)."""
-    from safetensors.torch import load_file
-
     path = Path(path)
     config: dict = {}
     if path.is_dir():
@@ -461,25 +460,9 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Tens
         if found is None:
             raise SkdError("no model.safetensors / pytorch_model.bin / checkpoint.pth in the directory", path)
         path = found
-    if not path.is_file():
-        raise SkdError("checkpoint not found", path)
-    try:
-        if path.suffix == ".safetensors":
-            sd = load_file(str(path))
-        else:
-            sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise SkdError(
-            f"cannot read checkpoint ({exc.__class__.__name__}: {str(exc).splitlines()[0][:200]})", path
-        ) from exc
-    if isinstance(sd, dict) and "teacher" in sd and isinstance(sd["teacher"], dict):
-        sd = sd["teacher"]
-    elif isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
-        sd = sd["state_dict"]
-    elif isinstance(sd, dict) and isinstance(sd.get("model"), dict):
-        sd = sd["model"]
-    if not isinstance(sd, dict) or not all(isinstance(v, Tensor) for v in sd.values()):
-        raise SkdError("not a state dict of tensors", path)
+    sd = read_state_dict(
+        path, unwrap=("teacher", "state_dict", "model"), what="checkpoint", missing="checkpoint not found"
+    )
     sd = _strip(dict(sd), ("module.",))
     head = {k[len("head.") :]: v for k, v in sd.items() if k.startswith("head.")} or None
     sd = _strip({k: v for k, v in sd.items() if not k.startswith("head.")}, ("backbone.",))

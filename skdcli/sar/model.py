@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..engine.errors import SkdError
+from ..engine.weights import read_state_dict as engine_read_state_dict
 
 VGG16_STAGE_ENDS = (10, 17, 24, 31)  # features[:10] = blocks 1-2 (stride 4), then blocks 3, 4, 5
 MOBILENET_STAGE_ENDS = (4, 7, 14, 19)  # features split at strides 4, 8, 16, 32
@@ -225,27 +226,8 @@ def build_model(cfg_model, num_classes: int, in_chans: int, byot_exits: bool = F
 
 def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     """A local weights file: safetensors, or a torch state dict (``weights_only=True``; a ``state_dict``
-    / ``model`` entry is unwrapped). Never unpickles arbitrary objects."""
-    path = Path(path)
-    if not path.is_file():
-        raise SkdError("weights file not found", path)
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise SkdError(
-            f"cannot read weights ({exc.__class__.__name__}: {str(exc).splitlines()[0][:200]})", path
-        ) from exc
-    for key in ("state_dict", "model", "net"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise SkdError("not a state dict of tensors", path)
-    return state
+    / ``model`` / ``net`` entry is unwrapped). Never unpickles arbitrary objects."""
+    return engine_read_state_dict(path, unwrap=("state_dict", "model", "net"))
 
 
 def load_pretrained(model: SarNet, path: str | Path) -> dict:
