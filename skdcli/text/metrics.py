@@ -70,14 +70,9 @@ def _check_pairs(hyps: Sequence[str], refs: Sequence[str]) -> None:
         raise ValueError(f"{len(hyps)} hypotheses but {len(refs)} references")
 
 
-def bleu_tokenized(hyps: Sequence[str], refs: Sequence[str]) -> dict:
-    """Case-insensitive tokenized BLEU (fairseq / IWSLT convention) of already tokenized text.
-
-    Returns ``{"bleu", "precisions", "bp", "sys_len", "ref_len", "signature"}``; bleu in [0, 100].
-    """
-    _check_pairs(hyps, refs)
-    metric = sacrebleu.BLEU(tokenize="none", lowercase=True, force=True)
-    score = metric.corpus_score([h.lower() for h in hyps], [[r.lower() for r in refs]])
+def _bleu_result(score, metric) -> dict:
+    """What every BLEU figure here reports: the score, its n-gram precisions, brevity penalty, lengths and
+    sacreBLEU's signature (to print next to the score)."""
     return {
         "bleu": score.score,
         "precisions": list(score.precisions),
@@ -86,6 +81,17 @@ def bleu_tokenized(hyps: Sequence[str], refs: Sequence[str]) -> dict:
         "ref_len": score.ref_len,
         "signature": str(metric.get_signature()),
     }
+
+
+def bleu_tokenized(hyps: Sequence[str], refs: Sequence[str]) -> dict:
+    """Case-insensitive tokenized BLEU (fairseq / IWSLT convention) of already tokenized text.
+
+    Returns ``{"bleu", "precisions", "bp", "sys_len", "ref_len", "signature"}``; bleu in [0, 100].
+    """
+    _check_pairs(hyps, refs)
+    metric = sacrebleu.BLEU(tokenize="none", lowercase=True, force=True)
+    score = metric.corpus_score([h.lower() for h in hyps], [[r.lower() for r in refs]])
+    return _bleu_result(score, metric)
 
 
 def bleu_sacre(hyps: Sequence[str], refs: Sequence[str], detok: bool = True, lang: str = "en") -> dict:
@@ -96,14 +102,7 @@ def bleu_sacre(hyps: Sequence[str], refs: Sequence[str], detok: bool = True, lan
         hyps, refs = [detokenize(h, lang) for h in hyps], [detokenize(r, lang) for r in refs]
     metric = sacrebleu.BLEU(tokenize="13a")
     score = metric.corpus_score(list(hyps), [list(refs)])
-    return {
-        "bleu": score.score,
-        "precisions": list(score.precisions),
-        "bp": score.bp,
-        "sys_len": score.sys_len,
-        "ref_len": score.ref_len,
-        "signature": str(metric.get_signature()),
-    }
+    return _bleu_result(score, metric)
 
 
 def chrf(hyps: Sequence[str], refs: Sequence[str], detok: bool = True, lang: str = "en") -> dict:
